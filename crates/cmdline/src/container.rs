@@ -45,10 +45,7 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
     let mut words = words.into_iter();
     while let Some(word) = words.next() {
         if !word.starts_with('-') || word == "-" {
-            args.image = word
-                .strip_prefix("docker://")
-                .unwrap_or(&word)
-                .to_string();
+            args.image = word.strip_prefix("docker://").unwrap_or(&word).to_string();
             if args.image.is_empty() {
                 return Err(ContainerArgsError::NoImage);
             }
@@ -120,9 +117,7 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
 
 /// `-t`, `-i`, `-ti`, `-it`.
 fn is_tty_cluster(word: &str) -> bool {
-    word.len() > 1
-        && !word.starts_with("--")
-        && word[1..].chars().all(|c| c == 't' || c == 'i')
+    word.len() > 1 && !word.starts_with("--") && word[1..].chars().all(|c| c == 't' || c == 'i')
 }
 
 fn bool_value(flag: &str, inline: Option<&str>) -> Result<bool, ContainerArgsError> {

@@ -196,7 +196,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.containers.len(), 1);
         let run = &c.containers[0];
-        assert_eq!(run.image, "10.42.0.1:8002/infra/machine_registration:latest");
+        assert_eq!(
+            run.image,
+            "10.42.0.1:8002/infra/machine_registration:latest"
+        );
         assert_eq!(run.command, vec!["-c", "echo hi"]);
         assert_eq!(run.entrypoint.as_deref(), Some("/bin/sh"));
         assert!(!run.tls_verify);

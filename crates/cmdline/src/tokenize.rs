@@ -72,7 +72,10 @@ mod tests {
             t,
             vec![
                 kv("console", Some("ttyS0")),
-                kv("b2c.run", Some("-ti docker://r.example/a:1 sh -c 'echo hi'")),
+                kv(
+                    "b2c.run",
+                    Some("-ti docker://r.example/a:1 sh -c 'echo hi'")
+                ),
                 kv("b2c.pipefail", None),
             ]
         );

@@ -1,1 +1,52 @@
-//! b2c-system
+//! PID 1 duties: mounts, console logging, kernel modules, the reaper,
+//! host name and clock, and the final power-off.
+
+pub mod host;
+pub mod info;
+pub mod log;
+pub mod modules;
+pub mod mounts;
+pub mod power;
+pub mod reaper;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot mount {target}: {source}")]
+    Mount {
+        target: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("kernel module {0} is not in the initramfs")]
+    ModuleNotFound(String),
+    #[error("cannot load kernel module {path}: {source}")]
+    Module {
+        path: PathBuf,
+        source: nix::errno::Errno,
+    },
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{what}: {source}")]
+    Sys {
+        what: String,
+        source: nix::errno::Errno,
+    },
+}
+
+impl Error {
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The one owner of `waitpid(-1)`.
+//!
+//! As PID 1 we inherit every orphan of the system and must reap them, or
+//! they stay zombies forever. A single thread collects every child; whoever
+//! started a process asks the reaper for that pid's status. Nothing else may
+//! call `wait`, or the two would steal statuses from each other.
+
+use std::collections::HashMap;
+use std::process::{Child, Command};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::Error;
+
+/// How a child ended, in shell terms: its exit code, or 128 + signal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitCode(pub i32);
+
+#[derive(Default)]
+struct State {
+    /// Statuses collected but not yet asked for. Orphans we never asked
+    /// about are dropped when the map grows, see `record`.
+    exited: HashMap<i32, ExitCode>,
+    /// Pids someone waits for: their statuses are kept until taken.
+    wanted: std::collections::HashSet<i32>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when a status is recorded.
+    exited: Condvar,
+    /// Signalled when a child is started, to wake a reaper with none.
+    spawned: Condvar,
+}
+
+static REAPER: OnceLock<Arc<Shared>> = OnceLock::new();
+
+fn shared() -> &'static Arc<Shared> {
+    REAPER.get_or_init(|| {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            exited: Condvar::new(),
+            spawned: Condvar::new(),
+        });
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("reaper".into())
+            .spawn(move || reap_forever(&s))
+            .expect("cannot start the reaper thread");
+        shared
+    })
+}
+
+fn reap_forever(s: &Shared) {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(pid, code)) => record(s, pid.as_raw(), ExitCode(code)),
+            Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                record(s, pid.as_raw(), ExitCode(128 + sig as i32))
+            }
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(_) => {
+                // ECHILD: nobody to wait for until something is spawned.
+                // The timeout covers children started behind our back.
+                let guard = s.state.lock().unwrap();
+                let _ = s
+                    .spawned
+                    .wait_timeout(guard, Duration::from_millis(500))
+                    .unwrap();
+            }
+        }
+    }
+}
+
+fn record(s: &Shared, pid: i32, code: ExitCode) {
+    let mut st = s.state.lock().unwrap();
+    st.exited.insert(pid, code);
+    // Reaped orphans nobody asked about must not pile up for hours.
+    if st.exited.len() > 1024 {
+        let State { exited, wanted } = &mut *st;
+        exited.retain(|pid, _| wanted.contains(pid));
+    }
+    s.exited.notify_all();
+}
+
+/// Starts the reaper thread. Call early in PID 1; idempotent.
+pub fn start() {
+    shared();
+}
+
+/// A started child whose status comes from the reaper.
+#[derive(Debug)]
+pub struct Process {
+    pid: i32,
+}
+
+impl Process {
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Blocks until the process ended.
+    pub fn wait(self) -> ExitCode {
+        let s = shared();
+        let mut st = s.state.lock().unwrap();
+        loop {
+            if let Some(code) = st.exited.remove(&self.pid) {
+                st.wanted.remove(&self.pid);
+                return code;
+            }
+            st = s.exited.wait(st).unwrap();
+        }
+    }
+}
+
+/// Starts `cmd`; its status must be taken with [`Process::wait`], never
+/// with std's `Child::wait`.
+pub fn spawn(cmd: &mut Command) -> Result<Process, Error> {
+    let s = shared();
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    // Hold the lock across the fork so the reaper cannot record (and
+    // possibly prune) the status before the pid is marked as wanted.
+    let mut st = s.state.lock().unwrap();
+    let child: Child = cmd
+        .spawn()
+        .map_err(|e| Error::Spawn { program, source: e })?;
+    let pid = child.id() as i32;
+    st.wanted.insert(pid);
+    drop(st);
+    // Dropping a std Child neither waits nor kills: the reaper owns it.
+    drop(child);
+    s.spawned.notify_all();
+    Ok(Process { pid })
+}
+
+/// Runs `cmd` to completion.
+pub fn run(cmd: &mut Command) -> Result<ExitCode, Error> {
+    Ok(spawn(cmd)?.wait())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_reach_the_right_waiter() {
+        start();
+        let a = spawn(Command::new("sh").args(["-c", "exit 3"])).unwrap();
+        let b = spawn(Command::new("sh").args(["-c", "sleep 0.2; exit 5"])).unwrap();
+        let c = spawn(Command::new("sh").args(["-c", "kill -9 $$"])).unwrap();
+        // Wait out of order: a status collected early must be kept.
+        assert_eq!(b.wait(), ExitCode(5));
+        assert_eq!(a.wait(), ExitCode(3));
+        assert_eq!(c.wait(), ExitCode(128 + 9));
+        assert_eq!(run(&mut Command::new("true")).unwrap(), ExitCode(0));
+    }
+
+    #[test]
+    fn missing_program_is_an_error_naming_it() {
+        start();
+        let e = spawn(&mut Command::new("/nonexistent/crun")).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/crun"), "{e}");
+    }
+}
