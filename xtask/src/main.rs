@@ -1,1 +1,76 @@
-fn main() {}
+//! cargo xtask: build and boot the b2c initramfs.
+
+mod cpio;
+mod initramfs;
+mod kernel;
+mod qemu;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+  kernel [--force]          fetch Debian's kernel into target/kernel/
+  initramfs [OPTIONS]       build target/initramfs/b2c.cpio.<compression>
+      --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
+      --compression C       zstd (default), xz or none
+      --output FILE         write the compressed archive there instead
+  qemu [-- ARGS...]         boot it under QEMU on a private test network
+                            (DHCP, NTP, registry with test images), with
+                            ARGS appended to the kernel command line
+";
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("kernel") => kernel::fetch(args.iter().any(|a| a == "--force")).map(|_| ()),
+        Some("initramfs") => initramfs::Options::parse(&args[1..])
+            .and_then(|o| initramfs::build(&o))
+            .map(|_| ()),
+        Some("qemu") => qemu::run(&args[1..]),
+        _ => {
+            eprint!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("xtask: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
+    if !status.success() {
+        return Err(format!("{cmd:?} failed: {status}").into());
+    }
+    Ok(())
+}
+
+pub fn run_output(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,49 @@
+# b2c: the front door. `make run` and `make test` work on a fresh Debian
+# machine: they install what is missing first.
+
+CARGO ?= cargo
+MUSL_TARGET := x86_64-unknown-linux-musl
+# Debian packages the build, the QEMU boot and the tests need.
+DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony \
+	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
+	ca-certificates
+# The demo container of `make run`: a busybox image the test network builds
+# and serves from its registry at 10.99.0.1:5000.
+DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
+
+.PHONY: all deps kernel initramfs run test unit e2e lint clean
+
+all: initramfs
+
+deps:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -q
+	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+
+kernel: deps
+	$(CARGO) xtask kernel
+
+initramfs: kernel
+	$(CARGO) xtask initramfs
+
+run: initramfs
+	$(CARGO) xtask qemu -- $(DEMO_APPEND)
+
+unit: deps
+	$(CARGO) test --workspace --exclude qemu-tests
+
+e2e: initramfs
+	$(CARGO) test -p qemu-tests -- --test-threads=2
+
+test: unit e2e
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean

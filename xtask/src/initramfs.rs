@@ -1,0 +1,223 @@
+//! `cargo xtask initramfs`: the static init, crun with its libraries, the
+//! kernel modules b2c needs, in one reproducible compressed cpio.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use b2c_system::modules::ModuleIndex;
+
+use crate::cpio::{Archive, Node};
+use crate::{kernel, run, run_output, workspace_root, Result};
+
+const TARGET: &str = "x86_64-unknown-linux-musl";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compression {
+    Zstd,
+    Xz,
+    None,
+}
+
+#[derive(Debug)]
+pub struct Options {
+    pub ca_cert: Option<PathBuf>,
+    pub compression: Compression,
+    pub output: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn parse(args: &[String]) -> Result<Options> {
+        let mut o = Options {
+            ca_cert: None,
+            compression: Compression::Zstd,
+            output: None,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let mut value = || it.next().ok_or(format!("{arg} needs a value"));
+            match arg.as_str() {
+                "--ca-cert" => o.ca_cert = Some(PathBuf::from(value()?)),
+                "--output" => o.output = Some(PathBuf::from(value()?)),
+                "--compression" => {
+                    o.compression = match value()?.as_str() {
+                        "zstd" => Compression::Zstd,
+                        "xz" => Compression::Xz,
+                        "none" => Compression::None,
+                        c => {
+                            return Err(format!("unknown compression {c}: zstd, xz or none").into())
+                        }
+                    }
+                }
+                other => return Err(format!("unknown option {other}").into()),
+            }
+        }
+        Ok(o)
+    }
+}
+
+pub fn out_dir() -> PathBuf {
+    workspace_root().join("target/initramfs")
+}
+
+/// Lines of a manifest in initramfs/, without comments and blanks.
+fn manifest(name: &str) -> Result<Vec<String>> {
+    let path = workspace_root().join("initramfs").join(name);
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+fn build_init() -> Result<PathBuf> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["build", "--release", "--target", TARGET, "-p", "init"]))?;
+    Ok(workspace_root().join(format!("target/{TARGET}/release/init")))
+}
+
+/// A dynamic binary with the shared libraries and loader it needs, at the
+/// paths the loader looks for them.
+fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
+    let path = Path::new(binary);
+    if !path.exists() {
+        return Err(format!("{binary} is missing: run `make deps`").into());
+    }
+    archive.add_file(binary, path)?;
+    let ldd = run_output("ldd", &[binary]).unwrap_or_default();
+    for line in ldd.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or
+        // "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let lib = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|w| w.starts_with('/')),
+        };
+        if let Some(lib) = lib.filter(|l| l.starts_with('/')) {
+            // Read through symlinks: the archive gets the file at the name
+            // the loader asks for.
+            archive.add_file(lib, Path::new(lib))?;
+        }
+    }
+    Ok(())
+}
+
+/// The modules named in initramfs/modules.txt and everything they need,
+/// with a modules.dep made for exactly that set.
+fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel) -> Result<usize> {
+    let wanted = manifest("modules.txt")?;
+    let index = ModuleIndex::load(&kernel.modules)?;
+    let files = index.load_order(&wanted)?;
+    let stage = out_dir().join("modules-stage");
+    let _ = std::fs::remove_dir_all(&stage);
+    let dest = stage.join("lib/modules").join(&kernel.release);
+    for file in &files {
+        let rel = file.strip_prefix(&kernel.modules)?;
+        std::fs::create_dir_all(dest.join(rel).parent().unwrap())?;
+        std::fs::copy(file, dest.join(rel))?;
+    }
+    // depmod orders its output by modules.order; builtin keeps modprobe
+    // names of built-in modules resolvable.
+    for f in [
+        "modules.order",
+        "modules.builtin",
+        "modules.builtin.modinfo",
+    ] {
+        if kernel.modules.join(f).exists() {
+            std::fs::copy(kernel.modules.join(f), dest.join(f))?;
+        }
+    }
+    run(Command::new("depmod")
+        .arg("-b")
+        .arg(&stage)
+        .arg(&kernel.release))?;
+    archive.add_tree(&format!("lib/modules/{}", kernel.release), &dest)?;
+    Ok(files.len())
+}
+
+fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {
+    let mut cmd = match compression {
+        Compression::Zstd => {
+            let mut c = Command::new("zstd");
+            c.args(["-q", "-f", "-19", "-T1", "-o"]).arg(out).arg(cpio);
+            c
+        }
+        // The kernel's xz decoder knows CRC32 but not the default CRC64.
+        Compression::Xz => {
+            let mut c = Command::new("sh");
+            c.arg("-c")
+                .arg(r#"xz -9 -T1 --check=crc32 -c "$1" > "$2""#)
+                .arg("xz")
+                .arg(cpio)
+                .arg(out);
+            c
+        }
+        Compression::None => {
+            std::fs::copy(cpio, out)?;
+            return Ok(());
+        }
+    };
+    run(&mut cmd)
+}
+
+pub fn build(o: &Options) -> Result<PathBuf> {
+    let kernel = kernel::fetch(false)?;
+    let init = build_init()?;
+    let mut archive = Archive::default();
+    archive.add_file("init", &init)?;
+    // The kernel opens /dev/console for init before anything is mounted.
+    archive.add(
+        "dev/console",
+        Node::CharDev {
+            mode: 0o600,
+            major: 5,
+            minor: 1,
+        },
+    );
+    for dir in ["proc", "sys", "run", "tmp", "etc", "storage"] {
+        archive.add(dir, Node::Dir { mode: 0o755 });
+    }
+    for binary in manifest("binaries.txt")? {
+        add_binary(&mut archive, &binary)?;
+    }
+    let modules = add_modules(&mut archive, &kernel)?;
+    if let Some(ca) = &o.ca_cert {
+        archive.add_file("etc/b2c/ca.pem", ca)?;
+    }
+
+    let dir = out_dir();
+    std::fs::create_dir_all(&dir)?;
+    let cpio_path = dir.join("b2c.cpio");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&cpio_path)?);
+    let size = archive.write(&mut file)?;
+    std::io::Write::flush(&mut file)?;
+    drop(file);
+
+    let ext = match o.compression {
+        Compression::Zstd => "cpio.zst",
+        Compression::Xz => "cpio.xz",
+        Compression::None => "cpio.raw",
+    };
+    let out = o
+        .output
+        .clone()
+        .unwrap_or_else(|| dir.join(format!("b2c.{ext}")));
+    if let Some(parent) = out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    compress(&cpio_path, o.compression, &out)?;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules (kernel {})",
+        out.display(),
+        mib(std::fs::metadata(&out)?.len()),
+        mib(size),
+        mib(std::fs::metadata(&init)?.len()),
+        kernel.release,
+    );
+    Ok(out)
+}
