@@ -52,11 +52,9 @@ impl Log for ConsoleLogger {
         if let Some(kmsg) = self.kmsg.lock().unwrap().as_mut() {
             // Level 7 (debug): kept in dmesg without being echoed a second
             // time on the console at the default loglevel.
-            let _ = write!(
-                kmsg,
-                "<7>b2c: {}",
-                &line[line.find(": ").map_or(0, |i| i + 2)..]
-            );
+            // Each write(2) to /dev/kmsg is one record: format first.
+            let text = &line[line.find("]: ").map_or(0, |i| i + 3)..];
+            let _ = kmsg.write_all(format!("<7>b2c: {text}").as_bytes());
         }
     }
 

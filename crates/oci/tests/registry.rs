@@ -1,0 +1,548 @@
+//! Pulls from the real distribution registry (Debian's docker-registry) on
+//! loopback, over HTTP and over HTTPS with a CA made by openssl here. Images
+//! are built by the test as OCI layouts and pushed with skopeo.
+
+mod common;
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use b2c_oci::{
+    parse_reference, pull, LayerError, LayerStore, PullError, RegistryOptions, RetryPolicy,
+};
+use common::{gzip, init_logging, logged, sha256, Tb};
+use serde_json::json;
+
+/// A registry process, killed (by its pid) and reaped on drop, whatever
+/// happened in the test.
+struct Registry {
+    child: Child,
+    port: u16,
+    storage: PathBuf,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Registry {
+    fn start(tls: Option<(&Path, &Path)>) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let storage = dir.path().join("storage");
+        let tls = tls
+            .map(|(cert, key)| {
+                format!(
+                    "  tls:\n    certificate: {}\n    key: {}\n",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .unwrap_or_default();
+        let config = dir.path().join("config.yml");
+        fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n{tls}",
+                storage.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("registry.log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&log).unwrap())
+            .stderr(fs::File::create(dir.path().join("registry.err")).unwrap())
+            .spawn()
+            .expect("docker-registry (Debian package docker-registry) must be installed");
+        let reg = Registry {
+            child,
+            port,
+            storage,
+            log,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        reg
+    }
+
+    fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        self.storage
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let err = self.log.with_file_name("registry.err");
+            eprintln!(
+                "--- registry log ---\n{}",
+                fs::read_to_string(err).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An OCI image layout under construction.
+struct Layout {
+    dir: PathBuf,
+}
+
+struct Image {
+    manifest: serde_json::Value,
+    layer_digests: Vec<String>,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Layout {
+        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        Layout {
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn blob(&self, data: &[u8]) -> String {
+        let digest = sha256(data);
+        let hex = digest.strip_prefix("sha256:").unwrap();
+        fs::write(self.dir.join("blobs/sha256").join(hex), data).unwrap();
+        digest
+    }
+
+    fn descriptor(&self, media_type: &str, data: &[u8]) -> serde_json::Value {
+        json!({"mediaType": media_type, "digest": self.blob(data), "size": data.len()})
+    }
+
+    /// A manifest for these layer tarballs (gzip'd here); returns its
+    /// descriptor-to-be and the layer digests.
+    fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Image {
+        let gz: Vec<Vec<u8>> = layers.iter().map(|t| gzip(t)).collect();
+        let config = json!({
+            "architecture": arch,
+            "os": "linux",
+            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/hello"], "WorkingDir": "/"},
+            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|t| sha256(t)).collect::<Vec<_>>()},
+        });
+        let layer_descs: Vec<_> = gz
+            .iter()
+            .map(|g| self.descriptor("application/vnd.oci.image.layer.v1.tar+gzip", g))
+            .collect();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": self.descriptor(
+                "application/vnd.oci.image.config.v1+json",
+                config.to_string().as_bytes()
+            ),
+            "layers": layer_descs,
+        });
+        Image {
+            manifest,
+            layer_digests: gz.iter().map(|g| sha256(g)).collect(),
+        }
+    }
+
+    fn tag(&self, tags: &[(&str, serde_json::Value)]) {
+        let manifests: Vec<_> = tags
+            .iter()
+            .map(|(tag, desc)| {
+                let mut d = desc.clone();
+                d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
+                d
+            })
+            .collect();
+        fs::write(
+            self.dir.join("index.json"),
+            json!({"schemaVersion": 2, "manifests": manifests}).to_string(),
+        )
+        .unwrap();
+    }
+
+    fn manifest_desc(&self, image: &Image) -> serde_json::Value {
+        self.descriptor(
+            "application/vnd.oci.image.manifest.v1+json",
+            image.manifest.to_string().as_bytes(),
+        )
+    }
+
+    fn push(&self, tag: &str, dest: &str, extra: &[&str]) {
+        run(Command::new("skopeo")
+            .args(["copy", "--quiet", "--dest-tls-verify=false"])
+            .args(extra)
+            .arg(format!("oci:{}:{tag}", self.dir.display()))
+            .arg(format!("docker://{dest}")));
+    }
+}
+
+fn base_layer(tag: &str) -> Vec<u8> {
+    Tb::new()
+        .file("etc/os-release", format!("ID=test-{tag}\n").as_bytes())
+        .file("etc/motd", b"hello\n")
+        .file_mode("bin/hello", b"#!/bin/sh\necho hi\n", 0o755, 0, 0)
+        .file("var/lib/old", b"")
+        .finish()
+}
+
+fn top_layer(tag: &str) -> Vec<u8> {
+    Tb::new()
+        .file("etc/.wh.motd", b"")
+        .file("var/lib/.wh..wh..opq", b"")
+        .file("var/lib/new", tag.as_bytes())
+        .finish()
+}
+
+fn insecure() -> RegistryOptions {
+    RegistryOptions {
+        tls_verify: false,
+        ..RegistryOptions::default()
+    }
+}
+
+fn retries_logged(image: &str) -> Vec<String> {
+    logged()
+        .into_iter()
+        .filter(|l| l.contains(image) && l.contains("retrying"))
+        .collect()
+}
+
+fn check_unpacked(layers: &[PathBuf], tag: &str) {
+    assert_eq!(layers.len(), 2);
+    assert_eq!(
+        fs::read_to_string(layers[0].join("etc/os-release")).unwrap(),
+        format!("ID=test-{tag}\n")
+    );
+    assert_eq!(
+        fs::metadata(layers[0].join("bin/hello")).unwrap().mode() & 0o777,
+        0o755
+    );
+    let wh = fs::symlink_metadata(layers[1].join("etc/motd")).unwrap();
+    assert!(wh.file_type().is_char_device() && wh.rdev() == 0);
+    assert_eq!(
+        fs::read_to_string(layers[1].join("var/lib/new")).unwrap(),
+        tag
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_over_http_and_reuses_layers() {
+    init_logging();
+    let reg = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&tmp.path().join("oci"));
+
+    // An OCI manifest, the same image converted to Docker v2s2 by skopeo,
+    // and a multi-platform index whose arm64 entry must not be chosen.
+    let img = layout.image("amd64", &[base_layer("oci"), top_layer("oci")]);
+    let arm = layout.image("arm64", &[base_layer("arm"), top_layer("arm")]);
+    let amd = layout.image("amd64", &[base_layer("idx"), top_layer("idx")]);
+    let mut arm_desc = layout.manifest_desc(&arm);
+    arm_desc["platform"] = json!({"os": "linux", "architecture": "arm64"});
+    let mut amd_desc = layout.manifest_desc(&amd);
+    amd_desc["platform"] = json!({"os": "linux", "architecture": "amd64"});
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [arm_desc, amd_desc],
+    });
+    let index_desc = layout.descriptor(
+        "application/vnd.oci.image.index.v1+json",
+        index.to_string().as_bytes(),
+    );
+    layout.tag(&[("v1", layout.manifest_desc(&img)), ("multi", index_desc)]);
+    let host = reg.host();
+    layout.push("v1", &format!("{host}/test/x:v1"), &[]);
+    layout.push(
+        "v1",
+        &format!("{host}/test/docker:v1"),
+        &["--format", "v2s2"],
+    );
+    layout.push("multi", &format!("{host}/test/multi:v1"), &["--all"]);
+
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let reference = parse_reference(&format!("docker://{host}/test/x:v1")).unwrap();
+    let pulled = pull(&reference, &insecure(), &store).await.unwrap();
+    check_unpacked(&pulled.layers, "oci");
+    assert_eq!(
+        pulled.layers[0],
+        store.layer_path(&img.layer_digests[0].parse().unwrap())
+    );
+    assert!(pulled.manifest_digest.starts_with("sha256:"));
+    let cfg = pulled.config.config().as_ref().unwrap();
+    assert_eq!(cfg.cmd().as_deref(), Some(&["/bin/hello".to_string()][..]));
+
+    // Second pull: the layers are already in the store and are not
+    // downloaded again (a marker in a layer directory survives).
+    fs::write(pulled.layers[0].join("marker"), b"").unwrap();
+    let again = pull(&reference, &insecure(), &store).await.unwrap();
+    assert_eq!(again.layers, pulled.layers);
+    assert!(again.layers[0].join("marker").exists());
+
+    // Docker v2 schema 2 media types.
+    let r = parse_reference(&format!("{host}/test/docker:v1")).unwrap();
+    let docker = pull(&r, &insecure(), &store).await.unwrap();
+    check_unpacked(&docker.layers, "oci");
+
+    // Index → the linux/amd64 manifest.
+    let r = parse_reference(&format!("{host}/test/multi:v1")).unwrap();
+    let multi = pull(&r, &insecure(), &store).await.unwrap();
+    check_unpacked(&multi.layers, "idx");
+
+    // Missing tag: fails at once, naming the image and the registry.
+    let r = parse_reference(&format!("{host}/test/x:nope")).unwrap();
+    let err = pull(&r, &insecure(), &store).await.unwrap_err();
+    assert!(matches!(err, PullError::NotFound { .. }), "{err}");
+    assert!(
+        err.to_string().contains("test/x:nope") && err.to_string().contains(&host),
+        "{err}"
+    );
+    assert!(
+        retries_logged("test/x:nope").is_empty(),
+        "a 404 must not be retried"
+    );
+
+    // Verification on, plain HTTP registry: a TLS error, not retried.
+    let err = pull(&reference, &RegistryOptions::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PullError::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("--tls-verify=false"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_blob_is_not_committed() {
+    init_logging();
+    let reg = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&tmp.path().join("oci"));
+    let big = Tb::new().file("data", &vec![42u8; 200_000]).finish();
+    let img = layout.image("amd64", &[base_layer("bad"), big]);
+    layout.tag(&[("v1", layout.manifest_desc(&img))]);
+    layout.push("v1", &format!("{}/test/bad:v1", reg.host()), &[]);
+
+    // Flip one byte of the stored layer blob.
+    let blob = reg.blob_path(&img.layer_digests[1]);
+    let mut data = fs::read(&blob).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&blob, data).unwrap();
+
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let r = parse_reference(&format!("{}/test/bad:v1", reg.host())).unwrap();
+    let err = pull(&r, &insecure(), &store).await.unwrap_err();
+    match &err {
+        PullError::Layer {
+            digest,
+            source: LayerError::DigestMismatch { .. },
+            ..
+        } => assert_eq!(digest, &img.layer_digests[1]),
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains(&img.layer_digests[1]), "{err}");
+    assert!(!store.contains(&img.layer_digests[1].parse().unwrap()));
+    let leftovers: Vec<_> = fs::read_dir(store.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    run(Command::new("openssl").current_dir(dir).args(args));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_needs_the_ca() {
+    init_logging();
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        t,
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=b2c test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        t,
+        &[
+            &["req"][..],
+            &ec,
+            &[
+                "-keyout",
+                "srv.key",
+                "-out",
+                "srv.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        ]
+        .concat(),
+    );
+    fs::write(
+        t.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        t,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "srv.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "srv.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+    let reg = Registry::start(Some((&t.join("srv.pem"), &t.join("srv.key"))));
+
+    let layout = Layout::new(&t.join("oci"));
+    let img = layout.image("amd64", &[base_layer("tls"), top_layer("tls")]);
+    layout.tag(&[("v1", layout.manifest_desc(&img))]);
+    layout.push("v1", &format!("{}/test/tls:v1", reg.host()), &[]);
+    let r = parse_reference(&format!("{}/test/tls:v1", reg.host())).unwrap();
+
+    // Without the CA: a certificate error that says what to do, at once.
+    let store = LayerStore::new(t.join("store")).unwrap();
+    let err = pull(&r, &RegistryOptions::default(), &store)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PullError::Certificate {
+                clock_suspect: false,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("could not be verified") && msg.contains("b2c.ca_cert"),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("--tls-verify=false") && msg.contains(&reg.host()),
+        "{msg}"
+    );
+    assert!(
+        retries_logged("test/tls:v1").is_empty(),
+        "certificate errors are not retried"
+    );
+
+    // With it.
+    let opts = RegistryOptions {
+        extra_ca_pem: vec![fs::read(t.join("ca.pem")).unwrap()],
+        ..RegistryOptions::default()
+    };
+    let pulled = pull(&r, &opts, &store).await.unwrap();
+    check_unpacked(&pulled.layers, "tls");
+
+    // --tls-verify=false: HTTPS without verification works too.
+    let store2 = LayerStore::new(t.join("store2")).unwrap();
+    let pulled = pull(&r, &insecure(), &store2).await.unwrap();
+    check_unpacked(&pulled.layers, "tls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_registry_is_retried_then_reported() {
+    init_logging();
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let port = free_port(); // nothing listens there any more
+    let r = parse_reference(&format!("127.0.0.1:{port}/test/x:v1")).unwrap();
+    let opts = RegistryOptions {
+        tls_verify: false,
+        retry: RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(100),
+        },
+        ..RegistryOptions::default()
+    };
+    let err = pull(&r, &opts, &store).await.unwrap_err();
+    assert!(
+        matches!(err, PullError::Unreachable { attempts: 3, .. }),
+        "{err}"
+    );
+    let retries = retries_logged(&format!("127.0.0.1:{port}/test/x:v1"));
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(retries[1].contains("attempt 3/3"), "{retries:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("refused"),
+        "{msg}"
+    );
+}
