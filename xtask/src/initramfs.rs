@@ -164,6 +164,27 @@ fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {
     run(&mut cmd)
 }
 
+/// The Mozilla roots that b2c verifies registries against, as the system
+/// CA file. b2c itself uses the copy compiled into it; this file is for
+/// oci-client, which builds a throwaway default HTTP client that refuses to
+/// start when the system has no CA store at all.
+fn write_bundled_roots(path: &Path) -> Result<()> {
+    use base64::Engine;
+    let mut pem = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for chunk in b64.as_bytes().chunks(64) {
+            pem.push_str(std::str::from_utf8(chunk)?);
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    std::fs::write(path, pem)?;
+    Ok(())
+}
+
 pub fn build(o: &Options) -> Result<PathBuf> {
     let kernel = kernel::fetch(false)?;
     let init = build_init()?;
@@ -185,6 +206,9 @@ pub fn build(o: &Options) -> Result<PathBuf> {
         add_binary(&mut archive, &binary)?;
     }
     let modules = add_modules(&mut archive, &kernel)?;
+    let roots = out_dir().join("ca-certificates.crt");
+    write_bundled_roots(&roots)?;
+    archive.add_file("etc/ssl/certs/ca-certificates.crt", &roots)?;
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }

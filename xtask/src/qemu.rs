@@ -1,7 +1,50 @@
-//! `cargo xtask qemu`: boot the initramfs on the private test network.
+//! `cargo xtask qemu -- ARGS`: boot the initramfs under QEMU on the private
+//! test network of the qemu-tests harness (DHCP, DNS, NTP and a registry
+//! with the test images at 10.99.0.1:5000), with ARGS appended to the
+//! kernel command line. The console is shown as it comes.
+
+use std::time::Duration;
+
+use qemu_tests::{BootOptions, TestNet};
 
 use crate::Result;
 
-pub fn run(_args: &[String]) -> Result<()> {
-    Err("not wired yet".into())
+pub fn run(args: &[String]) -> Result<()> {
+    let append = args
+        .iter()
+        .skip_while(|a| *a != "--")
+        .skip(1)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
+    if !qemu_tests::default_initramfs().exists() {
+        return Err("no initramfs yet: run `cargo xtask initramfs` (or `make initramfs`)".into());
+    }
+    println!("starting the test network (dnsmasq, chronyd, registry) ...");
+    let net = TestNet::start()?;
+    println!(
+        "registry: http://{} and https://{} (images: {})",
+        net.registry_http(),
+        net.registry_https(),
+        qemu_tests::images::IMAGES
+            .iter()
+            .map(|i| i.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut opts = BootOptions::new("xtask-qemu", &append);
+    opts.echo = true;
+    opts.timeout = Duration::from_secs(3600);
+    let boot = net.boot(&opts)?;
+    println!(
+        "\nQEMU {} after {:.1} s; console saved in {}",
+        if boot.exited { "exited" } else { "was stopped" },
+        boot.elapsed.as_secs_f64(),
+        boot.log_path.display()
+    );
+    match boot.status() {
+        Some(0) => Ok(()),
+        Some(n) => Err(format!("pipeline status {n}").into()),
+        None => Err("no pipeline status line on the console".into()),
+    }
 }

@@ -1,0 +1,90 @@
+//! Every way a boot can fail, and the one place where a failure becomes a
+//! console message that says what went wrong and which option to check.
+
+use std::fmt;
+
+#[derive(Debug)]
+pub enum BootError {
+    /// The kernel filesystems could not be mounted.
+    Early(b2c_system::Error),
+    Cmdline(b2c_cmdline::Error),
+    Modules(b2c_system::Error),
+    Network(b2c_net::NetError),
+    CaCert {
+        path: String,
+        source: std::io::Error,
+    },
+    Storage(b2c_system::Error),
+    Pull(b2c_oci::PullError),
+    Image {
+        image: String,
+        source: b2c_oci::ReferenceError,
+    },
+    Container {
+        image: String,
+        source: ContainerError,
+    },
+}
+
+/// Setting up or starting one container.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error(transparent)]
+    Overlay(#[from] b2c_oci::OverlayError),
+    #[error(transparent)]
+    Spec(#[from] b2c_runtime::SpecError),
+    #[error("cannot write the bundle: {0}")]
+    Bundle(std::io::Error),
+    #[error(transparent)]
+    Crun(#[from] b2c_system::Error),
+}
+
+impl BootError {
+    /// The option a user should look at, when there is one.
+    fn hint(&self) -> Option<&'static str> {
+        match self {
+            BootError::Early(_) => None,
+            BootError::Cmdline(_) => Some("fix that option on the kernel command line"),
+            BootError::Modules(_) => {
+                Some("check b2c.insmods and the modules shipped in the initramfs")
+            }
+            BootError::Network(_) => {
+                Some("check the cabling and the DHCP server of this machine's network")
+            }
+            BootError::CaCert { .. } => {
+                Some("b2c.ca_cert must name a PEM file inside the initramfs")
+            }
+            BootError::Storage(_) => None,
+            // The registry errors name their own fix.
+            BootError::Pull(_) => None,
+            BootError::Image { .. } => Some("check the image name in b2c.run"),
+            BootError::Container { .. } => Some("check the b2c.run options and the image"),
+        }
+    }
+}
+
+impl fmt::Display for BootError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BootError::Early(e) => write!(f, "early setup failed: {e}"),
+            BootError::Cmdline(e) => write!(f, "kernel command line: {e}"),
+            BootError::Modules(e) => write!(f, "kernel modules: {e}"),
+            BootError::Network(e) => write!(f, "network: {e}"),
+            BootError::CaCert { path, source } => {
+                write!(f, "b2c.ca_cert={path}: cannot read it: {source}")
+            }
+            BootError::Storage(e) => write!(f, "storage: {e}"),
+            BootError::Pull(e) => write!(f, "cannot pull {e}"),
+            BootError::Image { image, source } => write!(f, "b2c.run image {image:?}: {source}"),
+            BootError::Container { image, source } => {
+                write!(f, "cannot run a container of {image}: {source}")
+            }
+        }?;
+        if let Some(hint) = self.hint() {
+            write!(f, " ({hint})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BootError {}
