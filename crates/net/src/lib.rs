@@ -1,1 +1,41 @@
-//! b2c-net
+//! b2c-net: the network of a machine that boots straight into containers.
+//!
+//! Links (sysfs + rtnetlink), a DHCPv4 client that races every ethernet link
+//! and keeps the winning lease renewed, static configuration, resolv.conf,
+//! and SNTP. Everything async runs on the caller's tokio runtime; progress is
+//! logged through `log`, failures come back as [`NetError`].
+//!
+//! The boot sequence, roughly:
+//!
+//! ```no_run
+//! # async fn boot() -> Result<(), b2c_net::NetError> {
+//! use std::{path::Path, time::Duration};
+//! b2c_net::loopback_up().await?;
+//! let links = b2c_net::ethernet_links(Duration::from_secs(10)).await?;
+//! for link in &links {
+//!     b2c_net::link_up(link).await?;
+//! }
+//! let lease = b2c_net::dhcp_first_lease(&links, Duration::from_secs(60)).await?;
+//! b2c_net::apply_lease(&lease, Path::new("/etc/resolv.conf")).await?;
+//! if let Some(ntp) = lease.ntp.first() {
+//!     let now = b2c_net::sntp_time(&ntp.to_string(), Duration::from_secs(5)).await?;
+//!     b2c_net::set_system_clock(now)?;
+//! }
+//! let renewal = b2c_net::spawn_renewal(lease, "/etc/resolv.conf");
+//! // ... run the job, keeping `renewal` alive ...
+//! # drop(renewal);
+//! # Ok(()) }
+//! ```
+
+mod config;
+mod dhcp;
+mod error;
+mod links;
+mod resolv;
+mod sntp;
+
+pub use config::{apply_lease, apply_static, link_up, loopback_up, StaticIpv4};
+pub use dhcp::{dhcp_first_lease, spawn_renewal, Lease, RenewalHandle};
+pub use error::NetError;
+pub use links::ethernet_links;
+pub use sntp::{set_system_clock, sntp_time};

@@ -1,0 +1,667 @@
+//! The client against real servers: dnsmasq (DHCP) and chronyd (NTP) in one
+//! network namespace, the client in another, veth pairs between them.
+//!
+//! The client must run inside its namespace with its own view of /sys (link
+//! discovery and MAC addresses come from sysfs), which `ip netns exec`
+//! provides by remounting /sys. So each test sets the namespaces up, then
+//! re-executes this test binary under `ip netns exec` to run a `netns_child_*`
+//! test, which does nothing unless the parent asked for it through the
+//! environment. The parent checks the kernel state the child left behind.
+//!
+//! Needs root, iproute2, dnsmasq and chronyd. Nothing leaves the machine:
+//! every address lives in namespaces these tests create and delete.
+
+use std::fs::{self, File};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime};
+
+use tempfile::TempDir;
+
+const CHILD_ENV: &str = "B2C_NET_TEST_CHILD";
+const DIR_ENV: &str = "B2C_NET_TEST_DIR";
+const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
+
+// ------------------------------------------------------------- harness
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A network namespace, deleted on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "b2cnet-{}-{}-{tag}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) -> String {
+        run(Command::new("ip").args(["-n", &self.name]).args(args))
+    }
+
+    fn exec(&self, program: impl AsRef<Path>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name])
+            .arg(program.as_ref());
+        cmd
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A process we started, killed (by its pid) on drop.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for_file(path: &Path, what: &str) {
+    let start = Instant::now();
+    while !path.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} did not start"
+        );
+        sleep(Duration::from_millis(50));
+    }
+}
+
+/// ns `srv`: veth-srv 10.98.0.1/24, and veth-nosrv with no server behind it.
+/// ns `cli`: their peers veth-cli and veth-dead, without addresses.
+///
+/// Fields drop in order: processes first, then the namespaces they ran in.
+struct Lab {
+    daemons: Vec<(String, Process)>,
+    cli: Netns,
+    srv: Netns,
+    dir: TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        // Stop the servers first so that their logs are complete.
+        let names: Vec<String> = self.daemons.drain(..).map(|(name, _)| name).collect();
+        for name in names {
+            // Captured by libtest: shown on failure or with --nocapture.
+            eprintln!("--- {name} log\n{}", self.log(&name));
+        }
+    }
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        assert!(
+            nix::unistd::geteuid().is_root(),
+            "this test creates network namespaces and needs root"
+        );
+        let srv = Netns::new(&format!("{tag}-srv"));
+        let cli = Netns::new(&format!("{tag}-cli"));
+        for (here, there) in [("veth-srv", "veth-cli"), ("veth-nosrv", "veth-dead")] {
+            srv.ip(&[
+                "link", "add", here, "type", "veth", "peer", "name", there, "netns", &cli.name,
+            ]);
+            srv.ip(&["link", "set", here, "up"]);
+        }
+        srv.ip(&["addr", "add", "10.98.0.1/24", "dev", "veth-srv"]);
+        Lab {
+            daemons: Vec::new(),
+            cli,
+            srv,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spawn(&mut self, name: &str, mut cmd: Command) {
+        let log = File::create(self.path(&format!("{name}.log"))).unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        self.daemons.push((name.to_owned(), Process(child)));
+    }
+
+    fn stop(&mut self, name: &str) {
+        self.daemons.retain(|(n, _)| n != name);
+    }
+
+    fn log(&self, name: &str) -> String {
+        fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
+    }
+
+    /// dnsmasq on veth-srv handing out `range` (`first,last`), with T1 and
+    /// T2 short enough to see a renewal soon (its minimum lease is 2 min).
+    fn start_dnsmasq(&mut self, name: &str, range: &str) {
+        let pid_file = self.path(&format!("{name}.pid"));
+        let mut cmd = self.srv.exec("dnsmasq");
+        cmd.args([
+            "-k",
+            "--conf-file=/dev/null",
+            "--user=root",
+            "--interface=veth-srv",
+            "--bind-interfaces",
+            "--except-interface=lo",
+            "--no-resolv",
+            "--no-hosts",
+            "--port=0",
+            "--dhcp-option=option:router,10.98.0.1",
+            "--dhcp-option=option:ntp-server,10.98.0.1",
+            "--dhcp-option=option:dns-server,10.98.0.1",
+            "--dhcp-option=option:domain-name,lab.test",
+            "--dhcp-option=option:T1,10",
+            "--dhcp-option=option:T2,20",
+            "--dhcp-authoritative",
+            "--no-ping",
+            "--log-dhcp",
+            "--log-facility=-",
+        ])
+        .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
+        .arg(format!(
+            "--dhcp-leasefile={}",
+            self.path(&format!("{name}.leases")).display()
+        ))
+        .arg(format!("--pid-file={}", pid_file.display()));
+        self.spawn(name, cmd);
+        wait_for_file(&pid_file, name);
+    }
+
+    /// chronyd serving its local clock on 10.98.0.1; `-x` keeps it from
+    /// touching that clock, which is the host's.
+    fn start_chronyd(&mut self) {
+        let conf = self.path("chrony.conf");
+        let pid_file = self.path("chronyd.pid");
+        fs::write(
+            &conf,
+            format!(
+                "local stratum 8\nallow 10.98.0.0/24\nbindaddress 10.98.0.1\ncmdport 0\n\
+                 pidfile {}\ndriftfile {}\n",
+                pid_file.display(),
+                self.path("chrony.drift").display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = self.srv.exec("chronyd");
+        cmd.args(["-x", "-d", "-u", "root", "-f"]).arg(&conf);
+        self.spawn("chronyd", cmd);
+        wait_for_file(&pid_file, "chronyd");
+    }
+
+    /// Starts `test` (a `netns_child_*` test of this binary) inside ns
+    /// `cli`.
+    fn start_child(&self, test: &str) -> ChildRun {
+        let out = self.path(&format!("{test}.out"));
+        let err = self.path(&format!("{test}.err"));
+        let mut cmd = self.cli.exec(std::env::current_exe().unwrap());
+        cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, test)
+            .env(DIR_ENV, self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(File::create(&out).unwrap())
+            .stderr(File::create(&err).unwrap());
+        ChildRun {
+            process: Process(cmd.spawn().unwrap()),
+            test: test.to_owned(),
+            out,
+            err,
+        }
+    }
+
+    /// Runs `test` in ns `cli` to the end and returns its stdout.
+    fn run_child(&self, test: &str, limit: Duration) -> String {
+        self.start_child(test).finish(limit)
+    }
+}
+
+struct ChildRun {
+    process: Process,
+    test: String,
+    out: PathBuf,
+    err: PathBuf,
+}
+
+impl ChildRun {
+    fn stdout(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// Waits for the child to print `KEY value` and returns the value.
+    fn wait_for(&mut self, key: &str, limit: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(value) = find_reported(&self.stdout(), key) {
+                return value.to_owned();
+            }
+            let status = self.process.0.try_wait().unwrap();
+            if status.is_some() || start.elapsed() > limit {
+                self.dump();
+                panic!("child {} did not report {key} ({status:?})", self.test);
+            }
+            sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the child to exit and returns its stdout; panics if it
+    /// failed or is still running after `limit`.
+    fn finish(&mut self, limit: Duration) -> String {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.process.0.try_wait().unwrap() {
+                break Some(status);
+            }
+            if start.elapsed() > limit {
+                break None;
+            }
+            sleep(Duration::from_millis(100));
+        };
+        self.dump();
+        let test = &self.test;
+        match status {
+            Some(status) if status.success() => self.stdout(),
+            Some(status) => panic!("child {test} failed: {status}"),
+            None => panic!("child {test} still running after {limit:?}"),
+        }
+    }
+
+    /// Captured by libtest: shown on failure or with --nocapture.
+    fn dump(&self) {
+        let test = &self.test;
+        let stderr = fs::read_to_string(&self.err).unwrap_or_default();
+        eprintln!(
+            "--- {test} stdout\n{}\n--- {test} stderr\n{stderr}",
+            self.stdout()
+        );
+    }
+}
+
+/// The value the child printed as `KEY value` once the line is complete
+/// (libtest may have put its "test … ..." prefix on the same line).
+fn find_reported<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
+    let rest = stdout.split(&format!("{key} ")).nth(1)?;
+    rest.contains('\n')
+        .then(|| rest.split_whitespace().next())
+        .flatten()
+}
+
+fn reported<'a>(stdout: &'a str, key: &str) -> &'a str {
+    find_reported(stdout, key).unwrap_or_else(|| panic!("child did not report {key}:\n{stdout}"))
+}
+
+// ---------------------------------------------------------- child side
+
+/// Whether this process is the child the parent started to run `test`.
+fn is_child(test: &str) -> bool {
+    std::env::var(CHILD_ENV).is_ok_and(|v| v == test)
+}
+
+fn child_dir() -> PathBuf {
+    std::env::var_os(DIR_ENV).unwrap().into()
+}
+
+struct StderrLogger(Instant);
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, _: &log::Metadata) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record) {
+        if record.target().starts_with("b2c_net") {
+            let t = self.0.elapsed();
+            eprintln!(
+                "[{:>3}.{:03}] {:<5} {}",
+                t.as_secs(),
+                t.subsec_millis(),
+                record.level(),
+                record.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+/// Runs the child's body on a runtime like the one init uses.
+fn child_runtime<F: std::future::Future>(body: F) -> F::Output {
+    let _ = log::set_boxed_logger(Box::new(StderrLogger(Instant::now())));
+    log::set_max_level(log::LevelFilter::Debug);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(body)
+}
+
+/// Discovery on every ethernet link of ns `cli`; checks the lease and
+/// applies it.
+async fn child_first_lease(resolv: &Path) -> b2c_net::Lease {
+    b2c_net::loopback_up().await.unwrap();
+    let links = b2c_net::ethernet_links(Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(links, ["veth-cli", "veth-dead"]);
+
+    let lease = b2c_net::dhcp_first_lease(&links, Duration::from_secs(20))
+        .await
+        .unwrap();
+    assert_eq!(lease.iface, "veth-cli");
+    let [a, b, c, _] = lease.address.octets();
+    assert_eq!([a, b, c], [10, 98, 0], "{lease}");
+    assert_eq!(lease.prefix_len, 24);
+    assert_eq!(lease.router, Some(SERVER));
+    assert_eq!(lease.ntp, [SERVER]);
+    assert_eq!(lease.dns, [SERVER]);
+    assert_eq!(lease.domain.as_deref(), Some("lab.test"));
+    assert_eq!(lease.server, SERVER);
+    assert_eq!(lease.lease_time, Duration::from_secs(120));
+    assert_eq!(lease.renew_at, Duration::from_secs(10));
+    assert_eq!(lease.rebind_at, Duration::from_secs(20));
+
+    b2c_net::apply_lease(&lease, resolv).await.unwrap();
+    let text = fs::read_to_string(resolv).unwrap();
+    assert!(
+        text.contains("\nsearch lab.test\nnameserver 10.98.0.1\n"),
+        "{text}"
+    );
+    println!("LEASE {}", lease.address);
+    lease
+}
+
+fn in_range(address: &str, first: u8, last: u8) -> bool {
+    let ip: Ipv4Addr = address.parse().unwrap();
+    let [a, b, c, d] = ip.octets();
+    [a, b, c] == [10, 98, 0] && (first..=last).contains(&d)
+}
+
+// --------------------------------------------------------------- tests
+
+/// A lease on the link with a server (racing one without), configured for
+/// real, then renewed at T1.
+#[test]
+fn dhcp_lease_apply_and_renewal() {
+    let mut lab = Lab::new("dhcp");
+    lab.start_dnsmasq("dnsmasq", "10.98.0.10,10.98.0.50");
+    let out = lab.run_child("netns_child_dhcp", Duration::from_secs(60));
+    let address = reported(&out, "LEASE");
+    assert!(in_range(address, 10, 50), "{address}");
+
+    let addrs = lab.cli.ip(&["-4", "addr", "show", "dev", "veth-cli"]);
+    assert!(addrs.contains(&format!("inet {address}/24 ")), "{addrs}");
+    // The lease's lifetime, not "forever", so that the kernel drops the
+    // address if renewals stop; and moved forward by the renewal at T1 = 10 s
+    // (without it, about 110 s would be left of the 120).
+    let valid: u64 = addrs
+        .split("valid_lft ")
+        .nth(1)
+        .and_then(|rest| rest.split("sec").next())
+        .and_then(|secs| secs.parse().ok())
+        .unwrap_or_else(|| panic!("no finite valid_lft: {addrs}"));
+    assert!((115..=120).contains(&valid), "valid_lft {valid}");
+    let routes = lab.cli.ip(&["-4", "route", "show", "default"]);
+    assert!(
+        routes.contains("default via 10.98.0.1 dev veth-cli proto dhcp"),
+        "{routes}"
+    );
+    // Nothing configured on the link that lost the race.
+    let dead = lab.cli.ip(&["-4", "addr", "show", "dev", "veth-dead"]);
+    assert!(!dead.contains("inet "), "{dead}");
+
+    let log = lab.log("dnsmasq");
+    let acks = log
+        .matches(&format!("DHCPACK(veth-srv) {address} "))
+        .count();
+    assert!(
+        acks >= 2,
+        "dnsmasq acknowledged {acks} times, want a renewal"
+    );
+}
+
+#[test]
+fn netns_child_dhcp() {
+    if !is_child("netns_child_dhcp") {
+        return;
+    }
+    child_runtime(async {
+        let resolv = child_dir().join("etc/resolv.conf");
+        let lease = child_first_lease(&resolv).await;
+        let renewal = b2c_net::spawn_renewal(lease.clone(), &resolv);
+        let mut updates = renewal.subscribe();
+        tokio::time::timeout(Duration::from_secs(40), updates.changed())
+            .await
+            .expect("no renewal within 40 s")
+            .unwrap();
+        let renewed = renewal.current();
+        assert_eq!(renewed.address, lease.address);
+        assert!(renewed.acquired >= lease.acquired + lease.renew_at);
+        println!("RENEWED {}", renewed.address);
+    });
+}
+
+/// The server is replaced by one serving another range: it refuses the
+/// renewal (NAK), and the client drops the address and gets a new lease.
+#[test]
+fn dhcp_nak_restarts_discovery() {
+    let mut lab = Lab::new("nak");
+    lab.start_dnsmasq("dnsmasq", "10.98.0.10,10.98.0.50");
+    let mut child = lab.start_child("netns_child_nak");
+    let old = child.wait_for("LEASE", Duration::from_secs(20));
+    lab.stop("dnsmasq");
+    lab.start_dnsmasq("dnsmasq2", "10.98.0.60,10.98.0.80");
+    let out = child.finish(Duration::from_secs(60));
+    let new = reported(&out, "NEWLEASE");
+    assert!(
+        in_range(&old, 10, 50) && in_range(new, 60, 80),
+        "{old} → {new}"
+    );
+
+    let addrs = lab.cli.ip(&["-4", "addr", "show", "dev", "veth-cli"]);
+    assert!(addrs.contains(&format!("inet {new}/24 ")), "{addrs}");
+    assert!(!addrs.contains(&format!("inet {old}/")), "{addrs}");
+    let routes = lab.cli.ip(&["-4", "route", "show", "default"]);
+    assert!(
+        routes.contains("default via 10.98.0.1 dev veth-cli"),
+        "{routes}"
+    );
+    let log = lab.log("dnsmasq2");
+    assert!(log.contains(&format!("DHCPNAK(veth-srv) {old} ")), "no NAK");
+}
+
+#[test]
+fn netns_child_nak() {
+    if !is_child("netns_child_nak") {
+        return;
+    }
+    child_runtime(async {
+        let resolv = child_dir().join("etc/resolv.conf");
+        let lease = child_first_lease(&resolv).await;
+        let renewal = b2c_net::spawn_renewal(lease.clone(), &resolv);
+        let mut updates = renewal.subscribe();
+        let new = tokio::time::timeout(
+            Duration::from_secs(45),
+            updates.wait_for(|l| l.address != lease.address),
+        )
+        .await
+        .expect("no new lease within 45 s")
+        .unwrap()
+        .clone();
+        println!("NEWLEASE {}", new.address);
+    });
+}
+
+/// The server that granted the lease goes silent and another one takes
+/// over at another address: unicast renewals (T1) go unanswered, the
+/// broadcast rebinding (T2) gets the lease extended by the new server.
+#[test]
+fn dhcp_rebinds_with_another_server() {
+    let mut lab = Lab::new("rebind");
+    lab.start_dnsmasq("dnsmasq", "10.98.0.10,10.98.0.50");
+    let mut child = lab.start_child("netns_child_rebind");
+    let address = child.wait_for("LEASE", Duration::from_secs(20));
+    lab.stop("dnsmasq");
+    lab.srv
+        .ip(&["addr", "del", "10.98.0.1/24", "dev", "veth-srv"]);
+    lab.srv
+        .ip(&["addr", "add", "10.98.0.2/24", "dev", "veth-srv"]);
+    lab.start_dnsmasq("dnsmasq2", "10.98.0.10,10.98.0.50");
+    let out = child.finish(Duration::from_secs(60));
+    assert_eq!(reported(&out, "REBOUND"), address);
+    let log = lab.log("dnsmasq2");
+    assert!(
+        log.contains(&format!("DHCPACK(veth-srv) {address} ")),
+        "no ACK"
+    );
+}
+
+#[test]
+fn netns_child_rebind() {
+    if !is_child("netns_child_rebind") {
+        return;
+    }
+    child_runtime(async {
+        let resolv = child_dir().join("etc/resolv.conf");
+        let lease = child_first_lease(&resolv).await;
+        let renewal = b2c_net::spawn_renewal(lease.clone(), &resolv);
+        let mut updates = renewal.subscribe();
+        let rebound = tokio::time::timeout(
+            Duration::from_secs(45),
+            updates.wait_for(|l| l.acquired > lease.acquired),
+        )
+        .await
+        .expect("no rebinding within 45 s")
+        .unwrap()
+        .clone();
+        assert_eq!(rebound.server, Ipv4Addr::new(10, 98, 0, 2));
+        // Not before T2: until then only the old server was asked.
+        assert!(rebound.acquired >= lease.acquired + lease.rebind_at);
+        println!("REBOUND {}", rebound.address);
+    });
+}
+
+/// No server: an error within the bound that names every link tried.
+#[test]
+fn dhcp_without_server_times_out() {
+    let lab = Lab::new("nodhcp");
+    lab.run_child("netns_child_no_server", Duration::from_secs(30));
+}
+
+#[test]
+fn netns_child_no_server() {
+    if !is_child("netns_child_no_server") {
+        return;
+    }
+    child_runtime(async {
+        let links = vec!["veth-cli".to_string(), "veth-dead".to_string()];
+        let bound = Duration::from_secs(6);
+        let start = tokio::time::Instant::now();
+        let err = b2c_net::dhcp_first_lease(&links, bound).await.unwrap_err();
+        let took = start.elapsed();
+        assert!(
+            matches!(err, b2c_net::NetError::DhcpTimeout { .. }),
+            "{err}"
+        );
+        assert!(
+            took >= bound && took < bound + Duration::from_secs(1),
+            "{took:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("veth-cli") && text.contains("veth-dead"),
+            "{text}"
+        );
+    });
+}
+
+/// SNTP against chronyd, whose clock is the host's, over a static
+/// configuration: a /32 address whose router is outside its subnet.
+#[test]
+fn static_config_and_sntp_against_chronyd() {
+    let mut lab = Lab::new("ntp");
+    lab.start_chronyd();
+    let out = lab.run_child("netns_child_sntp", Duration::from_secs(40));
+    assert!(out.contains("SNTP ok"), "{out}");
+
+    let addrs = lab.cli.ip(&["-4", "addr", "show", "dev", "veth-cli"]);
+    assert!(addrs.contains("inet 10.98.0.2/32 "), "{addrs}");
+    assert!(addrs.contains("valid_lft forever"), "{addrs}");
+    let routes = lab.cli.ip(&["-4", "route", "show"]);
+    assert!(
+        routes.contains("default via 10.98.0.1 dev veth-cli proto static")
+            && routes.contains("10.98.0.1 dev veth-cli proto static scope link"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn netns_child_sntp() {
+    if !is_child("netns_child_sntp") {
+        return;
+    }
+    child_runtime(async {
+        let config = b2c_net::StaticIpv4 {
+            iface: "veth-cli".into(),
+            address: Ipv4Addr::new(10, 98, 0, 2),
+            prefix_len: 32,
+            router: Some(SERVER),
+            dns: vec![SERVER],
+            search: vec![],
+        };
+        b2c_net::link_up("veth-cli").await.unwrap();
+        let resolv = child_dir().join("resolv.conf");
+        b2c_net::apply_static(&config, &resolv).await.unwrap();
+        let text = fs::read_to_string(&resolv).unwrap();
+        assert!(text.ends_with("\nnameserver 10.98.0.1\n"), "{text}");
+
+        for server in ["10.98.0.1", "10.98.0.1:123"] {
+            let time = b2c_net::sntp_time(server, Duration::from_secs(10))
+                .await
+                .unwrap();
+            let now = SystemTime::now();
+            let skew = now.duration_since(time).unwrap_or_else(|e| e.duration());
+            assert!(skew < Duration::from_secs(2), "{server}: off by {skew:?}");
+        }
+        // Nobody listens there: an error within the bound.
+        let start = tokio::time::Instant::now();
+        let err = b2c_net::sntp_time("10.98.0.1:124", Duration::from_secs(2))
+            .await
+            .unwrap_err();
+        assert!(start.elapsed() < Duration::from_millis(2500), "{err}");
+        assert!(err.to_string().contains("10.98.0.1:124"), "{err}");
+        println!("SNTP ok");
+    });
+}
