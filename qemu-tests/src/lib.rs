@@ -1,1 +1,197 @@
-//! qemu-tests harness
+//! The end-to-end test harness: boots the real initramfs under QEMU (TCG)
+//! inside a private network namespace that holds a DHCP/DNS server
+//! (dnsmasq), an NTP server (chronyd) and an OCI registry over HTTP and
+//! HTTPS, with test images built here from Debian's static busybox.
+//! Nothing leaves the machine. Needs root.
+//!
+//! ```no_run
+//! use qemu_tests::{BootOptions, TestNet};
+//! let net = TestNet::start()?;
+//! let boot = net.boot(&BootOptions::new(
+//!     "hello",
+//!     r#"b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest true""#,
+//! ))?;
+//! assert_eq!(boot.status(), Some(0), "{boot}");
+//! # Ok::<(), qemu_tests::Error>(())
+//! ```
+//!
+//! Running, as root: `make e2e` (builds kernel and initramfs first), or
+//! `cargo test -p qemu-tests --lib` for the harness's own tests (no kernel
+//! needed) and `cargo test -p qemu-tests --test e2e` for the boots. Console
+//! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
+//! test the services' logs are kept there too. Boots queue for a CPU slot
+//! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests
+//! do not starve each other into timeouts.
+//!
+//! Facts this relies on: `/work/shared/design/TEST-HARNESS.md`.
+
+mod ca;
+pub mod images;
+mod net;
+mod qemu;
+#[cfg(test)]
+mod selftest;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+pub use ca::ca_cert_path;
+pub use net::{TestNet, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS};
+pub use qemu::{Boot, BootOptions};
+
+/// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot
+/// with `b2c.ca_cert=` this path.
+pub const CA_CERT_IN_INITRAMFS: &str = "/etc/b2c/ca.pem";
+
+/// Everything here fails with a message that says what failed and, where
+/// there is one, which log to read.
+#[derive(Debug, Clone)]
+pub struct Error(String);
+
+impl Error {
+    pub(crate) fn new(msg: impl Into<String>) -> Error {
+        Error(msg.into())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Attaches "what we were doing" to io errors.
+pub(crate) trait Context<T> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T>;
+}
+
+impl<T, E: fmt::Display> Context<T> for std::result::Result<T, E> {
+    fn context(self, what: impl FnOnce() -> String) -> Result<T> {
+        self.map_err(|e| Error(format!("{}: {e}", what())))
+    }
+}
+
+pub fn workspace_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("qemu-tests lives inside the workspace")
+        .to_path_buf()
+}
+
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_dir().join("target"))
+}
+
+/// Our own corner of the target dir: logs, images, the test CA.
+pub fn output_dir() -> PathBuf {
+    target_dir().join("qemu-tests")
+}
+
+/// `$B2C_KERNEL`, else what `cargo xtask kernel` builds.
+pub fn default_kernel() -> PathBuf {
+    std::env::var_os("B2C_KERNEL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("kernel/vmlinux"))
+}
+
+/// `$B2C_INITRAMFS`, else what `cargo xtask initramfs` builds.
+pub fn default_initramfs() -> PathBuf {
+    std::env::var_os("B2C_INITRAMFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("initramfs/b2c.cpio.zst"))
+}
+
+/// The default initramfs plus the test CA at [`CA_CERT_IN_INITRAMFS`],
+/// built once per process by `cargo xtask initramfs --ca-cert`.
+pub fn initramfs_with_ca() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let ca = ca_cert_path()?;
+            let output = output_dir().join("b2c-ca.cpio.zst");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            run(
+                Command::new(cargo)
+                    .current_dir(workspace_dir())
+                    .args(["xtask", "initramfs", "--ca-cert"])
+                    .arg(&ca)
+                    .arg("--output")
+                    .arg(&output),
+                "cargo xtask initramfs --ca-cert",
+            )?;
+            Ok(output)
+        })
+        .clone()
+}
+
+/// Runs a command to completion; a non-zero exit is an error carrying the
+/// end of its stderr.
+pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Output> {
+    let out = cmd
+        .stdin(std::process::Stdio::null())
+        .output()
+        .context(|| format!("{what}: cannot run {:?}", cmd.get_program()))?;
+    if !out.status.success() {
+        return Err(Error(format!(
+            "{what} failed ({}): {}",
+            out.status,
+            tail(&String::from_utf8_lossy(&out.stderr), 20)
+        )));
+    }
+    Ok(out)
+}
+
+pub(crate) fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub(crate) fn read_tail(path: &Path, lines: usize) -> String {
+    match std::fs::read(path) {
+        Ok(bytes) => tail(&String::from_utf8_lossy(&bytes), lines),
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
+    }
+}
+
+/// Fails up front, naming the Debian package, rather than halfway
+/// through a start with an obscure exec error.
+pub(crate) fn check_host() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(Error::new(
+            "qemu-tests need root (network namespaces, tap devices)",
+        ));
+    }
+    const TOOLS: &[(&str, &str)] = &[
+        ("ip", "iproute2"),
+        ("dnsmasq", "dnsmasq-base"),
+        ("chronyd", "chrony"),
+        ("docker-registry", "docker-registry"),
+        ("skopeo", "skopeo"),
+        ("openssl", "openssl"),
+        ("qemu-system-x86_64", "qemu-system-x86"),
+    ];
+    let missing: Vec<String> = TOOLS
+        .iter()
+        .filter(|(tool, _)| find_in_path(tool).is_none())
+        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error(format!("missing tools: {}", missing.join(", "))));
+    }
+    images::check_busybox()
+}
+
+fn find_in_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|candidate| candidate.is_file())
+}
