@@ -215,12 +215,6 @@ pub fn build(o: &Options) -> Result<PathBuf> {
 
     let dir = out_dir();
     std::fs::create_dir_all(&dir)?;
-    let cpio_path = dir.join("b2c.cpio");
-    let mut file = std::io::BufWriter::new(std::fs::File::create(&cpio_path)?);
-    let size = archive.write(&mut file)?;
-    std::io::Write::flush(&mut file)?;
-    drop(file);
-
     let ext = match o.compression {
         Compression::Zstd => "cpio.zst",
         Compression::Xz => "cpio.xz",
@@ -233,7 +227,22 @@ pub fn build(o: &Options) -> Result<PathBuf> {
     if let Some(parent) = out.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    compress(&cpio_path, o.compression, &out)?;
+    // Written beside the output and renamed into place: a QEMU booting the
+    // previous archive must never read a half-written one.
+    let partial = |suffix: &str| {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        out.with_file_name(name)
+    };
+    let cpio_path = partial(".cpio-partial");
+    let mut file = std::io::BufWriter::new(std::fs::File::create(&cpio_path)?);
+    let size = archive.write(&mut file)?;
+    std::io::Write::flush(&mut file)?;
+    drop(file);
+    let compressed = partial(".partial");
+    compress(&cpio_path, o.compression, &compressed)?;
+    std::fs::remove_file(&cpio_path)?;
+    std::fs::rename(&compressed, &out)?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
         "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules (kernel {})",

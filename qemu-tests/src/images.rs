@@ -1,0 +1,490 @@
+//! Test images, built from Debian's static busybox without any network,
+//! as one OCI image layout (one blob store, a ref per image) that every
+//! [`crate::TestNet`] pushes into its registry.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use flate2::write::GzEncoder;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::{Context, Error, Result};
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// An image as pushed to each TestNet's registry.
+pub struct TestImage {
+    /// Repository and tag in the registry.
+    pub name: &'static str,
+    /// The ref in the local OCI layout.
+    layout_ref: &'static str,
+    /// Pushed with Docker schema-2 media types instead of OCI ones.
+    docker_v2s2: bool,
+}
+
+/// One busybox layer: `/bin/busybox` with applet symlinks, `/etc/passwd`.
+pub const BUSYBOX_IMAGE: &str = "b2c/busybox:latest";
+/// The busybox image with Docker schema-2 media types.
+pub const BUSYBOX_DOCKER_IMAGE: &str = "b2c/busybox-docker:latest";
+/// Busybox plus three layers exercising whiteouts, an opaque directory, a
+/// symlink and a hard link; see the `LAYERS_*` constants for the result.
+pub const LAYERS_IMAGE: &str = "b2c/layers:latest";
+
+pub const IMAGES: &[TestImage] = &[
+    TestImage {
+        name: BUSYBOX_IMAGE,
+        layout_ref: "busybox",
+        docker_v2s2: false,
+    },
+    TestImage {
+        name: BUSYBOX_DOCKER_IMAGE,
+        layout_ref: "busybox",
+        docker_v2s2: true,
+    },
+    TestImage {
+        name: LAYERS_IMAGE,
+        layout_ref: "layers",
+        docker_v2s2: false,
+    },
+];
+
+impl TestImage {
+    /// The `skopeo copy` arguments that push this image to `registry`.
+    pub(crate) fn push_args(&self, layout: &Path, registry: &str) -> Vec<String> {
+        let mut args = vec!["copy".to_string(), "--dest-tls-verify=false".into()];
+        if self.docker_v2s2 {
+            args.extend(["--format".into(), "v2s2".into()]);
+        }
+        args.push(format!("oci:{}:{}", layout.display(), self.layout_ref));
+        args.push(format!("docker://{registry}/{}", self.name));
+        args
+    }
+}
+
+/// `find /data | sort` in a container of [`LAYERS_IMAGE`].
+pub const LAYERS_TREE: &[&str] = &[
+    "/data",
+    "/data/dir",
+    "/data/dir/new.txt",
+    "/data/hard",
+    "/data/hard/a.txt",
+    "/data/hard/b.txt",
+    "/data/keep.txt",
+    "/data/link",
+    "/data/replaced.txt",
+];
+
+/// Regular files of [`LAYERS_IMAGE`] and their contents, each followed by
+/// a newline in the file.
+pub const LAYERS_FILES: &[(&str, &str)] = &[
+    ("/data/keep.txt", "keep"),
+    ("/data/replaced.txt", "upper"),
+    ("/data/dir/new.txt", "new"),
+    ("/data/hard/a.txt", "hard"),
+    ("/data/hard/b.txt", "hard"),
+];
+
+/// The symlink of [`LAYERS_IMAGE`] and its (relative) target.
+pub const LAYERS_SYMLINK: (&str, &str) = ("/data/link", "keep.txt");
+
+/// Two names of one inode in [`LAYERS_IMAGE`] (a tar hard-link entry).
+pub const LAYERS_HARDLINK: (&str, &str) = ("/data/hard/a.txt", "/data/hard/b.txt");
+
+/// Applets linked in the busybox image: what tests and interactive use need.
+const APPLETS: &str = "\
+    [ awk basename cat chmod cp cut date dd df dirname dmesg du echo env \
+    false find grep halt head hostname id ip kill ln ls md5sum mkdir mount \
+    mv nslookup poweroff printf ps pwd readlink reboot rm sed seq sh \
+    sha256sum sleep sort stat sync tail tee test touch tr true umount \
+    uname uniq wc wget xargs";
+
+/// A fixed mtime keeps layers, and so their digests, reproducible.
+const MTIME: u64 = 1_700_000_000;
+
+enum Entry {
+    Dir(String, u32),
+    File(String, Vec<u8>, u32),
+    Symlink(String, String),
+    /// A hard link to a regular file earlier in the same layer.
+    Hardlink(String, String),
+}
+
+use Entry::{Dir, File, Hardlink, Symlink};
+
+fn dir(path: &str, mode: u32) -> Entry {
+    Dir(path.into(), mode)
+}
+
+fn file(path: &str, data: Vec<u8>, mode: u32) -> Entry {
+    File(path.into(), data, mode)
+}
+
+fn symlink(path: &str, target: &str) -> Entry {
+    Symlink(path.into(), target.into())
+}
+
+fn hardlink(path: &str, target: &str) -> Entry {
+    Hardlink(path.into(), target.into())
+}
+
+fn text(s: &str) -> Vec<u8> {
+    format!("{s}\n").into_bytes()
+}
+
+fn busybox_layer() -> Result<Vec<Entry>> {
+    let busybox = std::fs::read(BUSYBOX).context(|| format!("read {BUSYBOX}"))?;
+    let mut entries = vec![
+        dir("bin", 0o755),
+        file("bin/busybox", busybox, 0o755),
+        dir("dev", 0o755),
+        dir("etc", 0o755),
+        file("etc/passwd", text("root:x:0:0:root:/root:/bin/sh"), 0o644),
+        file("etc/group", text("root:x:0:"), 0o644),
+        dir("proc", 0o755),
+        dir("root", 0o700),
+        dir("sys", 0o755),
+        dir("tmp", 0o1777),
+    ];
+    for applet in APPLETS.split_whitespace() {
+        entries.push(symlink(&format!("bin/{applet}"), "busybox"));
+    }
+    Ok(entries)
+}
+
+/// The three layers above busybox. Each must yield the `LAYERS_*`
+/// constants above once merged with OCI whiteout rules.
+fn data_layers() -> Vec<Vec<Entry>> {
+    vec![
+        vec![
+            dir("data", 0o755),
+            file("data/keep.txt", text("keep"), 0o644),
+            file("data/gone.txt", text("gone"), 0o644),
+            file("data/replaced.txt", text("lower"), 0o644),
+            dir("data/dir", 0o755),
+            file("data/dir/old.txt", text("old"), 0o644),
+            dir("data/dir/sub", 0o755),
+            file("data/dir/sub/deep.txt", text("deep"), 0o644),
+            dir("data/olddir", 0o755),
+            file("data/olddir/f.txt", text("f"), 0o644),
+        ],
+        vec![
+            dir("data", 0o755),
+            file("data/.wh.gone.txt", vec![], 0o644),
+            file("data/.wh.olddir", vec![], 0o644),
+            file("data/replaced.txt", text("upper"), 0o644),
+            dir("data/dir", 0o755),
+            file("data/dir/.wh..wh..opq", vec![], 0o644),
+            file("data/dir/new.txt", text("new"), 0o644),
+        ],
+        vec![
+            dir("data", 0o755),
+            symlink("data/link", "keep.txt"),
+            dir("data/hard", 0o755),
+            file("data/hard/a.txt", text("hard"), 0o644),
+            hardlink("data/hard/b.txt", "data/hard/a.txt"),
+        ],
+    ]
+}
+
+fn tar(entries: &[Entry]) -> Result<Vec<u8>> {
+    let mut builder = tar::Builder::new(Vec::new());
+    for entry in entries {
+        let mut header = tar::Header::new_ustar();
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(MTIME);
+        let result = match entry {
+            Dir(path, mode) => {
+                header.set_entry_type(tar::EntryType::Directory);
+                header.set_mode(*mode);
+                header.set_size(0);
+                builder.append_data(&mut header, format!("{path}/"), &[][..])
+            }
+            File(path, data, mode) => {
+                header.set_entry_type(tar::EntryType::Regular);
+                header.set_mode(*mode);
+                header.set_size(data.len() as u64);
+                builder.append_data(&mut header, path, &data[..])
+            }
+            Symlink(path, target) | Hardlink(path, target) => {
+                let kind = match entry {
+                    Symlink(..) => tar::EntryType::Symlink,
+                    _ => tar::EntryType::Link,
+                };
+                header.set_entry_type(kind);
+                header.set_mode(0o777);
+                header.set_size(0);
+                builder.append_link(&mut header, path, target)
+            }
+        };
+        result.context(|| "build a test layer".to_string())?;
+    }
+    builder
+        .into_inner()
+        .context(|| "finish a test layer".to_string())
+}
+
+fn sha256(data: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(data)))
+}
+
+struct Blobs<'a> {
+    dir: &'a Path,
+}
+
+impl Blobs<'_> {
+    /// Content-addressed and written by rename, so concurrent processes
+    /// building the same (deterministic) images never see partial blobs.
+    fn put(&self, data: &[u8]) -> Result<String> {
+        let digest = sha256(data);
+        let path = self
+            .dir
+            .join("blobs/sha256")
+            .join(&digest["sha256:".len()..]);
+        if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(data.len() as u64) {
+            write_atomic(&path, data)?;
+        }
+        Ok(digest)
+    }
+
+    /// Writes config and manifest; returns the manifest descriptor.
+    fn image(&self, layers: &[Vec<u8>]) -> Result<Value> {
+        let mut diff_ids = Vec::new();
+        let mut descriptors = Vec::new();
+        for tar in layers {
+            diff_ids.push(sha256(tar));
+            let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+            gz.write_all(tar).context(|| "gzip a layer".to_string())?;
+            let gz = gz.finish().context(|| "gzip a layer".to_string())?;
+            descriptors.push(json!({
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": self.put(&gz)?,
+                "size": gz.len(),
+            }));
+        }
+        let config = serde_json::to_vec(&json!({
+            "created": "2023-11-14T22:13:20Z",
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {
+                "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": ["/bin/sh"],
+            },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+        }))
+        .expect("json");
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": self.put(&config)?,
+                "size": config.len(),
+            },
+            "layers": descriptors,
+        }))
+        .expect("json");
+        Ok(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": self.put(&manifest)?,
+            "size": manifest.len(),
+        }))
+    }
+}
+
+fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = path.parent().expect("blob path has a parent");
+    std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .context(|| format!("temp file in {}", dir.display()))?;
+    tmp.write_all(data)
+        .context(|| format!("write {}", path.display()))?;
+    tmp.persist(path)
+        .context(|| format!("write {}", path.display()))?;
+    Ok(())
+}
+
+/// The OCI layout holding every test image, built once per process under
+/// `target/qemu-tests/images`.
+pub fn layout() -> Result<&'static Path> {
+    static LAYOUT: OnceLock<Result<PathBuf>> = OnceLock::new();
+    LAYOUT
+        .get_or_init(|| build(&crate::output_dir().join("images")))
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(Clone::clone)
+}
+
+fn build(dir: &Path) -> Result<PathBuf> {
+    let blobs = Blobs { dir };
+    let mut layers = vec![tar(&busybox_layer()?)?];
+    for entries in data_layers() {
+        layers.push(tar(&entries)?);
+    }
+    let mut manifests = Vec::new();
+    for (name, layers) in [("busybox", &layers[..1]), ("layers", &layers[..])] {
+        let mut descriptor = blobs.image(layers)?;
+        descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
+        manifests.push(descriptor);
+    }
+    write_atomic(
+        &dir.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    let index = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": manifests,
+    });
+    write_atomic(
+        &dir.join("index.json"),
+        &serde_json::to_vec(&index).expect("json"),
+    )?;
+    Ok(dir.to_path_buf())
+}
+
+/// Debian's `busybox` package also installs a /bin/busybox, a dynamic one
+/// that would not run in our images: look for an ELF interpreter.
+pub(crate) fn check_busybox() -> Result<()> {
+    let missing = || {
+        Error::new(format!(
+            "{BUSYBOX} must be a static busybox: install busybox-static"
+        ))
+    };
+    let elf = std::fs::read(BUSYBOX).map_err(|_| missing())?;
+    let u16_at = |at: usize| {
+        elf.get(at..at + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]) as usize)
+    };
+    let (Some(phoff), Some(phentsize), Some(phnum)) = (
+        elf.get(0x20..0x28)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()) as usize),
+        u16_at(0x36),
+        u16_at(0x38),
+    ) else {
+        return Err(missing());
+    };
+    const PT_INTERP: u32 = 3;
+    let dynamic = (0..phnum).any(|i| {
+        let at = phoff + i * phentsize;
+        elf.get(at..at + 4) == Some(&PT_INTERP.to_le_bytes()[..])
+    });
+    if !elf.starts_with(b"\x7fELF\x02") || dynamic {
+        return Err(missing());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Clone, Debug, PartialEq)]
+    enum Node {
+        Dir,
+        File(Vec<u8>),
+        Symlink(String),
+    }
+
+    /// A minimal model of what a correct unpacker does with OCI whiteouts,
+    /// so that the `LAYERS_*` constants are checked against the layers
+    /// actually built rather than trusted.
+    fn merge(layers: &[Vec<Entry>]) -> BTreeMap<String, Node> {
+        let mut tree = BTreeMap::new();
+        for layer in layers {
+            let below = |tree: &BTreeMap<String, Node>, dir: &str| -> Vec<String> {
+                let prefix = format!("{dir}/");
+                tree.keys()
+                    .filter(|k| k.starts_with(&prefix))
+                    .cloned()
+                    .collect()
+            };
+            // Whiteouts hide lower layers only: apply them all first.
+            for entry in layer {
+                let File(path, ..) = entry else { continue };
+                let path = format!("/{path}");
+                let (dir, name) = path.rsplit_once('/').unwrap();
+                if name == ".wh..wh..opq" {
+                    for k in below(&tree, dir) {
+                        tree.remove(&k);
+                    }
+                } else if let Some(hidden) = name.strip_prefix(".wh.") {
+                    let hidden = format!("{dir}/{hidden}");
+                    for k in below(&tree, &hidden) {
+                        tree.remove(&k);
+                    }
+                    tree.remove(&hidden);
+                }
+            }
+            for entry in layer {
+                let (path, node) = match entry {
+                    Dir(p, _) => (p, Node::Dir),
+                    File(p, _, _) if p.rsplit('/').next().unwrap().starts_with(".wh.") => continue,
+                    File(p, data, _) => (p, Node::File(data.clone())),
+                    Symlink(p, t) => (p, Node::Symlink(t.to_string())),
+                    Hardlink(p, t) => (p, tree[&format!("/{t}")].clone()),
+                };
+                tree.insert(format!("/{path}"), node);
+            }
+        }
+        tree
+    }
+
+    #[test]
+    fn layers_constants_match_the_built_layers() {
+        let tree = merge(&data_layers());
+        let listing: Vec<&str> = tree.keys().map(String::as_str).collect();
+        assert_eq!(listing, LAYERS_TREE);
+        for (path, content) in LAYERS_FILES {
+            assert_eq!(tree[*path], Node::File(text(content)), "{path}");
+        }
+        assert_eq!(
+            tree[LAYERS_SYMLINK.0],
+            Node::Symlink(LAYERS_SYMLINK.1.into())
+        );
+        let layer = &data_layers()[2];
+        assert!(layer.iter().any(|e| matches!(e,
+            Hardlink(p, t) if format!("/{p}") == LAYERS_HARDLINK.1 && format!("/{t}") == LAYERS_HARDLINK.0)));
+    }
+
+    #[test]
+    fn layout_is_a_valid_oci_layout() {
+        let dir = layout().unwrap();
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let blob = |digest: &Value| {
+            let hex = digest.as_str().unwrap().strip_prefix("sha256:").unwrap();
+            let data = std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap();
+            assert_eq!(sha256(&data), digest.as_str().unwrap());
+            data
+        };
+        let mut layer_counts = BTreeMap::new();
+        for descriptor in index["manifests"].as_array().unwrap() {
+            let manifest: Value = serde_json::from_slice(&blob(&descriptor["digest"])).unwrap();
+            let config: Value =
+                serde_json::from_slice(&blob(&manifest["config"]["digest"])).unwrap();
+            let layers = manifest["layers"].as_array().unwrap();
+            let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+            assert_eq!(layers.len(), diff_ids.len());
+            for (layer, diff_id) in layers.iter().zip(diff_ids) {
+                let gz = blob(&layer["digest"]);
+                assert_eq!(layer["size"], gz.len());
+                let mut tar = Vec::new();
+                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar)
+                    .unwrap();
+                assert_eq!(&sha256(&tar), diff_id);
+            }
+            let name = descriptor["annotations"]["org.opencontainers.image.ref.name"]
+                .as_str()
+                .unwrap();
+            layer_counts.insert(name.to_string(), layers.len());
+        }
+        assert_eq!(
+            layer_counts,
+            BTreeMap::from([("busybox".into(), 1), ("layers".into(), 4)])
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! One private network namespace with a tap device for QEMU, dnsmasq
+//! (DHCP + DNS), chronyd (NTP) and the registry (HTTP and HTTPS).
+
+use std::fs::File;
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::qemu::{self, Boot, BootOptions};
+use crate::{images, read_tail, run, Context, Error, Result};
+
+/// The host side of the tap: gateway, DNS, NTP server and registry.
+pub const GATEWAY: &str = "10.99.0.1";
+pub const REGISTRY_HTTP: &str = "10.99.0.1:5000";
+/// dnsmasq resolves `registry.test`; the server certificate names it.
+pub const REGISTRY_HTTPS: &str = "registry.test:5443";
+
+const NS_PREFIX: &str = "b2c-t-";
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Each TestNet owns a namespace `b2c-t-<pid>-<n>`, so tests can run in
+/// parallel threads with the same addresses. Dropping it (also while
+/// unwinding from a failed assertion) stops what it started and deletes
+/// the namespace.
+pub struct TestNet {
+    ns: String,
+    dir: tempfile::TempDir,
+    ca_cert: PathBuf,
+    services: Vec<Service>,
+    /// One QEMU per tap.
+    boot_lock: Mutex<()>,
+}
+
+impl TestNet {
+    pub fn start() -> Result<TestNet> {
+        crate::check_host()?;
+        let layout = images::layout()?;
+        let ca_cert = crate::ca_cert_path()?;
+        sweep_stale_namespaces();
+
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let ns = format!(
+            "{NS_PREFIX}{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{ns}."))
+            .tempdir()
+            .context(|| "create a temp dir".to_string())?;
+        run(
+            Command::new("ip").args(["netns", "add", &ns]),
+            "ip netns add",
+        )?;
+        // From here on, Drop cleans up whatever a failing step leaves.
+        let mut net = TestNet {
+            ns,
+            dir,
+            ca_cert,
+            services: Vec::new(),
+            boot_lock: Mutex::new(()),
+        };
+        for args in [
+            &["link", "set", "lo", "up"][..],
+            &["tuntap", "add", "dev", "tap0", "mode", "tap"],
+            &["addr", "add", "10.99.0.1/24", "dev", "tap0"],
+            &["link", "set", "tap0", "up"],
+        ] {
+            run(Command::new("ip").arg("-n").arg(&net.ns).args(args), "ip")?;
+        }
+        let (cert, key) = crate::ca::issue_server_cert(net.dir())?;
+        net.start_dnsmasq()?;
+        net.start_chronyd()?;
+        net.start_registry("registry-http", "10.99.0.1:5000", None)?;
+        net.start_registry("registry-https", "10.99.0.1:5443", Some((&cert, &key)))?;
+        // Both registries share one storage: pushing once serves both.
+        for image in images::IMAGES {
+            run(
+                net.command("skopeo")
+                    .args(["--insecure-policy", "--command-timeout", "60s"])
+                    .args(image.push_args(layout, REGISTRY_HTTP)),
+                &format!("skopeo: push {}", image.name),
+            )?;
+        }
+        Ok(net)
+    }
+
+    /// The namespace's name, for `ip netns exec` by hand.
+    pub fn name(&self) -> &str {
+        &self.ns
+    }
+
+    /// Private to this TestNet, removed on drop: configs, logs, leases.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn registry_http(&self) -> &str {
+        REGISTRY_HTTP
+    }
+
+    pub fn registry_https(&self) -> &str {
+        REGISTRY_HTTPS
+    }
+
+    /// The PEM of the CA that signed the HTTPS registry's certificate.
+    pub fn ca_cert_path(&self) -> &Path {
+        &self.ca_cert
+    }
+
+    /// A command that runs inside the namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, program]);
+        // A proxy from the environment would send registry traffic out of
+        // the namespace, where 10.99.0.1 does not exist.
+        for var in [
+            "http_proxy",
+            "https_proxy",
+            "all_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd
+    }
+
+    /// Boots QEMU on this network's tap; one boot at a time.
+    pub fn boot(&self, opts: &BootOptions) -> Result<Boot> {
+        let _one_at_a_time = self.boot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        qemu::boot(self, opts)
+    }
+
+    /// Both registries' logs (access log and application log), HTTP first.
+    pub fn registry_log(&self) -> String {
+        ["registry-http", "registry-https"]
+            .iter()
+            .map(|name| std::fs::read_to_string(self.log_path(name)).unwrap_or_default())
+            .collect::<Vec<_>>()
+            .join("")
+    }
+
+    /// Makes both registries unreachable (connections are refused).
+    pub fn stop_registry(&mut self) {
+        for service in &mut self.services {
+            if service.name.starts_with("registry") {
+                service.stop();
+            }
+        }
+    }
+
+    /// Processes started by this TestNet that are still running.
+    pub fn pids(&mut self) -> Vec<u32> {
+        self.services
+            .iter_mut()
+            .filter_map(|s| matches!(s.child.try_wait(), Ok(None)).then_some(s))
+            .map(|s| s.child.id())
+            .collect()
+    }
+
+    fn log_path(&self, service: &str) -> PathBuf {
+        self.dir().join(format!("{service}.log"))
+    }
+
+    fn start_dnsmasq(&mut self) -> Result<()> {
+        let d = self.dir().to_path_buf();
+        let args: Vec<String> = vec![
+            "-k".into(),
+            // Without it, dnsmasq logs to syslog and we see nothing.
+            "--log-facility=-".into(),
+            "--conf-file=/dev/null".into(),
+            "--interface=tap0".into(),
+            "--bind-interfaces".into(),
+            "--except-interface=lo".into(),
+            "--no-resolv".into(),
+            "--no-hosts".into(),
+            "--address=/registry.test/10.99.0.1".into(),
+            // Answer AAAA with NODATA, not REFUSED: musl's resolver fails
+            // the whole lookup (EAI_FAIL) when either answer is REFUSED.
+            "--local=/registry.test/".into(),
+            "--dhcp-range=10.99.0.10,10.99.0.50,255.255.255.0,1h".into(),
+            "--dhcp-option=option:router,10.99.0.1".into(),
+            "--dhcp-option=option:ntp-server,10.99.0.1".into(),
+            "--dhcp-authoritative".into(),
+            // Otherwise each new address is pinged for ~3 s before an offer.
+            "--no-ping".into(),
+            format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()),
+            format!("--pid-file={}", d.join("dnsmasq.pid").display()),
+            "--log-dhcp".into(),
+            "--log-queries".into(),
+        ];
+        self.spawn("dnsmasq", "dnsmasq", &args)?;
+        self.wait_ready("dnsmasq", || tcp_probe(53))
+    }
+
+    fn start_chronyd(&mut self) -> Result<()> {
+        let d = self.dir().to_path_buf();
+        let conf = d.join("chrony.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "local stratum 8\nallow 10.99.0.0/24\nbindaddress 10.99.0.1\ncmdport 0\n\
+                 pidfile {}\ndriftfile {}\n",
+                d.join("chronyd.pid").display(),
+                d.join("chronyd.drift").display()
+            ),
+        )
+        .context(|| format!("write {}", conf.display()))?;
+        // -x: serve time without ever touching the host's clock.
+        let args = [
+            "-x".to_string(),
+            "-d".into(),
+            "-f".into(),
+            conf.display().to_string(),
+        ];
+        self.spawn("chronyd", "chronyd", &args)?;
+        self.wait_ready("chronyd", || sntp_query().map(|_| ()))
+    }
+
+    fn start_registry(
+        &mut self,
+        name: &'static str,
+        addr: &str,
+        tls: Option<(&Path, &Path)>,
+    ) -> Result<()> {
+        let tls = match tls {
+            Some((cert, key)) => format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ),
+            None => String::new(),
+        };
+        let config = self.dir().join(format!("{name}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\n\
+                 log:\n  level: info\n  formatter: text\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
+                 health:\n  storagedriver:\n    enabled: false\n\
+                 http:\n  addr: {addr}\n  secret: b2c-qemu-tests\n{tls}",
+                self.dir().join("registry").display()
+            ),
+        )
+        .context(|| format!("write {}", config.display()))?;
+        self.spawn(
+            name,
+            "docker-registry",
+            &["serve".into(), config.display().to_string()],
+        )?;
+        let port: u16 = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("addr has a port");
+        self.wait_ready(name, move || tcp_probe(port))
+    }
+
+    fn spawn(&mut self, name: &'static str, program: &str, args: &[String]) -> Result<()> {
+        let log_path = self.log_path(name);
+        let log = File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
+        let log2 = log.try_clone().context(|| "dup a log fd".to_string())?;
+        let child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .context(|| format!("{name}: cannot start {program}"))?;
+        self.services.push(Service {
+            name,
+            child,
+            log: log_path,
+        });
+        Ok(())
+    }
+
+    /// Polls `probe` inside the namespace until it succeeds, failing early
+    /// if the last started service dies.
+    fn wait_ready(
+        &mut self,
+        what: &str,
+        probe: impl Fn() -> std::io::Result<()> + Sync,
+    ) -> Result<()> {
+        let service = self.services.last_mut().expect("a service was started");
+        let start = Instant::now();
+        loop {
+            if let Ok(Some(status)) = service.child.try_wait() {
+                return Err(Error::new(format!(
+                    "{what} did not start ({status}); its log {}:\n{}",
+                    service.log.display(),
+                    read_tail(&service.log, 20)
+                )));
+            }
+            let last = match in_netns(&self.ns, &probe)? {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            if start.elapsed() > READY_TIMEOUT {
+                return Err(Error::new(format!(
+                    "{what} not ready after {READY_TIMEOUT:?} ({last}); its log {}:\n{}",
+                    service.log.display(),
+                    read_tail(&service.log, 20)
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestNet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.keep_logs();
+        }
+        // Reverse start order: the registries first, dnsmasq last.
+        while let Some(mut service) = self.services.pop() {
+            service.stop();
+        }
+        if let Err(e) = run(
+            Command::new("ip").args(["netns", "delete", &self.ns]),
+            "ip netns delete",
+        ) {
+            eprintln!("qemu-tests: {e}");
+        }
+    }
+}
+
+impl TestNet {
+    /// The temp dir goes away with the TestNet; after a failure its logs
+    /// are what one wants to read.
+    fn keep_logs(&self) {
+        let logs = crate::output_dir().join("logs");
+        let _ = std::fs::create_dir_all(&logs);
+        for service in &self.services {
+            let kept = logs.join(format!("{}-{}.log", self.ns, service.name));
+            if std::fs::copy(&service.log, &kept).is_ok() {
+                eprintln!(
+                    "qemu-tests: {} log kept in {}",
+                    service.name,
+                    kept.display()
+                );
+            }
+        }
+    }
+}
+
+struct Service {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Service {
+    /// SIGTERM, then SIGKILL if it lingers; always reaped.
+    fn stop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < STOP_TIMEOUT {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("qemu-tests: {} ignored SIGTERM, killing it", self.name);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `f` on a thread that has entered the namespace: network
+/// namespaces are per thread, so the rest of the process is unaffected.
+pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
+    let path = format!("/run/netns/{ns}");
+    let handle = File::open(&path).context(|| format!("open {path}"))?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                if unsafe { libc::setns(handle.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                    return Err(Error::new(format!(
+                        "setns {path}: {}",
+                        std::io::Error::last_os_error()
+                    )));
+                }
+                Ok(f())
+            })
+            .join()
+            .expect("netns thread panicked")
+    })
+}
+
+fn tcp_probe(port: u16) -> std::io::Result<()> {
+    let addr = SocketAddr::from(([10, 99, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map(drop)
+}
+
+/// Asks 10.99.0.1 for the time (SNTP); returns the server's transmit
+/// time in Unix seconds.
+pub(crate) fn sntp_query() -> std::io::Result<u64> {
+    let socket = UdpSocket::bind("0.0.0.0:0")?;
+    socket.set_read_timeout(Some(Duration::from_secs(1)))?;
+    let mut request = [0u8; 48];
+    request[0] = 0x23; // LI 0, version 4, mode 3 (client)
+    socket.send_to(&request, (GATEWAY, 123))?;
+    let mut reply = [0u8; 48];
+    let n = socket.recv(&mut reply)?;
+    let stratum = reply[1];
+    if n < 48 || reply[0] & 7 != 4 || !(1..16).contains(&stratum) {
+        return Err(std::io::Error::other(format!(
+            "bad NTP reply (mode {}, stratum {stratum})",
+            reply[0] & 7
+        )));
+    }
+    const NTP_TO_UNIX: u64 = 2_208_988_800;
+    let seconds = u32::from_be_bytes(reply[40..44].try_into().unwrap()) as u64;
+    Ok(seconds.saturating_sub(NTP_TO_UNIX))
+}
+
+/// Deletes namespaces that earlier harness processes left behind when
+/// they died without unwinding (SIGKILL, Ctrl-C), if nothing runs in them.
+fn sweep_stale_namespaces() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix(NS_PREFIX)
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let empty = Command::new("ip")
+            .args(["netns", "pids", &name])
+            .output()
+            .is_ok_and(|out| out.status.success() && out.stdout.is_empty());
+        if empty {
+            let _ = Command::new("ip").args(["netns", "delete", &name]).status();
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! Booting QEMU on a TestNet's tap and reading its serial console.
+
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::net::TestNet;
+use crate::{tail, Context, Error, Result};
+
+const STATUS_LINE: &str = "Execution is over, pipeline status: ";
+const POWEROFF_LINE: &str = "It's now safe to turn off your computer";
+
+pub struct BootOptions {
+    /// Names the console log: `target/qemu-tests/logs/<name>.log`.
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Appended to `console=ttyS0 panic=-1`.
+    pub append: String,
+    /// QEMU is killed after this long; the boot then has `exited == false`.
+    /// Counted from QEMU's start, not from waiting for a free slot.
+    pub timeout: Duration,
+    pub extra_qemu_args: Vec<String>,
+    /// Also copy the console to our stdout as it comes, for interactive use.
+    pub echo: bool,
+}
+
+impl BootOptions {
+    /// The default kernel and initramfs, 180 s (TCG is slow), no echo.
+    pub fn new(name: &str, append: &str) -> BootOptions {
+        BootOptions {
+            name: name.into(),
+            kernel: crate::default_kernel(),
+            initramfs: crate::default_initramfs(),
+            append: append.into(),
+            timeout: Duration::from_secs(180),
+            extra_qemu_args: Vec::new(),
+            echo: false,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Boot {
+    /// The serial console, one `\n` per line (the `\r`s removed).
+    pub console: String,
+    /// QEMU exited by itself (the guest powered off or rebooted) rather
+    /// than being killed at the timeout.
+    pub exited: bool,
+    pub elapsed: Duration,
+    pub log_path: PathBuf,
+}
+
+impl Boot {
+    pub fn lines(&self) -> impl DoubleEndedIterator<Item = &str> {
+        self.console.lines()
+    }
+
+    /// A line that ends with `text`, as CI matches the console lines: an
+    /// uptime stamp or other prefix is allowed before it.
+    pub fn has_line(&self, text: &str) -> bool {
+        self.lines().any(|line| line.trim_end().ends_with(text))
+    }
+
+    /// Lines containing `text` anywhere.
+    pub fn lines_containing<'a>(&'a self, text: &'a str) -> impl Iterator<Item = &'a str> {
+        self.lines().filter(move |line| line.contains(text))
+    }
+
+    /// What follows `marker` on each line that has it. Make the marker
+    /// something the guest computes (`$((6*7))`), so that the kernel's echo
+    /// of its command line cannot match.
+    pub fn after_marker(&self, marker: &str) -> Vec<&str> {
+        self.lines()
+            .filter_map(|line| line.split_once(marker))
+            .map(|(_, rest)| rest.trim_end())
+            .collect()
+    }
+
+    /// N from the last `Execution is over, pipeline status: N`.
+    pub fn status(&self) -> Option<i32> {
+        self.lines().rev().find_map(|line| {
+            let (_, n) = line.trim_end().rsplit_once(STATUS_LINE)?;
+            n.parse().ok()
+        })
+    }
+
+    /// The guest said it is powering off, and QEMU then exited by itself.
+    pub fn powered_off(&self) -> bool {
+        self.exited && self.has_line(POWEROFF_LINE)
+    }
+
+    pub fn error_lines(&self) -> Vec<&str> {
+        self.lines_containing("ERROR: ").collect()
+    }
+}
+
+/// For assertion messages: where the log is and how the boot ended.
+impl fmt::Display for Boot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let how = if self.exited {
+            "QEMU exited by itself"
+        } else {
+            "QEMU killed at the timeout"
+        };
+        writeln!(
+            f,
+            "{how} after {:.1} s; console log: {}",
+            self.elapsed.as_secs_f64(),
+            self.log_path.display()
+        )?;
+        writeln!(f, "--- last console lines ---")?;
+        write!(f, "{}", tail(&self.console, 40))
+    }
+}
+
+/// TCG is CPU-bound: more guests than cores only make each one slower,
+/// until parallel tests hit their timeouts. So boots wait for a slot:
+/// `$B2C_QEMU_JOBS` of them, by default one per two cores (`-smp 2`).
+struct Slots {
+    used: Mutex<usize>,
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots {
+    used: Mutex::new(0),
+    freed: Condvar::new(),
+};
+
+struct Slot;
+
+impl Slot {
+    fn acquire() -> Slot {
+        let max = std::env::var("B2C_QEMU_JOBS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
+            .max(1);
+        let mut used = SLOTS.used.lock().unwrap_or_else(|e| e.into_inner());
+        while *used >= max {
+            used = SLOTS.freed.wait(used).unwrap_or_else(|e| e.into_inner());
+        }
+        *used += 1;
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        *SLOTS.used.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+/// Kills QEMU if the boot is abandoned halfway (a panic, an error).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
+    for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
+        if !path.is_file() {
+            return Err(Error::new(format!(
+                "no {what} at {}: run `make initramfs kernel` (or set B2C_KERNEL / B2C_INITRAMFS)",
+                path.display()
+            )));
+        }
+    }
+    let logs = crate::output_dir().join("logs");
+    std::fs::create_dir_all(&logs).context(|| format!("create {}", logs.display()))?;
+    let log_path = logs.join(format!("{}.log", opts.name));
+    let mut log =
+        std::fs::File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
+
+    let mut cmd = net.command("qemu-system-x86_64");
+    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
+        // Only what we ask for: the serial console on stdout, no monitor
+        // that could read a terminal, no default NIC.
+        .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
+        .arg("-kernel")
+        .arg(&opts.kernel)
+        .arg("-initrd")
+        .arg(&opts.initramfs)
+        .arg("-append")
+        .arg(format!("console=ttyS0 panic=-1 {}", opts.append))
+        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .args([
+            "-device",
+            "virtio-net-pci,netdev=n0",
+            "-device",
+            "virtio-rng-pci",
+        ])
+        .args(&opts.extra_qemu_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let _slot = Slot::acquire();
+    let start = Instant::now();
+    let mut qemu = KillOnDrop(
+        cmd.spawn()
+            .context(|| "cannot start qemu-system-x86_64".to_string())?,
+    );
+    let stdout = qemu.0.stdout.take().expect("piped");
+    let mut stderr = qemu.0.stderr.take().expect("piped");
+    let stderr_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = Vec::new();
+        while matches!(reader.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            let text = String::from_utf8_lossy(&line);
+            if tx
+                .send(text.trim_end_matches(['\r', '\n']).to_string())
+                .is_err()
+            {
+                break;
+            }
+            line.clear();
+        }
+    });
+
+    let mut deadline = start + opts.timeout;
+    let mut console = String::new();
+    let mut exited = true;
+    loop {
+        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout) if exited => {
+                exited = false;
+                let _ = qemu.0.kill();
+                // Keep reading: the rest of the pipe, then end of file.
+                deadline = Instant::now() + Duration::from_secs(10);
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => break,
+        };
+        if opts.echo {
+            println!("{line}");
+        }
+        // Written as it comes, so a hung boot still leaves its log.
+        let _ = writeln!(log, "{line}");
+        console.push_str(&line);
+        console.push('\n');
+    }
+    let status = wait_bounded(&mut qemu.0)?;
+    let elapsed = start.elapsed();
+    let stderr = stderr_reader.join().unwrap_or_default();
+    if !stderr.is_empty() {
+        let _ = write!(log, "--- qemu stderr ---\n{stderr}");
+    }
+    if exited && !status.success() {
+        return Err(Error::new(format!(
+            "qemu failed ({status}): {}\nconsole log: {}",
+            tail(&stderr, 20),
+            log_path.display()
+        )));
+    }
+    Ok(Boot {
+        console,
+        exited,
+        elapsed,
+        log_path,
+    })
+}
+
+/// Stdout closed, so QEMU is exiting: give it a moment, then kill it.
+fn wait_bounded(child: &mut Child) -> Result<std::process::ExitStatus> {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().context(|| "wait for qemu".to_string())? {
+            return Ok(status);
+        }
+        if start.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boot(console: &str, exited: bool) -> Boot {
+        Boot {
+            console: console.into(),
+            exited,
+            elapsed: Duration::from_secs(1),
+            log_path: "x.log".into(),
+        }
+    }
+
+    #[test]
+    fn parses_console_lines() {
+        let b = boot(
+            "[    0.000000] Kernel command line: console=ttyS0 b2c.run=\"sh -c 'echo M$((6*7)):x'\"\n\
+             M42:hello \n\
+             [12.345]: ERROR: b2c.run: unknown flag --x\n\
+             [12.400]: Execution is over, pipeline status: 1\n\
+             [12.500]: It's now safe to turn off your computer\n",
+            true,
+        );
+        assert_eq!(b.status(), Some(1));
+        assert!(b.powered_off());
+        assert_eq!(b.after_marker("M42:"), ["hello"]);
+        assert_eq!(
+            b.error_lines(),
+            ["[12.345]: ERROR: b2c.run: unknown flag --x"]
+        );
+        assert!(b.has_line("pipeline status: 1"));
+        assert!(!b.has_line("Execution is over"));
+    }
+
+    #[test]
+    fn no_verdict_without_the_lines() {
+        let b = boot(
+            "Execution is over, pipeline status: \nIt's now safe to turn off your computer\n",
+            false,
+        );
+        assert_eq!(b.status(), None);
+        assert!(!b.powered_off(), "killed at the timeout is not a power-off");
+    }
+}

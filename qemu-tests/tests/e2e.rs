@@ -1,0 +1,191 @@
+//! End-to-end: boot the built initramfs under QEMU against the test
+//! network and check what CI would read on the console. Needs the outputs
+//! of `make initramfs kernel` (they fail, not skip, without them).
+//!
+//! Markers are computed by the guest's shell (`$((40+2))`) so that the
+//! kernel's echo of its command line can never match them.
+
+use std::time::Duration;
+
+use qemu_tests::images::{
+    BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_FILES, LAYERS_HARDLINK, LAYERS_IMAGE,
+    LAYERS_SYMLINK, LAYERS_TREE,
+};
+use qemu_tests::{Boot, BootOptions, TestNet, CA_CERT_IN_INITRAMFS, REGISTRY_HTTP, REGISTRY_HTTPS};
+
+fn boot(name: &str, append: &str) -> Boot {
+    boot_with(name, append, |_| {})
+}
+
+fn boot_with(name: &str, append: &str, adjust: impl FnOnce(&mut BootOptions)) -> Boot {
+    let mut opts = BootOptions::new(name, append);
+    // Before `adjust`, which may build an initramfs from these.
+    for path in [&opts.kernel, &opts.initramfs] {
+        assert!(
+            path.is_file(),
+            "{} is missing: run `make initramfs kernel` first",
+            path.display()
+        );
+    }
+    adjust(&mut opts);
+    let net = TestNet::start().unwrap_or_else(|e| panic!("test network: {e}"));
+    net.boot(&opts).unwrap_or_else(|e| panic!("boot: {e}"))
+}
+
+/// `b2c.run` of an image in the plain-HTTP registry.
+fn run_http(image: &str, command: &str) -> String {
+    format!(r#"b2c.run="--tls-verify=false docker://{REGISTRY_HTTP}/{image} {command}""#)
+}
+
+fn assert_verdict(boot: &Boot, status: i32) {
+    assert_eq!(boot.status(), Some(status), "pipeline status\n{boot}");
+    assert!(boot.powered_off(), "no clean power-off\n{boot}");
+}
+
+/// An `ERROR:` line that mentions one of `words` (case-insensitive).
+fn assert_error_about(boot: &Boot, words: &[&str]) {
+    let errors = boot.error_lines();
+    assert!(
+        errors
+            .iter()
+            .any(|line| words.iter().any(|w| line.to_lowercase().contains(w))),
+        "no ERROR line about {words:?}; errors: {errors:#?}\n{boot}"
+    );
+}
+
+#[test]
+fn hello() {
+    let boot = boot(
+        "hello",
+        &run_http(BUSYBOX_IMAGE, "sh -c 'echo HELLO-$((40+2))'"),
+    );
+    assert!(boot.has_line("HELLO-42"), "no container output\n{boot}");
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn exit_code_is_the_pipeline_status() {
+    let boot = boot("exit-code", &run_http(BUSYBOX_IMAGE, "sh -c 'exit 3'"));
+    assert_verdict(&boot, 3);
+}
+
+#[test]
+fn docker_schema2_image() {
+    let boot = boot(
+        "docker-schema2",
+        &run_http(BUSYBOX_DOCKER_IMAGE, "sh -c 'echo DOCKER-$((40+2))'"),
+    );
+    assert!(boot.has_line("DOCKER-42"), "no container output\n{boot}");
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn https_with_the_test_ca() {
+    let append = format!(
+        r#"b2c.ca_cert={CA_CERT_IN_INITRAMFS} b2c.run="docker://{REGISTRY_HTTPS}/{BUSYBOX_IMAGE} sh -c 'echo TLS-$((40+2))'""#
+    );
+    let boot = boot_with("https-with-ca", &append, |opts| {
+        opts.initramfs = qemu_tests::initramfs_with_ca().unwrap_or_else(|e| panic!("{e}"))
+    });
+    assert!(boot.has_line("TLS-42"), "no container output\n{boot}");
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn https_without_the_ca_is_refused() {
+    let append = format!(r#"b2c.run="docker://{REGISTRY_HTTPS}/{BUSYBOX_IMAGE} true""#);
+    let boot = boot("https-without-ca", &append);
+    assert_error_about(&boot, &["certificate", "tls"]);
+    assert_verdict(&boot, 1);
+}
+
+#[test]
+fn layers_merge_with_whiteouts_and_links() {
+    let files: Vec<&str> = LAYERS_FILES.iter().map(|(path, _)| *path).collect();
+    let (a, b) = LAYERS_HARDLINK;
+    let script = format!(
+        "find /data | sort | sed s/^/TREE-$((40+2)):/; \
+         for f in {}; do echo FILE-$((40+2)):$f:$(cat $f); done; \
+         echo LINK-$((40+2)):$(readlink {}); \
+         echo INODES-$((40+2)):$(stat -c %i {a} {b} | sort -u | wc -l)",
+        files.join(" "),
+        LAYERS_SYMLINK.0,
+    );
+    let boot = boot(
+        "layers",
+        &run_http(LAYERS_IMAGE, &format!("sh -c '{script}'")),
+    );
+
+    assert_eq!(
+        boot.after_marker("TREE-42:"),
+        LAYERS_TREE,
+        "merged tree\n{boot}"
+    );
+    let expected: Vec<String> = LAYERS_FILES
+        .iter()
+        .map(|(path, content)| format!("{path}:{content}"))
+        .collect();
+    assert_eq!(
+        boot.after_marker("FILE-42:"),
+        expected,
+        "file contents\n{boot}"
+    );
+    assert_eq!(
+        boot.after_marker("LINK-42:"),
+        [LAYERS_SYMLINK.1],
+        "symlink\n{boot}"
+    );
+    assert_eq!(
+        boot.after_marker("INODES-42:"),
+        ["1"],
+        "{a} and {b} should be one inode\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn clock_is_set_by_ntp_from_dhcp() {
+    // The RTC says 2000: only NTP can bring the guest to this year.
+    let host_year = String::from_utf8(
+        std::process::Command::new("date")
+            .args(["-u", "+%Y"])
+            .output()
+            .expect("run date")
+            .stdout,
+    )
+    .expect("date prints ASCII");
+    let boot = boot_with(
+        "clock",
+        &format!(
+            "b2c.ntp_peer=auto {}",
+            run_http(BUSYBOX_IMAGE, "sh -c 'echo YEAR-$((40+2)):$(date -u +%Y)'")
+        ),
+        |opts| opts.extra_qemu_args = vec!["-rtc".into(), "base=2000-01-01".into()],
+    );
+    assert_eq!(
+        boot.after_marker("YEAR-42:"),
+        [host_year.trim()],
+        "guest year\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn unreachable_registry_fails_the_setup() {
+    // Nothing listens on 5999.
+    let append =
+        format!(r#"b2c.run="--tls-verify=false docker://10.99.0.1:5999/{BUSYBOX_IMAGE} true""#);
+    let boot = boot_with("unreachable-registry", &append, |opts| {
+        opts.timeout = Duration::from_secs(120)
+    });
+    assert!(!boot.error_lines().is_empty(), "no ERROR line\n{boot}");
+    assert_verdict(&boot, 1);
+}
+
+#[test]
+fn malformed_run_option_is_named() {
+    let append = format!(r#"b2c.run="--no-such-flag docker://{REGISTRY_HTTP}/{BUSYBOX_IMAGE}""#);
+    let boot = boot("malformed-run", &append);
+    assert_error_about(&boot, &["b2c.run"]);
+    assert_verdict(&boot, 1);
+}
