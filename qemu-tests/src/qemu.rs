@@ -52,6 +52,9 @@ pub struct Boot {
     /// than being killed at the timeout.
     pub exited: bool,
     pub elapsed: Duration,
+    /// From QEMU's start to the pipeline status line, when there was one:
+    /// the boot time users wait for.
+    pub status_at: Option<Duration>,
     pub log_path: PathBuf,
 }
 
@@ -237,6 +240,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut deadline = start + opts.timeout;
     let mut console = String::new();
     let mut exited = true;
+    let mut status_at = None;
     loop {
         let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => line,
@@ -255,6 +259,9 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         }
         // Written as it comes, so a hung boot still leaves its log.
         let _ = writeln!(log, "{line}");
+        if status_at.is_none() && line.contains(STATUS_LINE) {
+            status_at = Some(start.elapsed());
+        }
         console.push_str(&line);
         console.push('\n');
     }
@@ -275,6 +282,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         console,
         exited,
         elapsed,
+        status_at,
         log_path,
     })
 }
@@ -302,6 +310,7 @@ mod tests {
             console: console.into(),
             exited,
             elapsed: Duration::from_secs(1),
+            status_at: None,
             log_path: "x.log".into(),
         }
     }

@@ -36,8 +36,11 @@ pub fn run(args: &[String]) -> Result<()> {
     opts.echo = true;
     opts.timeout = Duration::from_secs(3600);
     let boot = net.boot(&opts)?;
+    if let Some(at) = boot.status_at {
+        println!("\nstatus line {:.2} s after QEMU started", at.as_secs_f64());
+    }
     println!(
-        "\nQEMU {} after {:.1} s; console saved in {}",
+        "QEMU {} after {:.1} s; console saved in {}",
         if boot.exited { "exited" } else { "was stopped" },
         boot.elapsed.as_secs_f64(),
         boot.log_path.display()
