@@ -16,8 +16,46 @@ pub struct ContainerArgs {
     pub tty: bool,
     pub interactive: bool,
     pub tls_verify: bool,
-    /// Options we accept for compatibility but do not act on yet.
-    pub ignored: Vec<String>,
+    /// `-v SOURCE:DEST[:ro]`.
+    pub volumes: Vec<VolumeMount>,
+    /// `--env-file URL-or-path`, read before `-e` variables apply.
+    pub env_files: Vec<String>,
+    /// `--dns=none` (no resolv.conf from the host) or a server address.
+    pub dns: Option<Dns>,
+    /// `--hostname`: the container's own host name.
+    pub hostname: Option<String>,
+    pub pull: PullPolicy,
+}
+
+/// Where a volume comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VolumeSource {
+    /// A named volume: lives for the whole boot, shared between containers.
+    Named(String),
+    /// A path of the host (the initramfs), bind-mounted.
+    HostPath(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeMount {
+    pub source: VolumeSource,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dns {
+    None,
+    Servers(Vec<std::net::Ipv4Addr>),
+}
+
+/// `--pull`: when to ask the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PullPolicy {
+    #[default]
+    Always,
+    Missing,
+    Never,
 }
 
 /// Why a container argument string was rejected.
@@ -27,7 +65,7 @@ pub enum ContainerArgsError {
     Quotes,
     #[error("no image given (expected: [OPTIONS] IMAGE [COMMAND [ARG...]])")]
     NoImage,
-    #[error("unknown flag {0} (supported: -e, -w, -u, -t, -i, --entrypoint, --tls-verify, --privileged, --network=host, --rm)")]
+    #[error("unknown flag {0} (supported: -e, --env-file, -v, -w, -u, -t, -i, --entrypoint, --tls-verify, --dns, --hostname, --pull, --privileged, --network=host, --rm)")]
     UnknownFlag(String),
     #[error("flag {0} needs a value")]
     MissingValue(String),
@@ -101,9 +139,38 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
             "--tty" => args.tty = bool_value(&flag, inline.as_deref())?,
             "--interactive" => args.interactive = bool_value(&flag, inline.as_deref())?,
             "--rm" => {}
-            "-v" | "--volume" | "--env-file" | "--dns" | "--hostname" | "--pull" => {
+            "-v" | "--volume" => {
                 let v = value(&flag)?;
-                args.ignored.push(format!("{flag}={v}"));
+                let volume = parse_volume(&v).map_err(|problem| ContainerArgsError::BadValue {
+                    flag: flag.clone(),
+                    problem,
+                })?;
+                args.volumes.push(volume);
+            }
+            "--env-file" => args.env_files.push(value(&flag)?),
+            "--dns" => {
+                let v = value(&flag)?;
+                let dns = parse_dns(&v, args.dns.take()).map_err(|problem| {
+                    ContainerArgsError::BadValue {
+                        flag: flag.clone(),
+                        problem,
+                    }
+                })?;
+                args.dns = Some(dns);
+            }
+            "--hostname" | "-h" => args.hostname = Some(value(&flag)?),
+            "--pull" => {
+                args.pull = match value(&flag)?.as_str() {
+                    "always" => PullPolicy::Always,
+                    "missing" => PullPolicy::Missing,
+                    "never" => PullPolicy::Never,
+                    v => {
+                        return Err(ContainerArgsError::BadValue {
+                            flag,
+                            problem: format!("{v:?} is not always, missing or never"),
+                        })
+                    }
+                }
             }
             short if is_tty_cluster(short) => {
                 args.tty |= short.contains('t');
@@ -113,6 +180,58 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
         }
     }
     Err(ContainerArgsError::NoImage)
+}
+
+/// `SOURCE:DEST[:ro|rw]`: a SOURCE starting with `/` is a host path,
+/// anything else names a volume.
+fn parse_volume(v: &str) -> Result<VolumeMount, String> {
+    let mut parts = v.split(':');
+    let (source, destination) = match (parts.next(), parts.next()) {
+        (Some(s), Some(d)) if !s.is_empty() && d.starts_with('/') => (s, d),
+        _ => return Err(format!("{v:?} is not SOURCE:/DESTINATION[:ro]")),
+    };
+    let read_only = match parts.next() {
+        None | Some("rw") => false,
+        Some("ro") => true,
+        Some(o) => return Err(format!("{v:?}: option {o:?} is not ro or rw")),
+    };
+    if parts.next().is_some() {
+        return Err(format!("{v:?} has too many ':'"));
+    }
+    let source = if source.starts_with('/') {
+        VolumeSource::HostPath(source.into())
+    } else if source
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        VolumeSource::Named(source.into())
+    } else {
+        return Err(format!(
+            "volume name {source:?} may only hold letters, digits, '_', '.' and '-'"
+        ));
+    };
+    Ok(VolumeMount {
+        source,
+        destination: destination.into(),
+        read_only,
+    })
+}
+
+/// `--dns` may repeat to list several servers; `none` stands alone.
+fn parse_dns(v: &str, previous: Option<Dns>) -> Result<Dns, String> {
+    if v == "none" {
+        return Ok(Dns::None);
+    }
+    let ip = v
+        .parse()
+        .map_err(|_| format!("{v:?} is not none or an IPv4 address"))?;
+    Ok(match previous {
+        Some(Dns::Servers(mut servers)) => {
+            servers.push(ip);
+            Dns::Servers(servers)
+        }
+        _ => Dns::Servers(vec![ip]),
+    })
 }
 
 /// `-t`, `-i`, `-ti`, `-it`.
@@ -168,9 +287,57 @@ mod tests {
     }
 
     #[test]
-    fn accepted_but_not_yet_acted_on_are_reported() {
-        let a = parse_container_args("--dns=none -v tmp:/mnt/tmp img").unwrap();
-        assert_eq!(a.ignored, vec!["--dns=none", "-v=tmp:/mnt/tmp"]);
+    fn volumes_dns_hostname_pull() {
+        let a = parse_container_args(
+            "--dns=none -v tmp:/mnt/tmp -v /dev/shm:/shm:ro --volume=job:/job:rw \
+             --hostname dut --pull=missing --env-file /etc/env img",
+        )
+        .unwrap();
+        assert_eq!(a.dns, Some(Dns::None));
+        assert_eq!(
+            a.volumes,
+            vec![
+                VolumeMount {
+                    source: VolumeSource::Named("tmp".into()),
+                    destination: "/mnt/tmp".into(),
+                    read_only: false
+                },
+                VolumeMount {
+                    source: VolumeSource::HostPath("/dev/shm".into()),
+                    destination: "/shm".into(),
+                    read_only: true
+                },
+                VolumeMount {
+                    source: VolumeSource::Named("job".into()),
+                    destination: "/job".into(),
+                    read_only: false
+                },
+            ]
+        );
+        assert_eq!(a.hostname.as_deref(), Some("dut"));
+        assert_eq!(a.pull, PullPolicy::Missing);
+        assert_eq!(a.env_files, ["/etc/env"]);
+        let b = parse_container_args("--dns 1.1.1.1 --dns=9.9.9.9 img").unwrap();
+        assert_eq!(
+            b.dns,
+            Some(Dns::Servers(vec![[1, 1, 1, 1].into(), [9, 9, 9, 9].into()]))
+        );
+        for bad in [
+            "-v tmp img",
+            "-v tmp:relative img",
+            "-v tmp:/a:rx img",
+            "-v a/b:/c img",
+            "--dns=dns.example img",
+            "--pull=sometimes img",
+        ] {
+            assert!(
+                matches!(
+                    parse_container_args(bad),
+                    Err(ContainerArgsError::BadValue { .. })
+                ),
+                "{bad}"
+            );
+        }
     }
 
     #[test]
