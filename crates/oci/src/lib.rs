@@ -1,7 +1,8 @@
 //! b2c-oci: OCI images for b2c.
 //!
 //! Reference parsing, registry pulls with oci-client (bundled TLS roots,
-//! retries, progress on the console), a store of unpacked layers, the
+//! retries, progress on the console, proxies, insecure registries and
+//! mirrors: see [`RegistryOptions`]), a store of unpacked layers, the
 //! streaming layer unpacker (body → digest → gunzip → tar → files in one
 //! pass, confined to the layer directory) and overlayfs assembly.
 //!
@@ -35,7 +36,7 @@ pub use oci_client::Reference;
 pub use overlay::{mount_overlay, OverlayError};
 pub use pull::{pull, PulledImage};
 pub use reference::{parse_reference, ReferenceError};
-pub use registry::{RegistryOptions, RetryPolicy};
+pub use registry::{ProxyOptions, RegistryOptions, RetryPolicy};
 pub use store::{LayerError, LayerStore};
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};
 
@@ -56,7 +57,7 @@ pub enum PullError {
     },
     #[error(
         "{image}: TLS with registry {registry} failed ({detail}); if the registry serves plain \
-         HTTP, use --tls-verify=false"
+         HTTP, use --tls-verify=false or b2c.insecure_registry={registry}"
     )]
     Tls {
         image: String,
@@ -92,6 +93,17 @@ pub enum PullError {
         registry: String,
         detail: String,
     },
+    /// A manifest or blob from the registry does not match its digest
+    /// (oci-client's check; layers checked while unpacking fail as
+    /// [`PullError::Layer`] with [`LayerError::DigestMismatch`]).
+    #[error(
+        "{image}: registry {registry} served content that does not match its digest: {detail}"
+    )]
+    DigestMismatch {
+        image: String,
+        registry: String,
+        detail: String,
+    },
     #[error("{image}: invalid image configuration: {detail}")]
     BadConfig { image: String, detail: String },
     #[error("{image}: layer {digest}: {detail}")]
@@ -111,6 +123,27 @@ pub enum PullError {
     CaCert { detail: String },
     #[error("cannot set up the registry client: {detail}")]
     Client { detail: String },
+    /// A registry setting that cannot be used (the message names it).
+    #[error("invalid {option}: {detail}")]
+    BadOption {
+        option: &'static str,
+        detail: String,
+    },
+}
+
+impl PullError {
+    /// Whether a registry served content that does not match its digest:
+    /// a mirror doing so is not fallen back from.
+    pub fn is_digest_mismatch(&self) -> bool {
+        matches!(
+            self,
+            PullError::DigestMismatch { .. }
+                | PullError::Layer {
+                    source: LayerError::DigestMismatch { .. },
+                    ..
+                }
+        )
+    }
 }
 
 fn certificate_hint(clock_suspect: bool) -> &'static str {

@@ -17,9 +17,7 @@ use oci_spec::image::ImageConfiguration;
 use tokio::sync::{mpsc, watch};
 
 use crate::digest::Digest;
-use crate::registry::{
-    classify, classify_io, endpoints, with_retries, Endpoint, Failure, RegistryOptions, Retryable,
-};
+use crate::registry::{endpoints, with_retries, Endpoint, Failure, RegistryOptions, Retryable};
 use crate::store::{LayerError, LayerStore};
 use crate::unpack::UnpackStats;
 use crate::PullError;
@@ -36,6 +34,9 @@ const CHANNEL_CHUNKS: usize = 16;
 pub struct PulledImage {
     /// The reference as resolved (`docker.io/library/alpine:latest`).
     pub reference: String,
+    /// The host (`host[:port]`) that served it: the registry, or one of its
+    /// mirrors.
+    pub served_by: String,
     /// Digest of the platform manifest that was pulled.
     pub manifest_digest: String,
     pub config: ImageConfiguration,
@@ -60,25 +61,109 @@ const LAYER_MEDIA_TYPES: &[&str] = &[
 ///
 /// Transient failures are retried per `opts.retry`; errors name the image
 /// and the registry.
+///
+/// If `opts.mirrors` has mirrors for the image's registry, they are tried
+/// first, in order, with the same repository (under the mirror's path
+/// prefix, if any) and tag or digest. When a mirror fails, a `WARNING:`
+/// line names it, the error and what is tried next (the next mirror, then
+/// the registry), except when it served content that does not match its
+/// digest: that fails the pull, as it would from the registry itself. The
+/// final `pulled … from …` line names the registry or mirror that served
+/// the image (also in [`PulledImage::served_by`]).
 pub async fn pull(
     reference: &Reference,
     opts: &RegistryOptions,
     store: &LayerStore,
 ) -> Result<PulledImage, PullError> {
-    let start = Instant::now();
+    opts.validate()?;
     let image = reference.whole();
-    let registry = reference.resolve_registry().to_string();
-    let endpoints = endpoints(opts, &registry)?;
-    log::info!("pulling {image}");
+    let origin = reference.resolve_registry().to_string();
+    let mirrors = opts.mirrors_of(reference.registry())?;
+    for (i, mirror) in mirrors.iter().enumerate() {
+        let source = Source {
+            image: &image,
+            reference: mirror.reference(reference),
+            registry: mirror.host.clone(),
+            mirror_of: Some(reference.registry()),
+        };
+        match pull_from(&source, opts, store).await {
+            Ok(pulled) => return Ok(pulled),
+            Err(e) if e.is_digest_mismatch() => return Err(e),
+            Err(e) => {
+                let next = match mirrors.get(i + 1) {
+                    Some(m) => format!("the next mirror {m}"),
+                    None => format!("the registry {origin}"),
+                };
+                // The error names the image.
+                log::warn!(
+                    "mirror {mirror} (of {}) failed: {e}; falling back to {next}",
+                    reference.registry()
+                );
+            }
+        }
+    }
+    let source = Source {
+        image: &image,
+        reference: reference.clone(),
+        registry: origin,
+        mirror_of: None,
+    };
+    pull_from(&source, opts, store).await
+}
+
+/// Where one attempt at an image is fetched from.
+struct Source<'a> {
+    /// The image as the user named it: in messages and the result.
+    image: &'a str,
+    /// What is fetched: the image itself, or its name on a mirror.
+    reference: Reference,
+    /// The host talked to.
+    registry: String,
+    /// For a mirror, the registry it stands for.
+    mirror_of: Option<&'a str>,
+}
+
+impl fmt::Display for Source<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.mirror_of {
+            Some(origin) => write!(f, "mirror {} (of {origin})", self.registry),
+            None => f.write_str(&self.registry),
+        }
+    }
+}
+
+async fn pull_from(
+    source: &Source<'_>,
+    opts: &RegistryOptions,
+    store: &LayerStore,
+) -> Result<PulledImage, PullError> {
+    let start = Instant::now();
+    let image = source.image.to_string();
+    let reference = &source.reference;
+    let registry = &source.registry;
+    let insecure = opts.is_insecure(registry);
+    if opts.tls_verify && insecure {
+        log::info!(
+            "{registry} is insecure by b2c.insecure_registry: its TLS certificate is not \
+             verified and plain HTTP is allowed"
+        );
+    }
+    let endpoints = endpoints(opts, registry, opts.tls_verify && !insecure)?;
+    log::info!("pulling {image} from {source}");
 
     let what = format!("{image}: fetching the manifest from {registry}");
     let (ep, manifest, manifest_digest, config_json) =
         with_retries(&opts.retry, &what, || fetch_manifest(&endpoints, reference))
             .await
-            .map_err(|(f, attempts)| f.into_pull_error(&image, &registry, attempts))?;
+            .map_err(|(f, attempts)| f.into_pull_error(&image, registry, attempts))?;
     let endpoint = &endpoints[ep];
     if endpoint.scheme == "http" {
-        log::info!("{registry} does not speak TLS: using plain HTTP (--tls-verify=false)");
+        let why = if opts.tls_verify {
+            "b2c.insecure_registry"
+        } else {
+            "--tls-verify=false"
+        };
+        log::info!("{registry} does not speak TLS: using plain HTTP ({why})");
     }
 
     let config = ImageConfiguration::from_reader(config_json.as_bytes()).map_err(|e| {
@@ -113,7 +198,7 @@ pub async fn pull(
                 endpoint,
                 reference,
                 image: &image,
-                registry: &registry,
+                registry,
                 store,
                 progress: &progress,
                 cancelled: cancelled.clone(),
@@ -151,7 +236,7 @@ pub async fn pull(
     let secs = start.elapsed().as_secs_f64();
     let unpacked: u64 = stats.iter().map(|s| s.bytes).sum();
     log::info!(
-        "pulled {image} ({}): {} layers ({} cached), {} MB downloaded, {} MB unpacked, in {secs:.1} s ({:.1} MB/s)",
+        "pulled {image} ({}) from {source}: {} layers ({} cached), {} MB downloaded, {} MB unpacked, in {secs:.1} s ({:.1} MB/s)",
         short(&manifest_digest),
         manifest.layers.len(),
         manifest.layers.len() - fetched,
@@ -161,6 +246,7 @@ pub async fn pull(
     );
     Ok(PulledImage {
         reference: image,
+        served_by: registry.clone(),
         manifest_digest,
         config,
         layers,
@@ -180,7 +266,7 @@ async fn fetch_manifest(
         {
             Ok((manifest, digest, config)) => return Ok((i, manifest, digest, config)),
             Err(e) => {
-                let f = classify(&e);
+                let f = ep.classify(&e);
                 log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
                 // The next endpoint only gets a chance if this one could not
                 // hold an HTTP conversation at all.
@@ -325,7 +411,7 @@ impl LayerJob<'_> {
         // still correct.
         let response = tokio::select! {
             r = self.endpoint.client.pull_blob_stream_partial(self.reference, desc, 0, None) => {
-                r.map_err(|e| AttemptError::Registry(classify(&e)))?
+                r.map_err(|e| AttemptError::Registry(self.endpoint.classify(&e)))?
             }
             _ = cancelled.wait_for(|c| *c) => return Err(AttemptError::Cancelled),
         };
@@ -344,7 +430,9 @@ impl LayerJob<'_> {
         // Cancelling drops `tx`, so the unpacker stops and cleans up; it is
         // awaited below either way.
         let net = tokio::select! {
-            r = pump(body, tx, self.progress, &mut sent) => r.map_err(AttemptError::Registry),
+            r = pump(body, tx, self.progress, &mut sent) => {
+                r.map_err(|e| AttemptError::Registry(self.endpoint.classify_io(&e)))
+            }
             _ = cancelled.wait_for(|c| *c) => Err(AttemptError::Cancelled),
         };
         let unpacked = unpack.await.unwrap_or_else(|join| {
@@ -373,9 +461,9 @@ async fn pump(
     tx: mpsc::Sender<Option<Bytes>>,
     progress: &AtomicU64,
     sent: &mut u64,
-) -> Result<(), Failure> {
+) -> Result<(), io::Error> {
     while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| classify_io(&e))?;
+        let chunk = chunk?;
         let n = chunk.len() as u64;
         if tx.send(Some(chunk)).await.is_err() {
             return Ok(());

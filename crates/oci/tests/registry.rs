@@ -5,16 +5,20 @@
 mod common;
 
 use std::fs;
-use std::net::{TcpListener, TcpStream};
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use b2c_oci::{
-    parse_reference, pull, LayerError, LayerStore, PullError, RegistryOptions, RetryPolicy,
+    parse_reference, pull, LayerError, LayerStore, ProxyOptions, PullError, RegistryOptions,
+    RetryPolicy,
 };
-use common::{gzip, init_logging, logged, sha256, Tb};
+use common::{gzip, init_logging, logged, sha256, warnings, Tb};
 use serde_json::json;
 
 /// A registry process, killed (by its pid) and reaped on drop, whatever
@@ -515,6 +519,30 @@ async fn https_needs_the_ca() {
     let store2 = LayerStore::new(t.join("store2")).unwrap();
     let pulled = pull(&r, &insecure(), &store2).await.unwrap();
     check_unpacked(&pulled.layers, "tls");
+
+    // Through a proxy: a CONNECT tunnel, the certificate still verified.
+    let proxy = TinyProxy::start();
+    let via_proxy = RegistryOptions {
+        proxy: Some(ProxyOptions {
+            https: Some(proxy_url(proxy.port)),
+            ..ProxyOptions::default()
+        }),
+        ..opts
+    };
+    let store3 = LayerStore::new(t.join("store3")).unwrap();
+    let pulled = pull(&r, &via_proxy, &store3).await.unwrap();
+    check_unpacked(&pulled.layers, "tls");
+    let heads = proxy.heads();
+    assert!(!heads.is_empty());
+    for h in &heads {
+        assert!(h.starts_with(&format!("CONNECT {} ", reg.host())), "{h}");
+        assert!(
+            h.to_ascii_lowercase()
+                .contains("proxy-authorization: basic am9lomh1bnrlcji="),
+            "{h}"
+        );
+    }
+    no_credentials_logged();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -545,4 +573,382 @@ async fn unreachable_registry_is_retried_then_reported() {
         msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("refused"),
         "{msg}"
     );
+}
+
+/// Builds an image whose files say `tag`, pushes it to each destination
+/// (`host/repo:tag`), and returns it.
+fn push_image(dir: &Path, tag: &str, dests: &[String]) -> Image {
+    let layout = Layout::new(&dir.join(format!("oci-{tag}")));
+    let img = layout.image("amd64", &[base_layer(tag), top_layer(tag)]);
+    layout.tag(&[("v1", layout.manifest_desc(&img))]);
+    for d in dests {
+        layout.push("v1", d, &[]);
+    }
+    img
+}
+
+fn fast_retries() -> RetryPolicy {
+    RetryPolicy {
+        attempts: 2,
+        first_delay: Duration::from_millis(50),
+    }
+}
+
+fn logged_with(needles: &[&str]) -> Vec<String> {
+    logged()
+        .into_iter()
+        .filter(|l| needles.iter().all(|n| l.contains(n)))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_serves_while_the_origin_is_down() {
+    init_logging();
+    let mirror = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let m = mirror.host();
+    let img = push_image(
+        tmp.path(),
+        "mirrored",
+        &[format!("{m}/test/m:v1"), format!("{m}/hub/cache/test/m:v1")],
+    );
+    // Nothing listens on the origin: only the mirror can serve.
+    let origin = format!("127.0.0.1:{}", free_port());
+    let opts = |mirror: String| RegistryOptions {
+        insecure_registries: vec![m.clone()],
+        mirrors: vec![(origin.clone(), mirror)],
+        retry: fast_retries(),
+        ..RegistryOptions::default()
+    };
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let r = parse_reference(&format!("{origin}/test/m:v1")).unwrap();
+    let pulled = pull(&r, &opts(m.clone()), &store).await.unwrap();
+    check_unpacked(&pulled.layers, "mirrored");
+    assert_eq!(pulled.served_by, m);
+    assert_eq!(pulled.reference, format!("{origin}/test/m:v1"));
+    let served = logged_with(&["pulled", &format!("{origin}/test/m:v1"), "from mirror", &m]);
+    assert_eq!(served.len(), 1, "{:?}", logged());
+
+    // A mirror with a path prefix, and a reference pinned by digest.
+    let store = LayerStore::new(tmp.path().join("store2")).unwrap();
+    let digest = sha256(img.manifest.to_string().as_bytes());
+    let r = parse_reference(&format!("{origin}/test/m@{digest}")).unwrap();
+    let pulled = pull(&r, &opts(format!("{m}/hub/cache")), &store)
+        .await
+        .unwrap();
+    check_unpacked(&pulled.layers, "mirrored");
+    assert_eq!(pulled.manifest_digest, digest);
+    assert!(
+        warnings().iter().all(|w| !w.contains(&origin)),
+        "{:?}",
+        warnings()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_failures_fall_back_to_the_origin() {
+    init_logging();
+    let origin = Registry::start(None);
+    let empty = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let o = origin.host();
+    push_image(tmp.path(), "origin", &[format!("{o}/test/fb:v1")]);
+    let dead = format!("127.0.0.1:{}", free_port());
+    let opts = RegistryOptions {
+        // Host alone: every port of 127.0.0.1.
+        insecure_registries: vec!["127.0.0.1".into()],
+        mirrors: vec![
+            (o.clone(), dead.clone()),
+            (o.clone(), empty.host()),
+            ("other.test".into(), "never.test".into()),
+        ],
+        retry: fast_retries(),
+        ..RegistryOptions::default()
+    };
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let r = parse_reference(&format!("{o}/test/fb:v1")).unwrap();
+    let pulled = pull(&r, &opts, &store).await.unwrap();
+    check_unpacked(&pulled.layers, "origin");
+    assert_eq!(pulled.served_by, o);
+
+    let w: Vec<_> = warnings()
+        .into_iter()
+        .filter(|w| w.contains("test/fb:v1") && w.contains("falling back"))
+        .collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    // The dead mirror: refused, then the next mirror.
+    assert!(
+        w[0].contains(&format!("mirror {dead} (of {o})"))
+            && w[0].contains("refused")
+            && w[0].contains(&format!("next mirror {}", empty.host())),
+        "{w:?}"
+    );
+    // The mirror without the image: not found, then the registry.
+    assert!(
+        w[1].contains(&format!("mirror {} (of {o})", empty.host()))
+            && w[1].contains("not found")
+            && w[1].ends_with(&format!("falling back to the registry {o}")),
+        "{w:?}"
+    );
+    let served = logged_with(&["pulled", &format!("{o}/test/fb:v1"), &format!("from {o}:")]);
+    assert_eq!(served.len(), 1, "{:?}", logged());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mirror_serving_a_bad_layer_is_an_error() {
+    init_logging();
+    let origin = Registry::start(None);
+    let mirror = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let (o, m) = (origin.host(), mirror.host());
+    let img = push_image(
+        tmp.path(),
+        "corrupt",
+        &[format!("{o}/test/bad:v1"), format!("{m}/test/bad:v1")],
+    );
+    let blob = mirror.blob_path(&img.layer_digests[0]);
+    let mut data = fs::read(&blob).unwrap();
+    let mid = data.len() / 2;
+    data[mid] ^= 0xff;
+    fs::write(&blob, data).unwrap();
+
+    let opts = RegistryOptions {
+        insecure_registries: vec!["127.0.0.1".into()],
+        mirrors: vec![(o.clone(), m.clone())],
+        retry: fast_retries(),
+        ..RegistryOptions::default()
+    };
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let r = parse_reference(&format!("{o}/test/bad:v1")).unwrap();
+    let err = pull(&r, &opts, &store).await.unwrap_err();
+    assert!(err.is_digest_mismatch(), "{err}");
+    assert!(
+        matches!(
+            &err,
+            PullError::Layer {
+                source: LayerError::DigestMismatch { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The origin, which has a good copy, was not asked.
+    assert!(
+        warnings().iter().all(|w| !w.contains("test/bad:v1")),
+        "{:?}",
+        warnings()
+    );
+    assert!(logged_with(&["pulling", &format!("{o}/test/bad:v1 from {o}")]).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_registry_entry_allows_plain_http() {
+    init_logging();
+    let reg = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let host = reg.host();
+    push_image(tmp.path(), "insecure", &[format!("{host}/test/ins:v1")]);
+    let r = parse_reference(&format!("{host}/test/ins:v1")).unwrap();
+    let opts = |entry: &str| RegistryOptions {
+        insecure_registries: vec![entry.to_string()],
+        ..RegistryOptions::default()
+    };
+
+    // Exact host:port, with verification on.
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let pulled = pull(&r, &opts(&host), &store).await.unwrap();
+    check_unpacked(&pulled.layers, "insecure");
+    let said = logged_with(&[&host, "insecure by b2c.insecure_registry"]);
+    assert_eq!(said.len(), 1, "once per pull: {said:?}");
+    assert_eq!(
+        logged_with(&[&host, "plain HTTP (b2c.insecure_registry)"]).len(),
+        1
+    );
+
+    // Host alone: any port.
+    let store = LayerStore::new(tmp.path().join("store2")).unwrap();
+    pull(&r, &opts("127.0.0.1"), &store).await.unwrap();
+
+    // Another port of the same host is not covered.
+    let other = format!("127.0.0.1:{}", reg.port.wrapping_add(1));
+    let err = pull(&r, &opts(&other), &store).await.unwrap_err();
+    assert!(matches!(err, PullError::Tls { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains(&format!("b2c.insecure_registry={host}")),
+        "{err}"
+    );
+}
+
+/// A proxy for tests: `CONNECT` tunnels and absolute-form forwarding, to
+/// loopback only. Records each connection's request head.
+struct TinyProxy {
+    port: u16,
+    heads: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TinyProxy {
+    fn start() -> TinyProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let heads: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (heads, stop) = (heads.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match listener.accept() {
+                        Ok((conn, _)) => {
+                            let heads = heads.clone();
+                            std::thread::spawn(move || proxy_conn(conn, &heads));
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            })
+        };
+        TinyProxy {
+            port,
+            heads,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TinyProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn proxy_conn(mut conn: TcpStream, heads: &Mutex<Vec<String>>) {
+    conn.set_nonblocking(false).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match conn.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    heads.lock().unwrap().push(text.clone());
+    let mut words = text.split_whitespace();
+    let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
+    let authority = if method == "CONNECT" {
+        target
+    } else {
+        let rest = target.strip_prefix("http://").unwrap_or("");
+        rest.split('/').next().unwrap_or("")
+    };
+    assert!(authority.starts_with("127.0.0.1:"), "{text}");
+    let Ok(mut up) = TcpStream::connect(authority) else {
+        let _ = conn.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+        return;
+    };
+    if method == "CONNECT" {
+        conn.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            .unwrap();
+    } else {
+        // The registry (Go's net/http) takes absolute-form requests as is.
+        up.write_all(&head).unwrap();
+    }
+    let (mut c2, mut u2) = (conn.try_clone().unwrap(), up.try_clone().unwrap());
+    let t = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut u2, &mut c2);
+        let _ = c2.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut conn, &mut up);
+    let _ = up.shutdown(Shutdown::Write);
+    let _ = t.join();
+}
+
+const PROXY_USER: &str = "joe";
+const PROXY_PASSWORD: &str = "hunter2";
+
+fn proxy_url(port: u16) -> String {
+    format!("http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{port}")
+}
+
+fn no_credentials_logged() {
+    let leaks: Vec<_> = logged()
+        .into_iter()
+        .filter(|l| l.contains(PROXY_PASSWORD))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_are_used_and_their_credentials_hidden() {
+    init_logging();
+    let reg = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let host = reg.host();
+    push_image(tmp.path(), "proxied", &[format!("{host}/test/px:v1")]);
+    let r = parse_reference(&format!("{host}/test/px:v1")).unwrap();
+    let opts = |port: u16, no_proxy: Option<&str>| RegistryOptions {
+        insecure_registries: vec![host.clone()],
+        proxy: Some(ProxyOptions {
+            http: Some(proxy_url(port)),
+            https: Some(proxy_url(port)),
+            no_proxy: no_proxy.map(String::from),
+        }),
+        retry: fast_retries(),
+        ..RegistryOptions::default()
+    };
+
+    // A proxy nobody listens on: the pull fails, and says which proxy.
+    let dead = free_port();
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let err = pull(&r, &opts(dead, None), &store).await.unwrap_err();
+    assert!(matches!(err, PullError::Unreachable { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&format!(
+            "through proxy http://127.0.0.1:{dead}, from b2c.proxy"
+        )),
+        "{msg}"
+    );
+    assert!(
+        !msg.contains(PROXY_PASSWORD) && !msg.contains(PROXY_USER),
+        "{msg}"
+    );
+
+    // The same proxy, bypassed by no_proxy: direct, and it works.
+    pull(&r, &opts(dead, Some("localhost,127.0.0.0/8")), &store)
+        .await
+        .unwrap();
+
+    // A working proxy: plain-HTTP requests are forwarded to it, with the
+    // credentials in Proxy-Authorization.
+    let proxy = TinyProxy::start();
+    let store = LayerStore::new(tmp.path().join("store2")).unwrap();
+    let pulled = pull(&r, &opts(proxy.port, None), &store).await.unwrap();
+    check_unpacked(&pulled.layers, "proxied");
+    let heads = proxy.heads();
+    assert!(
+        heads
+            .iter()
+            .any(|h| h.starts_with(&format!("GET http://{host}/v2/"))),
+        "{heads:?}"
+    );
+    // base64("joe:hunter2")
+    assert!(
+        heads.iter().all(|h| h
+            .to_ascii_lowercase()
+            .contains("proxy-authorization: basic am9lomh1bnrlcji=")),
+        "{heads:?}"
+    );
+    no_credentials_logged();
 }

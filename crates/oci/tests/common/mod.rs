@@ -145,6 +145,9 @@ impl log::Log for StderrLogger {
             // The init's logger adds "WARNING: " / "ERROR: " itself.
             let line = r.args().to_string();
             eprintln!("[{}] {line}", r.level());
+            if r.level() == log::Level::Warn {
+                WARNINGS.lock().unwrap().push(line.clone());
+            }
             LINES.lock().unwrap().push(line);
         }
     }
@@ -152,6 +155,12 @@ impl log::Log for StderrLogger {
 }
 
 static LINES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// The lines logged as warnings (`WARNING: ` on the console).
+pub fn warnings() -> Vec<String> {
+    WARNINGS.lock().unwrap().clone()
+}
 
 /// Every line logged so far, by every test of this binary.
 pub fn logged() -> Vec<String> {
