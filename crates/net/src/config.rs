@@ -13,7 +13,9 @@ use rtnetlink::packet_route::address::{AddressAttribute, CacheInfo};
 use rtnetlink::packet_route::route::{RouteProtocol, RouteScope};
 use rtnetlink::{AddressMessageBuilder, Handle, LinkUnspec, RouteMessageBuilder};
 
-use crate::resolv::{render_resolv_conf, write_resolv_conf};
+use b2c_cmdline::Route;
+
+use crate::resolv::{render_resolv_conf, write_resolv_conf, Contribution, SharedResolvConf};
 use crate::{Lease, NetError};
 
 const EADDRNOTAVAIL: i32 = nix::libc::EADDRNOTAVAIL;
@@ -85,38 +87,77 @@ pub async fn loopback_up() -> Result<(), NetError> {
 /// that the kernel itself drops the address if renewals stop succeeding; a
 /// default route via the lease's router; and `resolv_conf`.
 pub async fn apply_lease(lease: &Lease, resolv_conf: &Path) -> Result<(), NetError> {
+    apply_lease_with(lease, &LeaseSetup::alone(resolv_conf)).await
+}
+
+/// What goes with a lease besides its own content, kept for its renewals:
+/// where its name servers go in resolv.conf, the name servers and routes
+/// the user added on that interface, and the metric of its routes.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseSetup {
+    pub resolv: SharedResolvConf,
+    pub slot: usize,
+    pub extra_dns: Vec<Ipv4Addr>,
+    pub routes: Vec<Route>,
+    pub metric: u32,
+}
+
+impl LeaseSetup {
+    /// The lease is the only source of resolv.conf.
+    pub fn alone(resolv_conf: &Path) -> Self {
+        LeaseSetup {
+            resolv: SharedResolvConf::new(resolv_conf, 1),
+            slot: 0,
+            extra_dns: Vec::new(),
+            routes: Vec::new(),
+            metric: 0,
+        }
+    }
+
+    pub fn contribution(&self, lease: &Lease) -> Contribution {
+        let mut dns = self.extra_dns.clone();
+        dns.extend(&lease.dns);
+        let mut search: Vec<String> = lease.domain.iter().cloned().collect();
+        search.extend(lease.search.iter().cloned());
+        Contribution {
+            origin: format!("the DHCP lease on {}", lease.iface),
+            dns,
+            search,
+        }
+    }
+}
+
+pub(crate) async fn apply_lease_with(lease: &Lease, setup: &LeaseSetup) -> Result<(), NetError> {
     // Lease times count from when the REQUEST was sent, a little earlier.
     let lifetime =
         (!lease.is_infinite()).then(|| lease.lease_time.saturating_sub(lease.acquired.elapsed()));
-    configure(
-        &lease.iface,
-        lease.address,
-        lease.prefix_len,
+    configure(&LinkConfig {
+        iface: &lease.iface,
+        address: lease.address,
+        prefix_len: lease.prefix_len,
         lifetime,
-        lease.router,
-        RouteProtocol::Dhcp,
-    )
+        router: lease.router,
+        routes: &setup.routes,
+        protocol: RouteProtocol::Dhcp,
+        metric: setup.metric,
+    })
     .await?;
-    let mut search: Vec<String> = lease.domain.iter().cloned().collect();
-    search.extend(lease.search.iter().cloned());
-    let origin = format!("the DHCP lease on {}", lease.iface);
-    write_resolv_conf(
-        resolv_conf,
-        &render_resolv_conf(&origin, &lease.dns, &search),
-    )
+    setup.resolv.update(setup.slot, setup.contribution(lease))
 }
 
 /// Applies a static configuration: address forever, default route,
 /// resolv.conf.
 pub async fn apply_static(config: &StaticIpv4, resolv_conf: &Path) -> Result<(), NetError> {
-    configure(
-        &config.iface,
-        config.address,
-        config.prefix_len,
-        None,
-        config.router,
-        RouteProtocol::Static,
-    )
+    configure(&LinkConfig {
+        iface: &config.iface,
+        address: config.address,
+        prefix_len: config.prefix_len,
+        lifetime: None,
+        router: config.router,
+        routes: &[],
+        protocol: RouteProtocol::Static,
+        metric: 0,
+    })
     .await?;
     let origin = format!("the static configuration of {}", config.iface);
     write_resolv_conf(
@@ -125,18 +166,35 @@ pub async fn apply_static(config: &StaticIpv4, resolv_conf: &Path) -> Result<(),
     )
 }
 
-async fn configure(
-    iface: &str,
-    address: Ipv4Addr,
-    prefix_len: u8,
-    lifetime: Option<Duration>,
-    router: Option<Ipv4Addr>,
-    protocol: RouteProtocol,
-) -> Result<(), NetError> {
+/// An address on a link and the routes that leave through it.
+pub(crate) struct LinkConfig<'a> {
+    pub iface: &'a str,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+    /// `None`: forever.
+    pub lifetime: Option<Duration>,
+    /// The default route's gateway.
+    pub router: Option<Ipv4Addr>,
+    pub routes: &'a [Route],
+    pub protocol: RouteProtocol,
+    /// Several interfaces may each have a default route: the metric tells
+    /// the kernel which one to prefer, and makes each interface's routes
+    /// distinct so that re-applying one (a renewal) does not replace
+    /// another's.
+    pub metric: u32,
+}
+
+pub(crate) async fn configure(c: &LinkConfig<'_>) -> Result<(), NetError> {
+    let LinkConfig {
+        iface,
+        address,
+        prefix_len,
+        ..
+    } = *c;
     let handle = connect().await?;
     let index = link_index(iface)?;
 
-    let secs = lifetime.map_or(FOREVER, |l| {
+    let secs = c.lifetime.map_or(FOREVER, |l| {
         u32::try_from(l.as_secs()).unwrap_or(FOREVER - 1).max(1)
     });
     let mut cache_info = CacheInfo::default();
@@ -157,43 +215,99 @@ async fn configure(
         .await
         .map_err(|e| NetError::netlink(format!("adding {address}/{prefix_len} to {iface}"), e))?;
 
-    if let Some(router) = router {
-        if !same_subnet(address, router, prefix_len) {
-            // A router outside the subnet (a /32 lease, say) is reachable
+    let via = Via {
+        handle: &handle,
+        index,
+        c,
+    };
+    if let Some(router) = c.router {
+        via.route(Ipv4Addr::UNSPECIFIED, 0, router, "the default route")
+            .await?;
+    }
+    for route in c.routes {
+        let dest = route.destination;
+        // The kernel refuses a destination with host bits set (10.1.2.3/8);
+        // what was meant is clear.
+        let network = Ipv4Addr::from(u32::from(dest.address) & mask(dest.prefix_len));
+        via.route(
+            network,
+            dest.prefix_len,
+            route.gateway,
+            &format!("the route to {dest}"),
+        )
+        .await?;
+    }
+    debug!(
+        "net: {iface} has {address}/{prefix_len}{}{}{}",
+        c.router
+            .map_or(String::new(), |r| format!(", default route via {r}")),
+        c.routes
+            .iter()
+            .map(|r| format!(", {} via {}", r.destination, r.gateway))
+            .collect::<String>(),
+        c.lifetime
+            .map_or(String::new(), |l| format!(", valid {} s", l.as_secs())),
+    );
+    Ok(())
+}
+
+/// Adds routes through gateways on one configured link.
+struct Via<'a> {
+    handle: &'a Handle,
+    index: u32,
+    c: &'a LinkConfig<'a>,
+}
+
+impl Via<'_> {
+    async fn route(
+        &self,
+        destination: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Ipv4Addr,
+        what: &str,
+    ) -> Result<(), NetError> {
+        let c = self.c;
+        let on_this_link = |builder: RouteMessageBuilder<Ipv4Addr>| {
+            let builder = builder.output_interface(self.index).protocol(c.protocol);
+            // Metric 0 is the kernel's default: leaving it out keeps the
+            // routes of a single interface looking as usual.
+            if c.metric == 0 {
+                builder
+            } else {
+                builder.priority(c.metric)
+            }
+        };
+        if !same_subnet(c.address, gateway, c.prefix_len) {
+            // A gateway outside the subnet (a /32 lease, say) is reachable
             // only once the kernel knows it is on this link.
-            let to_router = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(router, 32)
-                .output_interface(index)
-                .scope(RouteScope::Link)
-                .protocol(protocol)
-                .build();
-            handle
+            let to_gateway = on_this_link(
+                RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(gateway, 32)
+                    .scope(RouteScope::Link),
+            )
+            .build();
+            self.handle
                 .route()
-                .add(to_router)
+                .add(to_gateway)
                 .replace()
                 .execute()
                 .await
-                .map_err(|e| NetError::netlink(format!("adding a route to {router}"), e))?;
+                .map_err(|e| NetError::netlink(format!("adding a route to {gateway}"), e))?;
         }
-        let default = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(router)
-            .output_interface(index)
-            .protocol(protocol)
-            .build();
-        handle
+        let mut builder = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway);
+        if prefix_len > 0 {
+            builder = builder.destination_prefix(destination, prefix_len);
+        }
+        self.handle
             .route()
-            .add(default)
+            .add(on_this_link(builder).build())
             .replace()
             .execute()
             .await
-            .map_err(|e| NetError::netlink(format!("adding the default route via {router}"), e))?;
+            .map_err(|e| {
+                NetError::netlink(format!("adding {what} via {gateway} on {}", c.iface), e)
+            })
     }
-    debug!(
-        "net: {iface} has {address}/{prefix_len}{}{}",
-        router.map_or(String::new(), |r| format!(", default route via {r}")),
-        lifetime.map_or(String::new(), |l| format!(", valid {} s", l.as_secs())),
-    );
-    Ok(())
 }
 
 /// Removes an address, e.g. after a NAK. An address that is already gone (its
@@ -218,10 +332,14 @@ pub(crate) async fn remove_address(
     }
 }
 
+fn mask(prefix_len: u8) -> u32 {
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0)
+}
+
 fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
-    let mask = u32::MAX
-        .checked_shl(32 - u32::from(prefix_len))
-        .unwrap_or(0);
+    let mask = mask(prefix_len);
     u32::from(a) & mask == u32::from(b) & mask
 }
 

@@ -17,6 +17,9 @@ pub enum NetError {
     #[error("network link {0} does not exist")]
     LinkNotFound(String),
 
+    #[error("network link {iface} did not appear within {} s", .waited.as_secs())]
+    LinkTimeout { iface: String, waited: Duration },
+
     #[error("looking up network link {iface}: {source}")]
     LinkLookup { iface: String, source: io::Error },
 
@@ -49,6 +52,27 @@ pub enum NetError {
 
     #[error("setting the system clock: {0}")]
     SetClock(nix::Error),
+
+    /// One interface of [`bring_up`](crate::bring_up) failed; `what` names
+    /// the option it came from.
+    #[error("{what}: {source}")]
+    Configure {
+        what: String,
+        iface: String,
+        source: Box<NetError>,
+    },
+
+    #[error("turning on IPv4 forwarding (b2c.iface forward): {0}")]
+    Forwarding(io::Error),
+
+    /// `url` has no credentials: they are stripped before anything shows it.
+    #[error("fetching {url}: {reason}")]
+    Fetch {
+        url: String,
+        reason: String,
+        /// The HTTP status, when the server answered with an error.
+        status: Option<u16>,
+    },
 }
 
 impl NetError {

@@ -2,10 +2,13 @@
 //!
 //! Links (sysfs + rtnetlink), a DHCPv4 client that races every ethernet link
 //! and keeps the winning lease renewed, static configuration, resolv.conf,
-//! and SNTP. Everything async runs on the caller's tokio runtime; progress is
-//! logged through `log`, failures come back as [`NetError`].
+//! SNTP, and HTTP(S) fetches of small documents. Everything async runs on
+//! the caller's tokio runtime; progress is logged through `log`, failures
+//! come back as [`NetError`].
 //!
-//! The boot sequence, roughly:
+//! [`bring_up`] is the whole network phase from the parsed command line
+//! (`b2c.iface`, `ip=`, or DHCP everywhere); [`fetch`] gets
+//! `b2c.extra_args_url`. The pieces below it can also be used one by one:
 //!
 //! ```no_run
 //! # async fn boot() -> Result<(), b2c_net::NetError> {
@@ -30,12 +33,17 @@
 mod config;
 mod dhcp;
 mod error;
+mod fetch;
 mod links;
+mod plan;
 mod resolv;
 mod sntp;
+mod up;
 
 pub use config::{apply_lease, apply_static, link_up, loopback_up, StaticIpv4};
 pub use dhcp::{dhcp_first_lease, spawn_renewal, Lease, RenewalHandle};
 pub use error::NetError;
+pub use fetch::{fetch, FetchOptions};
 pub use links::ethernet_links;
 pub use sntp::{set_system_clock, sntp_time};
+pub use up::{bring_up, NetworkUp};

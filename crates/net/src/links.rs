@@ -116,6 +116,39 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     parts.next().is_none().then_some(mac)
 }
 
+/// Waits up to `timeout` for a link named on the command line to exist:
+/// its driver may still be probing, or udev-less renaming may not apply.
+///
+/// Asks the kernel by name (if_nametoindex) rather than sysfs, so this also
+/// holds for links sysfs would not list as ethernet.
+pub(crate) async fn wait_for_link(name: &str, timeout: Duration) -> Result<(), NetError> {
+    let start = Instant::now();
+    let mut logged = false;
+    loop {
+        match nix::net::if_::if_nametoindex(name) {
+            Ok(_) => return Ok(()),
+            Err(nix::Error::ENODEV) => {}
+            Err(e) => {
+                return Err(NetError::LinkLookup {
+                    iface: name.to_owned(),
+                    source: e.into(),
+                })
+            }
+        }
+        if start.elapsed() >= timeout {
+            return Err(NetError::LinkTimeout {
+                iface: name.to_owned(),
+                waited: timeout,
+            });
+        }
+        if !logged {
+            debug!("waiting for network link {name} to appear");
+            logged = true;
+        }
+        sleep(POLL).await;
+    }
+}
+
 /// Waits up to `max` for the link to report carrier.
 ///
 /// A NIC that was just brought up needs a second or three to negotiate; a
@@ -189,6 +222,20 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(links, ["eth0", "eth1"]);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn named_link_present_or_timing_out() {
+        // `lo` exists in every network namespace.
+        wait_for_link("lo", Duration::ZERO).await.unwrap();
+        let start = Instant::now();
+        let err = wait_for_link("b2c-none0", Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        assert!(start.elapsed() >= Duration::from_millis(300));
+        let text = err.to_string();
+        assert!(matches!(err, NetError::LinkTimeout { .. }), "{text}");
+        assert!(text.contains("b2c-none0"), "{text}");
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -1,132 +1,38 @@
 //! The client against real servers: dnsmasq (DHCP) and chronyd (NTP) in one
-//! network namespace, the client in another, veth pairs between them.
+//! network namespace, the client in another, veth pairs between them (see
+//! `common` for how the client runs inside its namespace).
 //!
-//! The client must run inside its namespace with its own view of /sys (link
-//! discovery and MAC addresses come from sysfs), which `ip netns exec`
-//! provides by remounting /sys. So each test sets the namespaces up, then
-//! re-executes this test binary under `ip netns exec` to run a `netns_child_*`
-//! test, which does nothing unless the parent asked for it through the
-//! environment. The parent checks the kernel state the child left behind.
-//!
-//! Needs root, iproute2, dnsmasq and chronyd. Nothing leaves the machine:
-//! every address lives in namespaces these tests create and delete.
+//! Needs root, iproute2, dnsmasq and chronyd.
 
-use std::fs::{self, File};
+mod common;
+
+use std::fs;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::thread::sleep;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use common::{
+    assert_root, child_dir, child_runtime, is_child, reported, start_child, wait_for_file,
+    ChildRun, Daemons, Netns,
+};
 use tempfile::TempDir;
 
-const CHILD_ENV: &str = "B2C_NET_TEST_CHILD";
-const DIR_ENV: &str = "B2C_NET_TEST_DIR";
 const SERVER: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 1);
-
-// ------------------------------------------------------------- harness
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// A network namespace, deleted on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new(tag: &str) -> Self {
-        static COUNTER: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "b2cnet-{}-{}-{tag}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) -> String {
-        run(Command::new("ip").args(["-n", &self.name]).args(args))
-    }
-
-    fn exec(&self, program: impl AsRef<Path>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name])
-            .arg(program.as_ref());
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A process we started, killed (by its pid) on drop.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_file(path: &Path, what: &str) {
-    let start = Instant::now();
-    while !path.exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{what} did not start"
-        );
-        sleep(Duration::from_millis(50));
-    }
-}
 
 /// ns `srv`: veth-srv 10.98.0.1/24, and veth-nosrv with no server behind it.
 /// ns `cli`: their peers veth-cli and veth-dead, without addresses.
 ///
 /// Fields drop in order: processes first, then the namespaces they ran in.
 struct Lab {
-    daemons: Vec<(String, Process)>,
+    daemons: Daemons,
     cli: Netns,
     srv: Netns,
     dir: TempDir,
 }
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        // Stop the servers first so that their logs are complete.
-        let names: Vec<String> = self.daemons.drain(..).map(|(name, _)| name).collect();
-        for name in names {
-            // Captured by libtest: shown on failure or with --nocapture.
-            eprintln!("--- {name} log\n{}", self.log(&name));
-        }
-    }
-}
-
 impl Lab {
     fn new(tag: &str) -> Self {
-        assert!(
-            nix::unistd::geteuid().is_root(),
-            "this test creates network namespaces and needs root"
-        );
+        assert_root();
         let srv = Netns::new(&format!("{tag}-srv"));
         let cli = Netns::new(&format!("{tag}-cli"));
         for (here, there) in [("veth-srv", "veth-cli"), ("veth-nosrv", "veth-dead")] {
@@ -136,11 +42,12 @@ impl Lab {
             srv.ip(&["link", "set", here, "up"]);
         }
         srv.ip(&["addr", "add", "10.98.0.1/24", "dev", "veth-srv"]);
+        let dir = tempfile::tempdir().unwrap();
         Lab {
-            daemons: Vec::new(),
+            daemons: Daemons::new(dir.path()),
             cli,
             srv,
-            dir: tempfile::tempdir().unwrap(),
+            dir,
         }
     }
 
@@ -148,59 +55,20 @@ impl Lab {
         self.dir.path().join(name)
     }
 
-    fn spawn(&mut self, name: &str, mut cmd: Command) {
-        let log = File::create(self.path(&format!("{name}.log"))).unwrap();
-        cmd.stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        self.daemons.push((name.to_owned(), Process(child)));
+    fn log(&self, name: &str) -> String {
+        self.daemons.log(name)
     }
 
     fn stop(&mut self, name: &str) {
-        self.daemons.retain(|(n, _)| n != name);
+        self.daemons.stop(name);
     }
 
-    fn log(&self, name: &str) -> String {
-        fs::read_to_string(self.path(&format!("{name}.log"))).unwrap_or_default()
-    }
-
-    /// dnsmasq on veth-srv handing out `range` (`first,last`), with T1 and
-    /// T2 short enough to see a renewal soon (its minimum lease is 2 min).
+    /// dnsmasq on veth-srv handing out `range` (`first,last`), always
+    /// naming 10.98.0.1 as router, DNS and NTP server.
     fn start_dnsmasq(&mut self, name: &str, range: &str) {
-        let pid_file = self.path(&format!("{name}.pid"));
-        let mut cmd = self.srv.exec("dnsmasq");
-        cmd.args([
-            "-k",
-            "--conf-file=/dev/null",
-            "--user=root",
-            "--interface=veth-srv",
-            "--bind-interfaces",
-            "--except-interface=lo",
-            "--no-resolv",
-            "--no-hosts",
-            "--port=0",
-            "--dhcp-option=option:router,10.98.0.1",
-            "--dhcp-option=option:ntp-server,10.98.0.1",
-            "--dhcp-option=option:dns-server,10.98.0.1",
-            "--dhcp-option=option:domain-name,lab.test",
-            "--dhcp-option=option:T1,10",
-            "--dhcp-option=option:T2,20",
-            "--dhcp-authoritative",
-            "--no-ping",
-            "--log-dhcp",
-            "--log-facility=-",
-        ])
-        .arg(format!("--dhcp-range={range},255.255.255.0,2m"))
-        .arg(format!(
-            "--dhcp-leasefile={}",
-            self.path(&format!("{name}.leases")).display()
-        ))
-        .arg(format!("--pid-file={}", pid_file.display()));
-        self.spawn(name, cmd);
-        wait_for_file(&pid_file, name);
+        let server = SERVER.to_string();
+        self.daemons
+            .start_dnsmasq(&self.srv, name, "veth-srv", &server, range);
     }
 
     /// chronyd serving its local clock on 10.98.0.1; `-x` keeps it from
@@ -220,28 +88,14 @@ impl Lab {
         .unwrap();
         let mut cmd = self.srv.exec("chronyd");
         cmd.args(["-x", "-d", "-u", "root", "-f"]).arg(&conf);
-        self.spawn("chronyd", cmd);
+        self.daemons.spawn("chronyd", cmd);
         wait_for_file(&pid_file, "chronyd");
     }
 
     /// Starts `test` (a `netns_child_*` test of this binary) inside ns
     /// `cli`.
     fn start_child(&self, test: &str) -> ChildRun {
-        let out = self.path(&format!("{test}.out"));
-        let err = self.path(&format!("{test}.err"));
-        let mut cmd = self.cli.exec(std::env::current_exe().unwrap());
-        cmd.args([test, "--exact", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, test)
-            .env(DIR_ENV, self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(File::create(&out).unwrap())
-            .stderr(File::create(&err).unwrap());
-        ChildRun {
-            process: Process(cmd.spawn().unwrap()),
-            test: test.to_owned(),
-            out,
-            err,
-        }
+        start_child(&self.cli, self.dir.path(), test)
     }
 
     /// Runs `test` in ns `cli` to the end and returns its stdout.
@@ -250,123 +104,7 @@ impl Lab {
     }
 }
 
-struct ChildRun {
-    process: Process,
-    test: String,
-    out: PathBuf,
-    err: PathBuf,
-}
-
-impl ChildRun {
-    fn stdout(&self) -> String {
-        fs::read_to_string(&self.out).unwrap_or_default()
-    }
-
-    /// Waits for the child to print `KEY value` and returns the value.
-    fn wait_for(&mut self, key: &str, limit: Duration) -> String {
-        let start = Instant::now();
-        loop {
-            if let Some(value) = find_reported(&self.stdout(), key) {
-                return value.to_owned();
-            }
-            let status = self.process.0.try_wait().unwrap();
-            if status.is_some() || start.elapsed() > limit {
-                self.dump();
-                panic!("child {} did not report {key} ({status:?})", self.test);
-            }
-            sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Waits for the child to exit and returns its stdout; panics if it
-    /// failed or is still running after `limit`.
-    fn finish(&mut self, limit: Duration) -> String {
-        let start = Instant::now();
-        let status = loop {
-            if let Some(status) = self.process.0.try_wait().unwrap() {
-                break Some(status);
-            }
-            if start.elapsed() > limit {
-                break None;
-            }
-            sleep(Duration::from_millis(100));
-        };
-        self.dump();
-        let test = &self.test;
-        match status {
-            Some(status) if status.success() => self.stdout(),
-            Some(status) => panic!("child {test} failed: {status}"),
-            None => panic!("child {test} still running after {limit:?}"),
-        }
-    }
-
-    /// Captured by libtest: shown on failure or with --nocapture.
-    fn dump(&self) {
-        let test = &self.test;
-        let stderr = fs::read_to_string(&self.err).unwrap_or_default();
-        eprintln!(
-            "--- {test} stdout\n{}\n--- {test} stderr\n{stderr}",
-            self.stdout()
-        );
-    }
-}
-
-/// The value the child printed as `KEY value` once the line is complete
-/// (libtest may have put its "test … ..." prefix on the same line).
-fn find_reported<'a>(stdout: &'a str, key: &str) -> Option<&'a str> {
-    let rest = stdout.split(&format!("{key} ")).nth(1)?;
-    rest.contains('\n')
-        .then(|| rest.split_whitespace().next())
-        .flatten()
-}
-
-fn reported<'a>(stdout: &'a str, key: &str) -> &'a str {
-    find_reported(stdout, key).unwrap_or_else(|| panic!("child did not report {key}:\n{stdout}"))
-}
-
 // ---------------------------------------------------------- child side
-
-/// Whether this process is the child the parent started to run `test`.
-fn is_child(test: &str) -> bool {
-    std::env::var(CHILD_ENV).is_ok_and(|v| v == test)
-}
-
-fn child_dir() -> PathBuf {
-    std::env::var_os(DIR_ENV).unwrap().into()
-}
-
-struct StderrLogger(Instant);
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, _: &log::Metadata) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record) {
-        if record.target().starts_with("b2c_net") {
-            let t = self.0.elapsed();
-            eprintln!(
-                "[{:>3}.{:03}] {:<5} {}",
-                t.as_secs(),
-                t.subsec_millis(),
-                record.level(),
-                record.args()
-            );
-        }
-    }
-    fn flush(&self) {}
-}
-
-/// Runs the child's body on a runtime like the one init uses.
-fn child_runtime<F: std::future::Future>(body: F) -> F::Output {
-    let _ = log::set_boxed_logger(Box::new(StderrLogger(Instant::now())));
-    log::set_max_level(log::LevelFilter::Debug);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(body)
-}
 
 /// Discovery on every ethernet link of ns `cli`; checks the lease and
 /// applies it.

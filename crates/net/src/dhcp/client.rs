@@ -18,7 +18,7 @@ use tokio::time::{self, interval_at, sleep, sleep_until, timeout_at, Instant};
 use super::packet::{parse_reply, Exchange, Reply, RequestKind};
 use super::socket::DhcpSocket;
 use super::Lease;
-use crate::config::{apply_lease, link_up, remove_address};
+use crate::config::{apply_lease_with, link_up, remove_address, LeaseSetup};
 use crate::{links, NetError};
 
 /// RFC 2131 §4.1: 4 s before the first retransmission, doubling up to 64 s,
@@ -286,8 +286,15 @@ impl Drop for RenewalHandle {
 ///
 /// Must be called from within the tokio runtime.
 pub fn spawn_renewal(lease: Lease, resolv_conf: impl Into<PathBuf>) -> RenewalHandle {
+    let resolv_conf: PathBuf = resolv_conf.into();
+    spawn_renewal_with(lease, LeaseSetup::alone(&resolv_conf))
+}
+
+/// [`spawn_renewal`] for a lease that shares resolv.conf with other
+/// interfaces and may carry the user's routes.
+pub(crate) fn spawn_renewal_with(lease: Lease, setup: LeaseSetup) -> RenewalHandle {
     let (tx, rx) = watch::channel(lease.clone());
-    let task = tokio::spawn(maintain(lease, resolv_conf.into(), tx));
+    let task = tokio::spawn(maintain(lease, setup, tx));
     RenewalHandle { task, lease: rx }
 }
 
@@ -297,7 +304,7 @@ enum Extended {
     Lost(String),
 }
 
-async fn maintain(mut lease: Lease, resolv_conf: PathBuf, tx: watch::Sender<Lease>) {
+async fn maintain(mut lease: Lease, setup: LeaseSetup, tx: watch::Sender<Lease>) {
     loop {
         let (next, old_removed) = match extend(&lease).await {
             Extended::Infinite => {
@@ -323,7 +330,7 @@ async fn maintain(mut lease: Lease, resolv_conf: PathBuf, tx: watch::Sender<Leas
         if moved && !old_removed {
             remove_old(&lease).await;
         }
-        if let Err(e) = apply_lease(&next, &resolv_conf).await {
+        if let Err(e) = apply_lease_with(&next, &setup).await {
             error!("DHCP: applying {next}: {e}");
         }
         lease = next;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+pub(crate) use client::spawn_renewal_with;
 pub use client::{dhcp_first_lease, spawn_renewal, RenewalHandle};
 
 /// What a DHCP server granted, as acknowledged (DHCPACK).
