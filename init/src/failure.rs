@@ -20,23 +20,11 @@ pub enum BootError {
         image: String,
         source: b2c_oci::ReferenceError,
     },
-    Container {
-        image: String,
-        source: ContainerError,
+    ExtraArgs(String),
+    EnvFile {
+        source: String,
+        problem: String,
     },
-}
-
-/// Setting up or starting one container.
-#[derive(Debug, thiserror::Error)]
-pub enum ContainerError {
-    #[error(transparent)]
-    Overlay(#[from] b2c_oci::OverlayError),
-    #[error(transparent)]
-    Spec(#[from] b2c_runtime::SpecError),
-    #[error("cannot write the bundle: {0}")]
-    Bundle(std::io::Error),
-    #[error(transparent)]
-    Crun(#[from] b2c_system::Error),
 }
 
 impl BootError {
@@ -48,9 +36,7 @@ impl BootError {
             BootError::Modules(_) => {
                 Some("check b2c.insmods and the modules shipped in the initramfs")
             }
-            BootError::Network(_) => {
-                Some("check the cabling and the DHCP server of this machine's network")
-            }
+            BootError::Network(_) => Some("check the cabling, the DHCP server, b2c.iface and ip="),
             BootError::CaCert { .. } => {
                 Some("b2c.ca_cert must name a PEM file inside the initramfs")
             }
@@ -58,7 +44,8 @@ impl BootError {
             // The registry errors name their own fix.
             BootError::Pull(_) => None,
             BootError::Image { .. } => Some("check the image name in b2c.run"),
-            BootError::Container { .. } => Some("check the b2c.run options and the image"),
+            BootError::ExtraArgs(_) => Some("check b2c.extra_args_url and the server behind it"),
+            BootError::EnvFile { .. } => Some("check --env-file in the container options"),
         }
     }
 }
@@ -76,8 +63,9 @@ impl fmt::Display for BootError {
             BootError::Storage(e) => write!(f, "storage: {e}"),
             BootError::Pull(e) => write!(f, "cannot pull {e}"),
             BootError::Image { image, source } => write!(f, "b2c.run image {image:?}: {source}"),
-            BootError::Container { image, source } => {
-                write!(f, "cannot run a container of {image}: {source}")
+            BootError::ExtraArgs(e) => write!(f, "b2c.extra_args_url: {e}"),
+            BootError::EnvFile { source, problem } => {
+                write!(f, "--env-file {source}: {problem}")
             }
         }?;
         if let Some(hint) = self.hint() {

@@ -1,16 +1,15 @@
 //! b2c's PID 1. It only sequences the phases of a boot; each phase is a
 //! call into the crate that owns it.
 
+mod end;
 mod failure;
 mod phases;
+mod pipeline;
 
-use std::time::Duration;
+use b2c_cmdline::Config;
+use log::error;
 
-use b2c_runtime::PipelineStatus;
-use b2c_system::log::console_line;
-use b2c_system::power::{self, FinalAction};
-use log::{error, info, warn};
-
+use crate::end::{EndOptions, Outcome};
 use crate::failure::BootError;
 
 fn main() {
@@ -19,35 +18,28 @@ fn main() {
     b2c_system::log::init(false);
     std::panic::set_hook(Box::new(|panic| {
         error!("b2c crashed: {panic}");
-        shutdown(PipelineStatus::setup_failed(), Duration::ZERO)
+        end::finish(Outcome::setup_failed(), &EndOptions::default())
     }));
     b2c_system::reaper::start();
     phases::banner();
 
-    let (status, delay) = match early
+    let mut end = EndOptions::default();
+    let outcome = match early
         .map_err(BootError::Early)
         .and_then(|_| phases::config())
     {
-        Err(e) => (fail(e), Duration::ZERO),
-        Ok(config) => {
-            if config.debug {
-                log::set_max_level(log::LevelFilter::Debug);
-            }
-            for warning in &config.warnings {
-                warn!("{warning}");
-            }
-            let status = match boot(&config) {
-                Ok(status) => status,
-                Err(e) => fail(e),
-            };
-            (status, config.poweroff_delay)
+        Err(e) => fail(e),
+        Ok((cmdline, config)) => {
+            end = EndOptions::from(&config);
+            boot(&cmdline, config, &mut end).unwrap_or_else(fail)
         }
     };
-    shutdown(status, delay)
+    end::finish(outcome, &end)
 }
 
-fn boot(config: &b2c_cmdline::Config) -> Result<PipelineStatus, BootError> {
-    phases::load_modules(config)?;
+fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outcome, BootError> {
+    phases::announce(&config);
+    phases::load_modules(&config.modules)?;
     phases::block_devices();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,29 +49,29 @@ fn boot(config: &b2c_cmdline::Config) -> Result<PipelineStatus, BootError> {
     runtime.block_on(async {
         // Kept alive for the whole job: a lease must not lapse under a
         // running container.
-        let (lease, _renewal) = phases::network(config).await?;
-        phases::clock(config, &lease).await;
+        let network = phases::network(&config).await?;
+        if let Some(url) = config.extra_args_url.clone() {
+            config = phases::extra_args(cmdline, &url, &config).await?;
+            *end = EndOptions::from(&config);
+            phases::load_modules(&config.modules)?;
+        }
+        phases::hostname(&config, &network)?;
+        phases::clock(&config, &network).await;
         let store = phases::storage()?;
-        let images = phases::pull(config, &store).await?;
-        phases::run_containers(config, &images).await
+        let images = phases::pull(&config, &store).await?;
+        let env_files = phases::env_files(&config).await?;
+        let prepared = pipeline::Prepared {
+            images: &images,
+            env_files: &env_files,
+        };
+        let storage = phases::STORAGE;
+        // crun and the reaper block: keep them off the async workers, which
+        // go on renewing the lease.
+        tokio::task::block_in_place(|| Ok(pipeline::run(&config, storage.as_ref(), &prepared)))
     })
 }
 
-fn fail(e: BootError) -> PipelineStatus {
+fn fail(e: BootError) -> Outcome {
     error!("{e}");
-    PipelineStatus::setup_failed()
-}
-
-/// The end of every boot: the lines CI parses, then power off.
-fn shutdown(status: PipelineStatus, delay: Duration) -> ! {
-    console_line(&status.line());
-    console_line("It's now safe to turn off your computer");
-    if !delay.is_zero() {
-        info!(
-            "powering off in {:.1} s (b2c.poweroff_delay)",
-            delay.as_secs_f64()
-        );
-        std::thread::sleep(delay);
-    }
-    power::finish(FinalAction::PowerOff)
+    Outcome::setup_failed()
 }

@@ -5,19 +5,17 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{Config, NtpPeer};
-use b2c_net::Lease;
-use b2c_oci::{LayerStore, PulledImage, RegistryOptions};
-use b2c_runtime::{ContainerPlan, PipelineStatus};
+use b2c_cmdline::{Config, ContainerArgs, NtpPeer};
+use b2c_net::{FetchOptions, NetworkUp};
+use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
 use b2c_system::info;
 use log::{info, warn};
 
-use crate::failure::{BootError, ContainerError};
+use crate::failure::BootError;
 
 /// Where images and containers live: tmpfs now, the cache partition later.
-const STORAGE: &str = "/storage";
+pub const STORAGE: &str = "/storage";
 const RESOLV_CONF: &str = "/etc/resolv.conf";
-const LINK_TIMEOUT: Duration = Duration::from_secs(10);
 const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 const NTP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -51,19 +49,33 @@ pub fn block_devices() {
     );
 }
 
-pub fn config() -> Result<Config, BootError> {
+/// The kernel command line, as text (extra args are merged into it later)
+/// and parsed.
+pub fn config() -> Result<(String, Config), BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| BootError::Early(b2c_system::Error::io("/proc/cmdline", e)))?;
     info!("kernel command line: {}", cmdline.trim());
-    b2c_cmdline::parse(&cmdline).map_err(BootError::Cmdline)
+    let config = b2c_cmdline::parse(&cmdline).map_err(BootError::Cmdline)?;
+    Ok((cmdline, config))
 }
 
-/// Every module shipped in the initramfs, then those asked for.
-pub fn load_modules(config: &Config) -> Result<(), BootError> {
+/// Log level and the warnings of the parse.
+pub fn announce(config: &Config) {
+    if config.debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    for warning in &config.warnings {
+        warn!("{warning}");
+    }
+}
+
+/// Every module shipped in the initramfs, then those asked for. Loading
+/// one twice is harmless, so this also serves after extra args.
+pub fn load_modules(asked: &[String]) -> Result<(), BootError> {
     let root = PathBuf::from("/lib/modules").join(info::kernel_release());
     let index = b2c_system::modules::ModuleIndex::load(&root).map_err(BootError::Modules)?;
     let mut wanted = index.all().to_vec();
-    wanted.extend(config.modules.iter().cloned());
+    wanted.extend(asked.iter().cloned());
     let files = index.load_order(&wanted).map_err(BootError::Modules)?;
     for file in &files {
         b2c_system::modules::insmod(file).map_err(BootError::Modules)?;
@@ -74,40 +86,74 @@ pub fn load_modules(config: &Config) -> Result<(), BootError> {
     Ok(())
 }
 
-pub async fn network(config: &Config) -> Result<(Lease, b2c_net::RenewalHandle), BootError> {
-    b2c_system::host::set_hostname(&config.hostname, Path::new("/etc"))
-        .map_err(BootError::Storage)?;
-    b2c_net::loopback_up().await.map_err(BootError::Network)?;
-    let links = b2c_net::ethernet_links(LINK_TIMEOUT)
+pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
+    let up = b2c_net::bring_up(
+        &config.ifaces,
+        config.kernel_ip.as_ref(),
+        Path::new(RESOLV_CONF),
+        DHCP_TIMEOUT,
+    )
+    .await
+    .map_err(BootError::Network)?;
+    for line in &up.summary {
+        info!("network: {line}");
+    }
+    Ok(up)
+}
+
+/// Fetches `b2c.extra_args_url`, merges it with the command line and
+/// derives the whole configuration again.
+pub async fn extra_args(cmdline: &str, url: &str, config: &Config) -> Result<Config, BootError> {
+    let options = FetchOptions {
+        extra_ca_pem: read_ca_certs(config)?,
+        proxy: config.proxy.clone(),
+        ..Default::default()
+    };
+    let body = b2c_net::fetch(url, &options)
         .await
-        .map_err(BootError::Network)?;
-    info!("network: DHCP on {}", links.join(", "));
-    let lease = b2c_net::dhcp_first_lease(&links, DHCP_TIMEOUT)
-        .await
-        .map_err(BootError::Network)?;
-    b2c_net::apply_lease(&lease, Path::new(RESOLV_CONF))
-        .await
-        .map_err(BootError::Network)?;
+        .map_err(|source| BootError::ExtraArgs(source.to_string()))?;
+    let text = String::from_utf8_lossy(&body);
+    let (merged, keys) = b2c_cmdline::parse_with_extra(cmdline, &text).map_err(|e| {
+        BootError::ExtraArgs(format!("the options fetched from {url} are invalid: {e}"))
+    })?;
     info!(
-        "network: {} has {}/{} (router {}, lease {} s)",
-        lease.iface,
-        lease.address,
-        lease.prefix_len,
-        lease.router.map_or("none".into(), |r| r.to_string()),
-        lease.lease_time.as_secs()
+        "options from b2c.extra_args_url: {}",
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
     );
-    let renewal = b2c_net::spawn_renewal(lease.clone(), RESOLV_CONF);
-    Ok((lease, renewal))
+    // Warnings of the command line itself were already shown.
+    for warning in merged.warnings.iter().skip(config.warnings.len()) {
+        warn!("{warning}");
+    }
+    if merged.ifaces != config.ifaces || merged.kernel_ip != config.kernel_ip {
+        warn!("network options from b2c.extra_args_url are ignored: the network is already up");
+    }
+    if merged.debug {
+        log::set_max_level(log::LevelFilter::Debug);
+    }
+    Ok(merged)
+}
+
+/// `b2c.hostname`, or the one `ip=` gives when b2c.hostname is not set.
+pub fn hostname(config: &Config, network: &NetworkUp) -> Result<(), BootError> {
+    let name = match &network.hostname {
+        Some(offered) if config.hostname == b2c_cmdline::DEFAULT_HOSTNAME => offered,
+        _ => &config.hostname,
+    };
+    b2c_system::host::set_hostname(name, Path::new("/etc")).map_err(BootError::Storage)
 }
 
 /// Sets the clock before anything uses TLS. A failure is a warning: the
 /// clock may be right already, and TLS will say so if it isn't.
-pub async fn clock(config: &Config, lease: &Lease) {
+pub async fn clock(config: &Config, network: &NetworkUp) {
     let server = match &config.ntp_peer {
         NtpPeer::None => return,
         NtpPeer::Host(host) => host.clone(),
-        NtpPeer::Auto => lease
-            .ntp
+        NtpPeer::Auto => network
+            .ntp_servers
             .first()
             .map_or_else(|| "pool.ntp.org".to_string(), |ip| ip.to_string()),
     };
@@ -127,8 +173,8 @@ pub fn storage() -> Result<LayerStore, BootError> {
         .map_err(|e| BootError::Storage(b2c_system::Error::io(STORAGE, e)))
 }
 
-fn registry_options(config: &Config, tls_verify: bool) -> Result<RegistryOptions, BootError> {
-    let extra_ca_pem = config
+fn read_ca_certs(config: &Config) -> Result<Vec<Vec<u8>>, BootError> {
+    config
         .ca_certs
         .iter()
         .map(|path| {
@@ -137,12 +183,16 @@ fn registry_options(config: &Config, tls_verify: bool) -> Result<RegistryOptions
                 source,
             })
         })
-        .collect::<Result<_, _>>()?;
-    Ok(RegistryOptions {
-        tls_verify,
-        extra_ca_pem,
-        ..Default::default()
-    })
+        .collect()
+}
+
+/// Every container of the pipeline, in order of need.
+fn all_containers(config: &Config) -> impl Iterator<Item = &ContainerArgs> {
+    config
+        .services
+        .iter()
+        .chain(&config.containers)
+        .chain(&config.post_containers)
 }
 
 /// Pulls every image before the first container runs, so that a missing
@@ -151,8 +201,15 @@ pub async fn pull(
     config: &Config,
     store: &LayerStore,
 ) -> Result<HashMap<String, PulledImage>, BootError> {
+    let extra_ca_pem = read_ca_certs(config)?;
+    let p = &config.proxy;
+    let proxy = (p.http.is_some() || p.https.is_some()).then(|| ProxyOptions {
+        http: p.http.clone(),
+        https: p.https.clone(),
+        no_proxy: p.no_proxy.clone(),
+    });
     let mut images = HashMap::new();
-    for args in &config.containers {
+    for args in all_containers(config) {
         if images.contains_key(&args.image) {
             continue;
         }
@@ -161,7 +218,14 @@ pub async fn pull(
                 image: args.image.clone(),
                 source,
             })?;
-        let options = registry_options(config, args.tls_verify)?;
+        let options = RegistryOptions {
+            tls_verify: args.tls_verify,
+            extra_ca_pem: extra_ca_pem.clone(),
+            proxy: proxy.clone(),
+            insecure_registries: config.insecure_registries.clone(),
+            mirrors: config.registry_mirrors.clone(),
+            ..Default::default()
+        };
         let image = b2c_oci::pull(&reference, &options, store)
             .await
             .map_err(BootError::Pull)?;
@@ -170,48 +234,36 @@ pub async fn pull(
     Ok(images)
 }
 
-pub async fn run_containers(
+/// Reads every `--env-file` (a path in the initramfs or a URL).
+pub async fn env_files(
     config: &Config,
-    images: &HashMap<String, PulledImage>,
-) -> Result<PipelineStatus, BootError> {
-    let mut status = PipelineStatus::default();
-    for (i, args) in config.containers.iter().enumerate() {
-        let image = &images[&args.image];
-        let id = format!("b2c-{i}");
-        info!("running container {id}: {}", args.image);
-        let code = run_one(config, args, image, &id).map_err(|source| BootError::Container {
-            image: args.image.clone(),
-            source,
-        })?;
-        info!("container {id} exited with status {code}");
-        status.record(code);
+) -> Result<HashMap<String, Vec<(String, String)>>, BootError> {
+    let mut files = HashMap::new();
+    for source in all_containers(config).flat_map(|c| &c.env_files) {
+        if files.contains_key(source) {
+            continue;
+        }
+        let bad = |problem: String| BootError::EnvFile {
+            source: source.clone(),
+            problem,
+        };
+        let text = if source.starts_with("http://") || source.starts_with("https://") {
+            let options = FetchOptions {
+                extra_ca_pem: read_ca_certs(config)?,
+                proxy: config.proxy.clone(),
+                ..Default::default()
+            };
+            let body = b2c_net::fetch(source, &options)
+                .await
+                .map_err(|e| bad(e.to_string()))?;
+            String::from_utf8_lossy(&body).into_owned()
+        } else {
+            std::fs::read_to_string(source).map_err(|e| bad(e.to_string()))?
+        };
+        files.insert(
+            source.clone(),
+            b2c_cmdline::parse_env_file(&text).map_err(bad)?,
+        );
     }
-    Ok(status)
-}
-
-fn run_one(
-    config: &Config,
-    args: &b2c_cmdline::ContainerArgs,
-    image: &PulledImage,
-    id: &str,
-) -> Result<i32, ContainerError> {
-    let dir = Path::new(STORAGE).join("containers").join(id);
-    let (upper, work, rootfs) = (dir.join("upper"), dir.join("work"), dir.join("rootfs"));
-    for d in [&upper, &work, &rootfs] {
-        std::fs::create_dir_all(d).map_err(ContainerError::Bundle)?;
-    }
-    b2c_oci::mount_overlay(&image.layers, &upper, &work, &rootfs)?;
-    let plan = ContainerPlan {
-        args,
-        image: &image.config,
-        rootfs: &rootfs,
-        hostname: &config.hostname,
-        etc: Path::new("/etc"),
-        extra_env: &[],
-    };
-    let spec = b2c_runtime::runtime_spec(&plan, id)?;
-    spec.save(dir.join("config.json"))
-        .map_err(|e| ContainerError::Bundle(std::io::Error::other(e)))?;
-    let code = b2c_runtime::crun::run(&dir, id)?;
-    Ok(code.0)
+    Ok(files)
 }

@@ -108,11 +108,11 @@ fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
 
 /// The modules named in initramfs/modules.txt and everything they need,
 /// with a modules.dep made for exactly that set.
-fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel) -> Result<usize> {
+fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel, work: &Path) -> Result<usize> {
     let wanted = manifest("modules.txt")?;
     let index = ModuleIndex::load(&kernel.modules)?;
     let files = index.load_order(&wanted)?;
-    let stage = out_dir().join("modules-stage");
+    let stage = work.join("modules");
     let _ = std::fs::remove_dir_all(&stage);
     let dest = stage.join("lib/modules").join(&kernel.release);
     for file in &files {
@@ -186,6 +186,25 @@ fn write_bundled_roots(path: &Path) -> Result<()> {
 }
 
 pub fn build(o: &Options) -> Result<PathBuf> {
+    let ext = match o.compression {
+        Compression::Zstd => "cpio.zst",
+        Compression::Xz => "cpio.xz",
+        Compression::None => "cpio.raw",
+    };
+    let out = o
+        .output
+        .clone()
+        .unwrap_or_else(|| out_dir().join(format!("b2c.{ext}")));
+    // Everything made on the way sits beside the output, so that builds
+    // of different outputs can run at the same time.
+    let sibling = |suffix: &str| {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        out.with_file_name(name)
+    };
+    let work = sibling(".work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work)?;
     let kernel = kernel::fetch(false)?;
     let init = build_init()?;
     let mut archive = Archive::default();
@@ -205,43 +224,34 @@ pub fn build(o: &Options) -> Result<PathBuf> {
     for binary in manifest("binaries.txt")? {
         add_binary(&mut archive, &binary)?;
     }
-    let modules = add_modules(&mut archive, &kernel)?;
-    let roots = out_dir().join("ca-certificates.crt");
+    for line in manifest("symlinks.txt")? {
+        let (path, target) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("initramfs/symlinks.txt: {line:?} is not PATH TARGET"))?;
+        archive.add(
+            path,
+            Node::Symlink {
+                target: target.trim().to_string(),
+            },
+        );
+    }
+    let modules = add_modules(&mut archive, &kernel, &work)?;
+    let roots = work.join("ca-certificates.crt");
     write_bundled_roots(&roots)?;
     archive.add_file("etc/ssl/certs/ca-certificates.crt", &roots)?;
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }
 
-    let dir = out_dir();
-    std::fs::create_dir_all(&dir)?;
-    let ext = match o.compression {
-        Compression::Zstd => "cpio.zst",
-        Compression::Xz => "cpio.xz",
-        Compression::None => "cpio.raw",
-    };
-    let out = o
-        .output
-        .clone()
-        .unwrap_or_else(|| dir.join(format!("b2c.{ext}")));
-    if let Some(parent) = out.parent() {
-        std::fs::create_dir_all(parent)?;
-    }
-    // Written beside the output and renamed into place: a QEMU booting the
-    // previous archive must never read a half-written one.
-    let partial = |suffix: &str| {
-        let mut name = out.file_name().unwrap_or_default().to_os_string();
-        name.push(suffix);
-        out.with_file_name(name)
-    };
-    let cpio_path = partial(".cpio-partial");
+    let cpio_path = sibling(".cpio-partial");
     let mut file = std::io::BufWriter::new(std::fs::File::create(&cpio_path)?);
     let size = archive.write(&mut file)?;
     std::io::Write::flush(&mut file)?;
     drop(file);
-    let compressed = partial(".partial");
+    let compressed = sibling(".partial");
     compress(&cpio_path, o.compression, &compressed)?;
     std::fs::remove_file(&cpio_path)?;
+    std::fs::remove_dir_all(&work)?;
     std::fs::rename(&compressed, &out)?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(

@@ -234,6 +234,22 @@ fn parse_dns(v: &str, previous: Option<Dns>) -> Result<Dns, String> {
     })
 }
 
+/// The content of an `--env-file`: `KEY=VALUE` lines; blank lines and
+/// lines starting with `#` are skipped.
+pub fn parse_env_file(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| (i + 1, line.trim_start()))
+        .filter(|(_, line)| !line.is_empty() && !line.starts_with('#'))
+        .map(|(n, line)| match line.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !k.contains(char::is_whitespace) => {
+                Ok((k.to_string(), v.trim_end_matches('\r').to_string()))
+            }
+            _ => Err(format!("line {n}: {line:?} is not KEY=VALUE")),
+        })
+        .collect()
+}
+
 /// `-t`, `-i`, `-ti`, `-it`.
 fn is_tty_cluster(word: &str) -> bool {
     word.len() > 1 && !word.starts_with("--") && word[1..].chars().all(|c| c == 't' || c == 'i')
@@ -338,6 +354,22 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn env_files() {
+        assert_eq!(
+            parse_env_file("# comment\n\nA=1\r\n  B=two words\nC=\n").unwrap(),
+            vec![
+                ("A".into(), "1".into()),
+                ("B".into(), "two words".into()),
+                ("C".into(), "".into())
+            ]
+        );
+        assert_eq!(
+            parse_env_file("A=1\nNOVALUE\n").unwrap_err(),
+            "line 2: \"NOVALUE\" is not KEY=VALUE"
+        );
     }
 
     #[test]

@@ -10,8 +10,8 @@ mod tokenize;
 use std::time::Duration;
 
 pub use container::{
-    parse_container_args, ContainerArgs, ContainerArgsError, Dns, PullPolicy, VolumeMount,
-    VolumeSource,
+    parse_container_args, parse_env_file, ContainerArgs, ContainerArgsError, Dns, PullPolicy,
+    VolumeMount, VolumeSource,
 };
 pub use network::{
     parse_iface, parse_kernel_ip, IfaceConfig, IfaceMode, Ipv4Cidr, KernelIp, Route,

@@ -65,6 +65,23 @@ const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
+/// A host directory or file made visible in the container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub destination: String,
+    pub read_only: bool,
+}
+
+/// The /etc files a container gets from the host.
+#[derive(Debug, Clone, Copy)]
+pub struct HostFiles<'a> {
+    /// `None` with `--dns=none`: the image keeps its own.
+    pub resolv_conf: Option<&'a Path>,
+    pub hostname: &'a Path,
+    pub hosts: &'a Path,
+}
+
 /// What the spec is made from.
 #[derive(Debug)]
 pub struct ContainerPlan<'a> {
@@ -73,8 +90,11 @@ pub struct ContainerPlan<'a> {
     /// The merged (overlay) root filesystem.
     pub rootfs: &'a Path,
     pub hostname: &'a str,
-    /// Host files shared with every container (/etc/resolv.conf, ...).
-    pub etc: &'a Path,
+    pub host_files: HostFiles<'a>,
+    /// Volumes (`-v`), already resolved to host paths.
+    pub volumes: &'a [BindMount],
+    /// From `--env-file`: after the image's variables, before `-e`.
+    pub env_file: &'a [(String, String)],
     /// Set after the image's and the user's variables: the pipeline's.
     pub extra_env: &'a [(String, String)],
 }
@@ -110,10 +130,12 @@ pub fn process_args(args: &ContainerArgs, image: &ImageConfiguration) -> Vec<Str
     entrypoint.into_iter().chain(cmd).collect()
 }
 
-/// The environment: the image's, then `-e`, then `extra`; later wins.
+/// The environment: the image's, then `--env-file`, then `-e`, then
+/// `extra`; later wins.
 pub fn process_env(
     args: &ContainerArgs,
     image: &ImageConfiguration,
+    env_file: &[(String, String)],
     extra: &[(String, String)],
 ) -> Vec<String> {
     let mut env: Vec<String> = image
@@ -124,7 +146,7 @@ pub fn process_env(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
-    let user = args.env.iter().chain(extra);
+    let user = env_file.iter().chain(&args.env).chain(extra);
     for (key, value) in user {
         let prefix = format!("{key}=");
         env.retain(|e| !e.starts_with(&prefix));
@@ -133,18 +155,19 @@ pub fn process_env(
     env
 }
 
-fn bind(source: impl Into<PathBuf>, destination: &str, recursive: bool) -> Mount {
+fn bind(source: impl Into<PathBuf>, destination: &str, recursive: bool, read_only: bool) -> Mount {
     let kind = if recursive { "rbind" } else { "bind" };
+    let access = if read_only { "ro" } else { "rw" };
     MountBuilder::default()
         .destination(destination)
         .typ("bind")
         .source(source.into())
-        .options(vec![kind.to_string(), "rw".to_string()])
+        .options(vec![kind.to_string(), access.to_string()])
         .build()
         .expect("a bind mount has every field")
 }
 
-fn mounts(etc: &Path) -> Vec<Mount> {
+fn mounts(files: &HostFiles, volumes: &[BindMount]) -> Vec<Mount> {
     let proc_mount = MountBuilder::default()
         .destination("/proc")
         .typ("proc")
@@ -152,15 +175,24 @@ fn mounts(etc: &Path) -> Vec<Mount> {
         .options(vec!["nosuid".into(), "noexec".into(), "nodev".into()])
         .build()
         .expect("proc mount has every field");
-    vec![
+    let mut mounts = vec![
         proc_mount,
         // Privileged: the host's devices, including devpts, shm and mqueue.
-        bind("/dev", "/dev", true),
-        bind("/sys", "/sys", true),
-        bind(etc.join("resolv.conf"), "/etc/resolv.conf", false),
-        bind(etc.join("hostname"), "/etc/hostname", false),
-        bind(etc.join("hosts"), "/etc/hosts", false),
-    ]
+        bind("/dev", "/dev", true, false),
+        bind("/sys", "/sys", true, false),
+        bind(files.hostname, "/etc/hostname", false, false),
+        bind(files.hosts, "/etc/hosts", false, false),
+    ];
+    if let Some(resolv_conf) = files.resolv_conf {
+        mounts.push(bind(resolv_conf, "/etc/resolv.conf", false, false));
+    }
+    // Volumes last: they may sit below any of the above.
+    mounts.extend(
+        volumes
+            .iter()
+            .map(|v| bind(&v.source, &v.destination, true, v.read_only)),
+    );
+    mounts
 }
 
 /// Builds the runtime spec (config.json) of one container.
@@ -196,7 +228,12 @@ pub fn runtime_spec(plan: &ContainerPlan, id: &str) -> Result<Spec, SpecError> {
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(args)
-        .env(process_env(plan.args, plan.image, plan.extra_env))
+        .env(process_env(
+            plan.args,
+            plan.image,
+            plan.env_file,
+            plan.extra_env,
+        ))
         .cwd(cwd)
         .user(UserBuilder::default().uid(uid).gid(gid).build()?)
         .capabilities(capabilities)
@@ -244,7 +281,7 @@ pub fn runtime_spec(plan: &ContainerPlan, id: &str) -> Result<Spec, SpecError> {
                 .build()?,
         )
         .hostname(plan.hostname)
-        .mounts(mounts(plan.etc))
+        .mounts(mounts(&plan.host_files, plan.volumes))
         .process(process)
         .linux(linux)
         .build()?)
@@ -261,6 +298,14 @@ mod tests {
             "config": json
         }))
         .unwrap()
+    }
+
+    fn host_files() -> HostFiles<'static> {
+        HostFiles {
+            resolv_conf: Some(Path::new("/etc/resolv.conf")),
+            hostname: Path::new("/etc/hostname"),
+            hosts: Path::new("/etc/hosts"),
+        }
     }
 
     fn args(s: &str) -> ContainerArgs {
@@ -288,19 +333,20 @@ mod tests {
         let env = process_env(
             &args("-e A=user -e C=user img"),
             &img,
+            &[("B".into(), "file".into()), ("C".into(), "file".into())],
             &[("B2C_PIPELINE_STATUS".into(), "0".into())],
         );
         assert_eq!(
             env,
             [
                 "PATH=/bin",
-                "B=image",
+                "B=file",
                 "A=user",
                 "C=user",
                 "B2C_PIPELINE_STATUS=0"
             ]
         );
-        let bare = process_env(&args("img"), &image(serde_json::json!({})), &[]);
+        let bare = process_env(&args("img"), &image(serde_json::json!({})), &[], &[]);
         assert_eq!(bare, [DEFAULT_PATH]);
     }
 
@@ -315,7 +361,13 @@ mod tests {
             image: &img,
             rootfs: root.path(),
             hostname: "dut-7",
-            etc: Path::new("/etc"),
+            host_files: host_files(),
+            volumes: &[BindMount {
+                source: "/storage/volumes/job".into(),
+                destination: "/job".into(),
+                read_only: true,
+            }],
+            env_file: &[],
             extra_env: &[],
         };
         let spec = runtime_spec(&plan, "c0").unwrap();
@@ -343,6 +395,17 @@ mod tests {
             .map(|m| m["destination"].as_str().unwrap())
             .collect();
         assert!(dests.contains(&"/dev") && dests.contains(&"/etc/resolv.conf"));
+        let job = &json["mounts"].as_array().unwrap().last().unwrap();
+        assert_eq!(job["destination"], "/job");
+        assert_eq!(job["source"], "/storage/volumes/job");
+        assert_eq!(job["options"], serde_json::json!(["rbind", "ro"]));
+        let no_dns = HostFiles {
+            resolv_conf: None,
+            ..host_files()
+        };
+        assert!(!mounts(&no_dns, &[])
+            .iter()
+            .any(|m| m.destination() == Path::new("/etc/resolv.conf")));
     }
 
     #[test]
@@ -355,7 +418,9 @@ mod tests {
             image: &img,
             rootfs: root.path(),
             hostname: "h",
-            etc: Path::new("/etc"),
+            host_files: host_files(),
+            volumes: &[],
+            env_file: &[],
             extra_env: &[],
         };
         let e = runtime_spec(&plan, "c0").unwrap_err();

@@ -9,6 +9,12 @@ pub enum FinalAction {
     Reboot,
 }
 
+/// Flushes every filesystem, before handing the machine to a command that
+/// may power it off by itself.
+pub fn sync() {
+    nix::unistd::sync();
+}
+
 /// Syncs and powers off or reboots. Never returns: PID 1 must not exit.
 pub fn finish(action: FinalAction) -> ! {
     nix::unistd::sync();

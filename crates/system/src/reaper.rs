@@ -103,6 +103,24 @@ impl Process {
         self.pid
     }
 
+    /// Waits up to `timeout`; `None` if it is still running.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<ExitCode> {
+        let s = shared();
+        let deadline = std::time::Instant::now() + timeout;
+        let mut st = s.state.lock().unwrap();
+        loop {
+            // Left in place for `wait`, which consumes it.
+            if let Some(code) = st.exited.get(&self.pid) {
+                return Some(*code);
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = s.exited.wait_timeout(st, left).unwrap().0;
+        }
+    }
+
     /// Blocks until the process ended.
     pub fn wait(self) -> ExitCode {
         let s = shared();
@@ -157,6 +175,10 @@ mod tests {
         assert_eq!(a.wait(), ExitCode(3));
         assert_eq!(c.wait(), ExitCode(128 + 9));
         assert_eq!(run(&mut Command::new("true")).unwrap(), ExitCode(0));
+        let slow = spawn(Command::new("sh").args(["-c", "sleep 0.3; exit 4"])).unwrap();
+        assert_eq!(slow.wait_timeout(Duration::from_millis(10)), None);
+        assert_eq!(slow.wait_timeout(Duration::from_secs(5)), Some(ExitCode(4)));
+        assert_eq!(slow.wait(), ExitCode(4));
     }
 
     #[test]

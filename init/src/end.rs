@@ -1,0 +1,104 @@
+//! The end of every boot: the lines CI parses, the optional rescue shell,
+//! and the final power-off or reboot.
+
+use std::process::Command;
+use std::time::Duration;
+
+use b2c_cmdline::Config;
+use b2c_runtime::{PipelineStatus, ShutdownMode};
+use b2c_system::log::console_line;
+use b2c_system::power::{self, FinalAction};
+use b2c_system::reaper;
+use log::{info, warn};
+
+/// The shell of the initramfs (busybox), for `b2c.shell` and the
+/// shutdown/reboot commands.
+const SHELL: &str = "/bin/sh";
+
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome {
+    pub status: PipelineStatus,
+    pub mode: ShutdownMode,
+}
+
+impl Outcome {
+    pub fn setup_failed() -> Outcome {
+        Outcome {
+            status: PipelineStatus::setup_failed(),
+            mode: ShutdownMode::PowerOff,
+        }
+    }
+}
+
+/// What the command line says about the end.
+#[derive(Debug, Clone, Default)]
+pub struct EndOptions {
+    pub shell: bool,
+    pub delay: Duration,
+    pub shutdown_cmd: Option<String>,
+    pub reboot_cmd: Option<String>,
+}
+
+impl From<&Config> for EndOptions {
+    fn from(c: &Config) -> Self {
+        EndOptions {
+            shell: c.shell,
+            delay: c.poweroff_delay,
+            shutdown_cmd: c.shutdown_cmd.clone(),
+            reboot_cmd: c.reboot_cmd.clone(),
+        }
+    }
+}
+
+pub fn finish(outcome: Outcome, opts: &EndOptions) -> ! {
+    console_line(&outcome.status.line());
+    if outcome.status.failed() && opts.shell {
+        rescue_shell();
+    }
+    let (line, command, action) = match outcome.mode {
+        ShutdownMode::PowerOff => (
+            "It's now safe to turn off your computer",
+            &opts.shutdown_cmd,
+            FinalAction::PowerOff,
+        ),
+        ShutdownMode::Reboot => (
+            "Rebooting the computer",
+            &opts.reboot_cmd,
+            FinalAction::Reboot,
+        ),
+    };
+    console_line(line);
+    if !opts.delay.is_zero() {
+        info!(
+            "waiting {:.1} s before the end (b2c.poweroff_delay)",
+            opts.delay.as_secs_f64()
+        );
+        std::thread::sleep(opts.delay);
+    }
+    if let Some(command) = command {
+        info!("running {command:?} (b2c.shutdown_cmd / b2c.reboot_cmd)");
+        power::sync();
+        match reaper::run(Command::new(SHELL).arg("-c").arg(command)) {
+            Ok(code) => warn!(
+                "{command:?} returned (status {}): ending the usual way",
+                code.0
+            ),
+            Err(e) => warn!("{e}: ending the usual way"),
+        }
+    }
+    power::finish(action)
+}
+
+/// `b2c.shell`: a shell on the console to look around after a failure.
+fn rescue_shell() {
+    info!("b2c.shell: starting a shell on the console; exit it to continue");
+    let result = reaper::run(
+        Command::new(SHELL)
+            .arg("-l")
+            .env("PS1", "b2c# ")
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+    );
+    if let Err(e) = result {
+        warn!("{e}");
+    }
+}
