@@ -8,7 +8,7 @@ use std::time::Duration;
 use b2c_cmdline::{Config, ContainerArgs};
 use b2c_oci::PulledImage;
 use b2c_runtime::{Container, Engine, Pipeline, Service, Skip, Stage};
-use log::{error, info, warn};
+use log::{error, info};
 
 use crate::end::Outcome;
 
@@ -86,7 +86,7 @@ pub fn run(config: &Config, storage: &Path, prepared: &Prepared) -> Outcome {
         info!("stopped service {id} (status {})", code.0);
     }
     if pipeline.shutdown() == b2c_runtime::ShutdownMode::Reboot {
-        warn!("a container asked for a reboot");
+        info!("a container asked for a reboot: rebooting at the end");
     }
     Outcome {
         status: pipeline.status(),

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use crate::{Context, Error, Result};
 
-const BUSYBOX: &str = "/bin/busybox";
+pub(crate) const BUSYBOX: &str = "/bin/busybox";
 
 /// An image as pushed to each TestNet's registry.
 pub struct TestImage {
@@ -95,10 +95,10 @@ pub const LAYERS_HARDLINK: (&str, &str) = ("/data/hard/a.txt", "/data/hard/b.txt
 /// Applets linked in the busybox image: what tests and interactive use need.
 const APPLETS: &str = "\
     [ awk basename cat chmod cp cut date dd df dirname dmesg du echo env \
-    false find grep halt head hostname id ip kill ln ls md5sum mkdir mount \
-    mv nslookup poweroff printf ps pwd readlink reboot rm sed seq sh \
-    sha256sum sleep sort stat sync tail tee test touch tr true umount \
-    uname uniq wc wget xargs";
+    false find grep halt head hostname httpd id ifconfig ip kill ln ls \
+    md5sum mkdir mount mv nslookup poweroff printf ps pwd readlink reboot \
+    rm sed seq sh sha256sum sleep sort stat sync tail tee test touch tr \
+    true umount uname uniq wc wget xargs";
 
 /// A fixed mtime keeps layers, and so their digests, reproducible.
 const MTIME: u64 = 1_700_000_000;

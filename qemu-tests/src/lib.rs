@@ -38,7 +38,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub use ca::ca_cert_path;
-pub use net::{TestNet, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS};
+pub use net::{NetOptions, TestNet, FILE_SERVER, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS};
 pub use qemu::{Boot, BootOptions};
 
 /// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot

@@ -1,5 +1,6 @@
 //! One private network namespace with a tap device for QEMU, dnsmasq
-//! (DHCP + DNS), chronyd (NTP) and the registry (HTTP and HTTPS).
+//! (DHCP + DNS), chronyd (NTP), the registry (HTTP and HTTPS) and a plain
+//! HTTP file server (busybox httpd).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -18,10 +19,28 @@ pub const GATEWAY: &str = "10.99.0.1";
 pub const REGISTRY_HTTP: &str = "10.99.0.1:5000";
 /// dnsmasq resolves `registry.test`; the server certificate names it.
 pub const REGISTRY_HTTPS: &str = "registry.test:5443";
+/// Serves what [`TestNet::serve_file`] put there, for `b2c.extra_args_url`
+/// and `--env-file URL`.
+pub const FILE_SERVER: &str = "10.99.0.1:8080";
 
 const NS_PREFIX: &str = "b2c-t-";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a [`TestNet`] offers beyond the fixed services.
+#[derive(Debug, Clone)]
+pub struct NetOptions {
+    /// dnsmasq answers DHCP. Without it, dnsmasq still serves DNS, and a
+    /// guest has an address only if its command line configured one
+    /// (`b2c.iface`, `ip=`): a boot that works then proves that it did.
+    pub dhcp: bool,
+}
+
+impl Default for NetOptions {
+    fn default() -> Self {
+        NetOptions { dhcp: true }
+    }
+}
 
 /// Each TestNet owns a namespace `b2c-t-<pid>-<n>`, so tests can run in
 /// parallel threads with the same addresses. Dropping it (also while
@@ -37,7 +56,12 @@ pub struct TestNet {
 }
 
 impl TestNet {
+    /// With the default [`NetOptions`]: everything, DHCP included.
     pub fn start() -> Result<TestNet> {
+        TestNet::start_with(&NetOptions::default())
+    }
+
+    pub fn start_with(options: &NetOptions) -> Result<TestNet> {
         crate::check_host()?;
         let layout = images::layout()?;
         let ca_cert = crate::ca_cert_path()?;
@@ -74,8 +98,9 @@ impl TestNet {
             run(Command::new("ip").arg("-n").arg(&net.ns).args(args), "ip")?;
         }
         let (cert, key) = crate::ca::issue_server_cert(net.dir())?;
-        net.start_dnsmasq()?;
+        net.start_dnsmasq(options.dhcp)?;
         net.start_chronyd()?;
+        net.start_file_server()?;
         net.start_registry("registry-http", "10.99.0.1:5000", None)?;
         net.start_registry("registry-https", "10.99.0.1:5443", Some((&cert, &key)))?;
         // Both registries share one storage: pushing once serves both.
@@ -138,6 +163,25 @@ impl TestNet {
         qemu::boot(self, opts)
     }
 
+    /// Puts `contents` at `http://10.99.0.1:8080/<name>` and returns that
+    /// URL. Replacing a file between boots is fine; `name` is one path
+    /// component.
+    pub fn serve_file(&self, name: &str, contents: &str) -> Result<String> {
+        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+            return Err(Error::new(format!(
+                "serve_file: {name:?} is not a plain file name"
+            )));
+        }
+        let path = self.www_dir().join(name);
+        std::fs::write(&path, contents).context(|| format!("write {}", path.display()))?;
+        Ok(format!("http://{FILE_SERVER}/{name}"))
+    }
+
+    /// The file server's log: one line per request, with its URL.
+    pub fn file_server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path("httpd")).unwrap_or_default()
+    }
+
     /// Both registries' logs (access log and application log), HTTP first.
     pub fn registry_log(&self) -> String {
         ["registry-http", "registry-https"]
@@ -169,9 +213,13 @@ impl TestNet {
         self.dir().join(format!("{service}.log"))
     }
 
-    fn start_dnsmasq(&mut self) -> Result<()> {
+    fn www_dir(&self) -> PathBuf {
+        self.dir().join("www")
+    }
+
+    fn start_dnsmasq(&mut self, dhcp: bool) -> Result<()> {
         let d = self.dir().to_path_buf();
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "-k".into(),
             // Without it, dnsmasq logs to syslog and we see nothing.
             "--log-facility=-".into(),
@@ -185,6 +233,20 @@ impl TestNet {
             // Answer AAAA with NODATA, not REFUSED: musl's resolver fails
             // the whole lookup (EAI_FAIL) when either answer is REFUSED.
             "--local=/registry.test/".into(),
+            format!("--pid-file={}", d.join("dnsmasq.pid").display()),
+            "--log-queries".into(),
+        ];
+        // Without a --dhcp-range dnsmasq does not even listen on port 67.
+        if dhcp {
+            args.extend(self.dhcp_args());
+        }
+        self.spawn("dnsmasq", "dnsmasq", &args)?;
+        self.wait_ready("dnsmasq", || tcp_probe(53))
+    }
+
+    fn dhcp_args(&self) -> Vec<String> {
+        let d = self.dir();
+        vec![
             "--dhcp-range=10.99.0.10,10.99.0.50,255.255.255.0,1h".into(),
             "--dhcp-option=option:router,10.99.0.1".into(),
             "--dhcp-option=option:ntp-server,10.99.0.1".into(),
@@ -192,12 +254,8 @@ impl TestNet {
             // Otherwise each new address is pinged for ~3 s before an offer.
             "--no-ping".into(),
             format!("--dhcp-leasefile={}", d.join("dnsmasq.leases").display()),
-            format!("--pid-file={}", d.join("dnsmasq.pid").display()),
             "--log-dhcp".into(),
-            "--log-queries".into(),
-        ];
-        self.spawn("dnsmasq", "dnsmasq", &args)?;
-        self.wait_ready("dnsmasq", || tcp_probe(53))
+        ]
     }
 
     fn start_chronyd(&mut self) -> Result<()> {
@@ -222,6 +280,25 @@ impl TestNet {
         ];
         self.spawn("chronyd", "chronyd", &args)?;
         self.wait_ready("chronyd", || sntp_query().map(|_| ()))
+    }
+
+    /// Debian's static busybox has httpd: no other server to install.
+    fn start_file_server(&mut self) -> Result<()> {
+        let www = self.www_dir();
+        std::fs::create_dir(&www).context(|| format!("create {}", www.display()))?;
+        let args = [
+            "httpd".to_string(),
+            // Foreground, so that it is our child to stop; -vv logs each
+            // request's URL and response code to stderr, i.e. to its log.
+            "-f".into(),
+            "-vv".into(),
+            "-p".into(),
+            FILE_SERVER.into(),
+            "-h".into(),
+            www.display().to_string(),
+        ];
+        self.spawn("httpd", images::BUSYBOX, &args)?;
+        self.wait_ready("httpd", || tcp_probe(8080))
     }
 
     fn start_registry(

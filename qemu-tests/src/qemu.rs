@@ -13,6 +13,7 @@ use crate::{tail, Context, Error, Result};
 
 const STATUS_LINE: &str = "Execution is over, pipeline status: ";
 const POWEROFF_LINE: &str = "It's now safe to turn off your computer";
+const REBOOT_LINE: &str = "Rebooting the computer";
 
 pub struct BootOptions {
     /// Names the console log: `target/qemu-tests/logs/<name>.log`.
@@ -95,6 +96,12 @@ impl Boot {
     /// The guest said it is powering off, and QEMU then exited by itself.
     pub fn powered_off(&self) -> bool {
         self.exited && self.has_line(POWEROFF_LINE)
+    }
+
+    /// The guest said it is rebooting, and QEMU then exited by itself
+    /// (`-no-reboot` turns a guest reboot into QEMU's exit).
+    pub fn rebooted(&self) -> bool {
+        self.exited && self.has_line(REBOOT_LINE)
     }
 
     pub fn error_lines(&self) -> Vec<&str> {
@@ -327,6 +334,7 @@ mod tests {
         );
         assert_eq!(b.status(), Some(1));
         assert!(b.powered_off());
+        assert!(!b.rebooted());
         assert_eq!(b.after_marker("M42:"), ["hello"]);
         assert_eq!(
             b.error_lines(),
@@ -344,5 +352,15 @@ mod tests {
         );
         assert_eq!(b.status(), None);
         assert!(!b.powered_off(), "killed at the timeout is not a power-off");
+    }
+
+    #[test]
+    fn reboot_is_told_apart_from_power_off() {
+        let console = "[9.000]: Execution is over, pipeline status: 129\n\
+                       [9.100]: Rebooting the computer\n";
+        let b = boot(console, true);
+        assert!(b.rebooted());
+        assert!(!b.powered_off());
+        assert!(!boot(console, false).rebooted(), "killed at the timeout");
     }
 }

@@ -13,14 +13,16 @@ use serde_json::Value;
 
 use crate::images::{BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_IMAGE};
 use crate::net::{in_netns, sntp_query};
-use crate::{run, TestNet, GATEWAY};
+use crate::{run, NetOptions, TestNet, FILE_SERVER, GATEWAY};
 
 #[test]
 fn testnet_serves_dhcp_dns_ntp_and_the_registry() {
     let mut net = TestNet::start().unwrap();
     let gateway: Ipv4Addr = GATEWAY.parse().unwrap();
 
-    let offer = in_netns(net.name(), dhcp_discover).unwrap().unwrap();
+    let offer = in_netns(net.name(), || dhcp_discover(Duration::from_secs(10)))
+        .unwrap()
+        .unwrap();
     assert!(
         (Ipv4Addr::new(10, 99, 0, 10)..=Ipv4Addr::new(10, 99, 0, 50)).contains(&offer.address),
         "{offer:?}"
@@ -129,8 +131,8 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
     let (ns, pids, dir) = rx.recv().unwrap();
     assert_eq!(
         pids.len(),
-        4,
-        "dnsmasq, chronyd and two registries: {pids:?}"
+        5,
+        "dnsmasq, chronyd, httpd and two registries: {pids:?}"
     );
     assert!(
         !Path::new("/run/netns").join(&ns).exists(),
@@ -138,7 +140,13 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
     );
     assert!(!dir.exists(), "{} still exists", dir.display());
     // Kept for the post-mortem; removed here since this panic was planned.
-    for service in ["dnsmasq", "chronyd", "registry-http", "registry-https"] {
+    for service in [
+        "dnsmasq",
+        "chronyd",
+        "httpd",
+        "registry-http",
+        "registry-https",
+    ] {
         let kept = crate::output_dir().join(format!("logs/{ns}-{service}.log"));
         assert!(kept.exists(), "{} not kept", kept.display());
         std::fs::remove_file(kept).unwrap();
@@ -151,6 +159,37 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
             "pid {pid} survived"
         );
     }
+}
+
+#[test]
+fn without_dhcp_there_is_no_offer_but_dns_and_files_are_served() {
+    let net = TestNet::start_with(&NetOptions { dhcp: false }).unwrap();
+    // With DHCP the offer comes within 0.2 s of the first discover.
+    let offer = in_netns(net.name(), || dhcp_discover(Duration::from_secs(3))).unwrap();
+    assert!(offer.is_err(), "DHCP answered: {offer:?}");
+    let (rcode, addresses) = in_netns(net.name(), || dns_query("registry.test", 1))
+        .unwrap()
+        .unwrap();
+    assert_eq!((rcode, addresses), (0, vec![GATEWAY.parse().unwrap()]));
+
+    let url = net
+        .serve_file("args", "b2c.hostname=x\nb2c.pipefail\n")
+        .unwrap();
+    assert_eq!(url, format!("http://{FILE_SERVER}/args"));
+    let response = in_netns(net.name(), || http_get("/args")).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.") && response.contains(" 200 "),
+        "{response}"
+    );
+    assert!(
+        response.ends_with("\r\n\r\nb2c.hostname=x\nb2c.pipefail\n"),
+        "{response}"
+    );
+    let missing = in_netns(net.name(), || http_get("/nothing-here")).unwrap();
+    assert!(missing.contains(" 404 "), "{missing}");
+    let log = net.file_server_log();
+    assert!(log.contains("/args"), "httpd logs requests:\n{log}");
+    assert!(net.serve_file("../escape", "").is_err());
 }
 
 #[test]
@@ -172,7 +211,7 @@ struct Offer {
 
 /// Plays a DHCP client on the far end of tap0, where QEMU will be: the
 /// frames we write are what dnsmasq receives on tap0.
-fn dhcp_discover() -> std::io::Result<Offer> {
+fn dhcp_discover(wait: Duration) -> std::io::Result<Offer> {
     let tap = File::options()
         .read(true)
         .write(true)
@@ -218,7 +257,7 @@ fn dhcp_discover() -> std::io::Result<Offer> {
     frame.extend(bootp);
     let discover = frame;
 
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + wait;
     let mut resend = Instant::now();
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
@@ -276,7 +315,9 @@ fn dhcp_discover() -> std::io::Result<Offer> {
             return Ok(offer);
         }
     }
-    Err(std::io::Error::other("no DHCPOFFER within 10 s"))
+    Err(std::io::Error::other(format!(
+        "no DHCPOFFER within {wait:?}"
+    )))
 }
 
 /// Returns the response code and the IPv4 addresses answered.
@@ -310,6 +351,15 @@ fn dns_query(name: &str, qtype: u16) -> std::io::Result<(u8, Vec<Ipv4Addr>)> {
         at += 12 + len;
     }
     Ok((reply[3] & 15, addresses))
+}
+
+/// A plain HTTP/1.0 GET from the file server: the whole response.
+fn http_get(path: &str) -> String {
+    let mut tcp = TcpStream::connect(FILE_SERVER).unwrap();
+    write!(tcp, "GET {path} HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).unwrap();
+    response
 }
 
 /// An HTTP GET over TLS verified like the init does: rustls with ring,

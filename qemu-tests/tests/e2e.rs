@@ -2,56 +2,18 @@
 //! network and check what CI would read on the console. Needs the outputs
 //! of `make initramfs kernel` (they fail, not skip, without them).
 //!
-//! Markers are computed by the guest's shell (`$((40+2))`) so that the
-//! kernel's echo of its command line can never match them.
+//! The helpers, and why markers look like `$((40+2))`: `common/mod.rs`.
+
+mod common;
 
 use std::time::Duration;
 
+use common::{assert_error_about, assert_verdict, boot, boot_with, run_http};
 use qemu_tests::images::{
     BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_FILES, LAYERS_HARDLINK, LAYERS_IMAGE,
     LAYERS_SYMLINK, LAYERS_TREE,
 };
-use qemu_tests::{Boot, BootOptions, TestNet, CA_CERT_IN_INITRAMFS, REGISTRY_HTTP, REGISTRY_HTTPS};
-
-fn boot(name: &str, append: &str) -> Boot {
-    boot_with(name, append, |_| {})
-}
-
-fn boot_with(name: &str, append: &str, adjust: impl FnOnce(&mut BootOptions)) -> Boot {
-    let mut opts = BootOptions::new(name, append);
-    // Before `adjust`, which may build an initramfs from these.
-    for path in [&opts.kernel, &opts.initramfs] {
-        assert!(
-            path.is_file(),
-            "{} is missing: run `make initramfs kernel` first",
-            path.display()
-        );
-    }
-    adjust(&mut opts);
-    let net = TestNet::start().unwrap_or_else(|e| panic!("test network: {e}"));
-    net.boot(&opts).unwrap_or_else(|e| panic!("boot: {e}"))
-}
-
-/// `b2c.run` of an image in the plain-HTTP registry.
-fn run_http(image: &str, command: &str) -> String {
-    format!(r#"b2c.run="--tls-verify=false docker://{REGISTRY_HTTP}/{image} {command}""#)
-}
-
-fn assert_verdict(boot: &Boot, status: i32) {
-    assert_eq!(boot.status(), Some(status), "pipeline status\n{boot}");
-    assert!(boot.powered_off(), "no clean power-off\n{boot}");
-}
-
-/// An `ERROR:` line that mentions one of `words` (case-insensitive).
-fn assert_error_about(boot: &Boot, words: &[&str]) {
-    let errors = boot.error_lines();
-    assert!(
-        errors
-            .iter()
-            .any(|line| words.iter().any(|w| line.to_lowercase().contains(w))),
-        "no ERROR line about {words:?}; errors: {errors:#?}\n{boot}"
-    );
-}
+use qemu_tests::{CA_CERT_IN_INITRAMFS, REGISTRY_HTTP, REGISTRY_HTTPS};
 
 #[test]
 fn hello() {
