@@ -12,7 +12,7 @@ pub enum BootError {
     Network(b2c_net::NetError),
     CaCert {
         path: String,
-        source: std::io::Error,
+        problem: String,
     },
     Storage(b2c_system::Error),
     Pull(b2c_oci::PullError),
@@ -38,7 +38,7 @@ impl BootError {
             }
             BootError::Network(_) => Some("check the cabling, the DHCP server, b2c.iface and ip="),
             BootError::CaCert { .. } => {
-                Some("b2c.ca_cert must name a PEM file inside the initramfs")
+                Some("b2c.ca_cert must name a PEM file inside the initramfs or an http(s) URL")
             }
             BootError::Storage(_) => None,
             // The registry errors name their own fix.
@@ -57,8 +57,8 @@ impl fmt::Display for BootError {
             BootError::Cmdline(e) => write!(f, "kernel command line: {e}"),
             BootError::Modules(e) => write!(f, "kernel modules: {e}"),
             BootError::Network(e) => write!(f, "network: {e}"),
-            BootError::CaCert { path, source } => {
-                write!(f, "b2c.ca_cert={path}: cannot read it: {source}")
+            BootError::CaCert { path, problem } => {
+                write!(f, "b2c.ca_cert={path}: cannot read it: {problem}")
             }
             BootError::Storage(e) => write!(f, "storage: {e}"),
             BootError::Pull(e) => write!(f, "cannot pull {e}"),

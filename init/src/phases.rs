@@ -105,7 +105,7 @@ pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
 /// derives the whole configuration again.
 pub async fn extra_args(cmdline: &str, url: &str, config: &Config) -> Result<Config, BootError> {
     let options = FetchOptions {
-        extra_ca_pem: read_ca_certs(config)?,
+        extra_ca_pem: read_ca_certs(config).await?,
         proxy: config.proxy.clone(),
         ..Default::default()
     };
@@ -173,17 +173,29 @@ pub fn storage() -> Result<LayerStore, BootError> {
         .map_err(|e| BootError::Storage(b2c_system::Error::io(STORAGE, e)))
 }
 
-fn read_ca_certs(config: &Config) -> Result<Vec<Vec<u8>>, BootError> {
-    config
-        .ca_certs
-        .iter()
-        .map(|path| {
-            std::fs::read(path).map_err(|source| BootError::CaCert {
-                path: path.clone(),
-                source,
-            })
-        })
-        .collect()
+/// The `b2c.ca_cert` files: paths in the initramfs, or URLs fetched with
+/// the bundled roots only.
+async fn read_ca_certs(config: &Config) -> Result<Vec<Vec<u8>>, BootError> {
+    let mut pems = Vec::new();
+    for source in &config.ca_certs {
+        let bad = |problem: String| BootError::CaCert {
+            path: source.clone(),
+            problem,
+        };
+        let pem = if source.starts_with("http://") || source.starts_with("https://") {
+            let options = FetchOptions {
+                proxy: config.proxy.clone(),
+                ..Default::default()
+            };
+            b2c_net::fetch(source, &options)
+                .await
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            std::fs::read(source).map_err(|e| bad(e.to_string()))?
+        };
+        pems.push(pem);
+    }
+    Ok(pems)
 }
 
 /// Every container of the pipeline, in order of need.
@@ -201,7 +213,7 @@ pub async fn pull(
     config: &Config,
     store: &LayerStore,
 ) -> Result<HashMap<String, PulledImage>, BootError> {
-    let extra_ca_pem = read_ca_certs(config)?;
+    let extra_ca_pem = read_ca_certs(config).await?;
     let p = &config.proxy;
     let proxy = (p.http.is_some() || p.https.is_some()).then(|| ProxyOptions {
         http: p.http.clone(),
@@ -249,7 +261,7 @@ pub async fn env_files(
         };
         let text = if source.starts_with("http://") || source.starts_with("https://") {
             let options = FetchOptions {
-                extra_ca_pem: read_ca_certs(config)?,
+                extra_ca_pem: read_ca_certs(config).await?,
                 proxy: config.proxy.clone(),
                 ..Default::default()
             };
