@@ -25,7 +25,7 @@ impl Outcome {
     pub fn setup_failed() -> Outcome {
         Outcome {
             status: PipelineStatus::setup_failed(),
-            mode: ShutdownMode::PowerOff,
+            mode: ShutdownMode::Default,
         }
     }
 }
@@ -56,7 +56,7 @@ pub fn finish(outcome: Outcome, opts: &EndOptions) -> ! {
         rescue_shell();
     }
     let (line, command, action) = match outcome.mode {
-        ShutdownMode::PowerOff => (
+        ShutdownMode::Default | ShutdownMode::PowerOff => (
             "It's now safe to turn off your computer",
             &opts.shutdown_cmd,
             FinalAction::PowerOff,
@@ -68,7 +68,8 @@ pub fn finish(outcome: Outcome, opts: &EndOptions) -> ! {
         ),
     };
     console_line(line);
-    if !opts.delay.is_zero() {
+    // As in boot2container, the delay is for whoever watches a power-off.
+    if action == FinalAction::PowerOff && !opts.delay.is_zero() {
         info!(
             "waiting {:.1} s before the end (b2c.poweroff_delay)",
             opts.delay.as_secs_f64()

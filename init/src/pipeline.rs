@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use b2c_cmdline::{Config, ContainerArgs};
 use b2c_oci::PulledImage;
-use b2c_runtime::{Container, Engine, Pipeline, Service, Skip, Stage};
+use b2c_runtime::{Container, Engine, Pipeline, Service, Stage};
 use log::{error, info};
 
 use crate::end::Outcome;
@@ -59,12 +59,11 @@ pub fn run(config: &Config, storage: &Path, prepared: &Prepared) -> Outcome {
     for (stage, prefix, list) in stages {
         for (i, args) in list.iter().enumerate() {
             let c = prepared.container(format!("{prefix}-{i}"), args);
-            if let Some(skip) = pipeline.skip(stage) {
-                let why = match skip {
-                    Skip::PipeFail => "b2c.pipefail and an earlier container failed",
-                    Skip::ShutdownRequested => "a container asked for a reboot or power-off",
-                };
-                info!("skipping {}: {} ({why})", c.id, args.image);
+            if pipeline.skip(stage) {
+                info!(
+                    "skipping {}: {} (b2c.pipefail and an earlier container failed)",
+                    c.id, args.image
+                );
                 continue;
             }
             info!("running {}: {}", c.id, args.image);

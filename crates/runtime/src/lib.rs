@@ -7,5 +7,5 @@ pub mod spec;
 pub mod user;
 
 pub use engine::{Container, Engine, RunError, Service};
-pub use pipeline::{Pipeline, PipelineStatus, ShutdownMode, Skip, Stage};
+pub use pipeline::{Pipeline, PipelineStatus, ShutdownMode, Stage};
 pub use spec::{runtime_spec, BindMount, ContainerPlan, HostFiles, SpecError};

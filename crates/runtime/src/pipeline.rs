@@ -44,14 +44,18 @@ impl PipelineStatus {
 /// How the machine ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ShutdownMode {
+    /// Nobody asked: power off.
     #[default]
+    Default,
     PowerOff,
     Reboot,
 }
 
 impl ShutdownMode {
+    /// As boot2container names it in `B2C_PIPELINE_SHUTDOWN_MODE`.
     pub fn as_str(&self) -> &'static str {
         match self {
+            ShutdownMode::Default => "default",
             ShutdownMode::PowerOff => "poweroff",
             ShutdownMode::Reboot => "reboot",
         }
@@ -67,15 +71,6 @@ pub enum Stage {
     Post,
 }
 
-/// Why a `b2c.run` container is skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Skip {
-    /// `b2c.pipefail` and an earlier container failed.
-    PipeFail,
-    /// An earlier container asked for a reboot or power-off.
-    ShutdownRequested,
-}
-
 #[derive(Debug, Default)]
 pub struct Pipeline {
     pipefail: bool,
@@ -83,7 +78,6 @@ pub struct Pipeline {
     failed_by: Option<String>,
     previous: Option<(String, i32)>,
     shutdown: ShutdownMode,
-    shutdown_requested: bool,
 }
 
 impl Pipeline {
@@ -94,35 +88,25 @@ impl Pipeline {
         }
     }
 
-    /// Whether the next container of `stage` runs.
-    pub fn skip(&self, stage: Stage) -> Option<Skip> {
-        match stage {
-            Stage::Post => None,
-            Stage::Run if self.shutdown_requested => Some(Skip::ShutdownRequested),
-            Stage::Run if self.pipefail && self.status.failed() => Some(Skip::PipeFail),
-            Stage::Run => None,
-        }
+    /// Whether the next container of `stage` is skipped: with
+    /// `b2c.pipefail`, every `b2c.run` container after a failure.
+    pub fn skip(&self, stage: Stage) -> bool {
+        stage == Stage::Run && self.pipefail && self.status.failed()
     }
 
     /// Records how a container ended. A container that called reboot(2)
-    /// exits with 129 (reboot) or 130 (power-off): that is a request for the
-    /// machine, not a failure, and no further `b2c.run` container starts.
+    /// exits with 129 (reboot) or 130 (power-off), which also decides how
+    /// the machine ends. As in boot2container, that exit code still counts
+    /// like any other: CI sees it in the status.
     pub fn record(&mut self, stage: Stage, name: &str, exit_code: i32) {
         self.previous = Some((name.to_string(), exit_code));
-        let code = match exit_code {
-            EXIT_REBOOT | EXIT_POWEROFF => {
-                self.shutdown = if exit_code == EXIT_REBOOT {
-                    ShutdownMode::Reboot
-                } else {
-                    ShutdownMode::PowerOff
-                };
-                self.shutdown_requested = true;
-                0
-            }
-            code => code,
-        };
-        if stage == Stage::Run && code != 0 && !self.status.failed() {
-            self.status.record(code);
+        match exit_code {
+            EXIT_REBOOT => self.shutdown = ShutdownMode::Reboot,
+            EXIT_POWEROFF => self.shutdown = ShutdownMode::PowerOff,
+            _ => {}
+        }
+        if stage == Stage::Run && exit_code != 0 && !self.status.failed() {
+            self.status.record(exit_code);
             self.failed_by = Some(name.to_string());
         }
     }
@@ -185,7 +169,7 @@ mod tests {
         let mut p = Pipeline::new(false);
         assert_eq!(var(&p, "B2C_PIPELINE_PREV_CONTAINER"), "");
         p.record(Stage::Run, "a", 5);
-        assert_eq!(p.skip(Stage::Run), None);
+        assert!(!p.skip(Stage::Run));
         p.record(Stage::Run, "b", 6);
         assert_eq!(p.status().code(), 5);
         assert_eq!(var(&p, "B2C_PIPELINE_FAILED_BY"), "a");
@@ -197,10 +181,10 @@ mod tests {
     fn pipefail_skips_runs_but_not_posts() {
         let mut p = Pipeline::new(true);
         p.record(Stage::Run, "a", 0);
-        assert_eq!(p.skip(Stage::Run), None);
+        assert!(!p.skip(Stage::Run));
         p.record(Stage::Run, "b", 7);
-        assert_eq!(p.skip(Stage::Run), Some(Skip::PipeFail));
-        assert_eq!(p.skip(Stage::Post), None);
+        assert!(p.skip(Stage::Run));
+        assert!(!p.skip(Stage::Post));
         p.record(Stage::Post, "post", 1);
         assert_eq!(
             p.status().code(),
@@ -211,17 +195,21 @@ mod tests {
     }
 
     #[test]
-    fn reboot_request_is_the_final_action_not_a_failure() {
+    fn reboot_request_is_the_final_action_and_the_status() {
         let mut p = Pipeline::new(false);
-        assert_eq!(var(&p, "B2C_PIPELINE_SHUTDOWN_MODE"), "poweroff");
+        assert_eq!(var(&p, "B2C_PIPELINE_SHUTDOWN_MODE"), "default");
         p.record(Stage::Run, "flasher", EXIT_REBOOT);
-        assert_eq!(p.status().code(), 0);
+        assert_eq!(p.status().code(), EXIT_REBOOT);
         assert_eq!(p.shutdown(), ShutdownMode::Reboot);
-        assert_eq!(p.skip(Stage::Run), Some(Skip::ShutdownRequested));
-        assert_eq!(p.skip(Stage::Post), None);
+        assert!(!p.skip(Stage::Run));
         assert_eq!(var(&p, "B2C_PIPELINE_SHUTDOWN_MODE"), "reboot");
-        let mut q = Pipeline::new(false);
+        let mut q = Pipeline::new(true);
         q.record(Stage::Post, "p", EXIT_POWEROFF);
         assert_eq!(q.shutdown(), ShutdownMode::PowerOff);
+        assert_eq!(
+            q.status().code(),
+            0,
+            "post containers never change the status"
+        );
     }
 }
