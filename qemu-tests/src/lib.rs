@@ -1,8 +1,10 @@
 //! The end-to-end test harness: boots the real initramfs under QEMU (TCG)
 //! inside a private network namespace that holds a DHCP/DNS server
-//! (dnsmasq), an NTP server (chronyd) and an OCI registry over HTTP and
-//! HTTPS, with test images built here from Debian's static busybox.
-//! Nothing leaves the machine. Needs root.
+//! (dnsmasq), an NTP server (chronyd), an OCI registry over HTTP and
+//! HTTPS, with test images built here from Debian's static busybox, and a
+//! plain HTTP file server ([`TestNet::serve_file`], for
+//! `b2c.extra_args_url`). [`NetOptions`] turns DHCP off for tests of static
+//! network configuration. Nothing leaves the machine. Needs root.
 //!
 //! ```no_run
 //! use qemu_tests::{BootOptions, TestNet};
@@ -17,7 +19,10 @@
 //!
 //! Running, as root: `make e2e` (builds kernel and initramfs first), or
 //! `cargo test -p qemu-tests --lib` for the harness's own tests (no kernel
-//! needed) and `cargo test -p qemu-tests --test e2e` for the boots. Console
+//! needed) and `cargo test -p qemu-tests --test e2e` (pulls, images, TLS,
+//! clock), `--test pipeline` (pipefail, services, post containers,
+//! volumes, extra args, reboot) and `--test network` (static addresses)
+//! for the boots. Console
 //! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
 //! test the services' logs are kept there too. Boots queue for a CPU slot
 //! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests

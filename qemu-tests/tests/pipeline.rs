@@ -1,0 +1,231 @@
+//! End-to-end: what happens around the `b2c.run` containers — pipefail,
+//! post containers, services, named volumes, options fetched from
+//! `b2c.extra_args_url`, containers that reboot or power off the machine,
+//! and APPEND lines as CI farms write them.
+//!
+//! The helpers, and why markers look like `$((40+2))`: `common/mod.rs`.
+
+mod common;
+
+use common::{assert_verdict, boot, boot_on, img, opt, options, run_img, start_net};
+use qemu_tests::{Boot, NetOptions, REGISTRY_HTTP};
+
+/// A first container that fails with 5, then one that prints `SECOND-2`.
+fn failing_then_printing() -> String {
+    format!(
+        "{} {}",
+        run_img("sh -c 'exit 5'"),
+        run_img("sh -c 'echo SECOND-$((1+1))'")
+    )
+}
+
+#[test]
+fn without_pipefail_every_container_runs() {
+    let boot = boot("pipefail-off", &failing_then_printing());
+    assert!(
+        boot.has_line("SECOND-2"),
+        "the second container did not run\n{boot}"
+    );
+    // The first failure is the status, even though later ones passed.
+    assert_verdict(&boot, 5);
+}
+
+#[test]
+fn pipefail_skips_the_containers_after_a_failure() {
+    let boot = boot(
+        "pipefail-on",
+        &format!("b2c.pipefail {}", failing_then_printing()),
+    );
+    let second: Vec<&str> = boot.lines_containing("SECOND-2").collect();
+    assert!(
+        second.is_empty(),
+        "the second container ran: {second:?}\n{boot}"
+    );
+    assert_verdict(&boot, 5);
+}
+
+#[test]
+fn post_container_sees_the_status_and_cannot_change_it() {
+    let post = opt(
+        "b2c.post_container",
+        &format!(
+            "{} sh -c 'echo POST-$((1+1)):$B2C_PIPELINE_STATUS:$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE; exit 3'",
+            img()
+        ),
+    );
+    let boot = boot(
+        "post-container",
+        &format!("{} {post}", run_img("sh -c 'exit 7'")),
+    );
+    assert_eq!(
+        boot.after_marker("POST-2:"),
+        ["7:7"],
+        "the post container should run once and see status 7 and previous exit code 7\n{boot}"
+    );
+    // The post container's own failure (3) does not count.
+    assert_verdict(&boot, 7);
+}
+
+#[test]
+fn service_runs_beside_the_pipeline_and_is_stopped_at_the_end() {
+    let service = opt(
+        "b2c.run_service",
+        &format!(
+            "{} sh -c 'mkdir -p /www && echo SVC-$((2+3)) > /www/index.html && httpd -f -p 127.0.0.1:8081 -h /www'",
+            img()
+        ),
+    );
+    // Retried: the service may still be starting when this one runs; 30 s
+    // without an answer fails the container, and so the test.
+    let client = run_img(
+        "sh -c 'for i in $(seq 30); do wget -q -O - http://127.0.0.1:8081/ && exit 0; sleep 1; done; exit 1'",
+    );
+    let boot = boot("service", &format!("{service} {client}"));
+    assert!(
+        boot.has_line("SVC-5"),
+        "the b2c.run container did not reach the service over the host network\n{boot}"
+    );
+    // httpd -f never exits by itself: powering off means it was stopped.
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn named_volume_is_shared_between_containers() {
+    let append = format!(
+        "{} {}",
+        opt(
+            "b2c.run",
+            &format!("-v job:/job {} sh -c 'echo VOL-$((4+4)) > /job/f'", img())
+        ),
+        opt("b2c.run", &format!("-v job:/job {} cat /job/f", img())),
+    );
+    let boot = boot("named-volume", &append);
+    assert!(
+        boot.has_line("VOL-8"),
+        "the second container did not see the first one's file\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn extra_args_url_adds_containers_and_options() {
+    let net = start_net(&NetOptions::default());
+    // Newlines are allowed between options in the fetched text.
+    let url = net
+        .serve_file(
+            "args",
+            &format!(
+                "{}\nb2c.hostname=from-url\n",
+                run_img("sh -c 'echo EXTRA-$((3*3)):$(hostname)'")
+            ),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let boot = boot_on(
+        &net,
+        &options("extra-args-url", &format!("b2c.extra_args_url={url}")),
+    );
+    let http_log = net.file_server_log();
+    assert_eq!(
+        boot.after_marker("EXTRA-9:"),
+        ["from-url"],
+        "the fetched container should run with the fetched hostname\n{boot}\n\
+         --- file server log ---\n{http_log}"
+    );
+    // The kernel's own echo has `b2c.extra_args_url` but never the keys
+    // that only the fetched text holds.
+    let told: Vec<&str> = boot
+        .lines_containing("b2c.extra_args_url")
+        .filter(|line| line.contains("b2c.run") && line.contains("b2c.hostname"))
+        .collect();
+    assert!(
+        !told.is_empty(),
+        "no console line says which options came from b2c.extra_args_url\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
+
+/// A container that calls reboot(2) in its PID namespace is killed by
+/// SIGHUP (exit 129) for a reboot, SIGINT (130) for a power-off.
+fn container_calls(command: &str, name: &str) -> Boot {
+    boot(name, &run_img(command))
+}
+
+#[test]
+fn container_reboot_reboots_the_machine() {
+    let boot = container_calls("reboot -f", "container-reboot");
+    assert!(
+        boot.rebooted(),
+        "expected `Rebooting the computer` and QEMU's exit\n{boot}"
+    );
+    assert!(!boot.powered_off(), "took the power-off path\n{boot}");
+    // B2C-OPTIONS.md: the status is the first failing b2c.run exit code,
+    // and a reboot request is exit code 129.
+    assert_eq!(boot.status(), Some(129), "pipeline status\n{boot}");
+}
+
+#[test]
+fn container_poweroff_powers_the_machine_off() {
+    let boot = container_calls("poweroff -f", "container-poweroff");
+    assert!(!boot.rebooted(), "took the reboot path\n{boot}");
+    assert!(boot.powered_off(), "no clean power-off\n{boot}");
+    // As for a reboot: 130 is the first failing exit code.
+    assert_eq!(boot.status(), Some(130), "pipeline status\n{boot}");
+}
+
+/// A Mesa-CI-style line: the old `b2c.container` name, `-ti`, an
+/// `--entrypoint`, `--dns=none`, a volume, and options this machine
+/// cannot fully honour (no disk for the cache).
+#[test]
+fn real_world_line_with_entrypoint_and_cache_device() {
+    let append = format!(
+        "{} b2c.ntp_peer=10.99.0.1 b2c.pipefail b2c.cache_device=auto b2c.poweroff_delay=1",
+        opt(
+            "b2c.container",
+            &format!(
+                "-ti --dns=none -v tmp:/mnt/tmp --tls-verify=false --entrypoint=/bin/sh \
+                 docker://{REGISTRY_HTTP}/b2c/busybox:latest -c 'echo hi-$((1+1))'"
+            )
+        )
+    );
+    let boot = boot("real-world-entrypoint", &append);
+    assert!(boot.has_line("hi-2"), "no container output\n{boot}");
+    let warnings: Vec<&str> = boot
+        .lines_containing("WARNING: ")
+        .filter(|line| line.contains("cache_device"))
+        .collect();
+    assert!(
+        !warnings.is_empty(),
+        "no WARNING about b2c.cache_device (there is no disk)\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
+
+/// A CI-tron-style line: a job container leaves a file in a named volume,
+/// the post container (e.g. an artifact uploader) reads it.
+#[test]
+fn real_world_line_with_job_volume_and_post_container() {
+    let append = format!(
+        "{} {} b2c.hostname=dut-7",
+        opt(
+            "b2c.run",
+            &format!(
+                "-v job:/job -e CI_JOB_ID=123 {} sh -c 'echo $CI_JOB_ID > /job/id'",
+                img()
+            )
+        ),
+        opt(
+            "b2c.post_container",
+            &format!(
+                "-v job:/job {} sh -c 'echo JOB-$((5+5)):$(cat /job/id):$(hostname)'",
+                img()
+            )
+        ),
+    );
+    let boot = boot("real-world-post-container", &append);
+    assert_eq!(
+        boot.after_marker("JOB-10:"),
+        ["123:dut-7"],
+        "the post container should read the job's id and run on the host name\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
