@@ -28,6 +28,9 @@ pub struct BootOptions {
     pub extra_qemu_args: Vec<String>,
     /// Also copy the console to our stdout as it comes, for interactive use.
     pub echo: bool,
+    /// Typed on the serial console once a line containing `.0` appears,
+    /// e.g. to answer a shell.
+    pub answer: Option<(String, String)>,
 }
 
 impl BootOptions {
@@ -41,6 +44,7 @@ impl BootOptions {
             timeout: Duration::from_secs(180),
             extra_qemu_args: Vec::new(),
             echo: false,
+            answer: None,
         }
     }
 }
@@ -212,7 +216,11 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
             "virtio-rng-pci",
         ])
         .args(&opts.extra_qemu_args)
-        .stdin(Stdio::null())
+        .stdin(if opts.answer.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let _slot = Slot::acquire();
@@ -261,6 +269,15 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
             }
             Err(RecvTimeoutError::Timeout) => break,
         };
+        if let Some((trigger, text)) = &opts.answer {
+            if line.contains(trigger.as_str()) {
+                // Kept open: QEMU may treat the end of its input as a hangup.
+                if let Some(stdin) = qemu.0.stdin.as_mut() {
+                    let _ = stdin.write_all(text.as_bytes());
+                    let _ = stdin.flush();
+                }
+            }
+        }
         if opts.echo {
             println!("{line}");
         }

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_verdict, boot, boot_on, img, opt, options, run_img, start_net};
+use common::{assert_verdict, boot, boot_on, boot_with, img, opt, options, run_img, start_net};
 use qemu_tests::{Boot, NetOptions, REGISTRY_HTTP};
 
 /// A first container that fails with 5, then one that prints `SECOND-2`.
@@ -228,4 +228,34 @@ fn real_world_line_with_job_volume_and_post_container() {
         "the post container should read the job's id and run on the host name\n{boot}"
     );
     assert_verdict(&boot, 0);
+}
+
+/// `b2c.shell`: after a failure, a shell on the console; the boot ends
+/// when it exits. `b2c.shutdown_cmd` then replaces the power-off, and
+/// when it returns b2c powers off by itself.
+#[test]
+fn rescue_shell_then_shutdown_command() {
+    let append = format!(
+        "b2c.shell {} {}",
+        run_img("sh -c 'exit 4'"),
+        opt("b2c.shutdown_cmd", "echo SHUTDOWN-CMD-$((6*7))")
+    );
+    let boot = boot_with("rescue-shell", &append, |o| {
+        o.answer = Some((
+            "starting a shell on the console".into(),
+            "echo SHELL-$((5*5)); exit\n".into(),
+        ));
+    });
+    assert_verdict(&boot, 4);
+    let status = boot.lines().position(|l| l.contains("pipeline status: 4"));
+    let shell = boot.lines().position(|l| l.ends_with("SHELL-25"));
+    let command = boot.lines().position(|l| l.ends_with("SHUTDOWN-CMD-42"));
+    assert!(
+        status < shell && shell < command && command.is_some(),
+        "expected the status line, then the shell's output, then the shutdown command's\n{boot}"
+    );
+    assert!(
+        boot.powered_off(),
+        "no power-off after the command returned\n{boot}"
+    );
 }
