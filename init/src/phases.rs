@@ -67,6 +67,12 @@ pub fn announce(config: &Config) {
     for warning in &config.warnings {
         warn!("{warning}");
     }
+    if config.cache_device != b2c_cmdline::CacheDevice::None
+        || config.swap.is_some()
+        || !config.filesystems.is_empty()
+    {
+        warn!("b2c.cache_device, b2c.swap and b2c.filesystem are not supported yet and are ignored: images are kept in RAM");
+    }
 }
 
 /// Every module shipped in the initramfs, then those asked for. Loading

@@ -5,6 +5,7 @@
 
 mod container;
 mod network;
+mod storage;
 mod tokenize;
 
 use std::time::Duration;
@@ -15,6 +16,10 @@ pub use container::{
 };
 pub use network::{
     parse_iface, parse_kernel_ip, IfaceConfig, IfaceMode, Ipv4Cidr, KernelIp, Route,
+};
+pub use storage::{
+    parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
+    SwapSpace,
 };
 pub use tokenize::{tokenize, Token};
 
@@ -70,6 +75,10 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     /// `b2c.registry_mirror=host=mirror`: (registry, mirror) pairs.
     pub registry_mirrors: Vec<(String, String)>,
+    pub cache_device: CacheDevice,
+    pub swap: Option<Swap>,
+    /// `b2c.filesystem` entries.
+    pub filesystems: Vec<Filesystem>,
     /// `b2c.log=debug`.
     pub debug: bool,
     /// Things to tell the user about, not failures: unknown keys and
@@ -98,6 +107,9 @@ impl Default for Config {
             ca_certs: Vec::new(),
             insecure_registries: Vec::new(),
             registry_mirrors: Vec::new(),
+            cache_device: CacheDevice::None,
+            swap: None,
+            filesystems: Vec::new(),
             debug: false,
             warnings: Vec::new(),
         }
@@ -115,13 +127,7 @@ pub struct Error {
 
 /// Options of boot2container that belong to later work: accepted with a
 /// warning so that existing APPEND lines still boot.
-const NOT_YET_IMPLEMENTED: &[&str] = &[
-    "b2c.cache_device",
-    "b2c.swap",
-    "b2c.filesystem",
-    "b2c.minio",
-    "b2c.volume",
-];
+const NOT_YET_IMPLEMENTED: &[&str] = &["b2c.minio", "b2c.volume"];
 
 /// Parses a whole kernel command line.
 pub fn parse(cmdline: &str) -> Result<Config, Error> {
@@ -266,6 +272,20 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                     _ => return Err(bad("expected debug or info".into())),
                 }
             }
+            "b2c.cache_device" => {
+                config.cache_device = parse_cache_device(&need()?).map_err(bad)?
+            }
+            "b2c.swap" => {
+                let (swap, warnings) = parse_swap(&need()?).map_err(bad)?;
+                config.warnings.extend(warnings);
+                config.swap = Some(swap);
+            }
+            "b2c.filesystem" => {
+                let (fs, warnings) = parse_filesystem(&need()?).map_err(bad)?;
+                config.warnings.extend(warnings);
+                config.filesystems.retain(|f| f.name != fs.name);
+                config.filesystems.push(fs);
+            }
             "b2c.keymap" => config
                 .warnings
                 .push("b2c.keymap is ignored: the serial console needs no keymap".into()),
@@ -275,6 +295,17 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             _ => config
                 .warnings
                 .push(format!("unknown option {key} is ignored")),
+        }
+    }
+    if let CacheDevice::Filesystem(name) = &config.cache_device {
+        if !config.filesystems.iter().any(|f| &f.name == name) {
+            return Err(Error {
+                key: "b2c.cache_device".into(),
+                value: name.clone(),
+                problem: format!(
+                    "no b2c.filesystem is named {name:?} (expected none, auto, reset, /dev/DEVICE or a b2c.filesystem name)"
+                ),
+            });
         }
     }
     Ok(config)
@@ -347,10 +378,8 @@ mod tests {
         assert!(c.pipefail);
         assert_eq!(c.poweroff_delay, Duration::from_secs(15));
         assert_eq!(c.hostname, DEFAULT_HOSTNAME);
-        assert_eq!(
-            c.warnings,
-            ["b2c.cache_device is not supported yet and is ignored"]
-        );
+        assert_eq!(c.cache_device, CacheDevice::Auto);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]
@@ -412,6 +441,18 @@ mod tests {
     }
 
     #[test]
+    fn storage_options() {
+        let c = parse(
+            "b2c.filesystem=nfs,type=nfs,src=10.0.0.1:/cache,opts=vers=4|ro b2c.cache_device=nfs \
+             b2c.swap=4G,swappiness=20",
+        )
+        .unwrap();
+        assert_eq!(c.cache_device, CacheDevice::Filesystem("nfs".into()));
+        assert_eq!(c.filesystems[0].opts.as_deref(), Some("vers=4,ro"));
+        assert_eq!(c.swap.unwrap().space, SwapSpace::File { bytes: 4 << 30 });
+    }
+
+    #[test]
     fn extra_args_merge_and_are_reported() {
         let (c, keys) = parse_with_extra(
             "b2c.run=a:1 b2c.hostname=x b2c.extra_args_url=http://h/a",
@@ -469,6 +510,9 @@ mod tests {
             ("b2c.proxy=http=a,bogus", "b2c.proxy"),
             ("b2c.run_service=\"--bogus img\"", "b2c.run_service"),
             ("b2c.post_container", "b2c.post_container"),
+            ("b2c.cache_device=nfs", "b2c.cache_device"),
+            ("b2c.swap=lots", "b2c.swap"),
+            ("b2c.filesystem=x,type=ext4", "b2c.filesystem"),
         ] {
             let e = parse(line).unwrap_err();
             assert_eq!(e.key, key, "{line}");
