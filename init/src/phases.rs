@@ -175,7 +175,7 @@ pub async fn clock(config: &Config, network: &NetworkUp) {
 pub fn storage() -> Result<LayerStore, BootError> {
     b2c_system::mounts::mount_tmpfs(Path::new(STORAGE), "mode=0755,size=90%")
         .map_err(BootError::Storage)?;
-    LayerStore::new(Path::new(STORAGE).join("layers"))
+    LayerStore::new(Path::new(STORAGE).join("oci"))
         .map_err(|e| BootError::Storage(b2c_system::Error::io(STORAGE, e)))
 }
 
@@ -244,7 +244,12 @@ pub async fn pull(
             mirrors: config.registry_mirrors.clone(),
             ..Default::default()
         };
-        let image = b2c_oci::pull(&reference, &options, store)
+        let policy = match args.pull {
+            b2c_cmdline::PullPolicy::Always => b2c_oci::PullPolicy::Always,
+            b2c_cmdline::PullPolicy::Missing => b2c_oci::PullPolicy::Missing,
+            b2c_cmdline::PullPolicy::Never => b2c_oci::PullPolicy::Never,
+        };
+        let image = b2c_oci::pull(&reference, &options, store, policy)
             .await
             .map_err(BootError::Pull)?;
         images.insert(args.image.clone(), image);

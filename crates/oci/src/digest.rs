@@ -55,7 +55,8 @@ impl fmt::Display for Digest {
 }
 
 impl Digest {
-    fn algorithm_name(&self) -> &'static str {
+    /// `sha256` or `sha512`.
+    pub fn algorithm_name(&self) -> &'static str {
         match self.algorithm {
             Algorithm::Sha256 => "sha256",
             Algorithm::Sha512 => "sha512",
@@ -65,6 +66,18 @@ impl Digest {
     /// A file name for this digest: no ':' (the overlayfs lowerdir separator).
     pub fn file_name(&self) -> String {
         format!("{}-{}", self.algorithm_name(), self.hex)
+    }
+
+    /// The hexadecimal part.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// The digest of `data`, with this digest's algorithm.
+    pub(crate) fn of(&self, data: &[u8]) -> Digest {
+        let mut h = self.hasher();
+        h.update(data);
+        h.finish()
     }
 
     /// The short form used in console lines (`sha256:0123456789ab`).

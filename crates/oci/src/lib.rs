@@ -2,17 +2,24 @@
 //!
 //! Reference parsing, registry pulls with oci-client (bundled TLS roots,
 //! retries, progress on the console, proxies, insecure registries and
-//! mirrors: see [`RegistryOptions`]), a store of unpacked layers, the
-//! streaming layer unpacker (body → digest → gunzip → tar → files in one
-//! pass, confined to the layer directory) and overlayfs assembly.
+//! mirrors: see [`RegistryOptions`]), pull policies ([`PullPolicy`]), a
+//! content-addressed store of unpacked layers, manifests, configs and image
+//! records that survives reboots on a cache disk (layout and crash safety:
+//! [`LayerStore`]; eviction: [`LayerStore::evict`]), the streaming layer
+//! unpacker (body → digest → gunzip → tar → files in one pass, confined to
+//! the layer directory) and overlayfs assembly.
 //!
 //! Typical use:
 //!
 //! ```no_run
 //! # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-//! let store = b2c_oci::LayerStore::new("/var/cache/b2c/layers")?;
+//! use b2c_oci::{LayerStore, PullPolicy};
+//! let store = LayerStore::new("/storage/oci")?;
 //! let reference = b2c_oci::parse_reference("docker://registry.test/busybox:latest")?;
-//! let image = b2c_oci::pull(&reference, &Default::default(), &store).await?;
+//! // Make room on the cache, keeping what this image needs.
+//! let keep = store.stored_image(&reference).map(|s| s.layers).unwrap_or_default();
+//! store.evict(store.default_min_free()?, &keep)?;
+//! let image = b2c_oci::pull(&reference, &Default::default(), &store, PullPolicy::Always).await?;
 //! b2c_oci::mount_overlay(
 //!     &image.layers,
 //!     "/run/c0/upper".as_ref(),
@@ -24,6 +31,8 @@
 
 mod confined;
 mod digest;
+mod evict;
+mod images;
 mod overlay;
 mod pull;
 mod reference;
@@ -32,12 +41,14 @@ mod store;
 mod unpack;
 
 pub use digest::{Digest, DigestParseError};
+pub use evict::EvictStats;
+pub use images::StoredImage;
 pub use oci_client::Reference;
 pub use overlay::{mount_overlay, OverlayError};
-pub use pull::{pull, PulledImage};
+pub use pull::{pull, ImageSource, PullPolicy, PullStats, PulledImage};
 pub use reference::{parse_reference, ReferenceError};
 pub use registry::{ProxyOptions, RegistryOptions, RetryPolicy};
-pub use store::{LayerError, LayerStore};
+pub use store::{LayerError, LayerStore, StoreError};
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};
 
 /// Why a pull failed. Every message names the image (and the registry when
@@ -118,6 +129,19 @@ pub enum PullError {
         digest: String,
         #[source]
         source: LayerError,
+    },
+    /// `--pull=never` and the image is not (completely) in the store.
+    #[error(
+        "{image}: not in the image store, and --pull=never forbids pulling it (pull it once \
+         with --pull=missing or --pull=always on a machine with b2c.cache_device)"
+    )]
+    NotStored { image: String },
+    /// The store could not be written (full disk, I/O error).
+    #[error("{image}: {source}")]
+    Store {
+        image: String,
+        #[source]
+        source: StoreError,
     },
     #[error("invalid extra CA certificate (b2c.ca_cert): {detail}")]
     CaCert { detail: String },

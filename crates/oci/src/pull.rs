@@ -1,24 +1,31 @@
-//! Pulling an image: manifest and config, then every layer streamed from
-//! the HTTP body through the digest check and the unpacker in one pass.
+//! Pulling an image: the manifest (the only request when the stored copy
+//! is up to date), the config, then every missing layer streamed from the
+//! HTTP body through the digest check and the unpacker in one pass; and
+//! the pull policies that decide whether the registry is asked at all.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Buf, Bytes};
 use futures_util::StreamExt;
-use oci_client::client::{BlobResponse, SizedStream};
-use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::client::{current_platform_resolver, BlobResponse, SizedStream};
+use oci_client::manifest::{
+    OciDescriptor, OciManifest, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use oci_spec::image::ImageConfiguration;
 use tokio::sync::{mpsc, watch};
 
 use crate::digest::Digest;
+use crate::images::{parse_manifest, Record, StoredImage};
 use crate::registry::{endpoints, with_retries, Endpoint, Failure, RegistryOptions, Retryable};
-use crate::store::{LayerError, LayerStore};
+use crate::store::{format_time, mb, LayerError, LayerStore, StoreError};
 use crate::unpack::UnpackStats;
 use crate::PullError;
 
@@ -28,6 +35,66 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// Body chunks buffered between the network and the unpacker (hyper's
 /// chunks are at most a few tens of KiB each).
 const CHANNEL_CHUNKS: usize = 16;
+/// Bound on a config blob whose descriptor gives no size.
+const MAX_CONFIG: u64 = 16 << 20;
+
+const MANIFEST_MEDIA_TYPES: &[&str] = &[
+    IMAGE_MANIFEST_MEDIA_TYPE,
+    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
+    OCI_IMAGE_MEDIA_TYPE,
+    OCI_IMAGE_INDEX_MEDIA_TYPE,
+];
+
+/// podman's `--pull`: when the registry is asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Ask the registry for the manifest every time and download only the
+    /// blobs the store lacks (none when the image is unchanged). When the
+    /// registry cannot be reached and the image is stored, the stored
+    /// image is used, with a warning.
+    #[default]
+    Always,
+    /// Use the stored image without asking the registry; pull it only if
+    /// the store does not have it.
+    Missing,
+    /// Only ever use the stored image.
+    Never,
+}
+
+impl PullPolicy {
+    fn option(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "--pull=always",
+            PullPolicy::Missing => "--pull=missing",
+            PullPolicy::Never => "--pull=never",
+        }
+    }
+}
+
+/// Where a [`PulledImage`] came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ImageSource {
+    /// A registry (or mirror) was asked for the manifest, and whatever the
+    /// store lacked was downloaded (possibly nothing).
+    Registry,
+    /// The store, without asking any registry: `--pull=missing` or
+    /// `--pull=never`, or a reference pinned by a digest already stored.
+    Store,
+    /// The store, because the registry could not be reached
+    /// (`--pull=always`): the image may be out of date.
+    StoreOffline,
+}
+
+/// What a pull downloaded and reused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PullStats {
+    /// Distinct layers found in the store.
+    pub layers_reused: usize,
+    /// Distinct layers downloaded and unpacked.
+    pub layers_downloaded: usize,
+    /// Compressed size of the downloaded layers.
+    pub bytes_downloaded: u64,
+}
 
 /// A pulled image, ready to be assembled with [`crate::mount_overlay`].
 #[derive(Debug)]
@@ -35,7 +102,8 @@ pub struct PulledImage {
     /// The reference as resolved (`docker.io/library/alpine:latest`).
     pub reference: String,
     /// The host (`host[:port]`) that served it: the registry, or one of its
-    /// mirrors.
+    /// mirrors (for an image used from the store, the one that served it
+    /// when it was pulled).
     pub served_by: String,
     /// Digest of the platform manifest that was pulled.
     pub manifest_digest: String,
@@ -43,6 +111,10 @@ pub struct PulledImage {
     /// Unpacked layer directories, bottom → top (may repeat a directory if
     /// the manifest repeats a layer).
     pub layers: Vec<PathBuf>,
+    /// The digests of `layers`, in the same order.
+    pub layer_digests: Vec<Digest>,
+    pub source: ImageSource,
+    pub stats: PullStats,
 }
 
 const LAYER_MEDIA_TYPES: &[&str] = &[
@@ -55,9 +127,27 @@ const LAYER_MEDIA_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
 ];
 
-/// Pulls `reference` into `store`: layers already in the store are reused,
-/// the others are fetched and unpacked concurrently, each verified against
-/// its digest before being committed.
+/// Gets `reference` into `store` as `policy` says, and returns it.
+///
+/// - [`PullPolicy::Always`]: the registry is asked for the manifest. If it
+///   is the one stored for this reference and the stored image is
+///   complete, nothing else is downloaded; otherwise only the layers (and
+///   config) the store lacks are. When the registry cannot be reached
+///   (connection refused, timeout, DNS failure or 5xx, after the retries;
+///   never on 404, 401 or TLS errors) and the image is stored, a
+///   `registry R unreachable: using the stored image REF (sha256:…, pulled
+///   …)` warning is logged and the stored image is returned. A reference
+///   pinned by a digest that is stored is used without asking.
+/// - [`PullPolicy::Missing`]: a stored image is used without asking; else
+///   as `Always`.
+/// - [`PullPolicy::Never`]: a stored image is used; else
+///   [`PullError::NotStored`].
+///
+/// A stored image that is incomplete or damaged counts as not stored.
+/// Layers are verified against their digests before they are committed,
+/// then the manifest, config and the image record are written; the image
+/// is stored once the record is. A line says how many layers were
+/// downloaded and how many reused.
 ///
 /// Transient failures are retried per `opts.retry`; errors name the image
 /// and the registry.
@@ -74,19 +164,96 @@ pub async fn pull(
     reference: &Reference,
     opts: &RegistryOptions,
     store: &LayerStore,
+    policy: PullPolicy,
 ) -> Result<PulledImage, PullError> {
     opts.validate()?;
     let image = reference.whole();
+    let stored = match store.load_image(&image) {
+        Ok(stored) => stored,
+        Err(why) => {
+            log::info!("{image}: the stored copy is incomplete or damaged ({why}): not using it");
+            None
+        }
+    };
+    match (policy, stored) {
+        (PullPolicy::Missing | PullPolicy::Never, Some(s)) => {
+            Ok(from_store(store, s, ImageSource::Store, policy.option()))
+        }
+        (PullPolicy::Never, None) => Err(PullError::NotStored { image }),
+        (PullPolicy::Always, Some(s)) if reference.digest() == Some(s.digest.as_str()) => {
+            Ok(from_store(store, s, ImageSource::Store, "pinned by digest"))
+        }
+        (_, stored) => {
+            let pulled = pull_remote(reference, &image, opts, store, stored.as_ref()).await;
+            match (pulled, stored) {
+                // Only `Always` gets here with a stored image.
+                (
+                    Err(PullError::Unreachable {
+                        registry, detail, ..
+                    }),
+                    Some(s),
+                ) => {
+                    log::warn!(
+                        "registry {registry} unreachable: using the stored image {image} ({}, \
+                         pulled {}); last error: {detail}",
+                        s.manifest_digest,
+                        format_time(s.pulled)
+                    );
+                    Ok(from_store(store, s, ImageSource::StoreOffline, ""))
+                }
+                (pulled, _) => pulled,
+            }
+        }
+    }
+}
+
+/// A stored image as a [`PulledImage`]; says so unless `why` is empty.
+fn from_store(store: &LayerStore, s: StoredImage, source: ImageSource, why: &str) -> PulledImage {
+    store.mark_used(&s.layers);
+    let distinct: HashSet<&Digest> = s.layers.iter().collect();
+    if !why.is_empty() {
+        log::info!(
+            "using the stored image {} ({}, pulled {}; {why}): {} layers reused from the store, \
+             none downloaded",
+            s.reference,
+            s.manifest_digest,
+            format_time(s.pulled),
+            distinct.len()
+        );
+    }
+    PulledImage {
+        stats: PullStats {
+            layers_reused: distinct.len(),
+            ..PullStats::default()
+        },
+        layers: s.layers.iter().map(|d| store.layer_path(d)).collect(),
+        reference: s.reference,
+        served_by: s.served_by,
+        manifest_digest: s.manifest_digest.to_string(),
+        config: s.config,
+        layer_digests: s.layers,
+        source,
+    }
+}
+
+/// The mirrors, then the registry.
+async fn pull_remote(
+    reference: &Reference,
+    image: &str,
+    opts: &RegistryOptions,
+    store: &LayerStore,
+    stored: Option<&StoredImage>,
+) -> Result<PulledImage, PullError> {
     let origin = reference.resolve_registry().to_string();
     let mirrors = opts.mirrors_of(reference.registry())?;
     for (i, mirror) in mirrors.iter().enumerate() {
         let source = Source {
-            image: &image,
+            image,
             reference: mirror.reference(reference),
             registry: mirror.host.clone(),
             mirror_of: Some(reference.registry()),
         };
-        match pull_from(&source, opts, store).await {
+        match pull_from(&source, opts, store, stored).await {
             Ok(pulled) => return Ok(pulled),
             Err(e) if e.is_digest_mismatch() => return Err(e),
             Err(e) => {
@@ -103,12 +270,12 @@ pub async fn pull(
         }
     }
     let source = Source {
-        image: &image,
+        image,
         reference: reference.clone(),
         registry: origin,
         mirror_of: None,
     };
-    pull_from(&source, opts, store).await
+    pull_from(&source, opts, store, stored).await
 }
 
 /// Where one attempt at an image is fetched from.
@@ -132,10 +299,19 @@ impl fmt::Display for Source<'_> {
     }
 }
 
+/// A manifest or config as fetched (or found in the store).
+struct Fetched {
+    bytes: Vec<u8>,
+    digest: Digest,
+    /// Already in the store: no need to write it.
+    stored: bool,
+}
+
 async fn pull_from(
     source: &Source<'_>,
     opts: &RegistryOptions,
     store: &LayerStore,
+    stored: Option<&StoredImage>,
 ) -> Result<PulledImage, PullError> {
     let start = Instant::now();
     let image = source.image.to_string();
@@ -150,12 +326,19 @@ async fn pull_from(
     }
     let endpoints = endpoints(opts, registry, opts.tls_verify && !insecure)?;
     log::info!("pulling {image} from {source}");
+    let registry_error =
+        |(f, attempts): (Failure, u32)| f.into_pull_error(&image, registry, attempts);
+    let bad = |detail: String| PullError::Registry {
+        image: image.clone(),
+        registry: registry.clone(),
+        detail,
+    };
 
     let what = format!("{image}: fetching the manifest from {registry}");
-    let (ep, manifest, manifest_digest, config_json) =
+    let (ep, top, top_digest) =
         with_retries(&opts.retry, &what, || fetch_manifest(&endpoints, reference))
             .await
-            .map_err(|(f, attempts)| f.into_pull_error(&image, registry, attempts))?;
+            .map_err(registry_error)?;
     let endpoint = &endpoints[ep];
     if endpoint.scheme == "http" {
         let why = if opts.tls_verify {
@@ -166,19 +349,108 @@ async fn pull_from(
         log::info!("{registry} does not speak TLS: using plain HTTP ({why})");
     }
 
-    let config = ImageConfiguration::from_reader(config_json.as_bytes()).map_err(|e| {
-        PullError::BadConfig {
+    if let Some(s) = stored.filter(|s| s.digest == top_digest) {
+        let mut pulled = from_store(store, s.clone(), ImageSource::Registry, "");
+        pulled.served_by = registry.clone();
+        log::info!(
+            "{image} ({}) from {source} is up to date: {} layers reused from the store, none \
+             downloaded",
+            short(&pulled.manifest_digest),
+            pulled.stats.layers_reused
+        );
+        return Ok(pulled);
+    }
+
+    // An index: the manifest for this platform, from the store if it has it.
+    let manifest = match serde_json::from_slice::<OciManifest>(&top) {
+        Ok(OciManifest::Image(_)) => Fetched {
+            digest: top_digest
+                .parse()
+                .map_err(|e: crate::DigestParseError| bad(e.to_string()))?,
+            bytes: top.to_vec(),
+            stored: false,
+        },
+        Ok(OciManifest::ImageIndex(index)) => {
+            let Some(platform) = current_platform_resolver(&index.manifests) else {
+                return Err(PullError::NotFound {
+                    image,
+                    registry: registry.clone(),
+                    detail: format!(
+                        "the image index {top_digest} has no manifest for this machine \
+                         (linux/{})",
+                        std::env::consts::ARCH
+                    ),
+                });
+            };
+            let digest: Digest = platform
+                .parse()
+                .map_err(|e: crate::DigestParseError| bad(e.to_string()))?;
+            match store.read_blob(&digest) {
+                Some(bytes) => Fetched {
+                    bytes,
+                    digest,
+                    stored: true,
+                },
+                None => {
+                    let by_digest = reference.clone_with_digest(platform.clone());
+                    let what = format!("{image}: fetching the manifest {platform} from {registry}");
+                    let (_, bytes, _) = with_retries(&opts.retry, &what, || {
+                        fetch_manifest(&endpoints[ep..=ep], &by_digest)
+                    })
+                    .await
+                    .map_err(registry_error)?;
+                    Fetched {
+                        bytes: bytes.to_vec(),
+                        digest,
+                        stored: false,
+                    }
+                }
+            }
+        }
+        Err(e) => return Err(bad(format!("invalid manifest {top_digest}: {e}"))),
+    };
+    let (parsed, layer_list) =
+        parse_manifest(&manifest.bytes).map_err(|e| bad(format!("{}: {e}", manifest.digest)))?;
+    if parsed.schema_version != 2 {
+        return Err(bad(format!(
+            "manifest {}: unsupported schema version {}",
+            manifest.digest, parsed.schema_version
+        )));
+    }
+
+    let config = match store.read_blob(&layer_list.config) {
+        Some(bytes) => Fetched {
+            bytes,
+            digest: layer_list.config.clone(),
+            stored: true,
+        },
+        None => {
+            let what = format!("{image}: fetching the config from {registry}");
+            let bytes = with_retries(&opts.retry, &what, || {
+                fetch_config(endpoint, reference, &parsed.config)
+            })
+            .await
+            .map_err(registry_error)?;
+            Fetched {
+                bytes,
+                digest: layer_list.config.clone(),
+                stored: false,
+            }
+        }
+    };
+    let image_config =
+        ImageConfiguration::from_reader(&config.bytes[..]).map_err(|e| PullError::BadConfig {
             image: image.clone(),
             detail: e.to_string(),
-        }
-    })?;
+        })?;
 
-    let mut layers = Vec::with_capacity(manifest.layers.len());
+    let mut layers = Vec::with_capacity(parsed.layers.len());
+    let mut distinct = HashSet::new();
     let mut to_fetch: Vec<(Digest, &OciDescriptor)> = Vec::new();
-    for desc in &manifest.layers {
+    for desc in &parsed.layers {
         let digest = check_layer(&image, desc)?;
         layers.push(store.layer_path(&digest));
-        if !store.contains(&digest) && !to_fetch.iter().any(|(d, _)| *d == digest) {
+        if distinct.insert(digest.clone()) && !store.contains(&digest) {
             to_fetch.push((digest, desc));
         }
     }
@@ -233,13 +505,62 @@ async fn pull_from(
     if let Some(e) = failure {
         return Err(e);
     }
+
+    // The image is stored once its record is, after everything it names.
+    let layer_digests = layer_list.layers;
+    let record = Record {
+        reference: image.clone(),
+        digest: top_digest,
+        manifest: manifest.digest.clone(),
+        served_by: registry.clone(),
+        pulled: SystemTime::now(),
+    };
+    let commit = {
+        let store = store.clone();
+        let layers = layer_digests.clone();
+        tokio::task::spawn_blocking(move || {
+            for blob in [&manifest, &config] {
+                if !blob.stored {
+                    store.write_blob(&blob.digest, &blob.bytes)?;
+                }
+            }
+            store.mark_used(&layers);
+            let dir = store.layers_dir();
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(StoreError::at(&dir))?;
+            store.write_record(&record)?;
+            Ok(record.manifest)
+        })
+    };
+    let manifest_digest = match commit.await {
+        Ok(Ok(digest)) => digest,
+        Ok(Err(source)) => return Err(PullError::Store { image, source }),
+        Err(join) => {
+            return Err(PullError::Store {
+                image,
+                source: StoreError {
+                    path: store.root().to_path_buf(),
+                    source: io::Error::other(format!("the commit task failed: {join}")),
+                },
+            })
+        }
+    };
+
     let secs = start.elapsed().as_secs_f64();
     let unpacked: u64 = stats.iter().map(|s| s.bytes).sum();
+    let pull_stats = PullStats {
+        layers_reused: distinct.len() - fetched,
+        layers_downloaded: fetched,
+        bytes_downloaded: total,
+    };
     log::info!(
-        "pulled {image} ({}) from {source}: {} layers ({} cached), {} MB downloaded, {} MB unpacked, in {secs:.1} s ({:.1} MB/s)",
-        short(&manifest_digest),
-        manifest.layers.len(),
-        manifest.layers.len() - fetched,
+        "pulled {image} ({}) from {source}: {} layers, {} downloaded, {} reused from the store; \
+         {} MB downloaded, {} MB unpacked, in {secs:.1} s ({:.1} MB/s)",
+        manifest_digest.short(),
+        distinct.len(),
+        pull_stats.layers_downloaded,
+        pull_stats.layers_reused,
         mb(total),
         mb(unpacked),
         total as f64 / 1e6 / secs.max(0.001),
@@ -247,24 +568,30 @@ async fn pull_from(
     Ok(PulledImage {
         reference: image,
         served_by: registry.clone(),
-        manifest_digest,
-        config,
+        manifest_digest: manifest_digest.to_string(),
+        config: image_config,
         layers,
+        layer_digests,
+        source: ImageSource::Registry,
+        stats: pull_stats,
     })
 }
 
+/// The manifest (or index) `reference` names, as served, with its digest
+/// (checked by oci-client against the registry's `Docker-Content-Digest`
+/// and the reference's digest, if any), and which endpoint answered.
 async fn fetch_manifest(
     endpoints: &[Endpoint],
     reference: &Reference,
-) -> Result<(usize, OciImageManifest, String, String), Failure> {
+) -> Result<(usize, Bytes, String), Failure> {
     let mut failures = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
         match ep
             .client
-            .pull_manifest_and_config(reference, &RegistryAuth::Anonymous)
+            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
             .await
         {
-            Ok((manifest, digest, config)) => return Ok((i, manifest, digest, config)),
+            Ok((bytes, digest)) => return Ok((i, bytes, digest)),
             Err(e) => {
                 let f = ep.classify(&e);
                 log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
@@ -288,6 +615,45 @@ async fn fetch_manifest(
         failures.iter().position(Failure::retryable).unwrap_or(0)
     };
     Err(failures.swap_remove(pick))
+}
+
+/// A config blob, bounded by its descriptor's size and verified.
+async fn fetch_config(
+    ep: &Endpoint,
+    reference: &Reference,
+    desc: &OciDescriptor,
+) -> Result<Vec<u8>, Failure> {
+    let limit = u64::try_from(desc.size)
+        .ok()
+        .filter(|s| *s > 0)
+        .unwrap_or(MAX_CONFIG);
+    let mut body = ep
+        .client
+        .pull_blob_stream(reference, desc)
+        .await
+        .map_err(|e| ep.classify(&e))?;
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ep.classify_io(&e))?;
+        out.extend_from_slice(&chunk);
+        if out.len() as u64 > limit {
+            return Err(Failure::Other(format!(
+                "the config {} is larger than the {limit} bytes its descriptor announces",
+                desc.digest
+            )));
+        }
+    }
+    let expected: Digest = desc
+        .digest
+        .parse()
+        .map_err(|e: crate::DigestParseError| Failure::Other(e.to_string()))?;
+    let actual = expected.of(&out);
+    if actual != expected {
+        return Err(Failure::Digest(format!(
+            "the config {expected} hashes to {actual}"
+        )));
+    }
+    Ok(out)
 }
 
 fn check_layer(image: &str, desc: &OciDescriptor) -> Result<Digest, PullError> {
@@ -516,10 +882,6 @@ impl Read for ChannelReader {
         self.chunk.advance(n);
         Ok(n)
     }
-}
-
-fn mb(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / 1e6)
 }
 
 fn short(digest: &str) -> &str {

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use b2c_oci::{parse_reference, pull, LayerStore, PullError, RegistryOptions, RetryPolicy};
+use b2c_oci::{
+    parse_reference, pull, LayerStore, PullError, PullPolicy, RegistryOptions, RetryPolicy,
+};
 use common::{gzip, init_logging, logged, sha256, Tb};
 use serde_json::json;
 
@@ -227,7 +229,7 @@ async fn transient_failures_are_retried() {
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
 
     let r = parse_reference(&format!("{host}/test/flaky:v1")).unwrap();
-    let pulled = pull(&r, &opts(), &store).await.unwrap();
+    let pulled = pull(&r, &opts(), &store, PullPolicy::Always).await.unwrap();
     assert_eq!(
         std::fs::read(pulled.layers[1].join("big")).unwrap().len(),
         300_000
@@ -246,7 +248,7 @@ async fn transient_failures_are_retried() {
         "{retries:?}"
     );
     // The interrupted attempt left nothing behind.
-    let names: Vec<_> = std::fs::read_dir(store.root())
+    let names: Vec<_> = std::fs::read_dir(store.root().join("layers"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -255,7 +257,9 @@ async fn transient_failures_are_retried() {
     // A blob that keeps failing with 500: retried, then reported with the
     // layer digest.
     let r = parse_reference(&format!("{host}/test/broken:v1")).unwrap();
-    let err = pull(&r, &opts(), &store).await.unwrap_err();
+    let err = pull(&r, &opts(), &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, PullError::Unreachable { attempts: 3, .. }),
         "{err}"
@@ -264,6 +268,8 @@ async fn transient_failures_are_retried() {
 
     // An unknown repository: 404, not retried.
     let r = parse_reference(&format!("{host}/test/none:v1")).unwrap();
-    let err = pull(&r, &opts(), &store).await.unwrap_err();
+    let err = pull(&r, &opts(), &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::NotFound { .. }), "{err}");
 }

@@ -8,7 +8,9 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use b2c_oci::{parse_reference, pull, LayerStore, PullError, RegistryOptions, RetryPolicy};
+use b2c_oci::{
+    parse_reference, pull, LayerStore, PullError, PullPolicy, RegistryOptions, RetryPolicy,
+};
 use common::init_logging;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,7 +51,9 @@ async fn environment_proxies_are_ignored() {
             },
             ..RegistryOptions::default()
         };
-        let err = pull(&r, &opts, &store).await.unwrap_err();
+        let err = pull(&r, &opts, &store, PullPolicy::Always)
+            .await
+            .unwrap_err();
         assert!(matches!(err, PullError::Unreachable { .. }), "{err}");
         assert!(err.to_string().contains("refused"), "{err}");
         assert!(!err.to_string().contains("proxy"), "{err}");

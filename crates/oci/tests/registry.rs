@@ -9,213 +9,18 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use b2c_oci::{
-    parse_reference, pull, LayerError, LayerStore, ProxyOptions, PullError, RegistryOptions,
-    RetryPolicy,
+    parse_reference, pull, LayerError, LayerStore, ProxyOptions, PullError, PullPolicy,
+    RegistryOptions, RetryPolicy,
 };
-use common::{gzip, init_logging, logged, sha256, warnings, Tb};
+use common::registry::{free_port, run, Image, Layout, Registry};
+use common::{init_logging, logged, sha256, warnings, Tb};
 use serde_json::json;
-
-/// A registry process, killed (by its pid) and reaped on drop, whatever
-/// happened in the test.
-struct Registry {
-    child: Child,
-    port: u16,
-    storage: PathBuf,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start(tls: Option<(&Path, &Path)>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let storage = dir.path().join("storage");
-        let tls = tls
-            .map(|(cert, key)| {
-                format!(
-                    "  tls:\n    certificate: {}\n    key: {}\n",
-                    cert.display(),
-                    key.display()
-                )
-            })
-            .unwrap_or_default();
-        let config = dir.path().join("config.yml");
-        fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
-                 storage:\n  filesystem:\n    rootdirectory: {}\n\
-                 http:\n  addr: 127.0.0.1:{port}\n{tls}",
-                storage.display()
-            ),
-        )
-        .unwrap();
-        let log = dir.path().join("registry.log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&log).unwrap())
-            .stderr(fs::File::create(dir.path().join("registry.err")).unwrap())
-            .spawn()
-            .expect("docker-registry (Debian package docker-registry) must be installed");
-        let reg = Registry {
-            child,
-            port,
-            storage,
-            log,
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        reg
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn blob_path(&self, digest: &str) -> PathBuf {
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        self.storage
-            .join("docker/registry/v2/blobs/sha256")
-            .join(&hex[..2])
-            .join(hex)
-            .join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let err = self.log.with_file_name("registry.err");
-            eprintln!(
-                "--- registry log ---\n{}",
-                fs::read_to_string(err).unwrap_or_default()
-            );
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// An OCI image layout under construction.
-struct Layout {
-    dir: PathBuf,
-}
-
-struct Image {
-    manifest: serde_json::Value,
-    layer_digests: Vec<String>,
-}
-
-impl Layout {
-    fn new(dir: &Path) -> Layout {
-        fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-        fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-        Layout {
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    fn blob(&self, data: &[u8]) -> String {
-        let digest = sha256(data);
-        let hex = digest.strip_prefix("sha256:").unwrap();
-        fs::write(self.dir.join("blobs/sha256").join(hex), data).unwrap();
-        digest
-    }
-
-    fn descriptor(&self, media_type: &str, data: &[u8]) -> serde_json::Value {
-        json!({"mediaType": media_type, "digest": self.blob(data), "size": data.len()})
-    }
-
-    /// A manifest for these layer tarballs (gzip'd here); returns its
-    /// descriptor-to-be and the layer digests.
-    fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Image {
-        let gz: Vec<Vec<u8>> = layers.iter().map(|t| gzip(t)).collect();
-        let config = json!({
-            "architecture": arch,
-            "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/hello"], "WorkingDir": "/"},
-            "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|t| sha256(t)).collect::<Vec<_>>()},
-        });
-        let layer_descs: Vec<_> = gz
-            .iter()
-            .map(|g| self.descriptor("application/vnd.oci.image.layer.v1.tar+gzip", g))
-            .collect();
-        let manifest = json!({
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": self.descriptor(
-                "application/vnd.oci.image.config.v1+json",
-                config.to_string().as_bytes()
-            ),
-            "layers": layer_descs,
-        });
-        Image {
-            manifest,
-            layer_digests: gz.iter().map(|g| sha256(g)).collect(),
-        }
-    }
-
-    fn tag(&self, tags: &[(&str, serde_json::Value)]) {
-        let manifests: Vec<_> = tags
-            .iter()
-            .map(|(tag, desc)| {
-                let mut d = desc.clone();
-                d["annotations"] = json!({"org.opencontainers.image.ref.name": tag});
-                d
-            })
-            .collect();
-        fs::write(
-            self.dir.join("index.json"),
-            json!({"schemaVersion": 2, "manifests": manifests}).to_string(),
-        )
-        .unwrap();
-    }
-
-    fn manifest_desc(&self, image: &Image) -> serde_json::Value {
-        self.descriptor(
-            "application/vnd.oci.image.manifest.v1+json",
-            image.manifest.to_string().as_bytes(),
-        )
-    }
-
-    fn push(&self, tag: &str, dest: &str, extra: &[&str]) {
-        run(Command::new("skopeo")
-            .args(["copy", "--quiet", "--dest-tls-verify=false"])
-            .args(extra)
-            .arg(format!("oci:{}:{tag}", self.dir.display()))
-            .arg(format!("docker://{dest}")));
-    }
-}
 
 fn base_layer(tag: &str) -> Vec<u8> {
     Tb::new()
@@ -303,7 +108,9 @@ async fn pulls_over_http_and_reuses_layers() {
 
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
     let reference = parse_reference(&format!("docker://{host}/test/x:v1")).unwrap();
-    let pulled = pull(&reference, &insecure(), &store).await.unwrap();
+    let pulled = pull(&reference, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&pulled.layers, "oci");
     assert_eq!(
         pulled.layers[0],
@@ -316,23 +123,44 @@ async fn pulls_over_http_and_reuses_layers() {
     // Second pull: the layers are already in the store and are not
     // downloaded again (a marker in a layer directory survives).
     fs::write(pulled.layers[0].join("marker"), b"").unwrap();
-    let again = pull(&reference, &insecure(), &store).await.unwrap();
+    let again = pull(&reference, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     assert_eq!(again.layers, pulled.layers);
     assert!(again.layers[0].join("marker").exists());
 
     // Docker v2 schema 2 media types.
     let r = parse_reference(&format!("{host}/test/docker:v1")).unwrap();
-    let docker = pull(&r, &insecure(), &store).await.unwrap();
+    let docker = pull(&r, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&docker.layers, "oci");
 
     // Index → the linux/amd64 manifest.
     let r = parse_reference(&format!("{host}/test/multi:v1")).unwrap();
-    let multi = pull(&r, &insecure(), &store).await.unwrap();
+    let multi = pull(&r, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&multi.layers, "idx");
+    // Again: the index is unchanged, so nothing more is fetched.
+    let again = pull(&r, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap();
+    assert_eq!(again.layers, multi.layers);
+    assert_eq!(again.manifest_digest, multi.manifest_digest);
+    assert_eq!(
+        (again.stats.layers_downloaded, again.stats.layers_reused),
+        (0, 2)
+    );
+    let stored = store.stored_image(&r).unwrap();
+    assert_eq!(stored.digest, sha256(index.to_string().as_bytes()));
+    assert_eq!(stored.manifest_digest.to_string(), multi.manifest_digest);
 
     // Missing tag: fails at once, naming the image and the registry.
     let r = parse_reference(&format!("{host}/test/x:nope")).unwrap();
-    let err = pull(&r, &insecure(), &store).await.unwrap_err();
+    let err = pull(&r, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::NotFound { .. }), "{err}");
     assert!(
         err.to_string().contains("test/x:nope") && err.to_string().contains(&host),
@@ -344,9 +172,14 @@ async fn pulls_over_http_and_reuses_layers() {
     );
 
     // Verification on, plain HTTP registry: a TLS error, not retried.
-    let err = pull(&reference, &RegistryOptions::default(), &store)
-        .await
-        .unwrap_err();
+    let err = pull(
+        &reference,
+        &RegistryOptions::default(),
+        &store,
+        PullPolicy::Always,
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, PullError::Tls { .. }), "{err}");
     assert!(err.to_string().contains("--tls-verify=false"), "{err}");
 }
@@ -371,7 +204,9 @@ async fn corrupted_blob_is_not_committed() {
 
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
     let r = parse_reference(&format!("{}/test/bad:v1", reg.host())).unwrap();
-    let err = pull(&r, &insecure(), &store).await.unwrap_err();
+    let err = pull(&r, &insecure(), &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     match &err {
         PullError::Layer {
             digest,
@@ -382,7 +217,7 @@ async fn corrupted_blob_is_not_committed() {
     }
     assert!(err.to_string().contains(&img.layer_digests[1]), "{err}");
     assert!(!store.contains(&img.layer_digests[1].parse().unwrap()));
-    let leftovers: Vec<_> = fs::read_dir(store.root())
+    let leftovers: Vec<_> = fs::read_dir(store.root().join("layers"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with('.'))
@@ -480,7 +315,7 @@ async fn https_needs_the_ca() {
 
     // Without the CA: a certificate error that says what to do, at once.
     let store = LayerStore::new(t.join("store")).unwrap();
-    let err = pull(&r, &RegistryOptions::default(), &store)
+    let err = pull(&r, &RegistryOptions::default(), &store, PullPolicy::Always)
         .await
         .unwrap_err();
     assert!(
@@ -512,12 +347,14 @@ async fn https_needs_the_ca() {
         extra_ca_pem: vec![fs::read(t.join("ca.pem")).unwrap()],
         ..RegistryOptions::default()
     };
-    let pulled = pull(&r, &opts, &store).await.unwrap();
+    let pulled = pull(&r, &opts, &store, PullPolicy::Always).await.unwrap();
     check_unpacked(&pulled.layers, "tls");
 
     // --tls-verify=false: HTTPS without verification works too.
     let store2 = LayerStore::new(t.join("store2")).unwrap();
-    let pulled = pull(&r, &insecure(), &store2).await.unwrap();
+    let pulled = pull(&r, &insecure(), &store2, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&pulled.layers, "tls");
 
     // Through a proxy: a CONNECT tunnel, the certificate still verified.
@@ -530,7 +367,9 @@ async fn https_needs_the_ca() {
         ..opts
     };
     let store3 = LayerStore::new(t.join("store3")).unwrap();
-    let pulled = pull(&r, &via_proxy, &store3).await.unwrap();
+    let pulled = pull(&r, &via_proxy, &store3, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&pulled.layers, "tls");
     let heads = proxy.heads();
     assert!(!heads.is_empty());
@@ -560,7 +399,9 @@ async fn unreachable_registry_is_retried_then_reported() {
         },
         ..RegistryOptions::default()
     };
-    let err = pull(&r, &opts, &store).await.unwrap_err();
+    let err = pull(&r, &opts, &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(
         matches!(err, PullError::Unreachable { attempts: 3, .. }),
         "{err}"
@@ -622,7 +463,9 @@ async fn mirror_serves_while_the_origin_is_down() {
     };
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
     let r = parse_reference(&format!("{origin}/test/m:v1")).unwrap();
-    let pulled = pull(&r, &opts(m.clone()), &store).await.unwrap();
+    let pulled = pull(&r, &opts(m.clone()), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&pulled.layers, "mirrored");
     assert_eq!(pulled.served_by, m);
     assert_eq!(pulled.reference, format!("{origin}/test/m:v1"));
@@ -633,9 +476,14 @@ async fn mirror_serves_while_the_origin_is_down() {
     let store = LayerStore::new(tmp.path().join("store2")).unwrap();
     let digest = sha256(img.manifest.to_string().as_bytes());
     let r = parse_reference(&format!("{origin}/test/m@{digest}")).unwrap();
-    let pulled = pull(&r, &opts(format!("{m}/hub/cache")), &store)
-        .await
-        .unwrap();
+    let pulled = pull(
+        &r,
+        &opts(format!("{m}/hub/cache")),
+        &store,
+        PullPolicy::Always,
+    )
+    .await
+    .unwrap();
     check_unpacked(&pulled.layers, "mirrored");
     assert_eq!(pulled.manifest_digest, digest);
     assert!(
@@ -667,7 +515,7 @@ async fn mirror_failures_fall_back_to_the_origin() {
     };
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
     let r = parse_reference(&format!("{o}/test/fb:v1")).unwrap();
-    let pulled = pull(&r, &opts, &store).await.unwrap();
+    let pulled = pull(&r, &opts, &store, PullPolicy::Always).await.unwrap();
     check_unpacked(&pulled.layers, "origin");
     assert_eq!(pulled.served_by, o);
 
@@ -720,7 +568,9 @@ async fn mirror_serving_a_bad_layer_is_an_error() {
     };
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
     let r = parse_reference(&format!("{o}/test/bad:v1")).unwrap();
-    let err = pull(&r, &opts, &store).await.unwrap_err();
+    let err = pull(&r, &opts, &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(err.is_digest_mismatch(), "{err}");
     assert!(
         matches!(
@@ -756,7 +606,9 @@ async fn insecure_registry_entry_allows_plain_http() {
 
     // Exact host:port, with verification on.
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
-    let pulled = pull(&r, &opts(&host), &store).await.unwrap();
+    let pulled = pull(&r, &opts(&host), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&pulled.layers, "insecure");
     let said = logged_with(&[&host, "insecure by b2c.insecure_registry"]);
     assert_eq!(said.len(), 1, "once per pull: {said:?}");
@@ -767,11 +619,15 @@ async fn insecure_registry_entry_allows_plain_http() {
 
     // Host alone: any port.
     let store = LayerStore::new(tmp.path().join("store2")).unwrap();
-    pull(&r, &opts("127.0.0.1"), &store).await.unwrap();
+    pull(&r, &opts("127.0.0.1"), &store, PullPolicy::Always)
+        .await
+        .unwrap();
 
     // Another port of the same host is not covered.
     let other = format!("127.0.0.1:{}", reg.port.wrapping_add(1));
-    let err = pull(&r, &opts(&other), &store).await.unwrap_err();
+    let err = pull(&r, &opts(&other), &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::Tls { .. }), "{err}");
     assert!(
         err.to_string()
@@ -911,7 +767,9 @@ async fn proxies_are_used_and_their_credentials_hidden() {
     // A proxy nobody listens on: the pull fails, and says which proxy.
     let dead = free_port();
     let store = LayerStore::new(tmp.path().join("store")).unwrap();
-    let err = pull(&r, &opts(dead, None), &store).await.unwrap_err();
+    let err = pull(&r, &opts(dead, None), &store, PullPolicy::Always)
+        .await
+        .unwrap_err();
     assert!(matches!(err, PullError::Unreachable { .. }), "{err}");
     let msg = err.to_string();
     assert!(
@@ -926,15 +784,22 @@ async fn proxies_are_used_and_their_credentials_hidden() {
     );
 
     // The same proxy, bypassed by no_proxy: direct, and it works.
-    pull(&r, &opts(dead, Some("localhost,127.0.0.0/8")), &store)
-        .await
-        .unwrap();
+    pull(
+        &r,
+        &opts(dead, Some("localhost,127.0.0.0/8")),
+        &store,
+        PullPolicy::Always,
+    )
+    .await
+    .unwrap();
 
     // A working proxy: plain-HTTP requests are forwarded to it, with the
     // credentials in Proxy-Authorization.
     let proxy = TinyProxy::start();
     let store = LayerStore::new(tmp.path().join("store2")).unwrap();
-    let pulled = pull(&r, &opts(proxy.port, None), &store).await.unwrap();
+    let pulled = pull(&r, &opts(proxy.port, None), &store, PullPolicy::Always)
+        .await
+        .unwrap();
     check_unpacked(&pulled.layers, "proxied");
     let heads = proxy.heads();
     assert!(

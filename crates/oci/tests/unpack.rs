@@ -386,7 +386,7 @@ fn truncated_and_garbage_archives_fail() {
 }
 
 fn store_entries(store: &LayerStore) -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(store.root())
+    let mut v: Vec<String> = fs::read_dir(store.root().join("layers"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
@@ -448,12 +448,21 @@ fn store_commits_only_verified_layers() {
 #[test]
 fn store_removes_leftovers_of_an_interrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("layers");
-    fs::create_dir_all(root.join(".tmp-sha256-0123-1-0/usr/bin")).unwrap();
-    fs::write(root.join(".tmp-sha256-0123-1-0/usr/bin/x"), b"partial").unwrap();
-    std::os::unix::fs::symlink("/etc", root.join(".tmp-sha256-0123-1-0/etc")).unwrap();
-    fs::create_dir_all(root.join("sha256-keep")).unwrap();
+    let root = tmp.path().join("store");
+    let layers = root.join("layers");
+    fs::create_dir_all(layers.join(".tmp-sha256-0123-1-0/usr/bin")).unwrap();
+    fs::write(layers.join(".tmp-sha256-0123-1-0/usr/bin/x"), b"partial").unwrap();
+    std::os::unix::fs::symlink("/etc", layers.join(".tmp-sha256-0123-1-0/etc")).unwrap();
+    fs::create_dir_all(layers.join("sha256-keep")).unwrap();
+    // A blob and a record cut short by a power cut.
+    fs::create_dir_all(root.join("blobs/sha256")).unwrap();
+    fs::write(root.join("blobs/sha256/.tmp-0123-1-1"), b"{\"sche").unwrap();
+    fs::create_dir_all(root.join("images")).unwrap();
+    fs::write(root.join("images/.tmp-4567-1-2"), b"{\"refer").unwrap();
     let store = LayerStore::new(&root).unwrap();
     assert_eq!(store_entries(&store), vec!["sha256-keep"]);
+    for dir in ["blobs/sha256", "images"] {
+        assert_eq!(fs::read_dir(root.join(dir)).unwrap().count(), 0, "{dir}");
+    }
     assert!(Path::new("/etc/passwd").exists());
 }

@@ -9,6 +9,8 @@ use std::sync::{Mutex, Once};
 use sha2::Digest as _;
 use tar::{EntryType, Header};
 
+pub mod registry;
+
 /// A tarball builder that writes names verbatim: `tar::Builder`'s own
 /// path setters refuse `..`, which hostile-archive tests need.
 pub struct Tb {
