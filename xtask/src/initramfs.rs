@@ -71,7 +71,7 @@ fn manifest(name: &str) -> Result<Vec<String>> {
         .collect())
 }
 
-fn build_init() -> Result<PathBuf> {
+pub(crate) fn build_init() -> Result<PathBuf> {
     run(Command::new(env!("CARGO"))
         .current_dir(workspace_root())
         .args(["build", "--release", "--target", TARGET, "-p", "init"]))?;
@@ -80,7 +80,7 @@ fn build_init() -> Result<PathBuf> {
 
 /// A dynamic binary with the shared libraries and loader it needs, at the
 /// paths the loader looks for them.
-fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
+pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
     let path = Path::new(binary);
     if !path.exists() {
         return Err(format!("{binary} is missing: run `make deps`").into());
@@ -139,7 +139,7 @@ fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel, work: &Path) -> R
     Ok(files.len())
 }
 
-fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {
+pub(crate) fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {
     let mut cmd = match compression {
         Compression::Zstd => {
             let mut c = Command::new("zstd");
@@ -185,7 +185,17 @@ fn write_bundled_roots(path: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn build(o: &Options) -> Result<PathBuf> {
+/// What [`build`] made.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub path: PathBuf,
+    pub compressed_bytes: u64,
+    /// The cpio archive before compression.
+    pub uncompressed_bytes: u64,
+    pub init_bytes: u64,
+}
+
+pub fn build(o: &Options) -> Result<Built> {
     let ext = match o.compression {
         Compression::Zstd => "cpio.zst",
         Compression::Xz => "cpio.xz",
@@ -253,14 +263,20 @@ pub fn build(o: &Options) -> Result<PathBuf> {
     std::fs::remove_file(&cpio_path)?;
     std::fs::remove_dir_all(&work)?;
     std::fs::rename(&compressed, &out)?;
+    let built = Built {
+        compressed_bytes: std::fs::metadata(&out)?.len(),
+        uncompressed_bytes: size,
+        init_bytes: std::fs::metadata(&init)?.len(),
+        path: out,
+    };
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
         "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules (kernel {})",
-        out.display(),
-        mib(std::fs::metadata(&out)?.len()),
-        mib(size),
-        mib(std::fs::metadata(&init)?.len()),
+        built.path.display(),
+        mib(built.compressed_bytes),
+        mib(built.uncompressed_bytes),
+        mib(built.init_bytes),
         kernel.release,
     );
-    Ok(out)
+    Ok(built)
 }

@@ -1,5 +1,6 @@
 //! cargo xtask: build and boot the b2c initramfs.
 
+mod bench;
 mod cpio;
 mod initramfs;
 mod kernel;
@@ -18,9 +19,11 @@ usage: cargo xtask <command>
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
-  qemu [-- ARGS...]         boot it under QEMU on a private test network
+  qemu [--disk IMG]... [-- ARGS...]
+                            boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
-                            ARGS appended to the kernel command line
+                            ARGS appended to the kernel command line and
+                            each IMG (a raw disk image) as a virtio disk
 ";
 
 fn main() {
@@ -31,8 +34,9 @@ fn main() {
             .and_then(|o| initramfs::build(&o))
             .map(|_| ()),
         Some("qemu") => qemu::run(&args[1..]),
+        Some("bench") => bench::run_bench(&args[1..]),
         _ => {
-            eprint!("{USAGE}");
+            eprint!("{USAGE}{}", bench::USAGE);
             std::process::exit(2);
         }
     };

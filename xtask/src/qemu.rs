@@ -10,6 +10,19 @@ use qemu_tests::{BootOptions, TestNet};
 use crate::Result;
 
 pub fn run(args: &[String]) -> Result<()> {
+    let ours: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
+    let mut disks = Vec::new();
+    let mut it = ours.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--disk" => disks.push(
+                it.next()
+                    .ok_or("--disk needs a disk image file")?
+                    .to_string(),
+            ),
+            other => return Err(format!("qemu: unknown option {other} (see `cargo xtask`)").into()),
+        }
+    }
     let append = args
         .iter()
         .skip_while(|a| *a != "--")
@@ -34,6 +47,12 @@ pub fn run(args: &[String]) -> Result<()> {
     );
     let mut opts = BootOptions::new("xtask-qemu", &append);
     opts.echo = true;
+    for disk in &disks {
+        opts.extra_qemu_args.extend([
+            "-drive".to_string(),
+            format!("file={disk},if=virtio,format=raw"),
+        ]);
+    }
     opts.timeout = Duration::from_secs(3600);
     let boot = net.boot(&opts)?;
     if let Some(at) = boot.status_at {

@@ -1,0 +1,206 @@
+//! `cargo xtask bench`: b2c against what people use today, side by side,
+//! in one run on one machine. Writes target/bench/results.md and
+//! results.json and prints the table.
+//!
+//! - pull + unpack, cold, of a large multi-layer image served by a local
+//!   registry: `b2c pull` vs `podman pull` vs `skopeo copy` + `umoci
+//!   unpack` vs the floor (`tar -xzf` of the same layer files);
+//! - boot under QEMU TCG to the status line: b2c vs a static init that
+//!   powers off at once (the floor) vs a busybox script doing the same job;
+//! - sizes of the initramfs (zstd, xz, none) and of the init;
+//! - peak RSS of the pulls.
+
+mod boot;
+mod deps;
+mod image;
+mod measure;
+mod pull;
+mod registry;
+mod report;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use crate::initramfs::{self, Compression};
+use crate::{kernel, run, workspace_root, Result};
+
+pub const USAGE: &str = "\
+  bench [--quick] [--runs N] [--no-pull] [--no-boot]
+                            b2c against podman, skopeo+umoci, tar, a busybox
+                            script and a static init: pull, boot, size, memory.
+                            Writes target/bench/results.{md,json}
+";
+
+#[derive(Debug)]
+struct Options {
+    runs: usize,
+    quick: bool,
+    pull: bool,
+    boot: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options> {
+        let mut o = Options {
+            runs: 3,
+            quick: false,
+            pull: true,
+            boot: true,
+        };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--quick" => {
+                    o.quick = true;
+                    o.runs = 1;
+                }
+                "--runs" => {
+                    o.runs = it
+                        .next()
+                        .and_then(|n| n.parse().ok())
+                        .filter(|n| *n > 0)
+                        .ok_or("--runs needs a number > 0")?
+                }
+                "--no-pull" => o.pull = false,
+                "--no-boot" => o.boot = false,
+                other => return Err(format!("bench: unknown option {other}").into()),
+            }
+        }
+        Ok(o)
+    }
+}
+
+pub fn bench_dir() -> PathBuf {
+    workspace_root().join("target/bench")
+}
+
+/// `rm -rf`, also of what podman's overlay driver may leave mounted.
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(first) => {
+            let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+            let prefix = path.to_string_lossy().into_owned();
+            let mut targets: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split_whitespace().nth(1))
+                .filter(|t| t.starts_with(&prefix))
+                .collect();
+            targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+            for t in targets {
+                let _ = Command::new("umount").arg("-l").arg(t).status();
+            }
+            std::fs::remove_dir_all(path)
+                .map_err(|e| format!("cannot remove {}: {first}; then {e}", path.display()).into())
+        }
+    }
+}
+
+fn build_cli() -> Result<PathBuf> {
+    run(Command::new(env!("CARGO"))
+        .current_dir(workspace_root())
+        .args(["build", "--release", "-q", "-p", "b2c"]))?;
+    Ok(workspace_root().join("target/release/b2c"))
+}
+
+pub fn run_bench(args: &[String]) -> Result<()> {
+    let start = Instant::now();
+    let o = Options::parse(args)?;
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("bench needs root (podman storage, drop_caches, network namespaces)".into());
+    }
+    let dir = bench_dir();
+    std::fs::create_dir_all(&dir)?;
+    let logs = dir.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+
+    deps::ensure()?;
+    kernel::fetch(false)?;
+    println!("bench: building the b2c command and the initramfs (release) ...");
+    let cli = build_cli()?;
+    let initramfs_dir = dir.join("initramfs");
+    std::fs::create_dir_all(&initramfs_dir)?;
+    let compressions: &[(Compression, &str)] = if o.quick {
+        &[(Compression::Zstd, "zst"), (Compression::None, "raw")]
+    } else {
+        &[
+            (Compression::Zstd, "zst"),
+            (Compression::Xz, "xz"),
+            (Compression::None, "raw"),
+        ]
+    };
+    let mut builds = Vec::new();
+    for (c, ext) in compressions {
+        builds.push(initramfs::build(&initramfs::Options {
+            ca_cert: None,
+            compression: *c,
+            output: Some(initramfs_dir.join(format!("b2c.cpio.{ext}"))),
+        })?);
+    }
+    let sizes = report::Sizes::measure(&builds)?;
+
+    let pull = if o.pull {
+        let image = image::get()?;
+        println!("bench: starting a registry on loopback and pushing the image ...");
+        let registry = registry::Registry::start(&dir.join("registry"))?;
+        let reference = registry.push(&image.layout, image::TAG, "bench/large:latest")?;
+        let results = pull::bench(&image, &reference, &cli, o.runs, &dir.join("work"), &logs)?;
+        drop(registry);
+        Some((image, results))
+    } else {
+        None
+    };
+
+    let boot = if o.boot {
+        let base = dir.join("baselines");
+        let mut candidates = vec![
+            boot::Candidate {
+                key: "floor",
+                label: "floor: static init, powers off at once".into(),
+                initramfs: boot::floor_initramfs(&base)?,
+                append: String::new(),
+            },
+            boot::Candidate {
+                key: "busybox",
+                label: "busybox script: udhcpc, wget, tar, crun (zstd)".into(),
+                initramfs: boot::busybox_initramfs(&base)?,
+                append: String::new(),
+            },
+        ];
+        for b in &builds {
+            let (key, what) = match b.path.extension().and_then(|e| e.to_str()) {
+                Some("zst") => ("b2c-zstd", "zstd -19"),
+                Some("xz") => ("b2c-xz", "xz -9"),
+                _ => ("b2c-none", "uncompressed"),
+            };
+            candidates.push(boot::Candidate {
+                key,
+                label: format!("b2c ({what})"),
+                initramfs: b.path.clone(),
+                append: boot::b2c_append(),
+            });
+        }
+        Some(boot::bench(&candidates, o.runs)?)
+    } else {
+        None
+    };
+
+    let results = report::Results::new(&o, sizes, pull, boot, start.elapsed().as_secs_f64());
+    let md = results.markdown();
+    std::fs::write(dir.join("results.md"), &md)?;
+    std::fs::write(
+        dir.join("results.json"),
+        serde_json::to_string_pretty(&results)?,
+    )?;
+    println!("\n{md}");
+    println!(
+        "bench: wrote {} and {} ({:.1} min)",
+        dir.join("results.md").display(),
+        dir.join("results.json").display(),
+        start.elapsed().as_secs_f64() / 60.0
+    );
+    Ok(())
+}

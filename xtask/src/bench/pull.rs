@@ -1,0 +1,268 @@
+//! Pull + unpack of the large image, cold: b2c, podman, skopeo + umoci,
+//! and the floor (the same gzip layers untarred from local disk with
+//! `tar`, all at once). Rounds interleave the tools, so that whatever
+//! drifts on the machine drifts for all of them.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::image::LargeImage;
+use super::measure::{self, median, Measured};
+use crate::Result;
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ToolRuns {
+    pub key: String,
+    pub label: String,
+    /// What was run, for the record.
+    pub command: String,
+    /// Wall time of each run, seconds.
+    pub seconds: Vec<f64>,
+    /// The `sync` right after each run: the write-back it left behind.
+    pub sync_seconds: Vec<f64>,
+    pub max_rss_kib: Vec<u64>,
+    /// For multi-step tools: each step's times.
+    pub steps: Vec<(String, Vec<f64>)>,
+    /// Entries (files, dirs, links...) found in the result of the last run.
+    pub entries: u64,
+}
+
+impl ToolRuns {
+    pub fn median(&self) -> f64 {
+        median(&self.seconds)
+    }
+    pub fn median_sync(&self) -> f64 {
+        median(&self.sync_seconds)
+    }
+    pub fn peak_rss_kib(&self) -> u64 {
+        self.max_rss_kib.iter().copied().max().unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PullResults {
+    pub reference: String,
+    pub cold_cache: bool,
+    pub podman_driver: String,
+    pub tools: Vec<ToolRuns>,
+}
+
+impl PullResults {
+    pub fn tool(&self, key: &str) -> Option<&ToolRuns> {
+        self.tools.iter().find(|t| t.key == key)
+    }
+}
+
+struct Tool {
+    key: &'static str,
+    label: String,
+    /// Each step is a set of commands run at the same time.
+    steps: Vec<(String, Vec<Command>)>,
+    /// Where it writes: emptied before each run.
+    work: PathBuf,
+    /// What to count entries in after a run.
+    result: PathBuf,
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn tools(
+    image: &LargeImage,
+    reference: &str,
+    b2c: &Path,
+    work: &Path,
+    podman_driver: &str,
+) -> Vec<Tool> {
+    let mut out = Vec::new();
+
+    let w = work.join("b2c");
+    let mut c = Command::new(b2c);
+    c.args([
+        "pull",
+        &format!("docker://{reference}"),
+        "--tls-verify=false",
+    ])
+    .arg("--root")
+    .arg(&w);
+    out.push(Tool {
+        key: "b2c",
+        label: "`b2c pull`".into(),
+        steps: vec![("pull".into(), vec![c])],
+        result: w.join("layers"),
+        work: w,
+    });
+
+    let w = work.join("podman");
+    let mut c = Command::new("podman");
+    c.arg("--root")
+        .arg(w.join("root"))
+        .arg("--runroot")
+        .arg(w.join("run"))
+        .args(["--storage-driver", podman_driver])
+        .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
+        .args(["pull", "-q", "--tls-verify=false", reference]);
+    out.push(Tool {
+        key: "podman",
+        label: format!("`podman pull` ({podman_driver})"),
+        steps: vec![("pull".into(), vec![c])],
+        result: w.join(format!("root/{podman_driver}")),
+        work: w,
+    });
+
+    let w = work.join("skopeo-umoci");
+    let layout = format!("{}:{}", w.join("layout").display(), super::image::TAG);
+    let mut copy = Command::new("skopeo");
+    copy.args(["--insecure-policy", "copy", "-q", "--src-tls-verify=false"])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{layout}"));
+    let mut unpack = Command::new("umoci");
+    unpack
+        .args(["unpack", "--image", &layout])
+        .arg(w.join("bundle"));
+    out.push(Tool {
+        key: "skopeo-umoci",
+        label: "`skopeo copy` + `umoci unpack`".into(),
+        steps: vec![
+            ("skopeo copy".into(), vec![copy]),
+            ("umoci unpack".into(), vec![unpack]),
+        ],
+        result: w.join("bundle/rootfs"),
+        work: w,
+    });
+
+    let w = work.join("floor");
+    let tars = image
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let mut c = Command::new("sh");
+            // Each layer into its own directory, as the layer stores do.
+            c.arg("-c")
+                .arg(r#"mkdir -p "$2" && exec tar -xzf "$1" -C "$2""#)
+                .arg("tar")
+                .arg(&l.blob)
+                .arg(w.join(i.to_string()));
+            c
+        })
+        .collect();
+    out.push(Tool {
+        key: "floor",
+        label: "floor: `tar -xzf` of the layer files, in parallel".into(),
+        steps: vec![("untar".into(), tars)],
+        result: w.clone(),
+        work: w,
+    });
+    out
+}
+
+/// Whether podman can use overlay storage here; else vfs.
+fn podman_driver(work: &Path, logs: &Path) -> String {
+    let w = work.join("podman-probe");
+    let _ = super::remove_tree(&w);
+    let ok = measure::run(
+        Command::new("podman")
+            .arg("--root")
+            .arg(w.join("root"))
+            .arg("--runroot")
+            .arg(w.join("run"))
+            .args(["--storage-driver", "overlay", "info"]),
+        &logs.join("podman-probe.log"),
+    )
+    .is_ok();
+    let _ = super::remove_tree(&w);
+    if ok {
+        "overlay".into()
+    } else {
+        println!("bench: podman cannot use overlay storage here: using vfs");
+        "vfs".into()
+    }
+}
+
+fn count_entries(dir: &Path) -> u64 {
+    crate::run_output("find", &[&dir.to_string_lossy()])
+        .map(|o| o.lines().count() as u64)
+        .unwrap_or(0)
+}
+
+pub fn bench(
+    image: &LargeImage,
+    reference: &str,
+    b2c: &Path,
+    runs: usize,
+    work: &Path,
+    logs: &Path,
+) -> Result<PullResults> {
+    std::fs::create_dir_all(work)?;
+    std::fs::create_dir_all(logs)?;
+    let driver = podman_driver(work, logs);
+    let mut tools = tools(image, reference, b2c, work, &driver);
+    let mut results: Vec<ToolRuns> = tools
+        .iter()
+        .map(|t| ToolRuns {
+            key: t.key.into(),
+            label: t.label.clone(),
+            command: t
+                .steps
+                .iter()
+                .map(|(_, cmds)| describe(&cmds[0]))
+                .collect::<Vec<_>>()
+                .join(" && "),
+            seconds: Vec::new(),
+            sync_seconds: Vec::new(),
+            max_rss_kib: Vec::new(),
+            steps: t
+                .steps
+                .iter()
+                .map(|(n, _)| (n.clone(), Vec::new()))
+                .collect(),
+            entries: 0,
+        })
+        .collect();
+    let mut cold = true;
+    for round in 0..runs {
+        for (tool, res) in tools.iter_mut().zip(results.iter_mut()) {
+            super::remove_tree(&tool.work)?;
+            std::fs::create_dir_all(&tool.work)?;
+            cold &= measure::drop_caches();
+            let log = logs.join(format!("pull-{}-{round}.log", tool.key));
+            let _ = std::fs::remove_file(&log);
+            let mut total = 0.0;
+            let mut rss = 0;
+            for (i, (_, cmds)) in tool.steps.iter_mut().enumerate() {
+                let m: Measured = measure::run_parallel(cmds, &log)?;
+                total += m.wall.as_secs_f64();
+                rss = rss.max(m.max_rss_kib);
+                res.steps[i].1.push(m.wall.as_secs_f64());
+            }
+            let sync = measure::sync_time().as_secs_f64();
+            res.seconds.push(total);
+            res.sync_seconds.push(sync);
+            res.max_rss_kib.push(rss);
+            println!(
+                "bench: pull {}/{runs} {:<14} {total:6.2} s (+ sync {sync:.2} s), peak RSS {:.0} MiB",
+                round + 1,
+                tool.key,
+                rss as f64 / 1024.0
+            );
+            if round + 1 == runs {
+                res.entries = count_entries(&tool.result);
+            }
+        }
+    }
+    for tool in &tools {
+        super::remove_tree(&tool.work)?;
+    }
+    Ok(PullResults {
+        reference: reference.into(),
+        cold_cache: cold,
+        podman_driver: driver,
+        tools: results,
+    })
+}

@@ -1,0 +1,452 @@
+//! The results: one serializable record, rendered as markdown.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::path::Path;
+
+use super::boot::BootResults;
+use super::image::LargeImage;
+use super::pull::PullResults;
+use super::Options;
+use crate::initramfs::Built;
+use crate::{run_output, Result};
+
+const MB: f64 = 1e6;
+const MIB: f64 = 1024.0 * 1024.0;
+
+#[derive(Debug, serde::Serialize)]
+pub struct Sizes {
+    /// Compressed initramfs by compression (`zst`, `xz`, `raw`).
+    pub initramfs_bytes: BTreeMap<String, u64>,
+    pub uncompressed_bytes: u64,
+    pub init_stripped_bytes: u64,
+    /// What the uncompressed archive is made of.
+    pub breakdown: BTreeMap<String, u64>,
+}
+
+impl Sizes {
+    pub fn measure(builds: &[Built]) -> Result<Sizes> {
+        let mut initramfs_bytes = BTreeMap::new();
+        let mut breakdown = BTreeMap::new();
+        for b in builds {
+            let ext = b
+                .path
+                .extension()
+                .map(|e| e.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if ext == "raw" {
+                breakdown = cpio_breakdown(&b.path)?;
+            }
+            initramfs_bytes.insert(ext, b.compressed_bytes);
+        }
+        Ok(Sizes {
+            initramfs_bytes,
+            uncompressed_bytes: builds.first().map_or(0, |b| b.uncompressed_bytes),
+            init_stripped_bytes: builds.first().map_or(0, |b| b.init_bytes),
+            breakdown,
+        })
+    }
+
+    fn zstd(&self) -> u64 {
+        self.initramfs_bytes.get("zst").copied().unwrap_or(0)
+    }
+}
+
+/// File sizes of an uncompressed cpio, by what they are for.
+fn cpio_breakdown(cpio: &Path) -> Result<BTreeMap<String, u64>> {
+    let listing = run_output("cpio", &["-itv", "--quiet", "-F", &cpio.to_string_lossy()])?;
+    let mut out = BTreeMap::new();
+    for line in listing.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        if f.len() < 9 || !f[0].starts_with('-') {
+            continue;
+        }
+        let size: u64 = f[4].parse().unwrap_or(0);
+        let name = f[8];
+        let group = if name == "init" {
+            "init (b2c)"
+        } else if name.starts_with("lib/modules/") {
+            "kernel modules"
+        } else if name.starts_with("etc/ssl/") {
+            "CA roots (PEM, for oci-client)"
+        } else if name.ends_with("/crun") {
+            "crun"
+        } else if name.ends_with("/busybox") {
+            "busybox"
+        } else if name.ends_with("/mke2fs") {
+            "mke2fs"
+        } else {
+            "shared libraries and loader (crun, mke2fs)"
+        };
+        *out.entry(group.to_string()).or_insert(0) += size;
+    }
+    Ok(out)
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Target {
+    pub target: String,
+    pub measured: String,
+    pub holds: bool,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory: String,
+    pub kernel: String,
+    pub os: String,
+    pub rustc: String,
+    pub commit: String,
+    pub date: String,
+}
+
+impl Machine {
+    fn probe() -> Machine {
+        let out = |p: &str, a: &[&str]| run_output(p, a).unwrap_or_default().trim().to_string();
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+            .unwrap_or_default();
+        let memory = std::fs::read_to_string("/proc/meminfo")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.split_whitespace().next()?.parse::<f64>().ok())
+            .map(|kib| format!("{:.1} GiB", kib / MIB))
+            .unwrap_or_default();
+        let os = std::fs::read_to_string("/etc/os-release")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+            .unwrap_or_default()
+            .trim_matches('"')
+            .to_string();
+        let dirty = !out("git", &["status", "--porcelain"]).is_empty();
+        let commit = format!(
+            "{}{}",
+            out("git", &["rev-parse", "--short", "HEAD"]),
+            if dirty { " (+ local changes)" } else { "" }
+        );
+        Machine {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory,
+            kernel: out("uname", &["-r"]),
+            os,
+            rustc: out("rustc", &["--version"]),
+            commit,
+            date: out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]),
+        }
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Results {
+    pub command: String,
+    pub runs: usize,
+    pub machine: Machine,
+    pub sizes: Sizes,
+    pub image: Option<LargeImage>,
+    pub pull: Option<PullResults>,
+    pub boot: Option<BootResults>,
+    pub targets: Vec<Target>,
+    pub total_seconds: f64,
+}
+
+fn mb(bytes: u64) -> String {
+    format!(
+        "{:.2} MB ({:.2} MiB)",
+        bytes as f64 / MB,
+        bytes as f64 / MIB
+    )
+}
+
+fn runs_list(v: &[f64]) -> String {
+    v.iter()
+        .map(|s| format!("{s:.2}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Results {
+    pub fn new(
+        o: &Options,
+        sizes: Sizes,
+        pull: Option<(LargeImage, PullResults)>,
+        boot: Option<BootResults>,
+        total_seconds: f64,
+    ) -> Results {
+        let mut command = "cargo xtask bench".to_string();
+        if o.quick {
+            command.push_str(" --quick");
+        } else if o.runs != 3 {
+            command.push_str(&format!(" --runs {}", o.runs));
+        }
+        if !o.pull {
+            command.push_str(" --no-pull");
+        }
+        if !o.boot {
+            command.push_str(" --no-boot");
+        }
+        let (image, pull) = match pull {
+            Some((i, p)) => (Some(i), Some(p)),
+            None => (None, None),
+        };
+        let mut r = Results {
+            command,
+            runs: o.runs,
+            machine: Machine::probe(),
+            sizes,
+            image,
+            pull,
+            boot,
+            targets: Vec::new(),
+            total_seconds,
+        };
+        r.targets = r.evaluate();
+        r
+    }
+
+    fn evaluate(&self) -> Vec<Target> {
+        let mut t = Vec::new();
+        let mut add = |target: &str, measured: String, holds: bool| {
+            t.push(Target {
+                target: target.into(),
+                measured,
+                holds,
+            })
+        };
+        if let Some(p) = &self.pull {
+            if let (Some(b), Some(podman), Some(floor)) =
+                (p.tool("b2c"), p.tool("podman"), p.tool("floor"))
+            {
+                let speedup = podman.median() / b.median();
+                add(
+                    "pull ≥ 2× faster than `podman pull`",
+                    format!(
+                        "{speedup:.2}× ({:.2} s vs {:.2} s)",
+                        b.median(),
+                        podman.median()
+                    ),
+                    speedup >= 2.0,
+                );
+                let to_floor = b.median() / floor.median();
+                add(
+                    "pull within 1.3× of the floor (`tar -xzf`, layers in parallel)",
+                    format!(
+                        "{to_floor:.2}× ({:.2} s vs {:.2} s)",
+                        b.median(),
+                        floor.median()
+                    ),
+                    to_floor <= 1.3,
+                );
+                let rss = b.peak_rss_kib() * 1024;
+                add(
+                    "peak RSS of the large pull ≤ 64 MB",
+                    mb(rss),
+                    rss as f64 <= 64.0 * MB,
+                );
+            }
+        }
+        if let Some(boot) = &self.boot {
+            if let (Some(b), Some(floor), Some(bb)) = (
+                boot.variant("b2c-zstd"),
+                boot.variant("floor"),
+                boot.variant("busybox"),
+            ) {
+                let over = b.median() - floor.median();
+                let bb_over = bb.median() - floor.median();
+                add(
+                    "boot overhead over the floor ≤ 1.5 s (TCG, hello image)",
+                    format!(
+                        "{over:.2} s ({:.2} s vs {:.2} s)",
+                        b.median(),
+                        floor.median()
+                    ),
+                    over <= 1.5,
+                );
+                add(
+                    "boot overhead lower than the busybox script's",
+                    format!("{over:.2} s vs {bb_over:.2} s"),
+                    over < bb_over,
+                );
+            }
+        }
+        let z = self.sizes.zstd();
+        add(
+            "initramfs ≤ 8 MB compressed, crun included (zstd)",
+            mb(z),
+            z as f64 <= 8.0 * MB,
+        );
+        let init = self.sizes.init_stripped_bytes;
+        add("init ≤ 5 MB stripped", mb(init), init as f64 <= 5.0 * MB);
+        t
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let m = &self.machine;
+        let _ = writeln!(s, "### Results of `{}`\n", self.command);
+        let _ = writeln!(
+            s,
+            "{} ({} cores), {} RAM, {}, Linux {}; {}; b2c {}; {}. \
+             Medians of {} run(s) each; the whole run took {:.1} min.\n",
+            m.cpu,
+            m.cores,
+            m.memory,
+            m.os,
+            m.kernel,
+            m.rustc,
+            m.commit,
+            m.date,
+            self.runs,
+            self.total_seconds / 60.0
+        );
+        let _ = writeln!(s, "| target | measured | holds |\n|---|---|---|");
+        for t in &self.targets {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} |",
+                t.target,
+                t.measured,
+                if t.holds { "yes" } else { "**no**" }
+            );
+        }
+        if let (Some(p), Some(img)) = (&self.pull, &self.image) {
+            self.pull_section(&mut s, p, img);
+        }
+        if let Some(b) = &self.boot {
+            self.boot_section(&mut s, b);
+        }
+        self.size_section(&mut s);
+        s
+    }
+
+    fn pull_section(&self, s: &mut String, p: &PullResults, img: &LargeImage) {
+        let _ = writeln!(s, "\n#### Pull + unpack, cold\n");
+        let _ = writeln!(
+            s,
+            "Debian {} minbase + build-essential (debootstrap, slimmed), {} gzip layers: \
+             {:.0} MB compressed, {:.0} MB and {} files unpacked; served by the \
+             distribution registry on loopback over HTTP; every tool starts from an \
+             empty store, {}.\n",
+            img.suite,
+            img.layers.len(),
+            img.compressed() as f64 / MB,
+            img.unpacked_bytes as f64 / MB,
+            img.files,
+            if p.cold_cache {
+                "with the page cache dropped before each run"
+            } else {
+                "warm page cache (dropping it was refused here)"
+            }
+        );
+        let b2c = p.tool("b2c").map_or(f64::NAN, |t| t.median());
+        let _ = writeln!(
+            s,
+            "| tool | median | × b2c | runs (s) | then `sync` | peak RSS |\n|---|---|---|---|---|---|"
+        );
+        for t in &p.tools {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} s | {:.2} | {} | {:.2} s | {:.0} MiB |",
+                t.label,
+                t.median(),
+                t.median() / b2c,
+                runs_list(&t.seconds),
+                t.median_sync(),
+                t.peak_rss_kib() as f64 / 1024.0
+            );
+        }
+        for t in p.tools.iter().filter(|t| t.steps.len() > 1) {
+            let steps: Vec<String> = t
+                .steps
+                .iter()
+                .map(|(n, v)| format!("{n} {:.2} s", super::measure::median(v)))
+                .collect();
+            let _ = writeln!(s, "\n{}: {}.", t.label, steps.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "\nEntries written (files, directories, links; the layer stores keep one \
+             directory per layer, umoci one merged tree): {}.",
+            p.tools
+                .iter()
+                .map(|t| format!("{} {}", t.key, t.entries))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+
+    fn boot_section(&self, s: &mut String, b: &BootResults) {
+        let _ = writeln!(s, "\n#### Boot under QEMU TCG, hello image\n");
+        let _ = writeln!(
+            s,
+            "Wall time from QEMU's start to the `Execution is over, pipeline status: 0` \
+             line: {}, kernel {} (`-kernel vmlinux`, PVH entry), `-accel tcg -smp 2 -m 1024`, \
+             virtio-net on a tap in a private network namespace with dnsmasq, chronyd and \
+             the registry (the qemu-tests harness). Each variant pulls \
+             `b2c/busybox:latest` over HTTP and runs `echo` in it with crun, except the \
+             floor.\n",
+            b.qemu, b.kernel
+        );
+        let floor = b.variant("floor").map_or(f64::NAN, |v| v.median());
+        let _ = writeln!(
+            s,
+            "| init | initramfs | median | over the floor | runs (s) |\n|---|---|---|---|---|"
+        );
+        for v in &b.variants {
+            let _ = writeln!(
+                s,
+                "| {} | {:.2} MiB | {:.2} s | {:+.2} s | {} |",
+                v.label,
+                v.compressed_bytes as f64 / MIB,
+                v.median(),
+                v.median() - floor,
+                runs_list(&v.seconds)
+            );
+        }
+        if let Some(v) = b.variant("b2c-zstd") {
+            let _ = writeln!(
+                s,
+                "\nb2c's own lines in the median zstd boot (uptime-stamped):\n\n```"
+            );
+            for l in &v.timeline {
+                let _ = writeln!(s, "{l}");
+            }
+            let _ = writeln!(s, "```");
+        }
+    }
+
+    fn size_section(&self, s: &mut String) {
+        let z = &self.sizes;
+        let _ = writeln!(s, "\n#### Size\n\n| | size |\n|---|---|");
+        for (ext, name) in [
+            ("zst", "zstd -19"),
+            ("xz", "xz -9"),
+            ("raw", "uncompressed"),
+        ] {
+            if let Some(b) = z.initramfs_bytes.get(ext) {
+                let _ = writeln!(s, "| initramfs, {name} | {} |", mb(*b));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "| init (static musl, stripped) | {} |",
+            mb(z.init_stripped_bytes)
+        );
+        let _ = writeln!(
+            s,
+            "\nWhat the uncompressed initramfs holds:\n\n| part | size |\n|---|---|"
+        );
+        let mut parts: Vec<_> = z.breakdown.iter().collect();
+        parts.sort_by_key(|(_, b)| std::cmp::Reverse(**b));
+        for (name, b) in parts {
+            let _ = writeln!(s, "| {name} | {} |", mb(*b));
+        }
+    }
+}
