@@ -15,6 +15,7 @@ pub enum BootError {
         problem: String,
     },
     Storage(b2c_system::Error),
+    Cache(b2c_storage::StorageError),
     Pull(b2c_oci::PullError),
     Image {
         image: String,
@@ -41,6 +42,7 @@ impl BootError {
                 Some("b2c.ca_cert must name a PEM file inside the initramfs or an http(s) URL")
             }
             BootError::Storage(_) => None,
+            BootError::Cache(_) => Some("check b2c.cache_device, b2c.filesystem and b2c.swap"),
             // The registry errors name their own fix.
             BootError::Pull(_) => None,
             BootError::Image { .. } => Some("check the image name in b2c.run"),
@@ -61,6 +63,7 @@ impl fmt::Display for BootError {
                 write!(f, "b2c.ca_cert={path}: cannot read it: {problem}")
             }
             BootError::Storage(e) => write!(f, "storage: {e}"),
+            BootError::Cache(e) => write!(f, "cache: {e}"),
             BootError::Pull(e) => write!(f, "cannot pull {e}"),
             BootError::Image { image, source } => write!(f, "b2c.run image {image:?}: {source}"),
             BootError::ExtraArgs(e) => write!(f, "b2c.extra_args_url: {e}"),

@@ -57,8 +57,9 @@ fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outco
         }
         phases::hostname(&config, &network)?;
         phases::clock(&config, &network).await;
-        let store = phases::storage()?;
-        let images = phases::pull(&config, &store).await?;
+        let storage = phases::storage(&config)?;
+        phases::make_room(&config, &storage);
+        let images = phases::pull(&config, &storage.store).await?;
         let env_files = phases::env_files(&config).await?;
         let prepared = pipeline::Prepared {
             images: &images,

@@ -17,6 +17,8 @@ use crate::failure::BootError;
 pub const STORAGE: &str = "/storage";
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
+/// boot2container waits this long for the cache disk to appear.
+const CACHE_DEVICE_WAIT: Duration = Duration::from_secs(10);
 const NTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub fn banner() {
@@ -66,12 +68,6 @@ pub fn announce(config: &Config) {
     }
     for warning in &config.warnings {
         warn!("{warning}");
-    }
-    if config.cache_device != b2c_cmdline::CacheDevice::None
-        || config.swap.is_some()
-        || !config.filesystems.is_empty()
-    {
-        warn!("b2c.cache_device, b2c.swap and b2c.filesystem are not supported yet and are ignored: images are kept in RAM");
     }
 }
 
@@ -172,11 +168,71 @@ pub async fn clock(config: &Config, network: &NetworkUp) {
     }
 }
 
-pub fn storage() -> Result<LayerStore, BootError> {
-    b2c_system::mounts::mount_tmpfs(Path::new(STORAGE), "mode=0755,size=90%")
-        .map_err(BootError::Storage)?;
-    LayerStore::new(Path::new(STORAGE).join("oci"))
-        .map_err(|e| BootError::Storage(b2c_system::Error::io(STORAGE, e)))
+/// Where images, layers, volumes and container scratch live: the cache
+/// partition, or RAM. Unmounted (and swap turned off) when dropped.
+pub struct Storage {
+    pub store: LayerStore,
+    cache: Option<b2c_storage::Cache>,
+    swap: Option<b2c_storage::SwapInfo>,
+}
+
+impl Storage {
+    pub fn is_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        b2c_storage::teardown(self.cache.as_ref(), self.swap.as_ref());
+    }
+}
+
+pub fn storage(config: &Config) -> Result<Storage, BootError> {
+    let root = Path::new(STORAGE);
+    let cache = b2c_storage::setup_cache(
+        &config.cache_device,
+        &config.filesystems,
+        root,
+        CACHE_DEVICE_WAIT,
+    )
+    .map_err(BootError::Cache)?;
+    if cache.is_none() {
+        b2c_system::mounts::mount_tmpfs(root, "mode=0755,size=90%").map_err(BootError::Storage)?;
+    }
+    // Container scratch left by an earlier boot of this cache is garbage.
+    let scratch = root.join("containers");
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)
+            .map_err(|e| BootError::Storage(b2c_system::Error::io(&scratch, e)))?;
+    }
+    let swap = match &config.swap {
+        Some(swap) => b2c_storage::setup_swap(swap, cache.as_ref()).map_err(BootError::Cache)?,
+        None => None,
+    };
+    let store = LayerStore::new(root.join("oci"))
+        .map_err(|e| BootError::Storage(b2c_system::Error::io(STORAGE, e)))?;
+    Ok(Storage { store, cache, swap })
+}
+
+/// On a cache, makes room before pulling: least recently used layers that
+/// no image of this pipeline needs go first.
+pub fn make_room(config: &Config, storage: &Storage) {
+    if !storage.is_cache() {
+        return;
+    }
+    let store = &storage.store;
+    let keep: Vec<_> = all_containers(config)
+        .filter_map(|a| b2c_oci::parse_reference(&a.image).ok())
+        .filter_map(|r| store.stored_image(&r))
+        .flat_map(|s| s.layers)
+        .collect();
+    if let Err(e) = store
+        .default_min_free()
+        .and_then(|min| store.evict(min, &keep))
+    {
+        warn!("cache: cannot make room: {e}");
+    }
 }
 
 /// The `b2c.ca_cert` files: paths in the initramfs, or URLs fetched with

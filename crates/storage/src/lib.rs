@@ -1,0 +1,430 @@
+//! The cache device (`b2c.cache_device`), swap (`b2c.swap`) and extra
+//! filesystems (`b2c.filesystem`).
+//!
+//! The cache is an ext4 filesystem labelled `B2C_CACHE`, found by reading
+//! superblocks ourselves (no udev, no blkid in the initramfs), or made on a
+//! new GPT partition covering a whole disk and formatted with the
+//! initramfs' mke2fs. It is mounted at the caller's mount point.
+//!
+//! A cache that cannot be had is not a failed boot: [`setup_cache`] warns,
+//! naming the option to check, and returns `Ok(None)` so that the job runs
+//! with its images in RAM.
+//!
+//! Nothing mounted, swapped on or held by md/dm (per /proc/self/mountinfo,
+//! /proc/swaps and sysfs `holders/`) is ever erased. Kernels built without
+//! the GPT parser (no CONFIG_EFI_PARTITION, as some microVM kernels) work
+//! too: the partition is read from the GPT by us and added with BLKPG, as
+//! partx does.
+//!
+//! Child processes (mke2fs) are waited for through `b2c_system::reaper`.
+
+mod disks;
+mod format;
+mod label;
+#[cfg(test)]
+mod loop_tests;
+mod mount;
+mod partition;
+mod swap;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use b2c_cmdline::{CacheDevice, Filesystem};
+
+pub use disks::MIN_AUTO_DISK;
+pub use label::{parse_label, read_label, LABEL};
+pub use mount::mount_filesystem;
+pub use swap::{setup_swap, SwapInfo, SWAP_FILE};
+
+use disks::{Plan, Sys};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {what}")]
+    Device { path: PathBuf, what: String },
+    #[error("cannot mount {src} on {target} as {fstype}: {source}")]
+    Mount {
+        src: String,
+        target: PathBuf,
+        fstype: String,
+        source: nix::errno::Errno,
+    },
+    #[error("cannot write a partition table on {disk}: {source}")]
+    Gpt {
+        disk: PathBuf,
+        source: gpt::GptError,
+    },
+    #[error("mke2fs {device} failed (exit code {code})")]
+    Format { device: PathBuf, code: i32 },
+    #[error(transparent)]
+    System(#[from] b2c_system::Error),
+    #[error("b2c.cache_device={0}: no b2c.filesystem has this name")]
+    UnknownFilesystem(String),
+    /// An error in the setup of `option`, which the message names.
+    #[error("{option}: {error}")]
+    Option {
+        option: String,
+        error: Box<StorageError>,
+    },
+}
+
+impl StorageError {
+    pub(crate) fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
+        StorageError::Io {
+            path: path.as_ref().to_path_buf(),
+            source,
+        }
+    }
+
+    pub(crate) fn context(self, option: String) -> Self {
+        match self {
+            already @ (StorageError::Option { .. } | StorageError::UnknownFilesystem(_)) => already,
+            error => StorageError::Option {
+                option,
+                error: Box::new(error),
+            },
+        }
+    }
+}
+
+/// A mounted cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cache {
+    pub mountpoint: PathBuf,
+    /// The partition (or device, or `b2c.filesystem` source) mounted.
+    pub device: PathBuf,
+    /// Formatted by this boot: it holds nothing from earlier boots.
+    pub formatted: bool,
+}
+
+/// How `b2c.cache_device` reads on the command line, for messages.
+fn option_text(device: &CacheDevice) -> String {
+    let value = match device {
+        CacheDevice::None => "none",
+        CacheDevice::Auto => "auto",
+        CacheDevice::Reset => "reset",
+        CacheDevice::Device(d) => d,
+        CacheDevice::Filesystem(name) => name,
+    };
+    format!("b2c.cache_device={value}")
+}
+
+/// Finds, creates or formats the cache and mounts it at `mountpoint`.
+///
+/// - `auto`: the first partition labelled `B2C_CACHE` (or whole disk
+///   without partitions); else the first non-removable disk of at least
+///   [`MIN_AUTO_DISK`] (by name; loop, ram, zram, optical, floppy, md, dm,
+///   nbd, raw flash and eMMC boot areas never count) gets a new GPT with one
+///   partition from 1 MiB to its end, formatted. Disks are waited for up to
+///   `wait`; a disk is partitioned only after no new block device showed up
+///   for 2 s.
+/// - `reset`: the same, but a labelled partition found is reformatted.
+/// - `/dev/X`: waited for up to `wait`. A partition is used as is when
+///   labelled, formatted otherwise; a whole disk gives its labelled
+///   partition, or is repartitioned.
+/// - a `b2c.filesystem` name: that filesystem, mounted at `mountpoint`.
+///
+/// A labelled partition that does not mount is reformatted, with a warning.
+/// The mounted filesystem must support `trusted.*` xattrs and d_type (the
+/// layer store's overlayfs needs them).
+///
+/// `Ok(None)` for `none`, and — with a warning — when no cache could be
+/// had (no disk, a device that cannot be used, a failed mke2fs or mount).
+/// `Err` only for an unknown `b2c.filesystem` name or a mount point that
+/// cannot be created.
+pub fn setup_cache(
+    device: &CacheDevice,
+    filesystems: &[Filesystem],
+    mountpoint: &Path,
+    wait: Duration,
+) -> Result<Option<Cache>, StorageError> {
+    setup_cache_in(&Sys::real(), device, filesystems, mountpoint, wait)
+}
+
+pub(crate) fn setup_cache_in(
+    sys: &Sys,
+    device: &CacheDevice,
+    filesystems: &[Filesystem],
+    mountpoint: &Path,
+    wait: Duration,
+) -> Result<Option<Cache>, StorageError> {
+    let option = option_text(device);
+    let plan = match device {
+        CacheDevice::None => return Ok(None),
+        CacheDevice::Filesystem(name) => {
+            let fs = filesystems
+                .iter()
+                .find(|f| &f.name == name)
+                .ok_or_else(|| StorageError::UnknownFilesystem(name.clone()))?;
+            return Ok(mount_named(fs, mountpoint, &option));
+        }
+        CacheDevice::Auto | CacheDevice::Reset => {
+            disks::wait_auto(sys, *device == CacheDevice::Reset, wait, disks::SETTLE)
+        }
+        CacheDevice::Device(dev) => {
+            let path = Path::new(dev);
+            if disks::wait_device(sys, path, wait, &option) {
+                disks::plan_device(sys, path).map_err(|e| format!("{}: {e}", path.display()))
+            } else {
+                Err(format!(
+                    "{} did not appear within {}s",
+                    path.display(),
+                    wait.as_secs()
+                ))
+            }
+        }
+    };
+    let plan = match plan {
+        Ok(plan) => plan,
+        Err(why) => {
+            log::warn!("{option}: {why}: running without a cache, images are kept in RAM");
+            return Ok(None);
+        }
+    };
+    std::fs::create_dir_all(mountpoint).map_err(|e| StorageError::io(mountpoint, e))?;
+    match execute(sys, plan, mountpoint, wait, &option) {
+        Ok(cache) => {
+            if let Err(why) = mount::check_layer_store_support(mountpoint) {
+                mount::unmount(mountpoint);
+                log::warn!(
+                    "{option}: {} cannot hold the layer store: {why}: running without a cache",
+                    cache.device.display()
+                );
+                return Ok(None);
+            }
+            log::info!(
+                "cache: {} mounted on {}{}",
+                cache.device.display(),
+                cache.mountpoint.display(),
+                if cache.formatted { " (new)" } else { "" }
+            );
+            Ok(Some(cache))
+        }
+        Err(e) => {
+            log::warn!("{option}: {e}: running without a cache, images are kept in RAM");
+            Ok(None)
+        }
+    }
+}
+
+fn mount_named(fs: &Filesystem, mountpoint: &Path, option: &str) -> Option<Cache> {
+    if let Err(e) = mount_filesystem(fs, mountpoint) {
+        log::warn!("{option}: {e}: running without a cache, images are kept in RAM");
+        return None;
+    }
+    if let Err(why) = mount::check_layer_store_support(mountpoint) {
+        mount::unmount(mountpoint);
+        log::warn!(
+            "{option}: {} cannot hold the layer store: {why}: running without a cache",
+            fs.src
+        );
+        return None;
+    }
+    log::info!("cache: {} mounted on {}", fs.src, mountpoint.display());
+    Some(Cache {
+        mountpoint: mountpoint.to_path_buf(),
+        device: PathBuf::from(&fs.src),
+        formatted: false,
+    })
+}
+
+fn format_and_mount(device: &Path, mountpoint: &Path) -> Result<Cache, StorageError> {
+    format::format(device)?;
+    mount::mount_ext4(device, mountpoint)?;
+    Ok(Cache {
+        mountpoint: mountpoint.to_path_buf(),
+        device: device.to_path_buf(),
+        formatted: true,
+    })
+}
+
+fn use_or_reformat(
+    device: PathBuf,
+    mountpoint: &Path,
+    option: &str,
+) -> Result<Cache, StorageError> {
+    match mount::mount_ext4(&device, mountpoint) {
+        Ok(()) => Ok(Cache {
+            mountpoint: mountpoint.to_path_buf(),
+            device,
+            formatted: false,
+        }),
+        Err(e) => {
+            log::warn!(
+                "{option}: {e}: reformatting {}, its cached data is lost",
+                device.display()
+            );
+            format_and_mount(&device, mountpoint)
+        }
+    }
+}
+
+fn execute(
+    sys: &Sys,
+    plan: Plan,
+    mountpoint: &Path,
+    wait: Duration,
+    option: &str,
+) -> Result<Cache, StorageError> {
+    match plan {
+        Plan::Use(device) => use_or_reformat(device, mountpoint, option),
+        Plan::Format(device) => {
+            log::info!(
+                "{option}: erasing {} to format it as ext4 labelled {LABEL}",
+                device.display()
+            );
+            format_and_mount(&device, mountpoint)
+        }
+        Plan::Hidden { part, format } => {
+            let device = partition::attach(sys, &part, wait)?;
+            if format {
+                log::info!(
+                    "{option}: erasing {} to format it as ext4 labelled {LABEL}",
+                    device.display()
+                );
+                format_and_mount(&device, mountpoint)
+            } else {
+                use_or_reformat(device, mountpoint, option)
+            }
+        }
+        Plan::Partition(disk) => {
+            log::info!(
+                "{option}: erasing the whole disk {disk}: one GPT partition, ext4 labelled {LABEL}"
+            );
+            let part = partition::partition_disk(sys, &disk, wait)?;
+            format_and_mount(&part, mountpoint)
+        }
+    }
+}
+
+/// Undoes [`setup_cache`] and [`setup_swap`] on the way to power-off: swap
+/// off and its file removed, everything synced, the cache unmounted (lazily
+/// if still busy). Best effort: problems are warnings.
+pub fn teardown(cache: Option<&Cache>, swap: Option<&SwapInfo>) {
+    if let Some(swap) = swap {
+        swap::teardown_swap(swap);
+    }
+    nix::unistd::sync();
+    if let Some(cache) = cache {
+        mount::unmount(&cache.mountpoint);
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Commands in tests go through the reaper too: its thread's
+    //! waitpid(-1) would steal the status from std's `Command::output`.
+
+    use std::process::{Command, Stdio};
+
+    struct Stderr;
+
+    impl log::Log for Stderr {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            eprintln!("{}: {}", record.level(), record.args());
+        }
+        fn flush(&self) {}
+    }
+
+    /// Log lines on stderr, shown for failing tests.
+    pub fn init_log() {
+        if log::set_logger(&Stderr).is_ok() {
+            log::set_max_level(log::LevelFilter::Debug);
+        }
+    }
+
+    /// Exit code and stdout+stderr.
+    pub fn output(cmd: &mut Command) -> (i32, String) {
+        let out = tempfile::tempfile().unwrap();
+        let code = b2c_system::reaper::run(
+            cmd.stdin(Stdio::null())
+                .stdout(out.try_clone().unwrap())
+                .stderr(out.try_clone().unwrap()),
+        )
+        .unwrap();
+        use std::io::{Read, Seek};
+        let mut out = out;
+        out.rewind().unwrap();
+        let mut text = String::new();
+        out.read_to_string(&mut text).unwrap();
+        (code.0, text)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::disks::fake::Tree;
+
+    #[test]
+    fn none_and_unknown_filesystems() {
+        let t = Tree::new();
+        let mnt = t.dir.path().join("storage");
+        let got = setup_cache_in(&t.sys, &CacheDevice::None, &[], &mnt, Duration::ZERO);
+        assert_eq!(got.unwrap(), None);
+        let e = setup_cache_in(
+            &t.sys,
+            &CacheDevice::Filesystem("nfs".into()),
+            &[],
+            &mnt,
+            Duration::ZERO,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "b2c.cache_device=nfs: no b2c.filesystem has this name"
+        );
+        assert!(!mnt.exists());
+    }
+
+    #[test]
+    fn no_disk_is_no_cache_not_an_error() {
+        let t = Tree::new();
+        let mnt = t.dir.path().join("storage");
+        for device in [
+            CacheDevice::Auto,
+            CacheDevice::Reset,
+            CacheDevice::Device(t.dev("sdz").display().to_string()),
+        ] {
+            let got = setup_cache_in(&t.sys, &device, &[], &mnt, Duration::from_millis(100));
+            assert_eq!(got.unwrap(), None, "{device:?}");
+        }
+        // Only removable or small disks: still no cache, nothing touched.
+        t.disk("sda", 8, true).disk("vda", 0, false);
+        let got = setup_cache_in(
+            &t.sys,
+            &CacheDevice::Auto,
+            &[],
+            &mnt,
+            Duration::from_millis(100),
+        );
+        assert_eq!(got.unwrap(), None);
+        assert_eq!(std::fs::metadata(t.dev("sda")).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn error_messages_name_the_option() {
+        let e = StorageError::Format {
+            device: "/dev/vda1".into(),
+            code: 1,
+        }
+        .context("b2c.swap".into());
+        assert_eq!(
+            e.to_string(),
+            "b2c.swap: mke2fs /dev/vda1 failed (exit code 1)"
+        );
+        assert_eq!(
+            option_text(&CacheDevice::Device("/dev/sdb".into())),
+            "b2c.cache_device=/dev/sdb"
+        );
+    }
+}
