@@ -1,6 +1,7 @@
 //! Test images, built from Debian's static busybox without any network,
 //! as one OCI image layout (one blob store, a ref per image) that every
-//! [`crate::TestNet`] pushes into its registry.
+//! [`crate::TestNet`] pushes into its registry; and [`BIG_IMAGE`], in a
+//! layout of its own, pushed only by [`crate::TestNet::push_big_image`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,14 @@ pub const BUSYBOX_DOCKER_IMAGE: &str = "b2c/busybox-docker:latest";
 /// Busybox plus three layers exercising whiteouts, an opaque directory, a
 /// symlink and a hard link; see the `LAYERS_*` constants for the result.
 pub const LAYERS_IMAGE: &str = "b2c/layers:latest";
+/// Busybox plus one layer holding [`BIG_FILE`]: [`BIG_FILE_SIZE`] bytes of
+/// seeded pseudo-random (incompressible) data, so that a pull takes long
+/// enough to be cut in the middle. Only in registries that asked for it
+/// ([`crate::TestNet::push_big_image`]); its checksum: [`big_file_sha256`].
+pub const BIG_IMAGE: &str = "b2c/big:latest";
+/// The big file's path in a container of [`BIG_IMAGE`].
+pub const BIG_FILE: &str = "/big/random.bin";
+pub const BIG_FILE_SIZE: usize = 60 << 20;
 
 pub const IMAGES: &[TestImage] = &[
     TestImage {
@@ -49,6 +58,13 @@ pub const IMAGES: &[TestImage] = &[
         docker_v2s2: false,
     },
 ];
+
+/// Not in [`IMAGES`]: its own layout ([`big_layout`]), pushed on demand.
+pub(crate) const BIG: TestImage = TestImage {
+    name: BIG_IMAGE,
+    layout_ref: "big",
+    docker_v2s2: false,
+};
 
 impl TestImage {
     /// The `skopeo copy` arguments that push this image to `registry`.
@@ -251,11 +267,15 @@ impl Blobs<'_> {
 
     /// Writes config and manifest; returns the manifest descriptor.
     fn image(&self, layers: &[Vec<u8>]) -> Result<Value> {
+        self.image_with(layers, flate2::Compression::default())
+    }
+
+    fn image_with(&self, layers: &[Vec<u8>], compression: flate2::Compression) -> Result<Value> {
         let mut diff_ids = Vec::new();
         let mut descriptors = Vec::new();
         for tar in layers {
             diff_ids.push(sha256(tar));
-            let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+            let mut gz = GzEncoder::new(Vec::new(), compression);
             gz.write_all(tar).context(|| "gzip a layer".to_string())?;
             let gz = gz.finish().context(|| "gzip a layer".to_string())?;
             descriptors.push(json!({
@@ -329,6 +349,11 @@ fn build(dir: &Path) -> Result<PathBuf> {
         descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
         manifests.push(descriptor);
     }
+    write_index(dir, manifests)?;
+    Ok(dir.to_path_buf())
+}
+
+fn write_index(dir: &Path, manifests: Vec<Value>) -> Result<()> {
     write_atomic(
         &dir.join("oci-layout"),
         br#"{"imageLayoutVersion":"1.0.0"}"#,
@@ -341,8 +366,137 @@ fn build(dir: &Path) -> Result<PathBuf> {
     write_atomic(
         &dir.join("index.json"),
         &serde_json::to_vec(&index).expect("json"),
-    )?;
-    Ok(dir.to_path_buf())
+    )
+}
+
+struct BigLayout {
+    dir: PathBuf,
+    file_sha256: String,
+}
+
+/// Names what [`build_big`] makes: change it with the generator or layout.
+const BIG_STAMP: &str = "built-v1";
+
+fn big() -> Result<&'static BigLayout> {
+    static BIG_LAYOUT: OnceLock<Result<BigLayout>> = OnceLock::new();
+    BIG_LAYOUT
+        .get_or_init(|| {
+            let dir = crate::output_dir().join("images-big");
+            match reuse_big(&dir) {
+                Some(built) => Ok(built),
+                None => build_big(&dir),
+            }
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Building takes ~15 s unoptimised (three SHA-256s and a CRC over 60 MB),
+/// so a complete earlier build is reused: its stamp holds the checksum,
+/// and every blob the index names must be there with its size.
+fn reuse_big(dir: &Path) -> Option<BigLayout> {
+    let file_sha256 = std::fs::read_to_string(dir.join(BIG_STAMP)).ok()?;
+    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).ok()?).ok()?;
+    let blob_ok = |d: &Value| {
+        let hex = d["digest"].as_str()?.strip_prefix("sha256:")?;
+        let path = dir.join("blobs/sha256").join(hex);
+        (std::fs::metadata(&path).ok()?.len() == d["size"].as_u64()?).then_some(path)
+    };
+    let manifest: Value =
+        serde_json::from_slice(&std::fs::read(blob_ok(&index["manifests"][0])?).ok()?).ok()?;
+    blob_ok(&manifest["config"])?;
+    for layer in manifest["layers"].as_array()? {
+        blob_ok(layer)?;
+    }
+    Some(BigLayout {
+        dir: dir.to_path_buf(),
+        file_sha256: file_sha256.trim().to_string(),
+    })
+}
+
+/// The OCI layout holding [`BIG_IMAGE`] (ref `big`), built once per
+/// process under `target/qemu-tests/images-big`.
+pub fn big_layout() -> Result<&'static Path> {
+    big().map(|b| b.dir.as_path())
+}
+
+/// The hex SHA-256 of [`BIG_FILE`], as `sha256sum` prints it.
+pub fn big_file_sha256() -> Result<&'static str> {
+    big().map(|b| b.file_sha256.as_str())
+}
+
+/// [`BIG_FILE_SIZE`] bytes from a fixed-seed splitmix64: the same bytes
+/// in every process, and nothing gzip can shrink.
+fn big_file_data() -> Vec<u8> {
+    let mut state: u64 = 0x6232_6320_6361_6368;
+    let mut data = Vec::with_capacity(BIG_FILE_SIZE);
+    while data.len() < BIG_FILE_SIZE {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        data.extend_from_slice(&(z ^ (z >> 31)).to_le_bytes());
+    }
+    data.truncate(BIG_FILE_SIZE);
+    data
+}
+
+fn build_big(out: &Path) -> Result<BigLayout> {
+    let blobs = Blobs { dir: out };
+    let data = big_file_data();
+    let file_sha256 = hex::encode(Sha256::digest(&data));
+    let (big_dir, big_name) = BIG_FILE[1..]
+        .rsplit_once('/')
+        .expect("BIG_FILE is /dir/name");
+    let big_layer = tar(&[
+        dir(big_dir, 0o755),
+        file(&format!("{big_dir}/{big_name}"), data, 0o644),
+    ])?;
+    let layers = [tar(&busybox_layer()?)?, big_layer];
+    // Random data does not compress: storing it spares each test process
+    // seconds of futile deflating (the result is still a gzip layer).
+    let mut descriptor = blobs.image_with(&layers, flate2::Compression::none())?;
+    descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": BIG.layout_ref });
+    write_index(out, vec![descriptor])?;
+    write_atomic(&out.join(BIG_STAMP), file_sha256.as_bytes())?;
+    Ok(BigLayout {
+        dir: out.to_path_buf(),
+        file_sha256,
+    })
+}
+
+/// The digest of `image`'s manifest as its TestNet's registry serves it
+/// (`sha256:<hex>`): what the init calls the image's digest.
+pub fn manifest_digest(image: &str) -> Result<String> {
+    let found = IMAGES
+        .iter()
+        .chain([&BIG])
+        .find(|i| i.name == image)
+        .ok_or_else(|| Error::new(format!("{image} is not a test image")))?;
+    if found.docker_v2s2 {
+        // skopeo converts it on the way: its digest is the registry's.
+        return Err(Error::new(format!(
+            "{image} is converted when pushed: ask the registry for its digest"
+        )));
+    }
+    let layout = if found.name == BIG_IMAGE {
+        big_layout()?
+    } else {
+        layout()?
+    };
+    let path = layout.join("index.json");
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(&path).context(|| format!("read {}", path.display()))?,
+    )
+    .context(|| format!("parse {}", path.display()))?;
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == found.layout_ref)
+        .and_then(|m| m["digest"].as_str())
+        .map(String::from)
+        .ok_or_else(|| Error::new(format!("{}: no ref {}", path.display(), found.layout_ref)))
 }
 
 /// Debian's `busybox` package also installs a /bin/busybox, a dynamic one
@@ -486,5 +640,50 @@ mod tests {
             layer_counts,
             BTreeMap::from([("busybox".into(), 1), ("layers".into(), 4)])
         );
+    }
+
+    #[test]
+    fn big_image_holds_the_file_its_checksum_describes() {
+        let dir = big_layout().unwrap();
+        let blob = |digest: &str| {
+            let hex = digest.strip_prefix("sha256:").unwrap();
+            std::fs::read(dir.join("blobs/sha256").join(hex)).unwrap()
+        };
+        let digest = manifest_digest(BIG_IMAGE).unwrap();
+        let manifest: Value = serde_json::from_slice(&blob(&digest)).unwrap();
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(layers.len(), 2, "busybox and the big layer");
+        let gz = blob(layers[1]["digest"].as_str().unwrap());
+        assert!(
+            gz.len() > BIG_FILE_SIZE,
+            "the big layer should not compress: {} bytes",
+            gz.len()
+        );
+        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&gz[..]));
+        let mut found = None;
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if format!("/{}", entry.path().unwrap().display()) == BIG_FILE {
+                let mut data = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+                found = Some(data);
+            }
+        }
+        let data = found.expect("BIG_FILE in the big layer");
+        assert_eq!(data.len(), BIG_FILE_SIZE);
+        assert_eq!(
+            hex::encode(Sha256::digest(&data)),
+            big_file_sha256().unwrap()
+        );
+        assert_eq!(data, big_file_data(), "the same bytes in every process");
+
+        let busybox = manifest_digest(BUSYBOX_IMAGE).unwrap();
+        assert!(
+            busybox.starts_with("sha256:") && busybox.len() == 71,
+            "{busybox}"
+        );
+        assert_ne!(busybox, digest);
+        assert!(manifest_digest(BUSYBOX_DOCKER_IMAGE).is_err());
+        assert!(manifest_digest("b2c/nothing:latest").is_err());
     }
 }

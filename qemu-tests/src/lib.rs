@@ -5,6 +5,10 @@
 //! plain HTTP file server ([`TestNet::serve_file`], for
 //! `b2c.extra_args_url`). [`NetOptions`] turns DHCP off for tests of static
 //! network configuration. Nothing leaves the machine. Needs root.
+//! Guests can have disks ([`BootOptions::with_disk`], images made and read
+//! back by [`disk`]) and can be cut off at a console line
+//! ([`BootOptions::kill_when`]); [`TestNet::blob_downloads`] counts what
+//! the registry served.
 //!
 //! ```no_run
 //! use qemu_tests::{BootOptions, TestNet};
@@ -21,8 +25,8 @@
 //! `cargo test -p qemu-tests --lib` for the harness's own tests (no kernel
 //! needed) and `cargo test -p qemu-tests --test e2e` (pulls, images, TLS,
 //! clock), `--test pipeline` (pipefail, services, post containers,
-//! volumes, extra args, reboot) and `--test network` (static addresses)
-//! for the boots. Console
+//! volumes, extra args, reboot), `--test network` (static addresses)
+//! and `--test cache` (`b2c.cache_device`) for the boots. Console
 //! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
 //! test the services' logs are kept there too. Boots queue for a CPU slot
 //! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests
@@ -31,6 +35,7 @@
 //! Facts this relies on: `/work/shared/design/TEST-HARNESS.md`.
 
 mod ca;
+pub mod disk;
 pub mod images;
 mod net;
 mod qemu;
@@ -43,7 +48,9 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub use ca::ca_cert_path;
-pub use net::{NetOptions, TestNet, FILE_SERVER, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS};
+pub use net::{
+    count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS,
+};
 pub use qemu::{Boot, BootOptions};
 
 /// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot

@@ -105,14 +105,61 @@ impl TestNet {
         net.start_registry("registry-https", "10.99.0.1:5443", Some((&cert, &key)))?;
         // Both registries share one storage: pushing once serves both.
         for image in images::IMAGES {
-            run(
-                net.command("skopeo")
-                    .args(["--insecure-policy", "--command-timeout", "60s"])
-                    .args(image.push_args(layout, REGISTRY_HTTP)),
-                &format!("skopeo: push {}", image.name),
-            )?;
+            net.push(image, layout)?;
         }
         Ok(net)
+    }
+
+    fn push(&self, image: &images::TestImage, layout: &Path) -> Result<()> {
+        run(
+            self.command("skopeo")
+                .args(["--insecure-policy", "--command-timeout", "120s"])
+                .args(image.push_args(layout, REGISTRY_HTTP)),
+            &format!("skopeo: push {}", image.name),
+        )
+        .map(drop)
+    }
+
+    /// Pushes [`images::BIG_IMAGE`] (≈ 60 MB), which other tests do not
+    /// need; the first call in a process builds it.
+    pub fn push_big_image(&self) -> Result<()> {
+        self.push(&images::BIG, images::big_layout()?)
+    }
+
+    /// Caps what reaches the guest (the tap's egress: downloads) at
+    /// `bytes_per_second`, with a token bucket (`tc … tbf`); `None` lifts
+    /// the cap. For tests that must catch a download in the middle
+    /// however fast the host is.
+    pub fn limit_download_rate(&self, bytes_per_second: Option<u64>) -> Result<()> {
+        let mut tc = self.command("tc");
+        tc.args(["qdisc"]);
+        match bytes_per_second {
+            Some(rate) => tc
+                .args(["replace", "dev", "tap0", "root", "tbf", "rate"])
+                .arg(format!("{}bit", rate * 8))
+                .args(["burst", "64kb", "latency", "500ms"]),
+            // Back to the default queueing; deleting it would fail.
+            None if !self.download_qdisc()?.contains("tbf") => return Ok(()),
+            None => tc.args(["del", "dev", "tap0", "root"]),
+        };
+        run(&mut tc, "tc qdisc").map(drop)
+    }
+
+    /// The queueing discipline on the guest's side, as `tc qdisc show`
+    /// prints it.
+    pub(crate) fn download_qdisc(&self) -> Result<String> {
+        let out = run(
+            self.command("tc").args(["qdisc", "show", "dev", "tap0"]),
+            "tc qdisc show",
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// How many times a blob of `repository` (`b2c/busybox`, no tag) was
+    /// downloaded so far, per the registries' access logs: see
+    /// [`count_blob_downloads`].
+    pub fn blob_downloads(&self, repository: &str) -> usize {
+        count_blob_downloads(&self.registry_log(), repository)
     }
 
     /// The namespace's name, for `ip netns exec` by hand.
@@ -463,6 +510,20 @@ impl Drop for Service {
     }
 }
 
+/// Counts the access-log lines of `log` (see [`TestNet::registry_log`])
+/// for a `GET` of a blob of `repository` that answered 200 or 206: every
+/// download, whole or partial, but not `HEAD`s, redirects or failures.
+/// The lines look like `10.99.0.23 - - [date] "GET
+/// /v2/b2c/busybox/blobs/sha256:… HTTP/1.1" 200 1100000 "" "agent"`.
+pub fn count_blob_downloads(log: &str, repository: &str) -> usize {
+    let request = format!("\"GET /v2/{repository}/blobs/sha256:");
+    log.lines()
+        .filter_map(|line| line.split_once(&request).map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split_once("\" ").map(|(_, after)| after))
+        .filter(|after| after.starts_with("200 ") || after.starts_with("206 "))
+        .count()
+}
+
 /// Runs `f` on a thread that has entered the namespace: network
 /// namespaces are per thread, so the rest of the process is unaffected.
 pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Result<T> {
@@ -536,5 +597,28 @@ fn sweep_stale_namespaces() {
         if empty {
             let _ = Command::new("ip").args(["netns", "delete", &name]).status();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count_blob_downloads;
+
+    #[test]
+    fn counts_blob_downloads_of_one_repository() {
+        let log = r#"time="2025-01-01T00:00:00Z" level=info msg="response completed" http.request.method=GET http.request.uri="/v2/b2c/busybox/blobs/sha256:aa" http.response.status=200
+10.99.0.23 - - [01/Jan/2025:00:00:00 +0000] "GET /v2/b2c/busybox/blobs/sha256:aa HTTP/1.1" 200 1100000 "" "oci-client"
+10.99.0.23 - - [01/Jan/2025:00:00:01 +0000] "GET /v2/b2c/busybox/blobs/sha256:bb HTTP/1.1" 206 100 "" "oci-client"
+10.99.0.23 - - [01/Jan/2025:00:00:02 +0000] "HEAD /v2/b2c/busybox/blobs/sha256:aa HTTP/1.1" 200 0 "" "oci-client"
+10.99.0.23 - - [01/Jan/2025:00:00:03 +0000] "GET /v2/b2c/busybox/blobs/sha256:cc HTTP/1.1" 404 50 "" "oci-client"
+10.99.0.23 - - [01/Jan/2025:00:00:04 +0000] "GET /v2/b2c/busybox/manifests/latest HTTP/1.1" 200 500 "" "oci-client"
+10.99.0.23 - - [01/Jan/2025:00:00:05 +0000] "GET /v2/b2c/busybox-docker/blobs/sha256:aa HTTP/1.1" 200 1100000 "" "oci-client"
+10.99.0.23 - - [01/Jan/2025:00:00:06 +0000] "GET /v2/b2c/big/blobs/sha256:dd HTTP/1.1" 200 62925714 "" "oci-client"
+"#;
+        assert_eq!(count_blob_downloads(log, "b2c/busybox"), 2);
+        assert_eq!(count_blob_downloads(log, "b2c/busybox-docker"), 1);
+        assert_eq!(count_blob_downloads(log, "b2c/big"), 1);
+        assert_eq!(count_blob_downloads(log, "b2c/layers"), 0);
+        assert_eq!(count_blob_downloads("", "b2c/busybox"), 0);
     }
 }

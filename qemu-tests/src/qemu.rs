@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Condvar, Mutex};
@@ -31,6 +31,11 @@ pub struct BootOptions {
     /// Typed on the serial console once a line containing `.0` appears,
     /// e.g. to answer a shell.
     pub answer: Option<(String, String)>,
+    /// QEMU is killed (SIGKILL, by pid) as soon as a console line contains
+    /// this: a power cut at a chosen moment. The guest gets no chance to
+    /// flush anything; what QEMU already wrote to a disk image stays. The
+    /// boot then has `exited == false` and [`Boot::killed_on`] set.
+    pub kill_when: Option<String>,
 }
 
 impl BootOptions {
@@ -45,7 +50,20 @@ impl BootOptions {
             extra_qemu_args: Vec::new(),
             echo: false,
             answer: None,
+            kill_when: None,
         }
+    }
+
+    /// Attaches a raw disk image as the next virtio disk: the first is
+    /// `/dev/vda`, the second `/dev/vdb`…
+    pub fn with_disk(mut self, image: impl AsRef<Path>) -> BootOptions {
+        // QEMU's option syntax escapes a comma by doubling it.
+        let file = image.as_ref().display().to_string().replace(',', ",,");
+        self.extra_qemu_args.extend([
+            "-drive".to_string(),
+            format!("file={file},if=virtio,format=raw"),
+        ]);
+        self
     }
 }
 
@@ -54,8 +72,11 @@ pub struct Boot {
     /// The serial console, one `\n` per line (the `\r`s removed).
     pub console: String,
     /// QEMU exited by itself (the guest powered off or rebooted) rather
-    /// than being killed at the timeout.
+    /// than being killed at the timeout or by [`BootOptions::kill_when`].
     pub exited: bool,
+    /// The console line that matched [`BootOptions::kill_when`], if QEMU
+    /// was killed on it.
+    pub killed_on: Option<String>,
     pub elapsed: Duration,
     /// From QEMU's start to the pipeline status line, when there was one:
     /// the boot time users wait for.
@@ -116,10 +137,10 @@ impl Boot {
 /// For assertion messages: where the log is and how the boot ended.
 impl fmt::Display for Boot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let how = if self.exited {
-            "QEMU exited by itself"
-        } else {
-            "QEMU killed at the timeout"
+        let how = match (&self.killed_on, self.exited) {
+            (Some(line), _) => format!("QEMU killed on the console line {line:?}"),
+            (None, true) => "QEMU exited by itself".to_string(),
+            (None, false) => "QEMU killed at the timeout".to_string(),
         };
         writeln!(
             f,
@@ -256,6 +277,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut console = String::new();
     let mut exited = true;
     let mut status_at = None;
+    let mut killed_on = None;
     loop {
         let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => line,
@@ -278,11 +300,30 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
                 }
             }
         }
+        let kill = exited
+            && killed_on.is_none()
+            && opts
+                .kill_when
+                .as_ref()
+                .is_some_and(|trigger| line.contains(trigger.as_str()));
+        if kill {
+            let _ = qemu.0.kill();
+            exited = false;
+            killed_on = Some(line.clone());
+            // The rest of the pipe, then end of file.
+            deadline = Instant::now() + Duration::from_secs(10);
+        }
         if opts.echo {
             println!("{line}");
         }
         // Written as it comes, so a hung boot still leaves its log.
         let _ = writeln!(log, "{line}");
+        if kill {
+            let _ = writeln!(
+                log,
+                "--- qemu-tests: QEMU killed on the line above (kill_when) ---"
+            );
+        }
         if status_at.is_none() && line.contains(STATUS_LINE) {
             status_at = Some(start.elapsed());
         }
@@ -305,6 +346,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     Ok(Boot {
         console,
         exited,
+        killed_on,
         elapsed,
         status_at,
         log_path,
@@ -333,6 +375,7 @@ mod tests {
         Boot {
             console: console.into(),
             exited,
+            killed_on: None,
             elapsed: Duration::from_secs(1),
             status_at: None,
             log_path: "x.log".into(),

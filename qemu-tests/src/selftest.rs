@@ -10,8 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use sha2::Digest;
 
-use crate::images::{BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_IMAGE};
+use crate::images::{BIG_IMAGE, BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_IMAGE};
 use crate::net::{in_netns, sntp_query};
 use crate::{run, NetOptions, TestNet, FILE_SERVER, GATEWAY};
 
@@ -115,6 +116,53 @@ fn testnet_serves_dhcp_dns_ntp_and_the_registry() {
         refused.is_err(),
         "registry still listening after stop_registry"
     );
+}
+
+#[test]
+fn big_image_is_pushed_on_demand_downloads_are_counted_and_can_be_slowed() {
+    let net = TestNet::start().unwrap();
+    let big = format!("docker://{}/{BIG_IMAGE}", net.registry_http());
+    let inspect = || {
+        net.command("skopeo")
+            .args(["--command-timeout", "60s", "inspect", "--raw"])
+            .args(["--tls-verify=false", &big])
+            .output()
+            .unwrap()
+    };
+    assert!(!inspect().status.success(), "pushed without being asked");
+
+    let default_qdisc = net.download_qdisc().unwrap();
+    net.limit_download_rate(Some(10_000_000)).unwrap();
+    let limited = net.download_qdisc().unwrap();
+    assert!(
+        limited.starts_with("qdisc tbf") && limited.contains("rate 80Mbit"),
+        "{limited}"
+    );
+    net.limit_download_rate(None).unwrap();
+    assert_eq!(net.download_qdisc().unwrap(), default_qdisc);
+    net.limit_download_rate(None).unwrap();
+
+    net.push_big_image().unwrap();
+    let raw = inspect();
+    assert!(raw.status.success(), "{raw:?}");
+    // What the init will report as the image's digest.
+    assert_eq!(
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw.stdout))),
+        crate::images::manifest_digest(BIG_IMAGE).unwrap(),
+        "the registry serves the manifest as built"
+    );
+    assert_eq!(net.blob_downloads("b2c/big"), 0, "{}", net.registry_log());
+    run(
+        net.command("skopeo")
+            .args(["--insecure-policy", "--command-timeout", "120s", "copy"])
+            .args(["--src-tls-verify=false", &big])
+            .arg(format!("oci:{}:big", net.dir().join("pulled").display())),
+        "skopeo copy",
+    )
+    .unwrap();
+    // The config and two layers, each once.
+    assert_eq!(net.blob_downloads("b2c/big"), 3, "{}", net.registry_log());
+    assert_eq!(net.blob_downloads("b2c/busybox"), 0);
 }
 
 #[test]
