@@ -48,10 +48,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut opts = BootOptions::new("xtask-qemu", &append);
     opts.echo = true;
     for disk in &disks {
-        opts.extra_qemu_args.extend([
-            "-drive".to_string(),
-            format!("file={disk},if=virtio,format=raw"),
-        ]);
+        opts = opts.with_disk(disk);
     }
     opts.timeout = Duration::from_secs(3600);
     let boot = net.boot(&opts)?;
