@@ -19,11 +19,12 @@ usage: cargo xtask <command>
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
-  qemu [--disk IMG]... [-- ARGS...]
+  qemu [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
                             ARGS appended to the kernel command line and
-                            each IMG (a raw disk image) as a virtio disk
+                            each IMG (a raw disk image) as a virtio disk;
+                            --big-image also serves b2c/big:latest (65 MB)
 ";
 
 fn main() {

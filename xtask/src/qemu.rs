@@ -12,9 +12,11 @@ use crate::Result;
 pub fn run(args: &[String]) -> Result<()> {
     let ours: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
     let mut disks = Vec::new();
+    let mut big = false;
     let mut it = ours.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
+            "--big-image" => big = true,
             "--disk" => disks.push(
                 it.next()
                     .ok_or("--disk needs a disk image file")?
@@ -35,6 +37,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     println!("starting the test network (dnsmasq, chronyd, registry) ...");
     let net = TestNet::start()?;
+    if big {
+        println!(
+            "pushing {} (60 MiB layer) ...",
+            qemu_tests::images::BIG_IMAGE
+        );
+        net.push_big_image()?;
+    }
     println!(
         "registry: http://{} and https://{} (images: {})",
         net.registry_http(),
