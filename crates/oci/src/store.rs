@@ -107,6 +107,9 @@ pub(crate) fn is_temp(name: &str) -> bool {
     name.starts_with(TEMP_PREFIX)
 }
 
+/// Bump when the layout of the store or what the unpacker writes changes.
+const STORE_FORMAT: &str = "1";
+
 impl LayerStore {
     /// Opens (creating it if needed) a store, and removes the temporary
     /// files and directories an interrupted run left behind. Open a given
@@ -114,6 +117,7 @@ impl LayerStore {
     /// about pulls in flight.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<LayerStore> {
         let store = LayerStore { root: root.into() };
+        store.check_format()?;
         let default_blobs = store.root.join("blobs/sha256");
         for dir in [
             &store.layers_dir(),
@@ -144,6 +148,28 @@ impl LayerStore {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// A store written by a b2c whose layout or unpacker differs is not
+    /// trusted: it is emptied, and everything is pulled again.
+    fn check_format(&self) -> io::Result<()> {
+        let stamp = self.root.join("FORMAT");
+        let found = fs::read_to_string(&stamp).ok();
+        if found.as_deref().map(str::trim) == Some(STORE_FORMAT) {
+            return Ok(());
+        }
+        if self.root.exists() && fs::read_dir(&self.root)?.next().is_some() {
+            log::warn!(
+                "the image store in {} has format {}, not {STORE_FORMAT}: emptying it",
+                self.root.display(),
+                found.as_deref().map_or("unknown", str::trim)
+            );
+            for entry in fs::read_dir(&self.root)? {
+                remove_tree(&entry?.path())?;
+            }
+        }
+        fs::create_dir_all(&self.root)?;
+        fs::write(&stamp, format!("{STORE_FORMAT}\n"))
     }
 
     pub(crate) fn layers_dir(&self) -> PathBuf {
@@ -457,6 +483,23 @@ mod tests {
         assert_eq!(t(951_782_400), "2000-02-29 00:00 UTC");
         assert_eq!(t(1_700_000_000), "2023-11-14 22:13 UTC");
         assert_eq!(t(4_107_542_399), "2100-02-28 23:59 UTC");
+    }
+
+    #[test]
+    fn a_store_of_another_format_is_emptied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = LayerStore::new(tmp.path()).unwrap();
+        let layer = store.layers_dir().join("sha256-00");
+        fs::create_dir_all(&layer).unwrap();
+        LayerStore::new(tmp.path()).unwrap();
+        assert!(layer.exists(), "same format: kept");
+        fs::write(tmp.path().join("FORMAT"), "0\n").unwrap();
+        LayerStore::new(tmp.path()).unwrap();
+        assert!(!layer.exists(), "other format: emptied");
+        assert_eq!(
+            fs::read_to_string(tmp.path().join("FORMAT")).unwrap(),
+            format!("{STORE_FORMAT}\n")
+        );
     }
 
     #[test]
