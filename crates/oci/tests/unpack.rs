@@ -449,6 +449,8 @@ fn store_commits_only_verified_layers() {
 fn store_removes_leftovers_of_an_interrupted_run() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("store");
+    // A store of this format, as an earlier boot left it.
+    LayerStore::new(&root).unwrap();
     let layers = root.join("layers");
     fs::create_dir_all(layers.join(".tmp-sha256-0123-1-0/usr/bin")).unwrap();
     fs::write(layers.join(".tmp-sha256-0123-1-0/usr/bin/x"), b"partial").unwrap();
