@@ -11,7 +11,7 @@ DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony 
 # and serves from its registry at 10.99.0.1:5000.
 DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
 
-.PHONY: all deps kernel initramfs run test unit e2e lint clean
+.PHONY: all deps kernel initramfs run test unit e2e bench lint clean
 
 all: initramfs
 
@@ -40,6 +40,11 @@ e2e: initramfs
 	$(CARGO) test -p qemu-tests -- --test-threads=2
 
 test: unit e2e
+
+# b2c against podman, skopeo+umoci, tar, a busybox script and a static
+# init; installs what it needs; writes target/bench/results.{md,json}.
+bench: deps
+	$(CARGO) xtask bench
 
 lint:
 	$(CARGO) fmt --all --check

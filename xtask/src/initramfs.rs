@@ -9,7 +9,7 @@ use b2c_system::modules::ModuleIndex;
 use crate::cpio::{Archive, Node};
 use crate::{kernel, run, run_output, workspace_root, Result};
 
-const TARGET: &str = "x86_64-unknown-linux-musl";
+pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
@@ -217,6 +217,7 @@ pub fn build(o: &Options) -> Result<Built> {
     std::fs::create_dir_all(&work)?;
     let kernel = kernel::fetch(false)?;
     let init = build_init()?;
+    let init_size = std::fs::metadata(&init)?.len();
     let mut archive = Archive::default();
     archive.add_file("init", &init)?;
     // The kernel opens /dev/console for init before anything is mounted.
@@ -266,7 +267,7 @@ pub fn build(o: &Options) -> Result<Built> {
     let built = Built {
         compressed_bytes: std::fs::metadata(&out)?.len(),
         uncompressed_bytes: size,
-        init_bytes: std::fs::metadata(&init)?.len(),
+        init_bytes: init_size,
         path: out,
     };
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);

@@ -41,6 +41,24 @@ impl Variant {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn timeline_keeps_only_b2c_lines() {
+        let console = "[    0.803041] pci 0000:00:01.1: BAR 0 [io  0x01f0-0x01f7]: legacy\n\
+                       [    1.938]: b2c 0.1.0\n\
+                       hello\n\
+                       [   12.000]: Execution is over, pipeline status: 0\n";
+        assert_eq!(
+            super::timeline(console),
+            [
+                "[    1.938]: b2c 0.1.0",
+                "[   12.000]: Execution is over, pipeline status: 0"
+            ]
+        );
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BootResults {
     pub kernel: String,
@@ -208,18 +226,28 @@ pub fn b2c_append() -> String {
     format!(r#"b2c.run="--tls-verify=false docker://{IMAGE} echo {HELLO}""#)
 }
 
-/// The b2c lines of a console (`[   1.234]: …`).
+/// The b2c lines of a console: `[   1.234]: …` (the kernel's own stamps
+/// have six decimals).
 fn timeline(console: &str) -> Vec<String> {
     console
         .lines()
-        .filter(|l| l.starts_with('[') && l.contains("]: "))
-        .filter(|l| !l.starts_with("[    0.0") || l.contains("]: b2c"))
+        .filter(|l| {
+            l.strip_prefix('[')
+                .and_then(|rest| rest.split_once("]: "))
+                .and_then(|(stamp, _)| stamp.trim_start().split_once('.'))
+                .is_some_and(|(secs, frac)| {
+                    frac.len() == 3
+                        && [secs, frac]
+                            .iter()
+                            .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
         .map(String::from)
         .collect()
 }
 
 pub struct Candidate {
-    pub key: &'static str,
+    pub key: String,
     pub label: String,
     pub initramfs: PathBuf,
     pub append: String,
@@ -232,7 +260,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
     let mut variants: Vec<Variant> = candidates
         .iter()
         .map(|c| Variant {
-            key: c.key.into(),
+            key: c.key.clone(),
             label: c.label.clone(),
             compressed_bytes: std::fs::metadata(&c.initramfs).map_or(0, |m| m.len()),
             initramfs: c.initramfs.clone(),

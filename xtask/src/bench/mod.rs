@@ -25,11 +25,15 @@ use std::time::Instant;
 use crate::initramfs::{self, Compression};
 use crate::{kernel, run, workspace_root, Result};
 
-pub const USAGE: &str = "\
-  bench [--quick] [--runs N] [--no-pull] [--no-boot]
-                            b2c against podman, skopeo+umoci, tar, a busybox
-                            script and a static init: pull, boot, size, memory.
-                            Writes target/bench/results.{md,json}
+pub const USAGE: &str =
+    "  bench [OPTIONS]           b2c against podman, skopeo+umoci, tar, a busybox
+                            script and a static init: pull, boot, size, memory;
+                            writes target/bench/results.{md,json} and prints them
+      --runs N              runs of each measurement (default 5; medians)
+      --quick               one run each, no xz initramfs
+      --no-pull, --no-boot  leave out the pull or the boot benchmark
+      --initramfs LABEL=PATH  also boot this b2c initramfs (e.g. a patched
+                            build) side by side with the others
 ";
 
 #[derive(Debug)]
@@ -38,15 +42,18 @@ struct Options {
     quick: bool,
     pull: bool,
     boot: bool,
+    /// More b2c initramfs images to boot: (label, path).
+    extra: Vec<(String, PathBuf)>,
 }
 
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
-            runs: 3,
+            runs: 5,
             quick: false,
             pull: true,
             boot: true,
+            extra: Vec::new(),
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -55,6 +62,7 @@ impl Options {
                     o.quick = true;
                     o.runs = 1;
                 }
+                // After --quick, --runs still sets the number of runs.
                 "--runs" => {
                     o.runs = it
                         .next()
@@ -64,6 +72,15 @@ impl Options {
                 }
                 "--no-pull" => o.pull = false,
                 "--no-boot" => o.boot = false,
+                "--initramfs" => {
+                    let v = it.next().ok_or("--initramfs needs LABEL=PATH")?;
+                    let (label, path) = v
+                        .split_once('=')
+                        .ok_or_else(|| format!("--initramfs {v}: expected LABEL=PATH"))?;
+                    let path = std::fs::canonicalize(path)
+                        .map_err(|e| format!("--initramfs {path}: {e}"))?;
+                    o.extra.push((label.to_string(), path));
+                }
                 other => return Err(format!("bench: unknown option {other}").into()),
             }
         }
@@ -98,11 +115,15 @@ pub fn remove_tree(path: &Path) -> Result<()> {
     }
 }
 
+/// The `b2c` command, built like the init (static musl, the release
+/// profile): the pull it runs is the boot's, down to the allocator. Built
+/// after the init, it reuses all of the init's compiled dependencies.
 fn build_cli() -> Result<PathBuf> {
     run(Command::new(env!("CARGO"))
         .current_dir(workspace_root())
-        .args(["build", "--release", "-q", "-p", "b2c"]))?;
-    Ok(workspace_root().join("target/release/b2c"))
+        .args(["build", "--release", "-q", "--target", initramfs::TARGET])
+        .args(["-p", "b2c"]))?;
+    Ok(workspace_root().join(format!("target/{}/release/b2c", initramfs::TARGET)))
 }
 
 pub fn run_bench(args: &[String]) -> Result<()> {
@@ -119,8 +140,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
 
     deps::ensure()?;
     kernel::fetch(false)?;
-    println!("bench: building the b2c command and the initramfs (release) ...");
-    let cli = build_cli()?;
+    println!("bench: building the initramfs and the b2c command (release, static musl) ...");
     let initramfs_dir = dir.join("initramfs");
     std::fs::create_dir_all(&initramfs_dir)?;
     let compressions: &[(Compression, &str)] = if o.quick {
@@ -140,6 +160,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             output: Some(initramfs_dir.join(format!("b2c.cpio.{ext}"))),
         })?);
     }
+    let cli = build_cli()?;
     let sizes = report::Sizes::measure(&builds)?;
 
     let pull = if o.pull {
@@ -158,13 +179,13 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         let base = dir.join("baselines");
         let mut candidates = vec![
             boot::Candidate {
-                key: "floor",
+                key: "floor".into(),
                 label: "floor: static init, powers off at once".into(),
                 initramfs: boot::floor_initramfs(&base)?,
                 append: String::new(),
             },
             boot::Candidate {
-                key: "busybox",
+                key: "busybox".into(),
                 label: "busybox script: udhcpc, wget, tar, crun (zstd)".into(),
                 initramfs: boot::busybox_initramfs(&base)?,
                 append: String::new(),
@@ -177,9 +198,17 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 _ => ("b2c-none", "uncompressed"),
             };
             candidates.push(boot::Candidate {
-                key,
+                key: key.into(),
                 label: format!("b2c ({what})"),
                 initramfs: b.path.clone(),
+                append: boot::b2c_append(),
+            });
+        }
+        for (label, path) in &o.extra {
+            candidates.push(boot::Candidate {
+                key: label.clone(),
+                label: format!("{label} ({})", path.display()),
+                initramfs: path.clone(),
                 append: boot::b2c_append(),
             });
         }

@@ -83,6 +83,66 @@ fn cpio_breakdown(cpio: &Path) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
+/// Steps of a b2c boot, from its console lines: each step ends at the
+/// first line containing its marker.
+const PHASES: &[(&str, &str)] = &[
+    ("kernel boot, initramfs unpacked, b2c started", "]: b2c "),
+    ("kernel modules", "kernel modules"),
+    ("network (DHCP)", "]: network: "),
+    ("clock (SNTP)", "clock set"),
+    ("until the pull starts", "]: pulling "),
+    ("pull (manifest, config, layer)", "]: pulled "),
+    ("container set up", "]: running "),
+    ("container run (crun)", "exited with status"),
+    ("status line", "Execution is over"),
+];
+
+fn phases(timeline: &[String]) -> Vec<(&'static str, f64)> {
+    let stamp =
+        |l: &str| -> Option<f64> { l.strip_prefix('[')?.split(']').next()?.trim().parse().ok() };
+    let mut out = Vec::new();
+    let mut prev = 0.0;
+    for (name, marker) in PHASES {
+        if let Some(t) = timeline
+            .iter()
+            .find(|l| l.contains(marker))
+            .and_then(|l| stamp(l))
+        {
+            out.push((*name, t - prev));
+            prev = t;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn phases_are_differences_between_markers() {
+        let t: Vec<String> = [
+            "[    2.000]: b2c 0.1.0",
+            "[    2.500]: loaded 3 kernel modules",
+            "[    2.600]: clock set from x",
+            "[    3.000]: Execution is over, pipeline status: 0",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let p = super::phases(&t);
+        let names: Vec<&str> = p.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            names,
+            [
+                "kernel boot, initramfs unpacked, b2c started",
+                "kernel modules",
+                "clock (SNTP)",
+                "status line"
+            ]
+        );
+        assert!((p[1].1 - 0.5).abs() < 1e-9 && (p[3].1 - 0.4).abs() < 1e-9);
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Target {
     pub target: String,
@@ -183,7 +243,7 @@ impl Results {
         let mut command = "cargo xtask bench".to_string();
         if o.quick {
             command.push_str(" --quick");
-        } else if o.runs != 3 {
+        } else if o.runs != 5 {
             command.push_str(&format!(" --runs {}", o.runs));
         }
         if !o.pull {
@@ -191,6 +251,9 @@ impl Results {
         }
         if !o.boot {
             command.push_str(" --no-boot");
+        }
+        for (label, path) in &o.extra {
+            command.push_str(&format!(" --initramfs {label}={}", path.display()));
         }
         let (image, pull) = match pull {
             Some((i, p)) => (Some(i), Some(p)),
@@ -411,6 +474,18 @@ impl Results {
             );
         }
         if let Some(v) = b.variant("b2c-zstd") {
+            let phases = phases(&v.timeline);
+            if !phases.is_empty() {
+                let _ = writeln!(
+                    s,
+                    "\nWhere the guest's time goes in the median b2c (zstd) boot, from its \
+                     console stamps (uptime; the kernel's early clock is coarse, so the \
+                     first row is approximate):\n\n| step | time |\n|---|---|"
+                );
+                for (name, secs) in phases {
+                    let _ = writeln!(s, "| {name} | {secs:.2} s |");
+                }
+            }
             let _ = writeln!(
                 s,
                 "\nb2c's own lines in the median zstd boot (uptime-stamped):\n\n```"

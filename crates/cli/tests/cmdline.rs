@@ -1,0 +1,72 @@
+//! `b2c cmdline`: the plan of a good line, the error of a bad one.
+
+use std::process::Command;
+
+fn b2c(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_b2c"))
+        .args(args)
+        .output()
+        .expect("run b2c");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_good_line_prints_the_plan() {
+    let (code, out, err) = b2c(&[
+        "cmdline",
+        r#"console=ttyS0 b2c.run="-ti --tls-verify=false docker://10.0.0.1:5000/mesa/test:42 ./run-tests" b2c.ntp_peer=auto b2c.frobnicate=1"#,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("  - pull 10.0.0.1:5000/mesa/test:42\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"  - run 10.0.0.1:5000/mesa/test:42 ["./run-tests"] [--tls-verify=false]"#),
+        "{out}"
+    );
+    assert!(out.contains("Config {"), "{out}");
+    assert_eq!(
+        err.trim(),
+        "WARNING: unknown option b2c.frobnicate is ignored"
+    );
+}
+
+#[test]
+fn words_are_joined_like_a_command_line() {
+    let (code, out, _) = b2c(&["cmdline", "b2c.run=alpine:3", "b2c.pipefail"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("  - run alpine:3\n"), "{out}");
+    assert!(out.contains("b2c.pipefail"), "{out}");
+}
+
+#[test]
+fn a_bad_line_names_the_option() {
+    let (code, out, err) = b2c(&[
+        "cmdline",
+        r#"b2c.run="--bogus alpine:3" b2c.poweroff_delay=soon"#,
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.starts_with("ERROR: invalid b2c.run="), "{err}");
+    assert!(err.contains("--bogus"), "{err}");
+
+    let (code, _, err) = b2c(&["cmdline", "b2c.poweroff_delay=soon"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("ERROR: invalid b2c.poweroff_delay="),
+        "{err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let (code, _, err) = b2c(&["pull", "alpine"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--root DIR is required"), "{err}");
+    assert_eq!(b2c(&[]).0, 2);
+}
