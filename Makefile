@@ -9,7 +9,9 @@ DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony 
 	ca-certificates qemu-utils fdisk
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
-DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
+# Exported, and used quoted, so that no shell on the way reads its quotes
+# or its $(...): the container's shell does.
+export DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
 
 .PHONY: all deps kernel initramfs run test unit e2e bench lint clean
 
@@ -31,7 +33,7 @@ initramfs: kernel
 	$(CARGO) xtask initramfs
 
 run: initramfs
-	$(CARGO) xtask qemu -- $(DEMO_APPEND)
+	$(CARGO) xtask qemu -- "$$DEMO_APPEND"
 
 unit: deps
 	$(CARGO) test --workspace --exclude qemu-tests
