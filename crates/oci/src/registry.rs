@@ -1,6 +1,8 @@
 //! Reaching registries: TLS roots, HTTP clients, classification of failures
 //! and the retry policy.
 
+pub(crate) use b2c_system::error_chain::error_chain;
+use b2c_system::error_chain::find_in_chain;
 use std::error::Error as StdError;
 use std::fmt;
 use std::future::Future;
@@ -838,45 +840,6 @@ fn certificate_failure(e: &(dyn StdError + 'static)) -> Option<Failure> {
         }),
         other => Some(Failure::Tls(other.to_string())),
     }
-}
-
-/// Finds an error of type `T` in a source chain. `io::Error` needs a special
-/// case: its `source()` skips the error it wraps and returns *that* error's
-/// source, so what it wraps is only reachable through `get_ref`. (A rustls
-/// certificate error arrives as io::Error(Other, io::Error(InvalidData,
-/// rustls::Error)) inside hyper-util's error inside reqwest's.)
-fn find_in_chain<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<T>() {
-            return Some(t);
-        }
-        cur = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => err.source(),
-        };
-    }
-    None
-}
-
-/// An error and its sources on one line: reqwest's own message is just
-/// "error sending request for url (…)", the useful part ("Connection
-/// refused") is three sources down.
-pub(crate) fn error_chain(e: &(dyn StdError + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let msg = err.to_string();
-        if !s.contains(&msg) {
-            s.push_str(": ");
-            s.push_str(&msg);
-        }
-        cur = err.source();
-    }
-    s
 }
 
 /// Runs `f` until it succeeds, fails for good, or the policy's attempts are

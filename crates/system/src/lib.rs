@@ -1,6 +1,7 @@
 //! PID 1 duties: mounts, console logging, kernel modules, the reaper,
 //! host name and clock, and the final power-off.
 
+pub mod error_chain;
 pub mod host;
 pub mod info;
 pub mod log;

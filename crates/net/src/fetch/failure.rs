@@ -1,7 +1,8 @@
 //! Why an attempt failed, whether trying again can help, and how to say it
 //! without leaking credentials.
 
-use std::error::Error as StdError;
+pub(super) use b2c_system::error_chain::error_chain as chain;
+use b2c_system::error_chain::find_in_chain;
 
 use reqwest::StatusCode;
 
@@ -63,43 +64,6 @@ pub(crate) fn redact(url: &str) -> String {
         Some(at) => format!("{head}{}", &rest[at + 1..]),
         None => url.to_owned(),
     }
-}
-
-/// An error and its sources on one line: reqwest's own message is just
-/// "error sending request", the useful part ("Connection refused") is a few
-/// sources down.
-pub(super) fn chain(e: &(dyn StdError + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        let msg = err.to_string();
-        if !text.contains(&msg) {
-            text.push_str(": ");
-            text.push_str(&msg);
-        }
-        cur = err.source();
-    }
-    text
-}
-
-/// Finds an error of type `T` in a source chain. `io::Error` needs a special
-/// case: its `source()` skips the error it wraps, which is only reachable
-/// through `get_ref` (rustls errors arrive wrapped in two of them).
-fn find_in_chain<'a, T: StdError + 'static>(e: &'a (dyn StdError + 'static)) -> Option<&'a T> {
-    let mut cur = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<T>() {
-            return Some(t);
-        }
-        cur = match err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner as &(dyn StdError + 'static)),
-            None => err.source(),
-        };
-    }
-    None
 }
 
 #[cfg(test)]
