@@ -23,6 +23,22 @@ pub struct Archive {
 }
 
 impl Archive {
+    /// An archive with `init` and the /dev/console node the kernel opens
+    /// for it before anything is mounted.
+    pub fn for_init(init: &Path) -> Result<Archive> {
+        let mut archive = Archive::default();
+        archive.add_file("init", init)?;
+        archive.add(
+            "dev/console",
+            Node::CharDev {
+                mode: 0o600,
+                major: 5,
+                minor: 1,
+            },
+        );
+        Ok(archive)
+    }
+
     /// Adds a node and every missing parent directory.
     pub fn add(&mut self, path: &str, node: Node) {
         let path = path.trim_start_matches('/').to_string();

@@ -218,17 +218,7 @@ pub fn build(o: &Options) -> Result<Built> {
     let kernel = kernel::fetch(false)?;
     let init = build_init()?;
     let init_size = std::fs::metadata(&init)?.len();
-    let mut archive = Archive::default();
-    archive.add_file("init", &init)?;
-    // The kernel opens /dev/console for init before anything is mounted.
-    archive.add(
-        "dev/console",
-        Node::CharDev {
-            mode: 0o600,
-            major: 5,
-            minor: 1,
-        },
-    );
+    let mut archive = Archive::for_init(&init)?;
     for dir in ["proc", "sys", "run", "tmp", "etc", "storage"] {
         archive.add(dir, Node::Dir { mode: 0o755 });
     }

@@ -95,16 +95,7 @@ pub fn floor_initramfs(dir: &Path) -> Result<PathBuf> {
         .args(["-static", "-Os", "-s", "-o"])
         .arg(&init)
         .arg(&src))?;
-    let mut archive = Archive::default();
-    archive.add_file("init", &init)?;
-    archive.add(
-        "dev/console",
-        Node::CharDev {
-            mode: 0o600,
-            major: 5,
-            minor: 1,
-        },
-    );
+    let archive = Archive::for_init(&init)?;
     write_archive(&archive, &dir.join("floor.cpio"), Compression::None)
 }
 
@@ -150,7 +141,6 @@ const APPLETS: &[&str] = &[
 pub fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let kernel = kernel::fetch(false)?;
-    let mut archive = Archive::default();
     let (registry, rest) = IMAGE.split_once('/').expect("host/repo:tag");
     let (repo, tag) = rest.rsplit_once(':').expect("repo:tag");
     let script = BUSYBOX_INIT
@@ -164,16 +154,8 @@ pub fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
     }
-    archive.add_file("init", &dir.join("init"))?;
+    let mut archive = Archive::for_init(&dir.join("init"))?;
     archive.add_file("etc/udhcpc.sh", &dir.join("udhcpc.sh"))?;
-    archive.add(
-        "dev/console",
-        Node::CharDev {
-            mode: 0o600,
-            major: 5,
-            minor: 1,
-        },
-    );
     for d in ["proc", "sys", "tmp", "run"] {
         archive.add(d, Node::Dir { mode: 0o755 });
     }
