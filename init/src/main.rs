@@ -39,7 +39,7 @@ fn main() {
 
 fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outcome, BootError> {
     phases::announce(&config);
-    phases::load_modules(&config.modules)?;
+    let mut modules = phases::load_modules(&config)?;
     phases::block_devices();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -53,11 +53,11 @@ fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outco
         if let Some(url) = config.extra_args_url.clone() {
             config = phases::extra_args(cmdline, &url, &config).await?;
             *end = EndOptions::from(&config);
-            phases::load_modules(&config.modules)?;
+            phases::load_asked_modules(&mut modules, &config)?;
         }
         phases::hostname(&config, &network)?;
         phases::clock(&config, &network).await;
-        let storage = phases::storage(&config)?;
+        let storage = phases::storage(&config, &mut modules)?;
         phases::make_room(&config, &storage);
         let images = phases::pull(&config, &storage.store).await?;
         let env_files = phases::env_files(&config).await?;

@@ -9,6 +9,7 @@ use b2c_cmdline::{Config, ContainerArgs, NtpPeer};
 use b2c_net::{FetchOptions, NetworkUp};
 use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
 use b2c_system::info;
+use b2c_system::modules::Modules;
 use log::{info, warn};
 
 use crate::failure::BootError;
@@ -71,21 +72,35 @@ pub fn announce(config: &Config) {
     }
 }
 
-/// Every module shipped in the initramfs, then those asked for. Loading
-/// one twice is harmless, so this also serves after extra args.
-pub fn load_modules(asked: &[String]) -> Result<(), BootError> {
+/// The drivers of the devices present (by modalias, as udev's coldplug
+/// would), overlayfs (every container needs it) and `b2c.modules`.
+/// Filesystems wait for the storage phase: most boots mount none.
+pub fn load_modules(config: &Config) -> Result<Modules, BootError> {
     let root = PathBuf::from("/lib/modules").join(info::kernel_release());
-    let index = b2c_system::modules::ModuleIndex::load(&root).map_err(BootError::Modules)?;
-    let mut wanted = index.all().to_vec();
-    wanted.extend(asked.iter().cloned());
-    let files = index.load_order(&wanted).map_err(BootError::Modules)?;
-    for file in &files {
-        b2c_system::modules::insmod(file).map_err(BootError::Modules)?;
+    let mut modules = Modules::open(&root).map_err(BootError::Modules)?;
+    let coldplug = modules.coldplug(Path::new("/sys/bus"));
+    for e in &coldplug.failed {
+        warn!("kernel modules: {e}: its device stays unused");
     }
-    if !files.is_empty() {
-        info!("loaded {} kernel modules", files.len());
-    }
+    modules
+        .load_shipped(&["fs-overlay".to_string()])
+        .map_err(BootError::Modules)?;
+    modules.load(&config.modules).map_err(BootError::Modules)?;
+    show_loaded(modules.loaded());
+    Ok(modules)
+}
+
+/// `b2c.modules` again, after `b2c.extra_args_url` may have added some.
+pub fn load_asked_modules(modules: &mut Modules, config: &Config) -> Result<(), BootError> {
+    let new = modules.load(&config.modules).map_err(BootError::Modules)?;
+    show_loaded(&new);
     Ok(())
+}
+
+fn show_loaded(new: &[String]) {
+    if !new.is_empty() {
+        info!("kernel modules: loaded {}", new.join(", "));
+    }
 }
 
 pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
@@ -188,8 +203,15 @@ impl Drop for Storage {
     }
 }
 
-pub fn storage(config: &Config) -> Result<Storage, BootError> {
+pub fn storage(config: &Config, modules: &mut Modules) -> Result<Storage, BootError> {
     let root = Path::new(STORAGE);
+    let needed = b2c_storage::filesystem_modules(&config.cache_device, &config.filesystems);
+    // Like any other cache trouble, this is not a failed boot: the mount
+    // fails next and the job runs with its images in RAM.
+    match modules.load_shipped(&needed) {
+        Ok(new) => show_loaded(&new),
+        Err(e) => warn!("kernel modules: {e}: the cache may not mount"),
+    }
     let cache = b2c_storage::setup_cache(
         &config.cache_device,
         &config.filesystems,

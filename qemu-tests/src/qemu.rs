@@ -26,6 +26,8 @@ pub struct BootOptions {
     /// Counted from QEMU's start, not from waiting for a free slot.
     pub timeout: Duration,
     pub extra_qemu_args: Vec<String>,
+    /// The QEMU model of the one NIC, on the test network's tap.
+    pub nic: String,
     /// Also copy the console to our stdout as it comes, for interactive use.
     pub echo: bool,
     /// Typed on the serial console once a line containing `.0` appears,
@@ -48,6 +50,7 @@ impl BootOptions {
             append: append.into(),
             timeout: Duration::from_secs(180),
             extra_qemu_args: Vec::new(),
+            nic: "virtio-net-pci".into(),
             echo: false,
             answer: None,
             kill_when: None,
@@ -93,6 +96,16 @@ impl Boot {
     /// uptime stamp or other prefix is allowed before it.
     pub fn has_line(&self, text: &str) -> bool {
         self.lines().any(|line| line.trim_end().ends_with(text))
+    }
+
+    /// The kernel modules b2c says it loaded, from its `kernel modules:
+    /// loaded a, b` lines, in order.
+    pub fn loaded_modules(&self) -> Vec<&str> {
+        self.lines_containing("]: kernel modules: loaded ")
+            .filter_map(|line| line.split_once("kernel modules: loaded ").map(|(_, m)| m))
+            .flat_map(|list| list.split(", "))
+            .map(str::trim)
+            .collect()
     }
 
     /// Lines containing `text` anywhere.
@@ -232,7 +245,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args([
             "-device",
-            "virtio-net-pci,netdev=n0",
+            &format!("{},netdev=n0", opts.nic),
             "-device",
             "virtio-rng-pci",
         ])

@@ -137,6 +137,13 @@ fn auto_cache_survives_reboots_and_registry_outages() {
 
     let first = boot_with_disk(&net, "cache-auto-1", &append, Some(&disk));
     assert_ran(&first);
+    // Found by modalias; ext4 asked for by the storage phase, not shipped
+    // blindly.
+    let loaded = first.loaded_modules();
+    assert!(
+        loaded.contains(&"virtio_blk") && loaded.contains(&"ext4"),
+        "{loaded:?}\n{first}"
+    );
     let part = assert_cache_disk(&disk, &first);
     let pulled = net.blob_downloads(BUSYBOX_REPO);
     assert!(

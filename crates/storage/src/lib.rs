@@ -115,6 +115,24 @@ fn option_text(device: &CacheDevice) -> String {
     format!("b2c.cache_device={value}")
 }
 
+/// The kernel modules, by modprobe name (`fs-<type>`), that
+/// [`setup_cache`] may need to mount `device`: the caller loads them first,
+/// as there is no modprobe helper for the kernel to ask. A `b2c.filesystem`
+/// without `type=` is probed with what /proc/filesystems lists, so it
+/// needs ext4 (the block filesystem we ship) loaded beforehand too.
+pub fn filesystem_modules(device: &CacheDevice, filesystems: &[Filesystem]) -> Vec<String> {
+    let fstype = match device {
+        CacheDevice::None => return Vec::new(),
+        CacheDevice::Auto | CacheDevice::Reset | CacheDevice::Device(_) => "ext4",
+        CacheDevice::Filesystem(name) => filesystems
+            .iter()
+            .find(|f| &f.name == name)
+            .and_then(|f| f.fstype.as_deref())
+            .unwrap_or("ext4"),
+    };
+    vec![format!("fs-{fstype}")]
+}
+
 /// Finds, creates or formats the cache and mounts it at `mountpoint`.
 ///
 /// - `auto`: the first partition labelled `B2C_CACHE` (or whole disk
@@ -364,6 +382,24 @@ pub(crate) mod test_util {
 mod tests {
     use super::*;
     use crate::disks::fake::Tree;
+
+    #[test]
+    fn filesystem_modules_follow_the_cache_device() {
+        let fs = |name: &str, fstype: Option<&str>| Filesystem {
+            name: name.into(),
+            fstype: fstype.map(Into::into),
+            src: "/dev/sda1".into(),
+            opts: None,
+        };
+        let filesystems = [fs("nfs", Some("nfs")), fs("data", None)];
+        let modules = |device| filesystem_modules(&device, &filesystems);
+        assert!(modules(CacheDevice::None).is_empty());
+        assert_eq!(modules(CacheDevice::Auto), ["fs-ext4"]);
+        assert_eq!(modules(CacheDevice::Reset), ["fs-ext4"]);
+        assert_eq!(modules(CacheDevice::Device("/dev/vda".into())), ["fs-ext4"]);
+        assert_eq!(modules(CacheDevice::Filesystem("nfs".into())), ["fs-nfs"]);
+        assert_eq!(modules(CacheDevice::Filesystem("data".into())), ["fs-ext4"]);
+    }
 
     #[test]
     fn none_and_unknown_filesystems() {

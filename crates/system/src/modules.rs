@@ -1,6 +1,8 @@
-//! Loading the kernel modules shipped in the initramfs, dependencies first.
+//! Loading the kernel modules shipped in the initramfs: the drivers of
+//! the devices present (matched by modalias, as udev's coldplug does), the
+//! modules a phase needs by name or alias, dependencies first.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -10,9 +12,9 @@ use nix::kmod::{finit_module, ModuleInitFlags};
 
 use crate::Error;
 
-/// What `depmod` wrote: module paths, their dependencies and soft
-/// dependencies, keyed by module name (`-` and `_` are the same to the
-/// kernel, we normalise to `_`).
+/// What `depmod` wrote: module paths, their dependencies, soft
+/// dependencies and aliases, keyed by module name (`-` and `_` are the
+/// same to the kernel, we normalise to `_`).
 #[derive(Debug, Default)]
 pub struct ModuleIndex {
     root: PathBuf,
@@ -21,6 +23,8 @@ pub struct ModuleIndex {
     paths: HashMap<String, PathBuf>,
     deps: HashMap<String, Vec<String>>,
     pre: HashMap<String, Vec<String>>,
+    /// (normalised fnmatch pattern, module), in modules.alias order.
+    aliases: Vec<(String, String)>,
 }
 
 /// `kernel/fs/ext4/ext4.ko` → `ext4`.
@@ -30,9 +34,101 @@ pub fn module_name(path: &str) -> String {
     stem.replace('-', "_")
 }
 
+/// `-` → `_` outside bracket expressions, as kmod normalises both the
+/// aliases depmod indexes and the names it looks up.
+fn normalise_alias(alias: &str) -> String {
+    let mut in_class = false;
+    alias
+        .chars()
+        .map(|c| match c {
+            '[' => {
+                in_class = true;
+                c
+            }
+            ']' => {
+                in_class = false;
+                c
+            }
+            '-' if !in_class => '_',
+            c => c,
+        })
+        .collect()
+}
+
+/// fnmatch(3) without flags, which is how kmod matches a modalias against
+/// `modules.alias`: `*`, `?` and `[...]` (with `!` or `^` and ranges). The
+/// glob crate would give `/` and `**` a path meaning these patterns lack.
+pub fn alias_matches(pattern: &str, text: &str) -> bool {
+    let (pat, txt) = (pattern.as_bytes(), text.as_bytes());
+    let (mut p, mut t) = (0, 0);
+    // Where the last `*` was, and how much of the text it has eaten.
+    let mut star: Option<(usize, usize)> = None;
+    while t < txt.len() {
+        let step = match pat.get(p) {
+            Some(b'*') => {
+                star = Some((p, t));
+                p += 1;
+                continue;
+            }
+            Some(b'?') => Some(p + 1),
+            Some(b'[') => match bracket(pat, p, txt[t]) {
+                Some((true, next)) => Some(next),
+                Some((false, _)) => None,
+                // An unclosed `[` is a literal.
+                None => (txt[t] == b'[').then_some(p + 1),
+            },
+            Some(&c) => (c == txt[t]).then_some(p + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                p = next;
+                t += 1;
+            }
+            (None, Some((sp, st))) => {
+                star = Some((sp, st + 1));
+                p = sp + 1;
+                t = st + 1;
+            }
+            (None, None) => return false,
+        }
+    }
+    pat[p..].iter().all(|&c| c == b'*')
+}
+
+/// Matches `c` against the bracket expression at `pat[open]`: whether it
+/// matched and where the pattern goes on, or None if it is not closed.
+fn bracket(pat: &[u8], open: usize, c: u8) -> Option<(bool, usize)> {
+    let mut i = open + 1;
+    let negate = matches!(pat.get(i), Some(b'!' | b'^'));
+    if negate {
+        i += 1;
+    }
+    let mut matched = false;
+    let mut first = true;
+    loop {
+        let lo = *pat.get(i)?;
+        if lo == b']' && !first {
+            return Some((matched != negate, i + 1));
+        }
+        first = false;
+        match (pat.get(i + 1), pat.get(i + 2)) {
+            (Some(b'-'), Some(&hi)) if hi != b']' => {
+                matched |= (lo..=hi).contains(&c);
+                i += 3;
+            }
+            _ => {
+                matched |= lo == c;
+                i += 1;
+            }
+        }
+    }
+}
+
 impl ModuleIndex {
-    /// Parses `modules.dep` and `modules.softdep` text (pure).
-    pub fn parse(root: &Path, dep: &str, softdep: &str) -> ModuleIndex {
+    /// Parses `modules.dep`, `modules.softdep` and `modules.alias` text
+    /// (pure).
+    pub fn parse(root: &Path, dep: &str, softdep: &str, alias: &str) -> ModuleIndex {
         let mut index = ModuleIndex {
             root: root.to_path_buf(),
             ..Default::default()
@@ -50,7 +146,7 @@ impl ModuleIndex {
                 .deps
                 .insert(name, deps.split_whitespace().map(module_name).collect());
         }
-        // "softdep ext4 pre: crc32c post: ..."
+        // "softdep ext4 pre: crypto-crc32c post: ..."
         for line in softdep.lines() {
             let mut words = line.split_whitespace();
             if words.next() != Some("softdep") {
@@ -68,9 +164,20 @@ impl ModuleIndex {
                         .pre
                         .entry(name.clone())
                         .or_default()
-                        .push(module_name(m)),
+                        .push(m.to_string()),
                     _ => {}
                 }
+            }
+        }
+        // "alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e"
+        for line in alias.lines() {
+            let mut words = line.split_whitespace();
+            if let (Some("alias"), Some(pattern), Some(module)) =
+                (words.next(), words.next(), words.next())
+            {
+                index
+                    .aliases
+                    .push((normalise_alias(pattern), module_name(module)));
             }
         }
         index
@@ -88,6 +195,7 @@ impl ModuleIndex {
             root,
             &read("modules.dep")?,
             &read("modules.softdep")?,
+            &read("modules.alias")?,
         ))
     }
 
@@ -100,42 +208,221 @@ impl ModuleIndex {
         &self.order
     }
 
-    /// The files to load for `names`, each once, every module after its
-    /// dependencies and soft pre-dependencies.
-    pub fn load_order(&self, names: &[String]) -> Result<Vec<PathBuf>, Error> {
-        let mut out = Vec::new();
-        let mut seen = HashSet::new();
-        for name in names {
-            self.visit(&name.replace('-', "_"), &mut seen, &mut out)?;
+    /// The modules a name stands for, as modprobe resolves it: a module of
+    /// that name, else every module with a matching alias (`fs-ext4`,
+    /// `crypto-crc32c`, a device's modalias). Empty when nothing shipped
+    /// answers to it.
+    pub fn resolve(&self, name: &str) -> Vec<String> {
+        let module = name.replace('-', "_");
+        if self.paths.contains_key(&module) {
+            return vec![module];
         }
-        Ok(out)
+        let name = normalise_alias(name);
+        let mut found: Vec<String> = Vec::new();
+        for (pattern, module) in &self.aliases {
+            if alias_matches(pattern, &name) && !found.contains(module) {
+                found.push(module.clone());
+            }
+        }
+        found
     }
 
-    fn visit(
-        &self,
-        name: &str,
-        seen: &mut HashSet<String>,
-        out: &mut Vec<PathBuf>,
-    ) -> Result<(), Error> {
-        if !seen.insert(name.to_string()) {
+    /// The files to load for `names` (module names or aliases), each once,
+    /// every module after its dependencies and soft pre-dependencies.
+    pub fn load_order(&self, names: &[String]) -> Result<Vec<PathBuf>, Error> {
+        Ok(self.plan(names)?.into_iter().map(|s| s.path).collect())
+    }
+
+    /// [`load_order`](Self::load_order), saying which files are only soft
+    /// dependencies: those may fail (crc32c-intel on a CPU without
+    /// SSE4.2, beside crc32c-generic) without failing what needs them.
+    pub fn plan(&self, names: &[String]) -> Result<Vec<LoadStep>, Error> {
+        let mut plan = Plan::default();
+        for name in names {
+            let modules = self.resolve(name);
+            if modules.is_empty() {
+                return Err(Error::ModuleNotFound(name.clone()));
+            }
+            for module in modules {
+                self.visit(&module, false, &mut plan)?;
+            }
+        }
+        Ok(plan.steps)
+    }
+
+    fn visit(&self, name: &str, optional: bool, plan: &mut Plan) -> Result<(), Error> {
+        if let Some(&at) = plan.seen.get(name) {
+            // Needed for real after all: so is everything it needs. (None:
+            // still being visited, a dependency cycle.)
+            if let Some(at) = at.filter(|&at| !optional && plan.steps[at].optional) {
+                plan.steps[at].optional = false;
+                for dep in self.deps.get(name).into_iter().flatten() {
+                    self.visit(dep, false, plan)?;
+                }
+            }
             return Ok(());
         }
         let path = self
             .paths
             .get(name)
             .ok_or_else(|| Error::ModuleNotFound(name.to_string()))?;
+        plan.seen.insert(name.to_string(), None);
         // A soft dependency that isn't shipped is optional by definition.
         for pre in self.pre.get(name).into_iter().flatten() {
-            if self.paths.contains_key(pre) {
-                self.visit(pre, seen, out)?;
+            for module in self.resolve(pre) {
+                self.visit(&module, true, plan)?;
             }
         }
         // depmod lists dependencies so that the last one must load first.
         for dep in self.deps.get(name).into_iter().flatten().rev() {
-            self.visit(dep, seen, out)?;
+            self.visit(dep, optional, plan)?;
         }
-        out.push(self.root.join(path));
+        plan.seen.insert(name.to_string(), Some(plan.steps.len()));
+        plan.steps.push(LoadStep {
+            path: self.root.join(path),
+            optional,
+        });
         Ok(())
+    }
+}
+
+/// One module file to load, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadStep {
+    pub path: PathBuf,
+    /// Only a soft dependency: failing to load it is not an error.
+    pub optional: bool,
+}
+
+#[derive(Default)]
+struct Plan {
+    steps: Vec<LoadStep>,
+    /// Module name → index in `steps`, once it is there.
+    seen: HashMap<String, Option<usize>>,
+}
+
+/// The modalias of every device the kernel knows, from
+/// `/sys/bus/*/devices/*/modalias`, each once.
+pub fn device_modaliases(sys_bus: &Path) -> BTreeSet<String> {
+    let entries = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+    };
+    entries(sys_bus)
+        .flat_map(|bus| entries(&bus.join("devices")).collect::<Vec<_>>())
+        .filter_map(|device| std::fs::read_to_string(device.join("modalias")).ok())
+        .map(|alias| alias.trim().to_string())
+        .filter(|alias| !alias.is_empty())
+        .collect()
+}
+
+/// The kernel modules of this boot: what was loaded, so that each phase
+/// can ask for what it needs and only new modules cost an `insmod`.
+#[derive(Debug)]
+pub struct Modules {
+    index: ModuleIndex,
+    loaded: HashSet<PathBuf>,
+    /// Module names, in load order, for the console.
+    names: Vec<String>,
+}
+
+/// What a coldplug did.
+#[derive(Debug, Default)]
+pub struct Coldplug {
+    pub loaded: Vec<String>,
+    /// A driver that would not load leaves its device unused; the boot
+    /// goes on, and fails later only if it needed that device.
+    pub failed: Vec<Error>,
+}
+
+/// A driver that binds may add devices of its own (virtio_pci adds the
+/// virtio devices), so coldplug repeats; buses are not nested deeper.
+const COLDPLUG_ROUNDS: usize = 8;
+
+impl Modules {
+    pub fn new(index: ModuleIndex) -> Modules {
+        Modules {
+            index,
+            loaded: HashSet::new(),
+            names: Vec::new(),
+        }
+    }
+
+    /// The index of `/lib/modules/<release>`.
+    pub fn open(root: &Path) -> Result<Modules, Error> {
+        Ok(Self::new(ModuleIndex::load(root)?))
+    }
+
+    /// Loads `names` (module names or aliases) and what they need. A name
+    /// nothing shipped answers to is an error.
+    pub fn load(&mut self, names: &[String]) -> Result<Vec<String>, Error> {
+        let plan = self.index.plan(names)?;
+        self.insmod_new(plan)
+    }
+
+    /// Like `load`, but a name nothing shipped answers to is skipped: the
+    /// kernel may have it built in.
+    pub fn load_shipped(&mut self, names: &[String]) -> Result<Vec<String>, Error> {
+        let shipped: Vec<String> = names
+            .iter()
+            .filter(|n| !self.index.resolve(n).is_empty())
+            .cloned()
+            .collect();
+        self.load(&shipped)
+    }
+
+    /// Loads the drivers of the devices under `sys_bus` (`/sys/bus`), then
+    /// of the devices those drivers add, until nothing new matches.
+    pub fn coldplug(&mut self, sys_bus: &Path) -> Coldplug {
+        let mut report = Coldplug::default();
+        let mut tried = HashSet::new();
+        for _ in 0..COLDPLUG_ROUNDS {
+            let wanted: Vec<String> = device_modaliases(sys_bus)
+                .iter()
+                .flat_map(|alias| self.index.resolve(alias))
+                .filter(|module| tried.insert(module.clone()))
+                .collect();
+            if wanted.is_empty() {
+                break;
+            }
+            for module in wanted {
+                match self.load(std::slice::from_ref(&module)) {
+                    Ok(names) => report.loaded.extend(names),
+                    Err(e) => report.failed.push(e),
+                }
+            }
+        }
+        report
+    }
+
+    /// Every module loaded so far, in order.
+    pub fn loaded(&self) -> &[String] {
+        &self.names
+    }
+
+    fn insmod_new(&mut self, plan: Vec<LoadStep>) -> Result<Vec<String>, Error> {
+        let mut names = Vec::new();
+        for step in plan {
+            if self.loaded.contains(&step.path) {
+                continue;
+            }
+            match insmod(&step.path) {
+                Ok(()) => {}
+                Err(e) if step.optional => {
+                    log::debug!("optional {e}");
+                    continue;
+                }
+                Err(e) => return Err(e),
+            }
+            let name = module_name(&step.path.to_string_lossy());
+            self.names.push(name.clone());
+            names.push(name);
+            self.loaded.insert(step.path);
+        }
+        Ok(names)
     }
 }
 
@@ -164,9 +451,30 @@ kernel/fs/mbcache.ko:
 kernel/fs/jbd2/jbd2.ko:
 kernel/lib/crc16.ko:
 kernel/crypto/crc32c_generic.ko:
+kernel/arch/x86/crypto/crc32c-intel.ko:
 kernel/drivers/block/virtio-blk.ko:
+kernel/drivers/virtio/virtio_pci.ko:
+kernel/drivers/net/ethernet/intel/e1000e/e1000e.ko:
 ";
-    const SOFTDEP: &str = "# comment\nsoftdep ext4 pre: crc32c_generic missing_mod post: foo\n";
+    const SOFTDEP: &str = "# comment\nsoftdep ext4 pre: crypto-crc32c missing_mod post: foo\n";
+    // As depmod writes it, dashes and all.
+    const ALIAS: &str = "\
+# Aliases extracted from modules themselves.
+alias fs-ext4 ext4
+alias ext3 ext4
+alias crypto-crc32c crc32c_generic
+alias crc32c crc32c_generic
+alias crypto-crc32c crc32c_intel
+alias virtio:d00000002v* virtio_blk
+alias virtio:d00000001v* virtio_net
+alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias pci:v00008086d000010D4sv*sd*bc*sc*i* e1000e
+";
+
+    fn index() -> ModuleIndex {
+        ModuleIndex::parse(Path::new("/lib/modules/6.1"), DEP, SOFTDEP, ALIAS)
+    }
 
     fn names(paths: &[PathBuf]) -> Vec<String> {
         paths
@@ -177,8 +485,7 @@ kernel/drivers/block/virtio-blk.ko:
 
     #[test]
     fn dependencies_load_first_and_once() {
-        let idx = ModuleIndex::parse(Path::new("/lib/modules/6.1"), DEP, SOFTDEP);
-        let order = idx
+        let order = index()
             .load_order(&["virtio_net".into(), "ext4".into(), "net_failover".into()])
             .unwrap();
         assert_eq!(
@@ -187,7 +494,9 @@ kernel/drivers/block/virtio-blk.ko:
                 "failover",
                 "net_failover",
                 "virtio_net",
+                // ext4's soft dependency, named by an alias.
                 "crc32c_generic",
+                "crc32c_intel",
                 "crc16",
                 "jbd2",
                 "mbcache",
@@ -202,15 +511,139 @@ kernel/drivers/block/virtio-blk.ko:
 
     #[test]
     fn dashes_and_underscores_are_the_same_module() {
-        let idx = ModuleIndex::parse(Path::new("/m"), DEP, "");
+        let idx = index();
         assert!(idx.contains("virtio-blk") && idx.contains("virtio_blk"));
-        assert_eq!(idx.all().len(), 9);
+        assert_eq!(idx.all().len(), 12);
+        assert_eq!(
+            idx.resolve("crypto_crc32c"),
+            ["crc32c_generic", "crc32c_intel"]
+        );
+    }
+
+    #[test]
+    fn soft_dependencies_are_optional_unless_needed_for_real() {
+        let optional = |names: &[&str]| -> Vec<(String, bool)> {
+            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            index()
+                .plan(&names)
+                .unwrap()
+                .into_iter()
+                .map(|s| (module_name(s.path.to_str().unwrap()), s.optional))
+                .filter(|(_, optional)| *optional)
+                .collect()
+        };
+        assert_eq!(
+            optional(&["ext4"]),
+            [
+                ("crc32c_generic".to_string(), true),
+                ("crc32c_intel".to_string(), true)
+            ]
+        );
+        assert_eq!(
+            optional(&["ext4", "crc32c_generic"]),
+            [("crc32c_intel".to_string(), true)]
+        );
     }
 
     #[test]
     fn unknown_module_is_an_error_naming_it() {
-        let idx = ModuleIndex::parse(Path::new("/m"), DEP, "");
-        let e = idx.load_order(&["nvidia".into()]).unwrap_err();
+        let e = index().load_order(&["nvidia".into()]).unwrap_err();
         assert!(e.to_string().contains("nvidia"), "{e}");
+    }
+
+    #[test]
+    fn names_resolve_through_aliases_like_modprobe() {
+        let idx = index();
+        assert_eq!(idx.resolve("fs-ext4"), ["ext4"]);
+        assert_eq!(idx.resolve("ext4"), ["ext4"]);
+        assert_eq!(idx.resolve("virtio:d00000001v00001AF4"), ["virtio_net"]);
+        assert_eq!(
+            idx.resolve("pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00"),
+            ["e1000e"]
+        );
+        // A QEMU host bridge: nothing shipped drives it.
+        assert!(idx
+            .resolve("pci:v00008086d00001237sv00001AF4sd00001100bc06sc00i00")
+            .is_empty());
+        assert!(idx.resolve("fs-nfs").is_empty());
+        let names = names(&idx.load_order(&["fs-ext4".into()]).unwrap());
+        assert_eq!(names.last().map(String::as_str), Some("ext4"));
+    }
+
+    #[test]
+    fn alias_patterns_are_fnmatch() {
+        let yes = [
+            ("", ""),
+            ("*", ""),
+            ("*", "anything"),
+            ("a*b*c", "aXXbYYbc"),
+            ("pci:v*d*sv*", "pci:v1d2sv3"),
+            ("a?c", "abc"),
+            ("[abc]x", "bx"),
+            ("[a-f]9", "e9"),
+            ("[!a-f]9", "z9"),
+            ("[^a]", "b"),
+            ("[]]", "]"),
+            ("x[", "x["),
+            ("dmi*:svn*LENOVO*:pn*", "dmi:bvnX:svnLENOVO:pn20XY:"),
+        ];
+        for (pattern, text) in yes {
+            assert!(alias_matches(pattern, text), "{pattern} ~ {text}");
+        }
+        let no = [
+            ("", "a"),
+            ("abc", "ab"),
+            ("ab", "abc"),
+            ("a?c", "ac"),
+            ("[a-f]9", "z9"),
+            ("[!a-f]9", "c9"),
+            ("a*b", "aXXc"),
+            ("pci:v00008086d000010D3sv*", "pci:v00008086d000010D4sv0"),
+        ];
+        for (pattern, text) in no {
+            assert!(!alias_matches(pattern, text), "{pattern} !~ {text}");
+        }
+    }
+
+    #[test]
+    fn dashes_in_aliases_are_normalised_outside_brackets() {
+        assert_eq!(normalise_alias("fs-ext4"), "fs_ext4");
+        assert_eq!(normalise_alias("of:N*T*C[a-z]-x"), "of:N*T*C[a-z]_x");
+    }
+
+    #[test]
+    fn device_modaliases_are_read_from_every_bus() {
+        let sys = std::env::temp_dir().join(format!("b2c-modalias-{}", std::process::id()));
+        let device = |bus: &str, dev: &str, alias: Option<&str>| {
+            let dir = sys.join(bus).join("devices").join(dev);
+            std::fs::create_dir_all(&dir).unwrap();
+            if let Some(alias) = alias {
+                std::fs::write(dir.join("modalias"), format!("{alias}\n")).unwrap();
+            }
+        };
+        device(
+            "pci",
+            "0000:00:03.0",
+            Some("pci:v00001AF4d00001000sv1sd1bc02sc00i00"),
+        );
+        device(
+            "pci",
+            "0000:00:00.0",
+            Some("pci:v00008086d00001237sv0sd0bc06sc00i00"),
+        );
+        device("virtio", "virtio0", Some("virtio:d00000001v00001AF4"));
+        device("virtio", "virtio1", Some("virtio:d00000001v00001AF4"));
+        device("platform", "serial8250", None);
+        let found = device_modaliases(&sys);
+        std::fs::remove_dir_all(&sys).unwrap();
+        assert_eq!(
+            found.into_iter().collect::<Vec<_>>(),
+            [
+                "pci:v00001AF4d00001000sv1sd1bc02sc00i00",
+                "pci:v00008086d00001237sv0sd0bc06sc00i00",
+                "virtio:d00000001v00001AF4",
+            ]
+        );
+        assert!(device_modaliases(Path::new("/nonexistent")).is_empty());
     }
 }
