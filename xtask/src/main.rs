@@ -29,6 +29,12 @@ usage: cargo xtask <command>
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Not among the kernel arguments after `qemu --`.
+    let mut own = args.iter().take_while(|a| *a != "--");
+    if own.any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}{}", bench::USAGE);
+        return;
+    }
     let result = match args.first().map(String::as_str) {
         Some("kernel") => kernel::fetch(args.iter().any(|a| a == "--force")).map(|_| ()),
         Some("initramfs") => initramfs::Options::parse(&args[1..])

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod body;
 mod confined;
 mod digest;
 mod evict;

@@ -5,12 +5,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_client::client::{current_platform_resolver, BlobResponse, SizedStream};
 use oci_client::manifest::{
@@ -20,8 +20,9 @@ use oci_client::manifest::{
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 use oci_spec::image::ImageConfiguration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
+use crate::body::{self, BodySender};
 use crate::digest::Digest;
 use crate::images::{parse_manifest, Record, StoredImage};
 use crate::registry::{endpoints, with_retries, Endpoint, Failure, RegistryOptions, Retryable};
@@ -32,9 +33,10 @@ use crate::PullError;
 /// Layers of one image downloaded and unpacked at the same time.
 const CONCURRENT_LAYERS: usize = 4;
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
-/// Body chunks buffered between the network and the unpacker (hyper's
-/// chunks are at most a few tens of KiB each).
-const CHANNEL_CHUNKS: usize = 16;
+/// Bytes of a layer buffered between the network and its unpacker. With
+/// [`CONCURRENT_LAYERS`] in flight, this is what a pull holds in RAM
+/// besides the unpackers' own buffers, whatever the network's pace.
+const BUFFERED_PER_LAYER: usize = 512 << 10;
 /// Bound on a config blob whose descriptor gives no size.
 const MAX_CONFIG: u64 = 16 << 20;
 
@@ -785,13 +787,11 @@ impl LayerJob<'_> {
             BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
         };
 
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let (tx, rx) = body::pipe(BUFFERED_PER_LAYER);
         let store = LayerStore::clone(self.store);
         let d = digest.clone();
         let size = u64::try_from(desc.size).ok();
-        let unpack = tokio::task::spawn_blocking(move || {
-            store.unpack_verified(&d, size, ChannelReader::new(rx))
-        });
+        let unpack = tokio::task::spawn_blocking(move || store.unpack_verified(&d, size, rx));
         let mut sent = 0u64;
         // Cancelling drops `tx`, so the unpacker stops and cleans up; it is
         // awaited below either way.
@@ -819,92 +819,28 @@ impl LayerJob<'_> {
     }
 }
 
-/// Moves the body into the channel; returns early (Ok) if the unpacker
+/// Moves the body into the pipe; returns early (Ok) if the unpacker
 /// stopped reading, since its own error says why. `tx` is dropped on return,
 /// so the unpacker never waits on a dead download.
 async fn pump(
     mut body: SizedStream,
-    tx: mpsc::Sender<Option<Bytes>>,
+    tx: BodySender,
     progress: &AtomicU64,
     sent: &mut u64,
 ) -> Result<(), io::Error> {
     while let Some(chunk) = body.next().await {
         let chunk = chunk?;
         let n = chunk.len() as u64;
-        if tx.send(Some(chunk)).await.is_err() {
+        if tx.send(chunk).await.is_err() {
             return Ok(());
         }
         *sent += n;
         progress.fetch_add(n, Ordering::Relaxed);
     }
-    let _ = tx.send(None).await;
+    tx.finish();
     Ok(())
-}
-
-/// The blocking end of the body channel. `None` marks the real end of the
-/// body; the channel closing without it means the download died, which must
-/// not look like a short but complete blob.
-struct ChannelReader {
-    rx: mpsc::Receiver<Option<Bytes>>,
-    chunk: Bytes,
-    ended: bool,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Option<Bytes>>) -> Self {
-        ChannelReader {
-            rx,
-            chunk: Bytes::new(),
-            ended: false,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.chunk.is_empty() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Some(chunk)) => self.chunk = chunk,
-                Some(None) => self.ended = true,
-                None => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "the layer download was interrupted",
-                    ))
-                }
-            }
-        }
-        let n = buf.len().min(self.chunk.len());
-        buf[..n].copy_from_slice(&self.chunk[..n]);
-        self.chunk.advance(n);
-        Ok(n)
-    }
 }
 
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn channel_reader_tells_end_from_abort() {
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Some(Bytes::from_static(b"abc"))).unwrap();
-        tx.try_send(None).unwrap();
-        let mut s = String::new();
-        ChannelReader::new(rx).read_to_string(&mut s).unwrap();
-        assert_eq!(s, "abc");
-
-        let (tx, rx) = mpsc::channel(4);
-        tx.try_send(Some(Bytes::from_static(b"abc"))).unwrap();
-        drop(tx);
-        let err = ChannelReader::new(rx).read_to_string(&mut s).unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
 }
