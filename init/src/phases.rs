@@ -65,7 +65,7 @@ pub fn config() -> Result<(String, Config), BootError> {
 /// Log level and the warnings of the parse.
 pub fn announce(config: &Config) {
     if config.debug {
-        log::set_max_level(log::LevelFilter::Debug);
+        b2c_system::log::set_debug(true);
     }
     for warning in &config.warnings {
         warn!("{warning}");
@@ -149,7 +149,7 @@ pub async fn extra_args(cmdline: &str, url: &str, config: &Config) -> Result<Con
         warn!("network options from b2c.extra_args_url are ignored: the network is already up");
     }
     if merged.debug {
-        log::set_max_level(log::LevelFilter::Debug);
+        b2c_system::log::set_debug(true);
     }
     Ok(merged)
 }

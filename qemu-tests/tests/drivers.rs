@@ -56,9 +56,15 @@ fn intel_nic_is_found_by_its_pci_id() {
 
 #[test]
 fn asked_modules_load_with_their_dependencies() {
-    let boot = hello("drivers-asked", "b2c.modules=ext4", None);
+    let boot = hello("drivers-asked", "b2c.modules=ext4 b2c.log=debug", None);
     assert_verdict(&boot, 0);
     assert_loaded(&boot, &["jbd2", "mbcache", "ext4"], &[]);
+    // b2c.log=debug, read after the logger started, shows each insmod.
+    assert!(
+        boot.lines_containing("]: insmod /lib/modules/")
+            .any(|l| l.contains("/ext4.ko (")),
+        "no debug line for ext4\n{boot}"
+    );
 }
 
 #[test]

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
+/// The level lives in `log::max_level()`, so that `b2c.log=debug`, read
+/// after the logger is installed, takes effect through [`set_debug`].
 struct ConsoleLogger {
     kmsg: Mutex<Option<File>>,
-    level: LevelFilter,
 }
 
 /// Seconds since boot, as the kernel stamps its own lines.
@@ -36,10 +37,7 @@ pub fn format_line(uptime: Duration, level: Level, msg: &str) -> String {
 
 impl Log for ConsoleLogger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.level
-            // Dependencies (hyper, rustls, ...) only speak in debug mode.
-            && (self.level >= LevelFilter::Debug || metadata.target().starts_with("b2c")
-                || metadata.target().starts_with("init"))
+        shown(log::max_level(), metadata.level(), metadata.target())
     }
 
     fn log(&self, record: &Record) {
@@ -63,21 +61,31 @@ impl Log for ConsoleLogger {
     }
 }
 
+/// Whether a record is shown at log level `max`. Dependencies (hyper,
+/// rustls...) only speak in debug mode.
+fn shown(max: LevelFilter, level: Level, target: &str) -> bool {
+    level <= max
+        && (max >= LevelFilter::Debug || target.starts_with("b2c") || target.starts_with("init"))
+}
+
 /// Installs the console logger. Safe to call once; later calls are ignored.
 pub fn init(debug: bool) {
-    let level = if debug {
-        LevelFilter::Debug
-    } else {
-        LevelFilter::Info
-    };
     let kmsg = OpenOptions::new().write(true).open("/dev/kmsg").ok();
     let logger = ConsoleLogger {
         kmsg: Mutex::new(kmsg),
-        level,
     };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(level);
+        set_debug(debug);
     }
+}
+
+/// `b2c.log=debug` (or back to info).
+pub fn set_debug(debug: bool) {
+    log::set_max_level(if debug {
+        LevelFilter::Debug
+    } else {
+        LevelFilter::Info
+    });
 }
 
 /// Prints a line verbatim (with the uptime stamp), whatever the log level:
@@ -105,5 +113,18 @@ mod tests {
             format_line(t, Level::Warn, "x"),
             "[   12.345]: WARNING: x\n"
         );
+    }
+
+    #[test]
+    fn debug_shows_our_details_and_then_the_dependencies() {
+        let info = LevelFilter::Info;
+        let debug = LevelFilter::Debug;
+        assert!(shown(info, Level::Info, "b2c_oci::pull"));
+        assert!(shown(info, Level::Warn, "init::phases"));
+        assert!(!shown(info, Level::Debug, "b2c_system::modules"));
+        assert!(!shown(info, Level::Info, "hyper::client"));
+        assert!(shown(debug, Level::Debug, "b2c_system::modules"));
+        assert!(shown(debug, Level::Debug, "rustls::client"));
+        assert!(!shown(debug, Level::Trace, "b2c_oci::pull"));
     }
 }

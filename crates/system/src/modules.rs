@@ -380,11 +380,19 @@ impl Modules {
         let mut report = Coldplug::default();
         let mut tried = HashSet::new();
         for _ in 0..COLDPLUG_ROUNDS {
-            let wanted: Vec<String> = device_modaliases(sys_bus)
+            let started = std::time::Instant::now();
+            let devices = device_modaliases(sys_bus);
+            let wanted: Vec<String> = devices
                 .iter()
                 .flat_map(|alias| self.index.resolve(alias))
                 .filter(|module| tried.insert(module.clone()))
                 .collect();
+            log::debug!(
+                "coldplug: {} device modaliases, new drivers: {:?} ({} ms)",
+                devices.len(),
+                wanted,
+                started.elapsed().as_millis()
+            );
             if wanted.is_empty() {
                 break;
             }
@@ -409,8 +417,13 @@ impl Modules {
             if self.loaded.contains(&step.path) {
                 continue;
             }
+            let started = std::time::Instant::now();
             match insmod(&step.path) {
-                Ok(()) => {}
+                Ok(()) => log::debug!(
+                    "insmod {} ({} ms)",
+                    step.path.display(),
+                    started.elapsed().as_millis()
+                ),
                 Err(e) if step.optional => {
                     log::debug!("optional {e}");
                     continue;
