@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use qemu_tests::{BootOptions, TestNet};
 
-use super::measure::median;
+use super::measure::{median, paired_median};
 use crate::cpio::{Archive, Node};
 use crate::initramfs::{self, Compression};
 use crate::{kernel, run, Result};
@@ -38,6 +38,12 @@ pub struct Variant {
 impl Variant {
     pub fn median(&self) -> f64 {
         median(&self.seconds)
+    }
+
+    /// How much longer than `other` this variant took, round by round
+    /// (each round boots every variant once, one after the other).
+    pub fn over(&self, other: &Variant) -> f64 {
+        paired_median(&self.seconds, &other.seconds)
     }
 }
 

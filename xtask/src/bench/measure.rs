@@ -101,9 +101,26 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// The median of the differences `a[i] - b[i]` of runs made in the same
+/// round: on a shared machine whose load drifts between rounds, this
+/// compares like with like where `median(a) - median(b)` would not.
+pub fn paired_median(a: &[f64], b: &[f64]) -> f64 {
+    let diffs: Vec<f64> = a.iter().zip(b).map(|(x, y)| x - y).collect();
+    median(&diffs)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paired_median_compares_rounds() {
+        // b is always 1 s faster, whatever the round's load.
+        let a = [3.0, 5.0, 3.5];
+        let b = [2.0, 4.0, 2.5];
+        assert_eq!(paired_median(&a, &b), 1.0);
+        assert!(paired_median(&[], &[]).is_nan());
+    }
 
     #[test]
     fn median_of_odd_and_even() {

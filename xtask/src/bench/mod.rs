@@ -29,7 +29,7 @@ pub const USAGE: &str =
     "  bench [OPTIONS]           b2c against podman, skopeo+umoci, tar, a busybox
                             script and a static init: pull, boot, size, memory;
                             writes target/bench/results.{md,json} and prints them
-      --runs N              runs of each measurement (default 5; medians)
+      --runs N              runs of each measurement (default 7; medians)
       --quick               one run each, no xz initramfs
       --no-pull, --no-boot  leave out the pull or the boot benchmark
       --initramfs LABEL=PATH  also boot this b2c initramfs (e.g. a patched
@@ -49,7 +49,7 @@ struct Options {
 impl Options {
     fn parse(args: &[String]) -> Result<Options> {
         let mut o = Options {
-            runs: 5,
+            runs: 7,
             quick: false,
             pull: true,
             boot: true,
