@@ -78,14 +78,14 @@ pub fn announce(config: &Config) {
 pub fn load_modules(config: &Config) -> Result<Modules, BootError> {
     let root = PathBuf::from("/lib/modules").join(info::kernel_release());
     let mut modules = Modules::open(&root).map_err(BootError::Modules)?;
-    let coldplug = modules.coldplug(Path::new("/sys/bus"));
+    // A kernel may have overlay built in; b2c.modules must be shipped.
+    let overlay = Some("fs-overlay".to_string()).filter(|m| modules.ships(m));
+    let wanted: Vec<String> = overlay.into_iter().chain(config.modules.clone()).collect();
+    let (coldplug, asked) = modules.coldplug_while_loading(Path::new("/sys/bus"), &wanted);
     for e in &coldplug.failed {
         warn!("kernel modules: {e}: its device stays unused");
     }
-    modules
-        .load_shipped(&["fs-overlay".to_string()])
-        .map_err(BootError::Modules)?;
-    modules.load(&config.modules).map_err(BootError::Modules)?;
+    asked.map_err(BootError::Modules)?;
     show_loaded(modules.loaded());
     Ok(modules)
 }

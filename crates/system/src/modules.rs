@@ -366,12 +366,13 @@ impl Modules {
     /// Like `load`, but a name nothing shipped answers to is skipped: the
     /// kernel may have it built in.
     pub fn load_shipped(&mut self, names: &[String]) -> Result<Vec<String>, Error> {
-        let shipped: Vec<String> = names
-            .iter()
-            .filter(|n| !self.index.resolve(n).is_empty())
-            .cloned()
-            .collect();
+        let shipped: Vec<String> = names.iter().filter(|n| self.ships(n)).cloned().collect();
         self.load(&shipped)
+    }
+
+    /// Whether a module answers to this name or alias in the initramfs.
+    pub fn ships(&self, name: &str) -> bool {
+        !self.index.resolve(name).is_empty()
     }
 
     /// Loads the drivers of the devices under `sys_bus` (`/sys/bus`), then
@@ -411,32 +412,78 @@ impl Modules {
         &self.names
     }
 
+    /// [`coldplug`](Self::coldplug), while another thread loads `names`
+    /// (module names or aliases) and what they need: a module no device
+    /// asks for, such as overlay, need not wait for the drivers' probes.
+    /// Both are done when this returns.
+    pub fn coldplug_while_loading(
+        &mut self,
+        sys_bus: &Path,
+        names: &[String],
+    ) -> (Coldplug, Result<Vec<String>, Error>) {
+        let plan: Vec<LoadStep> = match self.index.plan(names) {
+            Ok(plan) => plan
+                .into_iter()
+                .filter(|s| !self.loaded.contains(&s.path))
+                .collect(),
+            Err(e) => return (self.coldplug(sys_bus), Err(e)),
+        };
+        let (report, (paths, done)) = std::thread::scope(|scope| {
+            let other = scope.spawn(|| insmod_steps(plan));
+            let report = self.coldplug(sys_bus);
+            (report, other.join().expect("the insmod thread panicked"))
+        });
+        let names = self.record(paths);
+        (report, done.map(|()| names))
+    }
+
     fn insmod_new(&mut self, plan: Vec<LoadStep>) -> Result<Vec<String>, Error> {
+        let plan = plan
+            .into_iter()
+            .filter(|s| !self.loaded.contains(&s.path))
+            .collect();
+        let (paths, done) = insmod_steps(plan);
+        let names = self.record(paths);
+        done.map(|()| names)
+    }
+
+    /// Notes modules as loaded; returns the names of those that were not.
+    fn record(&mut self, paths: Vec<PathBuf>) -> Vec<String> {
         let mut names = Vec::new();
-        for step in plan {
-            if self.loaded.contains(&step.path) {
+        for path in paths {
+            if self.loaded.contains(&path) {
                 continue;
             }
-            let started = std::time::Instant::now();
-            match insmod(&step.path) {
-                Ok(()) => log::debug!(
-                    "insmod {} ({} ms)",
-                    step.path.display(),
-                    started.elapsed().as_millis()
-                ),
-                Err(e) if step.optional => {
-                    log::debug!("optional {e}");
-                    continue;
-                }
-                Err(e) => return Err(e),
-            }
-            let name = module_name(&step.path.to_string_lossy());
+            let name = module_name(&path.to_string_lossy());
             self.names.push(name.clone());
             names.push(name);
-            self.loaded.insert(step.path);
+            self.loaded.insert(path);
         }
-        Ok(names)
+        names
     }
+}
+
+/// Loads the steps in order, until one that is not optional fails: the
+/// files loaded, and how it ended.
+fn insmod_steps(plan: Vec<LoadStep>) -> (Vec<PathBuf>, Result<(), Error>) {
+    let mut loaded = Vec::new();
+    for step in plan {
+        let started = std::time::Instant::now();
+        match insmod(&step.path) {
+            Ok(()) => log::debug!(
+                "insmod {} ({} ms)",
+                step.path.display(),
+                started.elapsed().as_millis()
+            ),
+            Err(e) if step.optional => {
+                log::debug!("optional {e}");
+                continue;
+            }
+            Err(e) => return (loaded, Err(e)),
+        }
+        loaded.push(step.path);
+    }
+    (loaded, Ok(()))
 }
 
 /// Loads one module file. Already loaded (or built in) is success.
