@@ -18,7 +18,7 @@ use oci_client::manifest::{
     OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
 };
 use oci_client::secrets::RegistryAuth;
-use oci_client::Reference;
+use oci_client::{Reference, RegistryOperation};
 use oci_spec::image::ImageConfiguration;
 use tokio::sync::watch;
 
@@ -588,6 +588,25 @@ async fn fetch_manifest(
 ) -> Result<(usize, Bytes, String), Failure> {
     let mut failures = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
+        // With a fallback, ask first whether this endpoint holds a
+        // conversation at all: oci-client's own auth step swallows that
+        // error, and the manifest request then fails the same way again
+        // (a second TLS handshake with a plain-HTTP registry). A token this
+        // gets is cached for the rest of the pull.
+        if i + 1 < endpoints.len() {
+            if let Err(e) = ep
+                .client
+                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+                .await
+            {
+                let f = ep.classify(&e);
+                if f.is_connection_level() {
+                    log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
+                    failures.push(f);
+                    continue;
+                }
+            }
+        }
         match ep
             .client
             .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
