@@ -31,6 +31,10 @@ pub struct Variant {
     pub compressed_bytes: u64,
     /// Boots: QEMU start → status line, seconds.
     pub seconds: Vec<f64>,
+    /// Boots, by the guest's clock: the kernel starting /init → the
+    /// kernel powering off. The init's own share, without QEMU's start,
+    /// the kernel's boot and the initramfs unpacking.
+    pub userland: Vec<f64>,
     /// The b2c console lines (uptime-stamped) of the median boot.
     pub timeline: Vec<String>,
 }
@@ -38,6 +42,10 @@ pub struct Variant {
 impl Variant {
     pub fn median(&self) -> f64 {
         median(&self.seconds)
+    }
+
+    pub fn userland_median(&self) -> f64 {
+        median(&self.userland)
     }
 
     /// How much longer than `other` this variant took, round by round
@@ -49,6 +57,15 @@ impl Variant {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn userland_is_from_init_to_power_down() {
+        let console = "[    1.500000] Run /init as init process\n\
+                       [    1.938]: b2c 0.1.0\n\
+                       [    2.750000] reboot: Power down\n";
+        assert_eq!(super::userland_seconds(console), Some(1.25));
+        assert_eq!(super::userland_seconds("no stamps"), None);
+    }
+
     #[test]
     fn timeline_keeps_only_b2c_lines() {
         let console = "[    0.803041] pci 0000:00:01.1: BAR 0 [io  0x01f0-0x01f7]: legacy\n\
@@ -214,6 +231,21 @@ pub fn b2c_append() -> String {
     format!(r#"b2c.run="--tls-verify=false docker://{IMAGE} echo {HELLO}""#)
 }
 
+/// From the kernel's `Run /init as init process` to its `reboot: Power
+/// down`, by the kernel's own stamps.
+fn userland_seconds(console: &str) -> Option<f64> {
+    let stamp = |marker: &str| -> Option<f64> {
+        let line = console.lines().find(|l| l.contains(marker))?;
+        line.strip_prefix('[')?
+            .split(']')
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(stamp("reboot: Power down")? - stamp("Run /init as init process")?)
+}
+
 /// The b2c lines of a console: `[   1.234]: …` (the kernel's own stamps
 /// have six decimals).
 fn timeline(console: &str) -> Vec<String> {
@@ -253,6 +285,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
             compressed_bytes: std::fs::metadata(&c.initramfs).map_or(0, |m| m.len()),
             initramfs: c.initramfs.clone(),
             seconds: Vec::new(),
+            userland: Vec::new(),
             timeline: Vec::new(),
         })
         .collect();
@@ -288,6 +321,9 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
                 c.key
             );
             variants[i].seconds.push(secs);
+            variants[i]
+                .userland
+                .push(userland_seconds(&boot.console).unwrap_or(f64::NAN));
             consoles[i].push((secs, boot.console.clone()));
         }
     }

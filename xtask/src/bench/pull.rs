@@ -60,8 +60,17 @@ struct Tool {
     steps: Vec<(String, Vec<Command>)>,
     /// Where it writes: emptied before each run.
     work: PathBuf,
+    /// More of its state elsewhere, emptied with `work`.
+    state: Option<PathBuf>,
     /// What to count entries in after a run.
     result: PathBuf,
+}
+
+impl Tool {
+    fn clear(&self) -> Result<()> {
+        super::remove_tree(&self.work)?;
+        self.state.as_deref().map_or(Ok(()), super::remove_tree)
+    }
 }
 
 fn describe(cmd: &Command) -> String {
@@ -96,6 +105,7 @@ fn tools(
         steps: vec![("pull".into(), vec![c])],
         result: w.join("layers"),
         work: w,
+        state: None,
     });
 
     let w = work.join("podman");
@@ -103,7 +113,7 @@ fn tools(
     c.arg("--root")
         .arg(w.join("root"))
         .arg("--runroot")
-        .arg(w.join("run"))
+        .arg(podman_runroot("pull"))
         .args(["--storage-driver", podman_driver])
         .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
         .args(["pull", "-q", "--tls-verify=false", reference]);
@@ -113,6 +123,7 @@ fn tools(
         steps: vec![("pull".into(), vec![c])],
         result: w.join(format!("root/{podman_driver}")),
         work: w,
+        state: Some(podman_runroot("pull")),
     });
 
     let w = work.join("skopeo-umoci");
@@ -134,6 +145,7 @@ fn tools(
         ],
         result: w.join("bundle/rootfs"),
         work: w,
+        state: None,
     });
 
     let w = work.join("floor");
@@ -158,8 +170,16 @@ fn tools(
         steps: vec![("untar".into(), tars)],
         result: w.clone(),
         work: w,
+        state: None,
     });
     out
+}
+
+/// podman's runtime state (locks, mounts): its overlay driver refuses a
+/// runroot longer than 50 characters, which a checkout's target/ easily
+/// is, so it lives under /tmp.
+fn podman_runroot(what: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("b2c-bench-podman-{}-{what}", std::process::id()))
 }
 
 /// Whether podman can use overlay storage here; else vfs.
@@ -171,16 +191,20 @@ fn podman_driver(work: &Path, logs: &Path) -> String {
             .arg("--root")
             .arg(w.join("root"))
             .arg("--runroot")
-            .arg(w.join("run"))
+            .arg(podman_runroot("probe"))
             .args(["--storage-driver", "overlay", "info"]),
         &logs.join("podman-probe.log"),
     )
     .is_ok();
     let _ = super::remove_tree(&w);
+    let _ = super::remove_tree(&podman_runroot("probe"));
     if ok {
         "overlay".into()
     } else {
-        println!("bench: podman cannot use overlay storage here: using vfs");
+        println!(
+            "bench: podman cannot use overlay storage here (see {}): using vfs",
+            logs.join("podman-probe.log").display()
+        );
         "vfs".into()
     }
 }
@@ -228,7 +252,7 @@ pub fn bench(
     let mut cold = true;
     for round in 0..runs {
         for (tool, res) in tools.iter_mut().zip(results.iter_mut()) {
-            super::remove_tree(&tool.work)?;
+            tool.clear()?;
             std::fs::create_dir_all(&tool.work)?;
             cold &= measure::drop_caches();
             let log = logs.join(format!("pull-{}-{round}.log", tool.key));
@@ -257,7 +281,7 @@ pub fn bench(
         }
     }
     for tool in &tools {
-        super::remove_tree(&tool.work)?;
+        tool.clear()?;
     }
     Ok(PullResults {
         reference: reference.into(),
