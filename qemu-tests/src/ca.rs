@@ -40,18 +40,7 @@ fn create_ca(dir: &Path) -> Result<()> {
         .prefix("ca.tmp")
         .tempdir_in(parent)
         .context(|| format!("temp dir in {}", parent.display()))?;
-    run(
-        Command::new("openssl")
-            .current_dir(tmp.path())
-            .args(["req", "-x509", "-new", "-nodes"])
-            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
-            .args(["-keyout", "ca.key", "-out", "ca.pem", "-days", "3650"])
-            .args(["-subj", "/CN=b2c qemu-tests CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-            .args(["-addext", "subjectKeyIdentifier=hash"]),
-        "openssl: create the test CA",
-    )?;
+    make_ca(tmp.path(), "ca", "b2c qemu-tests CA")?;
     let tmp = tmp.keep();
     if std::fs::rename(&tmp, dir).is_err() {
         // Another process got there first.
@@ -60,17 +49,47 @@ fn create_ca(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Issues a server certificate for the registry into `dir`; returns the
-/// certificate and key paths.
+/// Issues a server certificate for the registry into `dir`, signed by the
+/// shared test CA; returns the certificate and key paths.
 pub(crate) fn issue_server_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
-    let ca = ca_dir()?;
+    issue_server_cert_with(dir, &ca_dir()?, "ca", SERVER_SAN)
+}
+
+/// Makes a self-signed CA in `dir`: `<name>.pem` and `<name>.key` (EC
+/// P-256), with the subject `/CN=<cn>`. For tests of other crates too.
+pub fn make_ca(dir: &Path, name: &str, cn: &str) -> Result<PathBuf> {
+    let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+    run(
+        Command::new("openssl")
+            .current_dir(dir)
+            .args(["req", "-x509", "-new", "-nodes"])
+            .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-keyout", &key, "-out", &pem, "-days", "3650"])
+            .args(["-subj", &format!("/CN={cn}")])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .args(["-addext", "subjectKeyIdentifier=hash"]),
+        "openssl: create a test CA",
+    )?;
+    Ok(dir.join(pem))
+}
+
+/// Issues a server certificate for `san` (e.g. `IP:127.0.0.1,DNS:localhost`)
+/// into `dir` as `server.pem` and `server.key`, signed by the CA
+/// `<ca_dir>/<ca_name>.{pem,key}` that [`make_ca`] made; returns their paths.
+pub fn issue_server_cert_with(
+    dir: &Path,
+    ca_dir: &Path,
+    ca_name: &str,
+    san: &str,
+) -> Result<(PathBuf, PathBuf)> {
     std::fs::write(
         dir.join("server.ext"),
         format!(
             "basicConstraints=critical,CA:FALSE\n\
              keyUsage=critical,digitalSignature,keyEncipherment\n\
              extendedKeyUsage=serverAuth\n\
-             subjectAltName={SERVER_SAN}\n\
+             subjectAltName={san}\n\
              subjectKeyIdentifier=hash\n\
              authorityKeyIdentifier=keyid\n"
         ),
@@ -82,11 +101,11 @@ pub(crate) fn issue_server_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
             .args(["req", "-new", "-nodes"])
             .args(["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
             .args(["-keyout", "server.key", "-out", "server.csr"])
-            .args(["-subj", "/CN=registry.test"]),
+            .args(["-subj", "/CN=b2c test server"]),
         "openssl: server certificate request",
     )?;
     // -set_serial rather than -CAcreateserial: the serial file would live
-    // in the shared CA dir and race between TestNets.
+    // in the CA's dir, shared between TestNets, and race.
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -96,9 +115,9 @@ pub(crate) fn issue_server_cert(dir: &Path) -> Result<(PathBuf, PathBuf)> {
         Command::new("openssl")
             .current_dir(dir)
             .args(["x509", "-req", "-in", "server.csr", "-CA"])
-            .arg(ca.join("ca.pem"))
+            .arg(ca_dir.join(format!("{ca_name}.pem")))
             .arg("-CAkey")
-            .arg(ca.join("ca.key"))
+            .arg(ca_dir.join(format!("{ca_name}.key")))
             .args(["-set_serial", &serial, "-days", "825"])
             .args(["-extfile", "server.ext", "-out", "server.pem"]),
         "openssl: sign the server certificate",

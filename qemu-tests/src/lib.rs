@@ -47,7 +47,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-pub use ca::ca_cert_path;
+pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS,
 };

@@ -9,15 +9,13 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use b2c_cmdline::Proxy;
 use b2c_net::{fetch, FetchOptions, NetError};
 use common::{
-    assert_root, child_dir, child_runtime, is_child, run, start_child, warnings_logged, Daemons,
-    Netns,
+    assert_root, child_dir, child_runtime, is_child, start_child, warnings_logged, Daemons, Netns,
 };
 use tempfile::TempDir;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -283,87 +281,25 @@ async fn child_proxies() {
 
 // ----------------------------------------------------------- HTTPS tests
 
-const OPENSSL_CONF: &str = "\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = b2c test
-[ca]
-basicConstraints = critical,CA:TRUE
-keyUsage = critical,keyCertSign,cRLSign
-subjectKeyIdentifier = hash
-[srv]
-basicConstraints = CA:FALSE
-subjectAltName = IP:10.97.0.1
-extendedKeyUsage = serverAuth
-authorityKeyIdentifier = keyid
-";
-
-fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args));
-}
-
 /// A CA, a server certificate it signed for 10.97.0.1, and an unrelated
-/// self-signed CA.
-fn make_certificates(dir: &Path) {
-    fs::write(dir.join("openssl.cnf"), OPENSSL_CONF).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-    for (name, cn) in [("ca", "/CN=b2c test CA"), ("other", "/CN=unrelated CA")] {
-        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
-        let mut args = vec![
-            "req",
-            "-x509",
-            "-config",
-            "openssl.cnf",
-            "-extensions",
-            "ca",
-        ];
-        args.extend(ec);
-        args.extend(["-nodes", "-keyout", &key, "-out", &pem, "-days", "2"]);
-        args.extend(["-subj", cn]);
-        openssl(dir, &args);
-    }
-    let mut args = vec!["req", "-new", "-config", "openssl.cnf"];
-    args.extend(ec);
-    args.extend(["-nodes", "-keyout", "srv.key", "-out", "srv.csr"]);
-    args.extend(["-subj", "/CN=10.97.0.1"]);
-    openssl(dir, &args);
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "openssl.cnf",
-            "-extensions",
-            "srv",
-            "-out",
-            "srv.pem",
-        ],
-    );
+/// CA; returns the server's certificate and key.
+fn make_certificates(dir: &Path) -> (PathBuf, PathBuf) {
+    qemu_tests::make_ca(dir, "ca", "b2c test CA").unwrap();
+    qemu_tests::make_ca(dir, "other", "unrelated CA").unwrap();
+    qemu_tests::issue_server_cert_with(dir, dir, "ca", "IP:10.97.0.1").unwrap()
 }
 
 /// HTTPS with an extra CA (alone or in a bundle), and without it.
 #[test]
 fn fetch_over_https() {
     let mut lab = Lab::new("tls");
-    make_certificates(lab.dir.path());
+    let (cert, key) = make_certificates(lab.dir.path());
     let mut cmd = lab.ns.exec("openssl");
     cmd.current_dir(lab.path("www"))
         .args(["s_server", "-WWW", "-accept", "10.97.0.1:8443", "-cert"])
-        .arg(lab.path("srv.pem"))
+        .arg(cert)
         .arg("-key")
-        .arg(lab.path("srv.key"));
+        .arg(key);
     lab.daemons.spawn("s_server", cmd);
     lab.ns.wait_for_listener("10.97.0.1:8443");
     let out =

@@ -9,7 +9,6 @@ use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +17,7 @@ use b2c_oci::{
     parse_reference, pull, LayerError, LayerStore, ProxyOptions, PullError, PullPolicy,
     RegistryOptions, RetryPolicy,
 };
-use common::registry::{free_port, run, Image, Layout, Registry};
+use common::registry::{free_port, Image, Layout, Registry};
 use common::{init_logging, logged, sha256, warnings, Tb};
 use serde_json::json;
 
@@ -225,87 +224,15 @@ async fn corrupted_blob_is_not_committed() {
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
-fn openssl(dir: &Path, args: &[&str]) {
-    run(Command::new("openssl").current_dir(dir).args(args));
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_needs_the_ca() {
     init_logging();
     let tmp = tempfile::tempdir().unwrap();
     let t = tmp.path();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    openssl(
-        t,
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &[
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=b2c test CA",
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-        ]
-        .concat(),
-    );
-    openssl(
-        t,
-        &[
-            &["req"][..],
-            &ec,
-            &[
-                "-keyout",
-                "srv.key",
-                "-out",
-                "srv.csr",
-                "-subj",
-                "/CN=127.0.0.1",
-            ],
-        ]
-        .concat(),
-    );
-    fs::write(
-        t.join("ext.cnf"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
-         keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    openssl(
-        t,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "srv.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "srv.pem",
-            "-days",
-            "2",
-            "-extfile",
-            "ext.cnf",
-        ],
-    );
-    let reg = Registry::start(Some((&t.join("srv.pem"), &t.join("srv.key"))));
+    qemu_tests::make_ca(t, "ca", "b2c test CA").unwrap();
+    let (cert, key) =
+        qemu_tests::issue_server_cert_with(t, t, "ca", "IP:127.0.0.1,DNS:localhost").unwrap();
+    let reg = Registry::start(Some((&cert, &key)));
 
     let layout = Layout::new(&t.join("oci"));
     let img = layout.image("amd64", &[base_layer("tls"), top_layer("tls")]);
