@@ -248,6 +248,14 @@ mod tests {
         (dir, path)
     }
 
+    fn open_rw(path: &Path) -> std::fs::File {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap()
+    }
+
     fn check_table(path: &Path, sector: LogicalBlockSize) {
         let lb = sector.as_u64();
         let size = std::fs::metadata(path).unwrap().len();
@@ -277,11 +285,7 @@ mod tests {
     #[test]
     fn gpt_over_a_blank_image() {
         let (_d, path) = image(64 << 20, 0);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_rw(&path);
         let (first, last) = write_gpt(&mut f, LogicalBlockSize::Lb512).unwrap();
         assert_eq!(first, 2048);
         assert_eq!(last, (64 << 20) / 512 - 34);
@@ -292,11 +296,7 @@ mod tests {
     fn gpt_over_old_data_wipes_the_first_mib() {
         // Garbage everywhere, as a disk that held something else.
         let (_d, path) = image(32 << 20, 0x5a);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_rw(&path);
         write_gpt(&mut f, LogicalBlockSize::Lb512).unwrap();
         check_table(&path, LogicalBlockSize::Lb512);
         // Between the primary table (sector 34) and the partition: zeros.
@@ -307,11 +307,7 @@ mod tests {
     #[test]
     fn gpt_with_4k_sectors() {
         let (_d, path) = image(32 << 20, 0);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_rw(&path);
         let (first, _) = write_gpt(&mut f, LogicalBlockSize::Lb4096).unwrap();
         assert_eq!(first, 256);
         check_table(&path, LogicalBlockSize::Lb4096);
@@ -320,11 +316,7 @@ mod tests {
     #[test]
     fn too_small_for_a_partition() {
         let (_d, path) = image(1 << 20, 0);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_rw(&path);
         assert!(matches!(
             write_gpt(&mut f, LogicalBlockSize::Lb512),
             Err(gpt::GptError::NotEnoughSpace)
@@ -334,11 +326,7 @@ mod tests {
     #[test]
     fn blkid_sees_the_table() {
         let (_d, path) = image(16 << 20, 0);
-        let mut f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let mut f = open_rw(&path);
         write_gpt(&mut f, LogicalBlockSize::Lb512).unwrap();
         let (code, out) = crate::test_util::output(
             std::process::Command::new("blkid")
