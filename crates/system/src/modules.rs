@@ -329,10 +329,9 @@ pub struct Modules {
     names: Vec<String>,
 }
 
-/// What a coldplug did.
+/// What went wrong in a coldplug ([`Modules::loaded`] says what loaded).
 #[derive(Debug, Default)]
 pub struct Coldplug {
-    pub loaded: Vec<String>,
     /// A driver that would not load leaves its device unused; the boot
     /// goes on, and fails later only if it needed that device.
     pub failed: Vec<Error>,
@@ -398,9 +397,8 @@ impl Modules {
                 break;
             }
             for module in wanted {
-                match self.load(std::slice::from_ref(&module)) {
-                    Ok(names) => report.loaded.extend(names),
-                    Err(e) => report.failed.push(e),
+                if let Err(e) = self.load(std::slice::from_ref(&module)) {
+                    report.failed.push(e);
                 }
             }
         }
