@@ -35,7 +35,7 @@ impl BootError {
             BootError::Early(_) => None,
             BootError::Cmdline(_) => Some("fix that option on the kernel command line"),
             BootError::Modules(_) => {
-                Some("check b2c.insmods and the modules shipped in the initramfs")
+                Some("check b2c.insmods (or b2c.modules) against initramfs/modules.txt")
             }
             BootError::Network(_) => Some("check the cabling, the DHCP server, b2c.iface and ip="),
             BootError::CaCert { .. } => {
