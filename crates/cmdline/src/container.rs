@@ -49,13 +49,31 @@ pub enum Dns {
     Servers(Vec<std::net::Ipv4Addr>),
 }
 
-/// `--pull`: when to ask the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// podman's `--pull`: when the registry is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum PullPolicy {
+    /// Ask the registry for the manifest every time and download only the
+    /// blobs the store lacks (none when the image is unchanged). When the
+    /// registry cannot be reached and the image is stored, the stored
+    /// image is used, with a warning.
     #[default]
     Always,
+    /// Use the stored image without asking the registry; pull it only if
+    /// the store does not have it.
     Missing,
+    /// Only ever use the stored image.
     Never,
+}
+
+impl PullPolicy {
+    /// As written on the command line.
+    pub fn flag(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "--pull=always",
+            PullPolicy::Missing => "--pull=missing",
+            PullPolicy::Never => "--pull=never",
+        }
+    }
 }
 
 /// Why a container argument string was rejected.

@@ -4,7 +4,9 @@
 //! `B2C-OPTIONS.md`; APPEND lines written for boot2container must parse.
 
 mod container;
+mod image;
 mod network;
+mod plan;
 mod storage;
 mod tokenize;
 
@@ -14,8 +16,13 @@ pub use container::{
     parse_container_args, parse_env_file, ContainerArgs, ContainerArgsError, Dns, PullPolicy,
     VolumeMount, VolumeSource,
 };
+pub use image::{ImageRef, ReferenceError};
 pub use network::{
     parse_iface, parse_kernel_ip, IfaceConfig, IfaceMode, Ipv4Cidr, KernelIp, Route,
+};
+pub use plan::{
+    derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
+    ImagePlan, Layout, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan, VolumePlan,
 };
 pub use storage::{
     parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
@@ -129,9 +136,23 @@ pub struct Error {
 /// warning so that existing APPEND lines still boot.
 const NOT_YET_IMPLEMENTED: &[&str] = &["b2c.minio", "b2c.volume"];
 
-/// Parses a whole kernel command line.
+/// Parses a whole kernel command line. Checks that need several options
+/// together are [`derive`]'s: see [`plan`].
 pub fn parse(cmdline: &str) -> Result<Config, Error> {
     parse_tokens(tokenize(cmdline))
+}
+
+/// The boot plan of a kernel command line: [`parse`], then [`derive`].
+pub fn plan(cmdline: &str) -> Result<BootPlan, PlanError> {
+    derive(parse(cmdline)?)
+}
+
+/// The plan of the command line merged with the options fetched from
+/// `b2c.extra_args_url` (see [`parse_with_extra`]), and the keys that came
+/// from the fetched text.
+pub fn plan_with_extra(cmdline: &str, extra: &str) -> Result<(BootPlan, Vec<String>), PlanError> {
+    let (config, keys) = parse_with_extra(cmdline, extra)?;
+    Ok((derive(config)?, keys))
 }
 
 /// The command line merged with the options fetched from
@@ -295,17 +316,6 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             _ => config
                 .warnings
                 .push(format!("unknown option {key} is ignored")),
-        }
-    }
-    if let CacheDevice::Filesystem(name) = &config.cache_device {
-        if !config.filesystems.iter().any(|f| &f.name == name) {
-            return Err(Error {
-                key: "b2c.cache_device".into(),
-                value: name.clone(),
-                problem: format!(
-                    "no b2c.filesystem is named {name:?} (expected none, auto, reset, /dev/DEVICE or a b2c.filesystem name)"
-                ),
-            });
         }
     }
     Ok(config)
@@ -510,7 +520,6 @@ mod tests {
             ("b2c.proxy=http=a,bogus", "b2c.proxy"),
             ("b2c.run_service=\"--bogus img\"", "b2c.run_service"),
             ("b2c.post_container", "b2c.post_container"),
-            ("b2c.cache_device=nfs", "b2c.cache_device"),
             ("b2c.swap=lots", "b2c.swap"),
             ("b2c.filesystem=x,type=ext4", "b2c.filesystem"),
         ] {

@@ -47,7 +47,7 @@ pub use images::StoredImage;
 pub use oci_client::Reference;
 pub use overlay::{mount_overlay, OverlayError};
 pub use pull::{pull, ImageSource, PullPolicy, PullStats, PulledImage};
-pub use reference::{parse_reference, ReferenceError};
+pub use reference::{parse_reference, to_reference, ImageRef, ReferenceError};
 pub use registry::{ProxyOptions, RegistryOptions, RetryPolicy};
 pub use store::{LayerError, LayerStore, StoreError};
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};

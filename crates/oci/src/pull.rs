@@ -47,31 +47,7 @@ const MANIFEST_MEDIA_TYPES: &[&str] = &[
     OCI_IMAGE_INDEX_MEDIA_TYPE,
 ];
 
-/// podman's `--pull`: when the registry is asked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum PullPolicy {
-    /// Ask the registry for the manifest every time and download only the
-    /// blobs the store lacks (none when the image is unchanged). When the
-    /// registry cannot be reached and the image is stored, the stored
-    /// image is used, with a warning.
-    #[default]
-    Always,
-    /// Use the stored image without asking the registry; pull it only if
-    /// the store does not have it.
-    Missing,
-    /// Only ever use the stored image.
-    Never,
-}
-
-impl PullPolicy {
-    fn option(self) -> &'static str {
-        match self {
-            PullPolicy::Always => "--pull=always",
-            PullPolicy::Missing => "--pull=missing",
-            PullPolicy::Never => "--pull=never",
-        }
-    }
-}
+pub use b2c_cmdline::PullPolicy;
 
 /// Where a [`PulledImage`] came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,7 +155,7 @@ pub async fn pull(
     };
     match (policy, stored) {
         (PullPolicy::Missing | PullPolicy::Never, Some(s)) => {
-            Ok(from_store(store, s, ImageSource::Store, policy.option()))
+            Ok(from_store(store, s, ImageSource::Store, policy.flag()))
         }
         (PullPolicy::Never, None) => Err(PullError::NotStored { image }),
         (PullPolicy::Always, Some(s)) if reference.digest() == Some(s.digest.as_str()) => {
