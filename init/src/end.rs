@@ -2,10 +2,9 @@
 //! and the final power-off or reboot.
 
 use std::process::Command;
-use std::time::Duration;
 
-use b2c_cmdline::Config;
-use b2c_runtime::{PipelineStatus, ShutdownMode};
+use b2c_cmdline::EndPlan;
+use b2c_runtime::{Outcome, ShutdownMode};
 use b2c_system::log::console_line;
 use b2c_system::power::{self, FinalAction};
 use b2c_system::reaper;
@@ -15,42 +14,7 @@ use log::{info, warn};
 /// shutdown/reboot commands.
 const SHELL: &str = "/bin/sh";
 
-#[derive(Debug, Clone, Copy)]
-pub struct Outcome {
-    pub status: PipelineStatus,
-    pub mode: ShutdownMode,
-}
-
-impl Outcome {
-    pub fn setup_failed() -> Outcome {
-        Outcome {
-            status: PipelineStatus::setup_failed(),
-            mode: ShutdownMode::Default,
-        }
-    }
-}
-
-/// What the command line says about the end.
-#[derive(Debug, Clone, Default)]
-pub struct EndOptions {
-    pub shell: bool,
-    pub delay: Duration,
-    pub shutdown_cmd: Option<String>,
-    pub reboot_cmd: Option<String>,
-}
-
-impl From<&Config> for EndOptions {
-    fn from(c: &Config) -> Self {
-        EndOptions {
-            shell: c.shell,
-            delay: c.poweroff_delay,
-            shutdown_cmd: c.shutdown_cmd.clone(),
-            reboot_cmd: c.reboot_cmd.clone(),
-        }
-    }
-}
-
-pub fn finish(outcome: Outcome, opts: &EndOptions) -> ! {
+pub fn finish(outcome: Outcome, opts: &EndPlan) -> ! {
     console_line(&outcome.status.line());
     if outcome.status.failed() && opts.shell {
         rescue_shell();
@@ -69,12 +33,12 @@ pub fn finish(outcome: Outcome, opts: &EndOptions) -> ! {
     };
     console_line(line);
     // As in boot2container, the delay is for whoever watches a power-off.
-    if action == FinalAction::PowerOff && !opts.delay.is_zero() {
+    if action == FinalAction::PowerOff && !opts.poweroff_delay.is_zero() {
         info!(
             "waiting {:.1} s before the end (b2c.poweroff_delay)",
-            opts.delay.as_secs_f64()
+            opts.poweroff_delay.as_secs_f64()
         );
-        std::thread::sleep(opts.delay);
+        std::thread::sleep(opts.poweroff_delay);
     }
     if let Some(command) = command {
         info!("running {command:?} (b2c.shutdown_cmd / b2c.reboot_cmd)");

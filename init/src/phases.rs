@@ -1,21 +1,20 @@
 //! The phases of a boot, in the order main calls them. Each one is glue:
-//! the work is done by the crate that owns the concern.
+//! the work is done by the crate that owns the concern; what a failure
+//! means for the boot is decided here and in [`crate::failure`].
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{Config, ContainerArgs, NtpPeer};
+use b2c_cmdline::{BootPlan, EnvFileSource, NtpPeer};
 use b2c_net::{FetchOptions, NetworkUp};
 use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
+use b2c_storage::CacheSetup;
 use b2c_system::info;
 use b2c_system::modules::Modules;
 use log::{info, warn};
 
-use crate::failure::BootError;
+use crate::failure::{BootError, EnvFileError};
 
-/// Where images and containers live: tmpfs now, the cache partition later.
-pub const STORAGE: &str = "/storage";
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 /// boot2container waits this long for the cache disk to appear.
@@ -52,22 +51,22 @@ pub fn block_devices() {
     );
 }
 
-/// The kernel command line, as text (extra args are merged into it later)
-/// and parsed.
-pub fn config() -> Result<(String, Config), BootError> {
+/// The kernel command line, as text (extra args are merged into it later),
+/// and its plan.
+pub fn plan() -> Result<(String, BootPlan), BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| BootError::Early(b2c_system::Error::io("/proc/cmdline", e)))?;
     info!("kernel command line: {}", cmdline.trim());
-    let config = b2c_cmdline::parse(&cmdline).map_err(BootError::Cmdline)?;
-    Ok((cmdline, config))
+    let plan = b2c_cmdline::plan(&cmdline).map_err(BootError::Plan)?;
+    Ok((cmdline, plan))
 }
 
 /// Log level and the warnings of the parse.
-pub fn announce(config: &Config) {
-    if config.debug {
+pub fn announce(plan: &BootPlan) {
+    if plan.debug {
         b2c_system::log::set_debug(true);
     }
-    for warning in &config.warnings {
+    for warning in &plan.warnings {
         warn!("{warning}");
     }
 }
@@ -75,12 +74,12 @@ pub fn announce(config: &Config) {
 /// The drivers of the devices present (by modalias, as udev's coldplug
 /// would), overlayfs (every container needs it) and `b2c.modules`.
 /// Filesystems wait for the storage phase: most boots mount none.
-pub fn load_modules(config: &Config) -> Result<Modules, BootError> {
+pub fn load_modules(plan: &BootPlan) -> Result<Modules, BootError> {
     let root = PathBuf::from("/lib/modules").join(info::kernel_release());
     let mut modules = Modules::open(&root).map_err(BootError::Modules)?;
     // A kernel may have overlay built in; b2c.modules must be shipped.
     let overlay = Some("fs-overlay".to_string()).filter(|m| modules.ships(m));
-    let wanted: Vec<String> = overlay.into_iter().chain(config.modules.clone()).collect();
+    let wanted: Vec<String> = overlay.into_iter().chain(plan.modules.clone()).collect();
     let (coldplug, asked) = modules.coldplug_while_loading(Path::new("/sys/bus"), &wanted);
     for e in &coldplug.failed {
         warn!("kernel modules: {e}: its device stays unused");
@@ -91,8 +90,8 @@ pub fn load_modules(config: &Config) -> Result<Modules, BootError> {
 }
 
 /// `b2c.modules` again, after `b2c.extra_args_url` may have added some.
-pub fn load_asked_modules(modules: &mut Modules, config: &Config) -> Result<(), BootError> {
-    let new = modules.load(&config.modules).map_err(BootError::Modules)?;
+pub fn load_asked_modules(modules: &mut Modules, plan: &BootPlan) -> Result<(), BootError> {
+    let new = modules.load(&plan.modules).map_err(BootError::Modules)?;
     show_loaded(&new);
     Ok(())
 }
@@ -103,10 +102,10 @@ fn show_loaded(new: &[String]) {
     }
 }
 
-pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
+pub async fn network(plan: &BootPlan) -> Result<NetworkUp, BootError> {
     let up = b2c_net::bring_up(
-        &config.ifaces,
-        config.kernel_ip.as_ref(),
+        &plan.network.ifaces,
+        plan.network.kernel_ip.as_ref(),
         Path::new(RESOLV_CONF),
         DHCP_TIMEOUT,
     )
@@ -118,55 +117,10 @@ pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
     Ok(up)
 }
 
-/// Fetches `b2c.extra_args_url`, merges it with the command line and
-/// derives the whole configuration again.
-pub async fn extra_args(cmdline: &str, url: &str, config: &Config) -> Result<Config, BootError> {
-    let options = FetchOptions {
-        extra_ca_pem: read_ca_certs(config).await?,
-        proxy: config.proxy.clone(),
-        ..Default::default()
-    };
-    let body = b2c_net::fetch(url, &options)
-        .await
-        .map_err(|source| BootError::ExtraArgs(source.to_string()))?;
-    let text = String::from_utf8_lossy(&body);
-    let (merged, keys) = b2c_cmdline::parse_with_extra(cmdline, &text).map_err(|e| {
-        BootError::ExtraArgs(format!("the options fetched from {url} are invalid: {e}"))
-    })?;
-    info!(
-        "options from b2c.extra_args_url: {}",
-        if keys.is_empty() {
-            "none".to_string()
-        } else {
-            keys.join(", ")
-        }
-    );
-    // Warnings of the command line itself were already shown.
-    for warning in merged.warnings.iter().skip(config.warnings.len()) {
-        warn!("{warning}");
-    }
-    if merged.ifaces != config.ifaces || merged.kernel_ip != config.kernel_ip {
-        warn!("network options from b2c.extra_args_url are ignored: the network is already up");
-    }
-    if merged.debug {
-        b2c_system::log::set_debug(true);
-    }
-    Ok(merged)
-}
-
-/// `b2c.hostname`, or the one `ip=` gives when b2c.hostname is not set.
-pub fn hostname(config: &Config, network: &NetworkUp) -> Result<(), BootError> {
-    let name = match &network.hostname {
-        Some(offered) if config.hostname == b2c_cmdline::DEFAULT_HOSTNAME => offered,
-        _ => &config.hostname,
-    };
-    b2c_system::host::set_hostname(name, Path::new("/etc")).map_err(BootError::Storage)
-}
-
 /// Sets the clock before anything uses TLS. A failure is a warning: the
 /// clock may be right already, and TLS will say so if it isn't.
-pub async fn clock(config: &Config, network: &NetworkUp) {
-    let server = match &config.ntp_peer {
+pub async fn clock(ntp_peer: &NtpPeer, network: &NetworkUp) {
+    let server = match ntp_peer {
         NtpPeer::None => return,
         NtpPeer::Host(host) => host.clone(),
         NtpPeer::Auto => network
@@ -181,6 +135,96 @@ pub async fn clock(config: &Config, network: &NetworkUp) {
         },
         Err(e) => warn!("cannot get the time from {server}: {e} (check b2c.ntp_peer)"),
     }
+}
+
+/// The `b2c.ca_cert` files, read once per boot: paths in the initramfs, or
+/// URLs fetched with the bundled roots only.
+pub async fn ca_certs(plan: &BootPlan) -> Result<Vec<Vec<u8>>, BootError> {
+    let mut pems = Vec::new();
+    for source in &plan.trust.ca_certs {
+        let pem = if is_url(source) {
+            let options = FetchOptions {
+                proxy: plan.trust.proxy.clone(),
+                ..Default::default()
+            };
+            b2c_net::fetch(source, &options)
+                .await
+                .map_err(|e| BootError::CaCert {
+                    path: source.clone(),
+                    problem: e.to_string(),
+                })?
+        } else {
+            std::fs::read(source).map_err(|e| BootError::CaCert {
+                path: source.clone(),
+                problem: e.to_string(),
+            })?
+        };
+        pems.push(pem);
+    }
+    Ok(pems)
+}
+
+fn is_url(source: &str) -> bool {
+    source.starts_with("http://") || source.starts_with("https://")
+}
+
+/// How URLs of the boot are fetched: b2c.proxy and the extra CAs.
+fn fetch_options(plan: &BootPlan, extra_ca_pem: &[Vec<u8>]) -> FetchOptions {
+    FetchOptions {
+        extra_ca_pem: extra_ca_pem.to_vec(),
+        proxy: plan.trust.proxy.clone(),
+        ..Default::default()
+    }
+}
+
+/// Fetches `b2c.extra_args_url`, merges it with the command line and
+/// derives the whole plan again.
+pub async fn extra_args(
+    cmdline: &str,
+    url: &str,
+    plan: &BootPlan,
+    extra_ca_pem: &[Vec<u8>],
+) -> Result<BootPlan, BootError> {
+    let body = b2c_net::fetch(url, &fetch_options(plan, extra_ca_pem))
+        .await
+        .map_err(BootError::ExtraArgs)?;
+    let text = String::from_utf8_lossy(&body);
+    let (merged, keys) = b2c_cmdline::plan_with_extra(cmdline, &text).map_err(|source| {
+        BootError::ExtraArgsInvalid {
+            url: url.to_string(),
+            source,
+        }
+    })?;
+    info!(
+        "options from b2c.extra_args_url: {}",
+        if keys.is_empty() {
+            "none".to_string()
+        } else {
+            keys.join(", ")
+        }
+    );
+    // Warnings of the command line itself were already shown.
+    for warning in merged.warnings.iter().skip(plan.warnings.len()) {
+        warn!("{warning}");
+    }
+    if merged.network != plan.network {
+        warn!("network options from b2c.extra_args_url are ignored: the network is already up");
+    }
+    if merged.debug {
+        b2c_system::log::set_debug(true);
+    }
+    Ok(merged)
+}
+
+/// Sets `b2c.hostname`, or the one `ip=` gives when b2c.hostname is not
+/// set; returns the name set.
+pub fn hostname(plan: &BootPlan, network: &NetworkUp) -> Result<String, BootError> {
+    let name = match &network.hostname {
+        Some(offered) if plan.hostname == b2c_cmdline::DEFAULT_HOSTNAME => offered,
+        _ => &plan.hostname,
+    };
+    b2c_system::host::set_hostname(name, Path::new("/etc")).map_err(BootError::Hostname)?;
+    Ok(name.clone())
 }
 
 /// Where images, layers, volumes and container scratch live: the cache
@@ -203,50 +247,71 @@ impl Drop for Storage {
     }
 }
 
-pub fn storage(config: &Config, modules: &mut Modules) -> Result<Storage, BootError> {
-    let root = Path::new(STORAGE);
-    let needed = b2c_storage::filesystem_modules(&config.cache_device, &config.filesystems);
+pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootError> {
+    let layout = &plan.layout;
+    let root = layout.root();
+    let wanted = &plan.storage;
+    let needed = b2c_storage::filesystem_modules(&wanted.cache_device, &wanted.filesystems);
     // Like any other cache trouble, this is not a failed boot: the mount
     // fails next and the job runs with its images in RAM.
     match modules.load_shipped(&needed) {
         Ok(new) => show_loaded(&new),
         Err(e) => warn!("kernel modules: {e}: the cache may not mount"),
     }
-    let cache = b2c_storage::setup_cache(
-        &config.cache_device,
-        &config.filesystems,
+    let setup = b2c_storage::setup_cache(
+        &wanted.cache_device,
+        &wanted.filesystems,
         root,
         CACHE_DEVICE_WAIT,
     )
     .map_err(BootError::Cache)?;
+    let cache = match setup {
+        CacheSetup::Mounted(cache) => {
+            info!(
+                "cache: {} mounted on {}{}",
+                cache.device.display(),
+                cache.mountpoint.display(),
+                if cache.formatted { " (new)" } else { "" }
+            );
+            Some(cache)
+        }
+        CacheSetup::NotAsked => None,
+        // The job does not need a cache to run, only to run faster.
+        CacheSetup::Unavailable(why) => {
+            warn!("{why}: running without a cache, images are kept in RAM");
+            None
+        }
+    };
     if cache.is_none() {
         b2c_system::mounts::mount_tmpfs(root, "mode=0755,size=90%").map_err(BootError::Storage)?;
     }
     // Container scratch left by an earlier boot of this cache is garbage.
-    let scratch = root.join("containers");
+    let scratch = layout.containers();
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)
             .map_err(|e| BootError::Storage(b2c_system::Error::io(&scratch, e)))?;
     }
-    let swap = match &config.swap {
+    let swap = match &wanted.swap {
         Some(swap) => b2c_storage::setup_swap(swap, cache.as_ref()).map_err(BootError::Cache)?,
         None => None,
     };
-    let store = LayerStore::new(root.join("oci"))
-        .map_err(|e| BootError::Storage(b2c_system::Error::io(STORAGE, e)))?;
+    let store_dir = layout.image_store();
+    let store = LayerStore::new(&store_dir)
+        .map_err(|e| BootError::Storage(b2c_system::Error::io(&store_dir, e)))?;
     Ok(Storage { store, cache, swap })
 }
 
 /// On a cache, makes room before pulling: least recently used layers that
 /// no image of this pipeline needs go first.
-pub fn make_room(config: &Config, storage: &Storage) {
+pub fn make_room(plan: &BootPlan, storage: &Storage) {
     if !storage.is_cache() {
         return;
     }
     let store = &storage.store;
-    let keep: Vec<_> = all_containers(config)
-        .filter_map(|a| b2c_oci::parse_reference(&a.image).ok())
-        .filter_map(|r| store.stored_image(&r))
+    let keep: Vec<_> = plan
+        .images
+        .iter()
+        .filter_map(|i| store.stored_image(&b2c_oci::to_reference(&i.reference)))
         .flat_map(|s| s.layers)
         .collect();
     if let Err(e) = store
@@ -257,114 +322,63 @@ pub fn make_room(config: &Config, storage: &Storage) {
     }
 }
 
-/// The `b2c.ca_cert` files: paths in the initramfs, or URLs fetched with
-/// the bundled roots only.
-async fn read_ca_certs(config: &Config) -> Result<Vec<Vec<u8>>, BootError> {
-    let mut pems = Vec::new();
-    for source in &config.ca_certs {
-        let bad = |problem: String| BootError::CaCert {
-            path: source.clone(),
-            problem,
-        };
-        let pem = if source.starts_with("http://") || source.starts_with("https://") {
-            let options = FetchOptions {
-                proxy: config.proxy.clone(),
-                ..Default::default()
-            };
-            b2c_net::fetch(source, &options)
-                .await
-                .map_err(|e| bad(e.to_string()))?
-        } else {
-            std::fs::read(source).map_err(|e| bad(e.to_string()))?
-        };
-        pems.push(pem);
-    }
-    Ok(pems)
-}
-
-/// Every container of the pipeline, in order of need.
-fn all_containers(config: &Config) -> impl Iterator<Item = &ContainerArgs> {
-    config
-        .services
-        .iter()
-        .chain(&config.containers)
-        .chain(&config.post_containers)
-}
-
-/// Pulls every image before the first container runs, so that a missing
-/// image fails the boot before any work is done.
+/// Pulls every image of the plan before the first container runs, so that
+/// a missing image fails the boot before any work is done. The images come
+/// back in the plan's order ([`b2c_cmdline::ImageId`]).
 pub async fn pull(
-    config: &Config,
+    plan: &BootPlan,
     store: &LayerStore,
-) -> Result<HashMap<String, PulledImage>, BootError> {
-    let extra_ca_pem = read_ca_certs(config).await?;
-    let p = &config.proxy;
+    extra_ca_pem: &[Vec<u8>],
+) -> Result<Vec<PulledImage>, BootError> {
+    let p = &plan.trust.proxy;
     let proxy = (p.http.is_some() || p.https.is_some()).then(|| ProxyOptions {
         http: p.http.clone(),
         https: p.https.clone(),
         no_proxy: p.no_proxy.clone(),
     });
-    let mut images = HashMap::new();
-    for args in all_containers(config) {
-        if images.contains_key(&args.image) {
-            continue;
-        }
-        let reference =
-            b2c_oci::parse_reference(&args.image).map_err(|source| BootError::Image {
-                image: args.image.clone(),
-                source,
-            })?;
+    let mut images = Vec::with_capacity(plan.images.len());
+    for image in &plan.images {
         let options = RegistryOptions {
-            tls_verify: args.tls_verify,
-            extra_ca_pem: extra_ca_pem.clone(),
+            tls_verify: image.tls_verify,
+            extra_ca_pem: extra_ca_pem.to_vec(),
             proxy: proxy.clone(),
-            insecure_registries: config.insecure_registries.clone(),
-            mirrors: config.registry_mirrors.clone(),
+            insecure_registries: plan.trust.insecure_registries.clone(),
+            mirrors: plan.trust.registry_mirrors.clone(),
             ..Default::default()
         };
-        let policy = match args.pull {
-            b2c_cmdline::PullPolicy::Always => b2c_oci::PullPolicy::Always,
-            b2c_cmdline::PullPolicy::Missing => b2c_oci::PullPolicy::Missing,
-            b2c_cmdline::PullPolicy::Never => b2c_oci::PullPolicy::Never,
-        };
-        let image = b2c_oci::pull(&reference, &options, store, policy)
+        let reference = b2c_oci::to_reference(&image.reference);
+        let pulled = b2c_oci::pull(&reference, &options, store, image.policy)
             .await
             .map_err(BootError::Pull)?;
-        images.insert(args.image.clone(), image);
+        images.push(pulled);
     }
     Ok(images)
 }
 
-/// Reads every `--env-file` (a path in the initramfs or a URL).
+/// Reads every `--env-file` (a path in the initramfs or a URL), in the
+/// plan's order ([`b2c_cmdline::EnvFileId`]).
 pub async fn env_files(
-    config: &Config,
-) -> Result<HashMap<String, Vec<(String, String)>>, BootError> {
-    let mut files = HashMap::new();
-    for source in all_containers(config).flat_map(|c| &c.env_files) {
-        if files.contains_key(source) {
-            continue;
-        }
-        let bad = |problem: String| BootError::EnvFile {
+    plan: &BootPlan,
+    extra_ca_pem: &[Vec<u8>],
+) -> Result<Vec<Vec<(String, String)>>, BootError> {
+    let mut files = Vec::with_capacity(plan.env_files.len());
+    for source in &plan.env_files {
+        let bad = |error| BootError::EnvFile {
             source: source.clone(),
-            problem,
+            error,
         };
-        let text = if source.starts_with("http://") || source.starts_with("https://") {
-            let options = FetchOptions {
-                extra_ca_pem: read_ca_certs(config).await?,
-                proxy: config.proxy.clone(),
-                ..Default::default()
-            };
-            let body = b2c_net::fetch(source, &options)
-                .await
-                .map_err(|e| bad(e.to_string()))?;
-            String::from_utf8_lossy(&body).into_owned()
-        } else {
-            std::fs::read_to_string(source).map_err(|e| bad(e.to_string()))?
+        let text = match source {
+            EnvFileSource::Url(url) => {
+                let body = b2c_net::fetch(url, &fetch_options(plan, extra_ca_pem))
+                    .await
+                    .map_err(|e| bad(EnvFileError::Fetch(e)))?;
+                String::from_utf8_lossy(&body).into_owned()
+            }
+            EnvFileSource::Path(path) => {
+                std::fs::read_to_string(path).map_err(|e| bad(EnvFileError::Read(e)))?
+            }
         };
-        files.insert(
-            source.clone(),
-            b2c_cmdline::parse_env_file(&text).map_err(bad)?,
-        );
+        files.push(b2c_cmdline::parse_env_file(&text).map_err(|e| bad(EnvFileError::Parse(e)))?);
     }
     Ok(files)
 }

@@ -1,9 +1,9 @@
-//! Running a bundle with crun.
+//! How crun is called.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use b2c_system::reaper::{self, ExitCode, Process};
+use b2c_system::reaper;
 
 /// Where crun keeps its state: tmpfs, gone at power-off.
 const CRUN_ROOT: &str = "/run/crun";
@@ -17,23 +17,12 @@ pub fn crun_binary() -> PathBuf {
 
 /// `crun run --no-pivot`: an initramfs root cannot be pivoted away from.
 /// The container shares our console for its stdio.
-fn command(bundle: &Path, id: &str) -> Command {
+pub(crate) fn command(bundle: &Path, id: &str) -> Command {
     let mut cmd = Command::new(crun_binary());
     cmd.args(["--root", CRUN_ROOT, "run", "--no-pivot", "--bundle"])
         .arg(bundle)
         .arg(id);
     cmd
-}
-
-/// Runs to completion. Returns the exit code (128 + signal when killed).
-pub fn run(bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error> {
-    reaper::run(&mut command(bundle, id))
-}
-
-/// Starts without waiting, for services. No stdin: a background service
-/// must not steal the console's input from the foreground container.
-pub fn spawn(bundle: &Path, id: &str) -> Result<Process, b2c_system::Error> {
-    reaper::spawn(command(bundle, id).stdin(Stdio::null()))
 }
 
 /// Sends a signal to a container's processes. Best effort: the container

@@ -1,16 +1,18 @@
-//! One container from image to exit: its overlay root, volumes, /etc files,
-//! runtime spec and bundle, then crun; and the cleanup after it.
+//! One container from image to exit: its overlay root, volumes, /etc
+//! files, runtime spec and bundle, then crun; and the cleanup after it,
+//! which a guard runs on every path, errors included.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{ContainerArgs, Dns, VolumeSource};
+use b2c_cmdline::{ContainerPlan, Dns, Layout, VolumePlan};
 use b2c_oci::PulledImage;
-use b2c_system::reaper::{ExitCode, Process};
+use b2c_system::reaper::ExitCode;
 use log::{info, warn};
 
-use crate::crun;
-use crate::spec::{runtime_spec, BindMount, ContainerPlan, HostFiles, SpecError};
+use crate::host::Host;
+use crate::spec::{runtime_spec, user_spec, HostFiles, SpecError, SpecInputs};
+use crate::user::UserError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -18,6 +20,8 @@ pub enum RunError {
     Overlay(#[from] b2c_oci::OverlayError),
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    User(#[from] UserError),
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
@@ -38,34 +42,30 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RunError + '_ {
     }
 }
 
-/// One container to run.
+/// What a container is made of, besides its plan.
 #[derive(Debug)]
-pub struct Container<'a> {
-    /// Unique for the boot: names the crun container and its directory.
-    pub id: String,
-    pub args: &'a ContainerArgs,
+pub struct Inputs<'a> {
     pub image: &'a PulledImage,
-    /// Variables read from `--env-file`.
+    /// Variables read from its `--env-file`s, in order.
     pub env_file: Vec<(String, String)>,
+    /// The pipeline's variables, set last.
+    pub env: Vec<(String, String)>,
 }
 
 /// Where containers live and what they share with the host.
-#[derive(Debug, Clone)]
-pub struct Engine {
-    /// One directory per container: overlay upper/work, rootfs, bundle.
-    containers: PathBuf,
-    /// Named volumes: one directory each, for the whole boot.
-    volumes: PathBuf,
+pub struct Engine<'h, H: Host> {
+    host: &'h H,
+    layout: Layout,
     /// The host's /etc, for resolv.conf, hostname and hosts.
     etc: PathBuf,
     hostname: String,
 }
 
-impl Engine {
-    pub fn new(storage: &Path, etc: &Path, hostname: &str) -> Engine {
+impl<'h, H: Host> Engine<'h, H> {
+    pub fn new(host: &'h H, layout: &Layout, etc: &Path, hostname: &str) -> Self {
         Engine {
-            containers: storage.join("containers"),
-            volumes: storage.join("volumes"),
+            host,
+            layout: layout.clone(),
             etc: etc.to_path_buf(),
             hostname: hostname.to_string(),
         }
@@ -73,49 +73,50 @@ impl Engine {
 
     /// Runs a container in the foreground, sharing the console; returns its
     /// exit code.
-    pub fn run(&self, c: &Container, env: &[(String, String)]) -> Result<i32, RunError> {
-        let bundle = self.prepare(c, env)?;
-        let code = crun::run(&bundle, &c.id);
-        self.cleanup(&bundle);
-        Ok(code?.0)
+    pub fn run(&self, c: &ContainerPlan, inputs: &Inputs) -> Result<i32, RunError> {
+        let bundle = self.prepare(c, inputs)?;
+        let code = self.host.run(&bundle.dir, c.id.as_str())?;
+        Ok(code.0)
     }
 
     /// Starts a container in the background, for `b2c.run_service`.
-    pub fn start(&self, c: &Container, env: &[(String, String)]) -> Result<Service, RunError> {
-        let bundle = self.prepare(c, env)?;
-        match crun::spawn(&bundle, &c.id) {
-            Ok(process) => Ok(Service {
-                id: c.id.clone(),
-                bundle,
-                process,
-                engine: self.clone(),
-            }),
-            Err(e) => {
-                self.cleanup(&bundle);
-                Err(e.into())
-            }
-        }
+    pub fn start(&self, c: &ContainerPlan, inputs: &Inputs) -> Result<Service<'h, H>, RunError> {
+        let bundle = self.prepare(c, inputs)?;
+        let process = self.host.spawn(&bundle.dir, c.id.as_str())?;
+        Ok(Service {
+            id: c.id.to_string(),
+            process,
+            _bundle: bundle,
+        })
     }
 
-    fn prepare(&self, c: &Container, env: &[(String, String)]) -> Result<PathBuf, RunError> {
-        let bundle = self.containers.join(&c.id);
+    fn prepare(&self, c: &ContainerPlan, inputs: &Inputs) -> Result<Bundle<'h, H>, RunError> {
+        let mut bundle = Bundle {
+            host: self.host,
+            dir: self.layout.container(&c.id),
+            mounted: false,
+        };
         let (upper, work, rootfs) = (
-            bundle.join("upper"),
-            bundle.join("work"),
-            bundle.join("rootfs"),
+            bundle.dir.join("upper"),
+            bundle.dir.join("work"),
+            bundle.dir.join("rootfs"),
         );
         for dir in [&upper, &work, &rootfs] {
-            std::fs::create_dir_all(dir).map_err(io(dir))?;
+            self.host.create_dir_all(dir).map_err(io(dir))?;
         }
-        b2c_oci::mount_overlay(&c.image.layers, &upper, &work, &rootfs)?;
-        let volumes = self.volumes(c.args)?;
+        self.host
+            .mount_overlay(&inputs.image.layers, &upper, &work, &rootfs)?;
+        // From here on, dropping the bundle unmounts it.
+        bundle.mounted = true;
+        self.volumes(&c.volumes)?;
 
         // Per-container files where the options ask for their own.
-        let hostname_file = match &c.args.hostname {
-            Some(name) => write(&bundle.join("hostname"), &format!("{name}\n"))?,
+        let args = &c.args;
+        let hostname_file = match &args.hostname {
+            Some(name) => self.write(&bundle.dir.join("hostname"), &format!("{name}\n"))?,
             None => self.etc.join("hostname"),
         };
-        let resolv_conf = match &c.args.dns {
+        let resolv_conf = match &args.dns {
             None => Some(self.etc.join("resolv.conf")),
             Some(Dns::None) => None,
             Some(Dns::Servers(servers)) => {
@@ -123,118 +124,116 @@ impl Engine {
                     .iter()
                     .map(|s| format!("nameserver {s}\n"))
                     .collect();
-                Some(write(&bundle.join("resolv.conf"), &text)?)
+                Some(self.write(&bundle.dir.join("resolv.conf"), &text)?)
             }
         };
         let hosts = self.etc.join("hosts");
-        let plan = ContainerPlan {
-            args: c.args,
-            image: &c.image.config,
-            rootfs: &rootfs,
-            hostname: c.args.hostname.as_deref().unwrap_or(&self.hostname),
-            host_files: HostFiles {
-                resolv_conf: resolv_conf.as_deref(),
-                hostname: &hostname_file,
-                hosts: &hosts,
+        let config = &inputs.image.config;
+        let user = self.host.resolve_user(&user_spec(args, config), &rootfs)?;
+        let spec = runtime_spec(
+            &SpecInputs {
+                args,
+                image: config,
+                rootfs: &rootfs,
+                hostname: args.hostname.as_deref().unwrap_or(&self.hostname),
+                host_files: HostFiles {
+                    resolv_conf: resolv_conf.as_deref(),
+                    hostname: &hostname_file,
+                    hosts: &hosts,
+                },
+                volumes: &c.volumes,
+                user,
+                env_file: &inputs.env_file,
+                extra_env: &inputs.env,
             },
-            volumes: &volumes,
-            env_file: &c.env_file,
-            extra_env: env,
-        };
-        let spec = runtime_spec(&plan, &c.id)?;
-        let config = bundle.join("config.json");
-        spec.save(&config)
-            .map_err(|e| io(&config)(std::io::Error::other(e)))?;
+            c.id.as_str(),
+        )?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(std::io::Error::other);
+        let path = bundle.dir.join("config.json");
+        json.and_then(|json| self.host.write(&path, &json))
+            .map_err(io(&path))?;
         Ok(bundle)
     }
 
     /// Named volumes are created on first use and shared by every
     /// container that names them; host paths must exist.
-    fn volumes(&self, args: &ContainerArgs) -> Result<Vec<BindMount>, RunError> {
-        args.volumes
-            .iter()
-            .map(|v| {
-                let source = match &v.source {
-                    VolumeSource::Named(name) => {
-                        let dir = self.volumes.join(name);
-                        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-                        dir
-                    }
-                    VolumeSource::HostPath(path) => {
-                        if !Path::new(path).exists() {
-                            return Err(RunError::MissingHostPath {
-                                path: path.clone(),
-                                destination: v.destination.clone(),
-                            });
-                        }
-                        PathBuf::from(path)
-                    }
-                };
-                Ok(BindMount {
-                    source,
+    fn volumes(&self, volumes: &[VolumePlan]) -> Result<(), RunError> {
+        for v in volumes {
+            if v.named {
+                self.host.create_dir_all(&v.source).map_err(io(&v.source))?;
+            } else if !self.host.exists(&v.source) {
+                return Err(RunError::MissingHostPath {
+                    path: v.source.display().to_string(),
                     destination: v.destination.clone(),
-                    read_only: v.read_only,
-                })
-            })
-            .collect()
+                });
+            }
+        }
+        Ok(())
     }
 
-    /// Frees what the container used: its overlay and its writable layer
-    /// (RAM, when storage is tmpfs). Failures only warn: the pipeline goes on.
-    fn cleanup(&self, bundle: &Path) {
-        let rootfs = bundle.join("rootfs");
-        if let Err(e) = rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::DETACH) {
-            warn!("cannot unmount {}: {e}", rootfs.display());
-            return;
-        }
-        if let Err(e) = std::fs::remove_dir_all(bundle) {
-            warn!("cannot remove {}: {e}", bundle.display());
-        }
+    fn write(&self, path: &Path, content: &str) -> Result<PathBuf, RunError> {
+        self.host
+            .write(path, content.as_bytes())
+            .map_err(io(path))?;
+        Ok(path.to_path_buf())
     }
 }
 
-fn write(path: &Path, content: &str) -> Result<PathBuf, RunError> {
-    std::fs::write(path, content).map_err(io(path))?;
-    Ok(path.to_path_buf())
+/// A container's directory, and its overlay once mounted: dropping it
+/// frees both (RAM, when storage is tmpfs), whatever happened before.
+/// Failures only warn: the pipeline goes on.
+struct Bundle<'h, H: Host> {
+    host: &'h H,
+    dir: PathBuf,
+    mounted: bool,
+}
+
+impl<H: Host> Drop for Bundle<'_, H> {
+    fn drop(&mut self) {
+        if self.mounted {
+            let rootfs = self.dir.join("rootfs");
+            if let Err(e) = self.host.unmount(&rootfs) {
+                // Removing files below a mount would remove the image's.
+                warn!("cannot unmount {}: {e}", rootfs.display());
+                return;
+            }
+        }
+        if let Err(e) = self.host.remove_dir_all(&self.dir) {
+            warn!("cannot remove {}: {e}", self.dir.display());
+        }
+    }
 }
 
 /// A container running in the background.
-#[derive(Debug)]
-pub struct Service {
+pub struct Service<'h, H: Host> {
     id: String,
-    bundle: PathBuf,
-    process: Process,
-    engine: Engine,
+    process: H::Process,
+    // Dropped last: the container must be gone before its root is.
+    _bundle: Bundle<'h, H>,
 }
 
-impl Service {
+impl<H: Host> Service<'_, H> {
     pub fn id(&self) -> &str {
         &self.id
     }
 
     /// Stops it: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
     pub fn stop(self, grace: Duration) -> ExitCode {
-        let code = match self.process.wait_timeout(Duration::ZERO) {
-            Some(code) => {
-                warn!(
-                    "service {} had already exited with status {}",
-                    self.id, code.0
-                );
-                code
-            }
-            None => {
-                crun::kill(&self.id, "TERM");
-                match self.process.wait_timeout(grace) {
-                    Some(code) => code,
-                    None => {
-                        info!("service {} ignored SIGTERM: killing it", self.id);
-                        crun::kill(&self.id, "KILL");
-                        self.process.wait_timeout(grace).unwrap_or(ExitCode(137))
-                    }
-                }
-            }
-        };
-        self.engine.cleanup(&self.bundle);
-        code
+        let host = self._bundle.host;
+        if let Some(code) = host.wait_timeout(&self.process, Duration::ZERO) {
+            warn!(
+                "service {} had already exited with status {}",
+                self.id, code.0
+            );
+            return code;
+        }
+        host.kill(&self.id, "TERM");
+        if let Some(code) = host.wait_timeout(&self.process, grace) {
+            return code;
+        }
+        info!("service {} ignored SIGTERM: killing it", self.id);
+        host.kill(&self.id, "KILL");
+        host.wait_timeout(&self.process, grace)
+            .unwrap_or(ExitCode(137))
     }
 }

@@ -1,11 +1,16 @@
-//! Running containers: the OCI runtime spec, crun, and the pipeline.
+//! Running containers: the OCI runtime spec, crun, and the pipeline loop
+//! ([`run_pipeline`]) over a [`b2c_cmdline::BootPlan`].
 
 pub mod crun;
 pub mod engine;
+pub mod host;
 pub mod pipeline;
+mod run;
 pub mod spec;
 pub mod user;
 
-pub use engine::{Container, Engine, RunError, Service};
-pub use pipeline::{Pipeline, PipelineStatus, ShutdownMode, Stage};
-pub use spec::{runtime_spec, BindMount, ContainerPlan, HostFiles, SpecError};
+pub use engine::{Engine, Inputs, RunError, Service};
+pub use host::{Host, System};
+pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
+pub use run::{run_pipeline, Outcome, Prepared, Site};
+pub use spec::{runtime_spec, HostFiles, SpecError, SpecInputs};

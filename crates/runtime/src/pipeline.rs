@@ -1,43 +1,65 @@
 //! The pipeline's state: which container runs next, the status CI reads,
 //! the `B2C_PIPELINE_*` variables, and how the machine ends.
 
-/// Status of a boot whose setup failed before a container could run.
-pub const SETUP_FAILED: i32 = 1;
+use b2c_cmdline::Stage;
+
 /// Exit code of a container whose process called reboot(2) to restart.
 pub const EXIT_REBOOT: i32 = 129;
 /// Exit code of a container whose process called reboot(2) to power off.
 pub const EXIT_POWEROFF: i32 = 130;
 
-/// The status CI reads from `Execution is over, pipeline status: N`: the
-/// exit code of the first failing `b2c.run` container, 0 when all passed.
+/// The verdict CI reads from `Execution is over, pipeline status: N`.
+///
+/// Setup failures and containers that could not be started show as 1 on
+/// the console, as in boot2container, but stay distinct here.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct PipelineStatus {
-    code: i32,
+pub enum PipelineStatus {
+    /// Every `b2c.run` container exited 0 (or there was none).
+    #[default]
+    Passed,
+    /// The first failing `b2c.run` container exited with this code.
+    Failed(i32),
+    /// The first failing `b2c.run` container could not be started.
+    NotStarted,
+    /// The boot failed before the pipeline could run.
+    SetupFailed,
 }
 
 impl PipelineStatus {
-    /// Records a container's exit code; the first failure sticks.
-    pub fn record(&mut self, exit_code: i32) {
-        if self.code == 0 {
-            self.code = exit_code;
+    /// The number on the status line.
+    pub fn code(&self) -> i32 {
+        match self {
+            PipelineStatus::Passed => 0,
+            PipelineStatus::Failed(code) => *code,
+            PipelineStatus::NotStarted | PipelineStatus::SetupFailed => 1,
         }
     }
 
-    pub fn setup_failed() -> Self {
-        PipelineStatus { code: SETUP_FAILED }
-    }
-
-    pub fn code(&self) -> i32 {
-        self.code
-    }
-
     pub fn failed(&self) -> bool {
-        self.code != 0
+        *self != PipelineStatus::Passed
     }
 
     /// The line CI parses, byte-exact.
     pub fn line(&self) -> String {
-        format!("Execution is over, pipeline status: {}", self.code)
+        format!("Execution is over, pipeline status: {}", self.code())
+    }
+}
+
+/// How one container ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerEnd {
+    Exited(i32),
+    /// Its image, spec or crun failed before it ran.
+    NotStarted,
+}
+
+impl ContainerEnd {
+    fn as_status(self) -> PipelineStatus {
+        match self {
+            ContainerEnd::Exited(0) => PipelineStatus::Passed,
+            ContainerEnd::Exited(code) => PipelineStatus::Failed(code),
+            ContainerEnd::NotStarted => PipelineStatus::NotStarted,
+        }
     }
 }
 
@@ -62,21 +84,12 @@ impl ShutdownMode {
     }
 }
 
-/// Which list of the command line a container comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// `b2c.run`: decides the status.
-    Run,
-    /// `b2c.post_container`: always runs, never changes the status.
-    Post,
-}
-
 #[derive(Debug, Default)]
 pub struct Pipeline {
     pipefail: bool,
     status: PipelineStatus,
     failed_by: Option<String>,
-    previous: Option<(String, i32)>,
+    previous: Option<(String, PipelineStatus)>,
     shutdown: ShutdownMode,
 }
 
@@ -98,15 +111,16 @@ impl Pipeline {
     /// exits with 129 (reboot) or 130 (power-off), which also decides how
     /// the machine ends. As in boot2container, that exit code still counts
     /// like any other: CI sees it in the status.
-    pub fn record(&mut self, stage: Stage, name: &str, exit_code: i32) {
-        self.previous = Some((name.to_string(), exit_code));
-        match exit_code {
-            EXIT_REBOOT => self.shutdown = ShutdownMode::Reboot,
-            EXIT_POWEROFF => self.shutdown = ShutdownMode::PowerOff,
+    pub fn record(&mut self, stage: Stage, name: &str, end: ContainerEnd) {
+        let status = end.as_status();
+        self.previous = Some((name.to_string(), status));
+        match end {
+            ContainerEnd::Exited(EXIT_REBOOT) => self.shutdown = ShutdownMode::Reboot,
+            ContainerEnd::Exited(EXIT_POWEROFF) => self.shutdown = ShutdownMode::PowerOff,
             _ => {}
         }
-        if stage == Stage::Run && exit_code != 0 && !self.status.failed() {
-            self.status.record(exit_code);
+        if stage == Stage::Run && status.failed() && !self.status.failed() {
+            self.status = status;
             self.failed_by = Some(name.to_string());
         }
     }
@@ -122,7 +136,7 @@ impl Pipeline {
     /// The variables every container gets.
     pub fn env(&self) -> Vec<(String, String)> {
         let (prev, prev_code) = match &self.previous {
-            Some((name, code)) => (name.clone(), code.to_string()),
+            Some((name, status)) => (name.clone(), status.code().to_string()),
             None => (String::new(), String::new()),
         };
         [
@@ -154,24 +168,34 @@ mod tests {
 
     #[test]
     fn first_failure_is_the_status() {
-        let mut s = PipelineStatus::default();
-        assert_eq!(s.line(), "Execution is over, pipeline status: 0");
-        s.record(0);
-        s.record(3);
-        s.record(5);
-        assert_eq!(s.code(), 3);
-        assert_eq!(s.line(), "Execution is over, pipeline status: 3");
-        assert_eq!(PipelineStatus::setup_failed().code(), 1);
+        let mut p = Pipeline::new(false);
+        assert_eq!(p.status().line(), "Execution is over, pipeline status: 0");
+        p.record(Stage::Run, "a", ContainerEnd::Exited(0));
+        p.record(Stage::Run, "b", ContainerEnd::Exited(3));
+        p.record(Stage::Run, "c", ContainerEnd::Exited(5));
+        assert_eq!(p.status(), PipelineStatus::Failed(3));
+        assert_eq!(p.status().line(), "Execution is over, pipeline status: 3");
+        assert_eq!(PipelineStatus::SetupFailed.code(), 1);
+    }
+
+    #[test]
+    fn a_container_that_did_not_start_shows_as_1_but_is_told_apart() {
+        let mut p = Pipeline::new(false);
+        p.record(Stage::Run, "a", ContainerEnd::NotStarted);
+        assert_eq!(p.status(), PipelineStatus::NotStarted);
+        assert_ne!(p.status(), PipelineStatus::Failed(1));
+        assert_eq!(p.status().code(), 1);
+        assert_eq!(var(&p, "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE"), "1");
     }
 
     #[test]
     fn without_pipefail_everything_runs() {
         let mut p = Pipeline::new(false);
         assert_eq!(var(&p, "B2C_PIPELINE_PREV_CONTAINER"), "");
-        p.record(Stage::Run, "a", 5);
+        p.record(Stage::Run, "a", ContainerEnd::Exited(5));
         assert!(!p.skip(Stage::Run));
-        p.record(Stage::Run, "b", 6);
-        assert_eq!(p.status().code(), 5);
+        p.record(Stage::Run, "b", ContainerEnd::Exited(6));
+        assert_eq!(p.status(), PipelineStatus::Failed(5));
         assert_eq!(var(&p, "B2C_PIPELINE_FAILED_BY"), "a");
         assert_eq!(var(&p, "B2C_PIPELINE_PREV_CONTAINER"), "b");
         assert_eq!(var(&p, "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE"), "6");
@@ -180,12 +204,12 @@ mod tests {
     #[test]
     fn pipefail_skips_runs_but_not_posts() {
         let mut p = Pipeline::new(true);
-        p.record(Stage::Run, "a", 0);
+        p.record(Stage::Run, "a", ContainerEnd::Exited(0));
         assert!(!p.skip(Stage::Run));
-        p.record(Stage::Run, "b", 7);
+        p.record(Stage::Run, "b", ContainerEnd::Exited(7));
         assert!(p.skip(Stage::Run));
         assert!(!p.skip(Stage::Post));
-        p.record(Stage::Post, "post", 1);
+        p.record(Stage::Post, "post", ContainerEnd::Exited(1));
         assert_eq!(
             p.status().code(),
             7,
@@ -198,13 +222,13 @@ mod tests {
     fn reboot_request_is_the_final_action_and_the_status() {
         let mut p = Pipeline::new(false);
         assert_eq!(var(&p, "B2C_PIPELINE_SHUTDOWN_MODE"), "default");
-        p.record(Stage::Run, "flasher", EXIT_REBOOT);
+        p.record(Stage::Run, "flasher", ContainerEnd::Exited(EXIT_REBOOT));
         assert_eq!(p.status().code(), EXIT_REBOOT);
         assert_eq!(p.shutdown(), ShutdownMode::Reboot);
         assert!(!p.skip(Stage::Run));
         assert_eq!(var(&p, "B2C_PIPELINE_SHUTDOWN_MODE"), "reboot");
         let mut q = Pipeline::new(true);
-        q.record(Stage::Post, "p", EXIT_POWEROFF);
+        q.record(Stage::Post, "p", ContainerEnd::Exited(EXIT_POWEROFF));
         assert_eq!(q.shutdown(), ShutdownMode::PowerOff);
         assert_eq!(
             q.status().code(),

@@ -7,15 +7,13 @@
 
 use std::path::{Path, PathBuf};
 
-use b2c_cmdline::ContainerArgs;
+use b2c_cmdline::{ContainerArgs, VolumePlan};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
     Capabilities, LinuxBuilder, LinuxDeviceCgroupBuilder, LinuxNamespaceBuilder,
     LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
     PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
-
-use crate::user::{resolve_user, UserError};
 
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -65,14 +63,6 @@ const ALL_CAPABILITIES: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// A host directory or file made visible in the container.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BindMount {
-    pub source: PathBuf,
-    pub destination: String,
-    pub read_only: bool,
-}
-
 /// The /etc files a container gets from the host.
 #[derive(Debug, Clone, Copy)]
 pub struct HostFiles<'a> {
@@ -84,7 +74,7 @@ pub struct HostFiles<'a> {
 
 /// What the spec is made from.
 #[derive(Debug)]
-pub struct ContainerPlan<'a> {
+pub struct SpecInputs<'a> {
     pub args: &'a ContainerArgs,
     pub image: &'a ImageConfiguration,
     /// The merged (overlay) root filesystem.
@@ -92,7 +82,9 @@ pub struct ContainerPlan<'a> {
     pub hostname: &'a str,
     pub host_files: HostFiles<'a>,
     /// Volumes (`-v`), already resolved to host paths.
-    pub volumes: &'a [BindMount],
+    pub volumes: &'a [VolumePlan],
+    /// The process's `(uid, gid)`, from [`user_spec`] resolved in the image.
+    pub user: (u32, u32),
     /// From `--env-file`: after the image's variables, before `-e`.
     pub env_file: &'a [(String, String)],
     /// Set after the image's and the user's variables: the pipeline's.
@@ -103,8 +95,6 @@ pub struct ContainerPlan<'a> {
 pub enum SpecError {
     #[error("image {0} has no command: give one after the image in b2c.run")]
     NoCommand(String),
-    #[error(transparent)]
-    User(#[from] UserError),
     #[error("cannot build the runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
 }
@@ -167,7 +157,7 @@ fn bind(source: impl Into<PathBuf>, destination: &str, recursive: bool, read_onl
         .expect("a bind mount has every field")
 }
 
-fn mounts(files: &HostFiles, volumes: &[BindMount]) -> Vec<Mount> {
+fn mounts(files: &HostFiles, volumes: &[VolumePlan]) -> Vec<Mount> {
     let proc_mount = MountBuilder::default()
         .destination("/proc")
         .typ("proc")
@@ -195,8 +185,16 @@ fn mounts(files: &HostFiles, volumes: &[BindMount]) -> Vec<Mount> {
     mounts
 }
 
+/// `-u`, else the image's `User`: resolved against the image's own files.
+pub fn user_spec(args: &ContainerArgs, image: &ImageConfiguration) -> String {
+    args.user
+        .clone()
+        .or_else(|| image.config().as_ref().and_then(|c| c.user().clone()))
+        .unwrap_or_default()
+}
+
 /// Builds the runtime spec (config.json) of one container.
-pub fn runtime_spec(plan: &ContainerPlan, id: &str) -> Result<Spec, SpecError> {
+pub fn runtime_spec(plan: &SpecInputs, id: &str) -> Result<Spec, SpecError> {
     let args = process_args(plan.args, plan.image);
     if args.is_empty() {
         return Err(SpecError::NoCommand(plan.args.image.clone()));
@@ -209,13 +207,7 @@ pub fn runtime_spec(plan: &ContainerPlan, id: &str) -> Result<Spec, SpecError> {
         .or_else(|| image_config.and_then(|c| c.working_dir().clone()))
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_string());
-    let user_spec = plan
-        .args
-        .user
-        .clone()
-        .or_else(|| image_config.and_then(|c| c.user().clone()))
-        .unwrap_or_default();
-    let (uid, gid) = resolve_user(&user_spec, plan.rootfs)?;
+    let (uid, gid) = plan.user;
 
     let caps: Capabilities = serde_json::from_value(serde_json::json!(ALL_CAPABILITIES))
         .expect("capability names are valid");
@@ -356,17 +348,19 @@ mod tests {
         let img =
             image(serde_json::json!({"Cmd": ["/bin/sh"], "WorkingDir": "/work", "User": "0:0"}));
         let a = args("-w /job img");
-        let plan = ContainerPlan {
+        let plan = SpecInputs {
             args: &a,
             image: &img,
             rootfs: root.path(),
             hostname: "dut-7",
             host_files: host_files(),
-            volumes: &[BindMount {
+            volumes: &[VolumePlan {
                 source: "/storage/volumes/job".into(),
                 destination: "/job".into(),
                 read_only: true,
+                named: true,
             }],
+            user: (0, 0),
             env_file: &[],
             extra_env: &[],
         };
@@ -413,13 +407,14 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let img = image(serde_json::json!({}));
         let a = args("scratch-image");
-        let plan = ContainerPlan {
+        let plan = SpecInputs {
             args: &a,
             image: &img,
             rootfs: root.path(),
             hostname: "h",
             host_files: host_files(),
             volumes: &[],
+            user: (0, 0),
             env_file: &[],
             extra_env: &[],
         };

@@ -6,9 +6,9 @@
 //! new GPT partition covering a whole disk and formatted with the
 //! initramfs' mke2fs. It is mounted at the caller's mount point.
 //!
-//! A cache that cannot be had is not a failed boot: [`setup_cache`] warns,
-//! naming the option to check, and returns `Ok(None)` so that the job runs
-//! with its images in RAM.
+//! A cache that cannot be had is not a failed boot: [`setup_cache`] says
+//! so with [`CacheSetup::Unavailable`] and why, and the caller decides (the
+//! init runs the job with its images in RAM).
 //!
 //! Nothing mounted, swapped on or held by md/dm (per /proc/self/mountinfo,
 //! /proc/swaps and sysfs `holders/`) is ever erased. Kernels built without
@@ -93,6 +93,47 @@ impl StorageError {
     }
 }
 
+/// What [`setup_cache`] found.
+#[derive(Debug)]
+pub enum CacheSetup {
+    /// `b2c.cache_device=none`.
+    NotAsked,
+    Mounted(Cache),
+    /// Asked for, but no cache could be had.
+    Unavailable(Unavailable),
+}
+
+impl CacheSetup {
+    pub fn mounted(self) -> Option<Cache> {
+        match self {
+            CacheSetup::Mounted(cache) => Some(cache),
+            _ => None,
+        }
+    }
+}
+
+/// Why the cache asked for could not be had.
+#[derive(Debug, thiserror::Error)]
+#[error("{option}: {why}")]
+pub struct Unavailable {
+    /// The option as written (`b2c.cache_device=auto`).
+    pub option: String,
+    pub why: Why,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Why {
+    /// No device to use: none appeared, or the one named is unusable.
+    #[error("{0}")]
+    NoDevice(String),
+    /// Partitioning, formatting or mounting failed.
+    #[error(transparent)]
+    Failed(StorageError),
+    /// It mounted, but overlayfs cannot use it for the layer store.
+    #[error("{device} cannot hold the layer store: {problem}")]
+    CannotHoldStore { device: String, problem: String },
+}
+
 /// A mounted cache.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cache {
@@ -152,16 +193,15 @@ pub fn filesystem_modules(device: &CacheDevice, filesystems: &[Filesystem]) -> V
 /// The mounted filesystem must support `trusted.*` xattrs and d_type (the
 /// layer store's overlayfs needs them).
 ///
-/// `Ok(None)` for `none`, and — with a warning — when no cache could be
-/// had (no disk, a device that cannot be used, a failed mke2fs or mount).
-/// `Err` only for an unknown `b2c.filesystem` name or a mount point that
-/// cannot be created.
+/// [`CacheSetup::Unavailable`] when no cache could be had (no disk, a
+/// device that cannot be used, a failed mke2fs or mount). `Err` only for an
+/// unknown `b2c.filesystem` name or a mount point that cannot be created.
 pub fn setup_cache(
     device: &CacheDevice,
     filesystems: &[Filesystem],
     mountpoint: &Path,
     wait: Duration,
-) -> Result<Option<Cache>, StorageError> {
+) -> Result<CacheSetup, StorageError> {
     setup_cache_in(&Sys::real(), device, filesystems, mountpoint, wait)
 }
 
@@ -171,16 +211,25 @@ pub(crate) fn setup_cache_in(
     filesystems: &[Filesystem],
     mountpoint: &Path,
     wait: Duration,
-) -> Result<Option<Cache>, StorageError> {
+) -> Result<CacheSetup, StorageError> {
     let option = option_text(device);
+    let unavailable = |why| {
+        Ok(CacheSetup::Unavailable(Unavailable {
+            option: option.clone(),
+            why,
+        }))
+    };
     let plan = match device {
-        CacheDevice::None => return Ok(None),
+        CacheDevice::None => return Ok(CacheSetup::NotAsked),
         CacheDevice::Filesystem(name) => {
             let fs = filesystems
                 .iter()
                 .find(|f| &f.name == name)
                 .ok_or_else(|| StorageError::UnknownFilesystem(name.clone()))?;
-            return Ok(mount_named(fs, mountpoint, &option));
+            return match mount_named(fs, mountpoint) {
+                Ok(cache) => Ok(CacheSetup::Mounted(cache)),
+                Err(why) => unavailable(why),
+            };
         }
         CacheDevice::Auto | CacheDevice::Reset => {
             disks::wait_auto(sys, *device == CacheDevice::Reset, wait, disks::SETTLE)
@@ -200,52 +249,35 @@ pub(crate) fn setup_cache_in(
     };
     let plan = match plan {
         Ok(plan) => plan,
-        Err(why) => {
-            log::warn!("{option}: {why}: running without a cache, images are kept in RAM");
-            return Ok(None);
-        }
+        Err(why) => return unavailable(Why::NoDevice(why)),
     };
     std::fs::create_dir_all(mountpoint).map_err(|e| StorageError::io(mountpoint, e))?;
     match execute(sys, plan, mountpoint, wait, &option) {
-        Ok(cache) => {
-            if let Err(why) = mount::check_layer_store_support(mountpoint) {
-                mount::unmount(mountpoint);
-                log::warn!(
-                    "{option}: {} cannot hold the layer store: {why}: running without a cache",
-                    cache.device.display()
-                );
-                return Ok(None);
-            }
-            log::info!(
-                "cache: {} mounted on {}{}",
-                cache.device.display(),
-                cache.mountpoint.display(),
-                if cache.formatted { " (new)" } else { "" }
-            );
-            Ok(Some(cache))
-        }
-        Err(e) => {
-            log::warn!("{option}: {e}: running without a cache, images are kept in RAM");
-            Ok(None)
+        Ok(cache) => match usable(cache) {
+            Ok(cache) => Ok(CacheSetup::Mounted(cache)),
+            Err(why) => unavailable(why),
+        },
+        Err(e) => unavailable(Why::Failed(e)),
+    }
+}
+
+/// Unmounts a cache overlayfs cannot use for the layer store.
+fn usable(cache: Cache) -> Result<Cache, Why> {
+    match mount::check_layer_store_support(&cache.mountpoint) {
+        Ok(()) => Ok(cache),
+        Err(problem) => {
+            mount::unmount(&cache.mountpoint);
+            Err(Why::CannotHoldStore {
+                device: cache.device.display().to_string(),
+                problem: problem.to_string(),
+            })
         }
     }
 }
 
-fn mount_named(fs: &Filesystem, mountpoint: &Path, option: &str) -> Option<Cache> {
-    if let Err(e) = mount_filesystem(fs, mountpoint) {
-        log::warn!("{option}: {e}: running without a cache, images are kept in RAM");
-        return None;
-    }
-    if let Err(why) = mount::check_layer_store_support(mountpoint) {
-        mount::unmount(mountpoint);
-        log::warn!(
-            "{option}: {} cannot hold the layer store: {why}: running without a cache",
-            fs.src
-        );
-        return None;
-    }
-    log::info!("cache: {} mounted on {}", fs.src, mountpoint.display());
-    Some(Cache {
+fn mount_named(fs: &Filesystem, mountpoint: &Path) -> Result<Cache, Why> {
+    mount_filesystem(fs, mountpoint).map_err(Why::Failed)?;
+    usable(Cache {
         mountpoint: mountpoint.to_path_buf(),
         device: PathBuf::from(&fs.src),
         formatted: false,
@@ -406,7 +438,7 @@ mod tests {
         let t = Tree::new();
         let mnt = t.dir.path().join("storage");
         let got = setup_cache_in(&t.sys, &CacheDevice::None, &[], &mnt, Duration::ZERO);
-        assert_eq!(got.unwrap(), None);
+        assert!(matches!(got, Ok(CacheSetup::NotAsked)), "{got:?}");
         let e = setup_cache_in(
             &t.sys,
             &CacheDevice::Filesystem("nfs".into()),
@@ -432,7 +464,13 @@ mod tests {
             CacheDevice::Device(t.dev("sdz").display().to_string()),
         ] {
             let got = setup_cache_in(&t.sys, &device, &[], &mnt, Duration::from_millis(100));
-            assert_eq!(got.unwrap(), None, "{device:?}");
+            match got {
+                Ok(CacheSetup::Unavailable(u)) => {
+                    assert!(matches!(u.why, Why::NoDevice(_)), "{u}");
+                    assert!(u.to_string().starts_with("b2c.cache_device="), "{u}");
+                }
+                other => panic!("{device:?}: {other:?}"),
+            }
         }
         // Only removable or small disks: still no cache, nothing touched.
         t.disk("sda", 8, true).disk("vda", 0, false);
@@ -443,7 +481,7 @@ mod tests {
             &mnt,
             Duration::from_millis(100),
         );
-        assert_eq!(got.unwrap(), None);
+        assert!(matches!(got, Ok(CacheSetup::Unavailable(_))), "{got:?}");
         assert_eq!(std::fs::metadata(t.dev("sda")).unwrap().len(), 0);
     }
 

@@ -124,6 +124,7 @@ fn cache_on(dev: &Path, mnt: &Path) -> Cache {
         WAIT,
     )
     .unwrap()
+    .mounted()
     .expect("a cache")
 }
 
@@ -232,6 +233,7 @@ fn auto_and_reset_on_a_fake_sysfs_holding_only_a_loop_device() {
     let setup = |device: CacheDevice| {
         setup_cache_in(&sys, &device, &[], &mnt, WAIT)
             .unwrap()
+            .mounted()
             .expect("a cache")
     };
 

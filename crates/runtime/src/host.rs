@@ -1,0 +1,264 @@
+//! What the engine does to the host, behind a narrow trait: the real
+//! [`System`] (files, overlayfs, crun through the reaper) and, in tests, a
+//! fake that records calls, so that the engine's and the pipeline's logic
+//! is tested without root, mounts or crun.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use b2c_system::reaper::{self, ExitCode, Process};
+
+/// The host operations of running containers.
+pub trait Host {
+    /// A container started in the background.
+    type Process;
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    fn write(&self, path: &Path, content: &[u8]) -> io::Result<()>;
+    fn exists(&self, path: &Path) -> bool;
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// The image's layers, bottom → top, as one overlay at `rootfs`.
+    fn mount_overlay(
+        &self,
+        layers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        rootfs: &Path,
+    ) -> Result<(), b2c_oci::OverlayError>;
+    /// A lazy unmount: a process of the container may still hold it.
+    fn unmount(&self, path: &Path) -> io::Result<()>;
+    /// The `(uid, gid)` of a `-u`/`User` spec, from the image's own
+    /// /etc/passwd and /etc/group under `rootfs`.
+    fn resolve_user(&self, spec: &str, rootfs: &Path)
+        -> Result<(u32, u32), crate::user::UserError>;
+    /// `crun run`, in the foreground; the exit code (128 + signal when
+    /// killed).
+    fn run(&self, bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error>;
+    /// `crun run` in the background, without stdin.
+    fn spawn(&self, bundle: &Path, id: &str) -> Result<Self::Process, b2c_system::Error>;
+    /// How a background container ended, if it did within `timeout`.
+    fn wait_timeout(&self, process: &Self::Process, timeout: Duration) -> Option<ExitCode>;
+    /// Signals every process of a container; best effort.
+    fn kill(&self, id: &str, signal: &str);
+}
+
+/// The machine itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct System;
+
+impl Host for System {
+    type Process = Process;
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn write(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+        std::fs::write(path, content)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(path)
+    }
+
+    fn mount_overlay(
+        &self,
+        layers: &[PathBuf],
+        upper: &Path,
+        work: &Path,
+        rootfs: &Path,
+    ) -> Result<(), b2c_oci::OverlayError> {
+        b2c_oci::mount_overlay(layers, upper, work, rootfs)
+    }
+
+    fn unmount(&self, path: &Path) -> io::Result<()> {
+        rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).map_err(io::Error::from)
+    }
+
+    fn resolve_user(
+        &self,
+        spec: &str,
+        rootfs: &Path,
+    ) -> Result<(u32, u32), crate::user::UserError> {
+        crate::user::resolve_user(spec, rootfs)
+    }
+
+    fn run(&self, bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error> {
+        reaper::run(&mut crun(bundle, id))
+    }
+
+    fn spawn(&self, bundle: &Path, id: &str) -> Result<Process, b2c_system::Error> {
+        // A background service must not steal the console's input from the
+        // foreground container.
+        reaper::spawn(crun(bundle, id).stdin(Stdio::null()))
+    }
+
+    fn wait_timeout(&self, process: &Process, timeout: Duration) -> Option<ExitCode> {
+        process.wait_timeout(timeout)
+    }
+
+    fn kill(&self, id: &str, signal: &str) {
+        crate::crun::kill(id, signal)
+    }
+}
+
+fn crun(bundle: &Path, id: &str) -> Command {
+    crate::crun::command(bundle, id)
+}
+
+#[cfg(test)]
+pub(crate) mod fake {
+    //! A host that records what the engine asks of it.
+
+    use std::cell::RefCell;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+
+    /// Calls, in order, as short strings (`mount /b/rootfs`, `run run-0`).
+    #[derive(Default)]
+    pub struct FakeHost {
+        pub calls: RefCell<Vec<String>>,
+        /// Every file written, kept after its directory is removed.
+        pub files: RefCell<BTreeMap<PathBuf, Vec<u8>>>,
+        pub dirs: RefCell<BTreeSet<PathBuf>>,
+        pub mounted: RefCell<BTreeSet<PathBuf>>,
+        /// Exit codes of `run`, by container id; 0 when not listed.
+        pub exit_codes: BTreeMap<String, i32>,
+        /// Container ids whose `run`/`spawn` fails to start.
+        pub crun_fails: BTreeSet<String>,
+        /// Paths that exist on the host (for `-v /host:/dst`).
+        pub host_paths: BTreeSet<PathBuf>,
+        /// Services that ignore SIGTERM.
+        pub stubborn: BTreeSet<String>,
+        /// Services signalled so far, by id.
+        pub killed: RefCell<BTreeMap<String, Vec<String>>>,
+    }
+
+    impl FakeHost {
+        pub fn calls(&self) -> Vec<String> {
+            self.calls.borrow().clone()
+        }
+
+        fn call(&self, what: String) {
+            self.calls.borrow_mut().push(what);
+        }
+
+        pub fn file(&self, path: &str) -> String {
+            let files = self.files.borrow();
+            String::from_utf8(files[Path::new(path)].clone()).unwrap()
+        }
+    }
+
+    impl Host for FakeHost {
+        type Process = String;
+
+        fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+            self.dirs.borrow_mut().insert(path.to_path_buf());
+            Ok(())
+        }
+
+        fn write(&self, path: &Path, content: &[u8]) -> io::Result<()> {
+            self.files
+                .borrow_mut()
+                .insert(path.to_path_buf(), content.to_vec());
+            Ok(())
+        }
+
+        fn exists(&self, path: &Path) -> bool {
+            self.host_paths.contains(path) || self.dirs.borrow().contains(path)
+        }
+
+        fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+            assert!(
+                !self.mounted.borrow().iter().any(|m| m.starts_with(path)),
+                "{} removed while {:?} is mounted",
+                path.display(),
+                self.mounted.borrow()
+            );
+            self.call(format!("remove {}", path.display()));
+            // Files stay in `files`: the tests read what was written.
+            self.dirs.borrow_mut().retain(|d| !d.starts_with(path));
+            Ok(())
+        }
+
+        fn mount_overlay(
+            &self,
+            layers: &[PathBuf],
+            _upper: &Path,
+            _work: &Path,
+            rootfs: &Path,
+        ) -> Result<(), b2c_oci::OverlayError> {
+            if layers.is_empty() {
+                return Err(b2c_oci::OverlayError::NoLayers);
+            }
+            self.call(format!("mount {}", rootfs.display()));
+            self.mounted.borrow_mut().insert(rootfs.to_path_buf());
+            Ok(())
+        }
+
+        fn unmount(&self, path: &Path) -> io::Result<()> {
+            self.call(format!("unmount {}", path.display()));
+            self.mounted.borrow_mut().remove(path);
+            Ok(())
+        }
+
+        fn resolve_user(
+            &self,
+            spec: &str,
+            _rootfs: &Path,
+        ) -> Result<(u32, u32), crate::user::UserError> {
+            crate::user::resolve_user_in(spec, "root:x:0:0::/root:/bin/sh\n", "root:x:0:\n")
+        }
+
+        fn run(&self, _bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error> {
+            self.call(format!("run {id}"));
+            if self.crun_fails.contains(id) {
+                return Err(b2c_system::Error::Spawn {
+                    program: "crun".into(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+            Ok(ExitCode(self.exit_codes.get(id).copied().unwrap_or(0)))
+        }
+
+        fn spawn(&self, bundle: &Path, id: &str) -> Result<String, b2c_system::Error> {
+            self.call(format!("spawn {id}"));
+            let _ = bundle;
+            if self.crun_fails.contains(id) {
+                return Err(b2c_system::Error::Spawn {
+                    program: "crun".into(),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+            Ok(id.to_string())
+        }
+
+        fn wait_timeout(&self, id: &String, _timeout: Duration) -> Option<ExitCode> {
+            let killed = self.killed.borrow();
+            let signals = killed.get(id)?;
+            if signals.iter().any(|s| s == "KILL") {
+                Some(ExitCode(137))
+            } else if signals.iter().any(|s| s == "TERM") && !self.stubborn.contains(id) {
+                Some(ExitCode(143))
+            } else {
+                None
+            }
+        }
+
+        fn kill(&self, id: &str, signal: &str) {
+            self.call(format!("kill {id} {signal}"));
+            self.killed
+                .borrow_mut()
+                .entry(id.to_string())
+                .or_default()
+                .push(signal.to_string());
+        }
+    }
+}
