@@ -4,12 +4,26 @@ use b2c_cmdline::{Config, ContainerArgs, NtpPeer};
 
 use crate::Failure;
 
-pub fn run(args: &[String]) -> Result<(), Failure> {
-    let line = if args.is_empty() {
+/// `b2c cmdline`'s arguments: the words of a kernel command line.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The kernel command line, in one or more words (joined by spaces;
+    /// /proc/cmdline when none are given). Words may start with `-`: after
+    /// the first word, everything is part of the line
+    #[arg(
+        value_name = "LINE",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    words: Vec<String>,
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    let line = if args.words.is_empty() {
         std::fs::read_to_string("/proc/cmdline")
-            .map_err(|e| Failure::Error(format!("/proc/cmdline: {e}")))?
+            .map_err(|e| Failure(format!("/proc/cmdline: {e}")))?
     } else {
-        args.join(" ")
+        args.words.join(" ")
     };
     // The same message, with the same prefix, as the console of a boot.
     let config = b2c_cmdline::parse(&line).map_err(Failure::error)?;
@@ -97,6 +111,37 @@ fn describe(args: &ContainerArgs) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cmdline {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn words(argv: &[&str]) -> Vec<String> {
+        Cmdline::try_parse_from(std::iter::once("cmdline").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+            .words
+    }
+
+    /// A kernel line's words may start with `-`, and its `--` (the init's
+    /// arguments follow) is part of it: once the line has begun, nothing
+    /// is read as an option.
+    #[test]
+    fn words_are_kept_verbatim() {
+        for argv in [
+            &["b2c.run=alpine:3", "b2c.pipefail"][..],
+            &["console=ttyS0", "--", "init-arg"],
+            &["-ti", "--tls-verify=false"],
+            &["b2c.run=alpine", "--help"],
+            &["-", "x"],
+        ] {
+            assert_eq!(words(argv), argv, "{argv:?}");
+        }
+        assert!(words(&[]).is_empty());
+    }
 
     #[test]
     fn plan_lists_the_pipeline_in_order() {

@@ -9,6 +9,10 @@
 //! - `b2c cmdline "APPEND LINE"` parses a kernel command line with
 //!   b2c-cmdline and prints what a boot would do, or the `ERROR:` a boot
 //!   would end with.
+//!
+//! The arguments are clap's (derive): `b2c --help`, `b2c help pull`,
+//! `b2c pull --help`, `b2c --version`. Wrong arguments exit 2 with clap's
+//! message; a failure of the work itself exits 1 with one `ERROR:` line.
 
 mod cmdline;
 mod merge;
@@ -18,68 +22,64 @@ use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use clap::{Parser, Subcommand};
 use log::{LevelFilter, Log, Metadata, Record};
 
-const USAGE: &str = "\
-usage: b2c <command> [ARGS]
+/// b2c on a workstation: pull an image as the initramfs does, check a
+/// kernel command line before booting it
+///
+/// Exit status: 0 when done, 1 when the work fails (one ERROR: line on
+/// stderr), 2 when the arguments are wrong.
+#[derive(Debug, Parser)]
+#[command(name = "b2c", version, arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-  pull IMAGE --root DIR [OPTIONS]
-                        pull IMAGE (docker://host/name:tag, or a short name)
-                        into the store DIR (layers in DIR/layers, one directory
-                        each, reused by later pulls), as the initramfs does
-      --tls-verify=false  HTTPS without certificate verification, or plain HTTP
-      --ca-cert FILE      also trust the CA(s) in this PEM file (repeatable)
-      --rootfs DIR        also assemble the merged root file system at DIR: an
-                          overlay mount (upper and work dirs under DIR/..), or
-                          a copy where mounting is not possible
-      --copy              with --rootfs: always copy, never mount
-      --pull=POLICY       always (default: ask the registry, download what the
-                          store lacks), missing (use a stored image as is) or
-                          never (only a stored image)
-      --debug             also show the libraries' messages
-  cmdline [LINE...]     parse a kernel command line (the words given, joined by
-                        spaces; /proc/cmdline without any) and print the plan,
-                        or the ERROR: a boot would stop with (exit status 1)
-";
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull IMAGE into the store DIR, as the initramfs does
+    ///
+    /// The same pull as a boot's: the manifest, then every layer in one
+    /// streaming pass (body → sha256 → gunzip/zstd → untar), layers
+    /// concurrently. The store keeps the layers in DIR/layers, one
+    /// directory each, and a later pull reuses what is there. Prints the
+    /// image, its manifest digest and its layer directories (bottom to top).
+    Pull(pull::Args),
+    /// Parse a kernel command line and print what a boot would do
+    ///
+    /// The line is the words given, joined by spaces, or /proc/cmdline
+    /// without any. Prints the plan (the boot's steps in order, then every
+    /// parsed option), or the ERROR: a boot would stop with (exit status 1).
+    /// Unknown b2c.* options are warned about on stderr, as a boot does.
+    Cmdline(cmdline::Args),
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("pull") => pull::run(&args[1..]),
-        Some("cmdline") => cmdline::run(&args[1..]),
-        Some("-h" | "--help" | "help") => {
-            print!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        _ => {
-            eprint!("{USAGE}");
-            return ExitCode::from(2);
-        }
+    // --help, -h, help and --version exit 0; wrong arguments exit 2.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Pull(args) => pull::run(args),
+        Command::Cmdline(args) => cmdline::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(Failure::Usage(msg)) => {
-            eprintln!("b2c: {msg}\n\n{USAGE}");
-            ExitCode::from(2)
-        }
-        Err(Failure::Error(msg)) => {
+        Err(Failure(msg)) => {
             eprintln!("ERROR: {msg}");
             ExitCode::from(1)
         }
     }
 }
 
-/// How a subcommand failed: the user's words were wrong (exit 2, with the
-/// usage), or the work failed (exit 1, one `ERROR:` line).
+/// The work of a subcommand failed (exit 1, one `ERROR:` line). Wrong
+/// arguments never get this far: clap reports them (exit 2).
 #[derive(Debug)]
-pub enum Failure {
-    Usage(String),
-    Error(String),
-}
+pub struct Failure(pub String);
 
 impl Failure {
     pub fn error(e: impl std::fmt::Display) -> Failure {
-        Failure::Error(e.to_string())
+        Failure(e.to_string())
     }
 }
 

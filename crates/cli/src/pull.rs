@@ -4,85 +4,81 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use b2c_oci::{LayerStore, PullPolicy, RegistryOptions};
+use clap::{ArgAction, ValueEnum};
 
 use crate::Failure;
 
-#[derive(Debug, Default, PartialEq)]
-struct Args {
+/// `b2c pull`'s arguments, spelled as podman spells them.
+#[derive(Debug, PartialEq, clap::Args)]
+pub struct Args {
+    /// The image: docker://host/name:tag, host/name@sha256:…, or a short
+    /// name (alpine is docker.io/library/alpine:latest)
+    #[arg(value_name = "IMAGE")]
     image: String,
+    /// The store: layers in DIR/layers (one directory each, reused by
+    /// later pulls), blobs in DIR/blobs, image records in DIR/images
+    #[arg(long, value_name = "DIR")]
     root: PathBuf,
+    /// Verify the registry's certificate; --tls-verify=false: HTTPS
+    /// without certificate verification, or plain HTTP
+    #[arg(
+        long,
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_value_t = true,
+        default_missing_value = "true",
+        action = ArgAction::Set,
+    )]
     tls_verify: bool,
+    /// Also trust the CA(s) in this PEM file (repeatable)
+    #[arg(long = "ca-cert", value_name = "FILE")]
     ca_certs: Vec<PathBuf>,
+    /// Also assemble the merged root file system at DIR: an overlay mount
+    /// (upper and work directories beside DIR, in DIR/..), or a copy where
+    /// mounting is not possible
+    #[arg(long, value_name = "DIR")]
     rootfs: Option<PathBuf>,
+    /// With --rootfs: always copy the layers, never mount
+    #[arg(long, requires = "rootfs")]
     copy: bool,
+    /// When to ask the registry (podman's --pull)
+    #[arg(long = "pull", value_name = "POLICY", value_enum, default_value_t = Policy::Always)]
+    policy: Policy,
+    /// Also show the libraries' messages
+    #[arg(long)]
     debug: bool,
-    policy: PullPolicy,
 }
 
-fn parse(args: &[String]) -> Result<Args, Failure> {
-    let usage = |m: String| Failure::Usage(m);
-    let mut image = None;
-    let mut root = None;
-    let mut out = Args {
-        tls_verify: true,
-        ..Args::default()
-    };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let (flag, inline) = match arg.split_once('=') {
-            Some((f, v)) if f.starts_with("--") => (f, Some(v.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let mut value = || {
-            inline
-                .clone()
-                .or_else(|| it.next().cloned())
-                .ok_or_else(|| usage(format!("{flag} needs a value")))
-        };
-        match flag {
-            "--root" => root = Some(PathBuf::from(value()?)),
-            "--rootfs" => out.rootfs = Some(PathBuf::from(value()?)),
-            "--ca-cert" => out.ca_certs.push(PathBuf::from(value()?)),
-            "--tls-verify" => {
-                out.tls_verify = match inline.as_deref() {
-                    None | Some("true") => true,
-                    Some("false") => false,
-                    Some(v) => return Err(usage(format!("--tls-verify={v}: true or false"))),
-                }
-            }
-            "--pull" => {
-                out.policy = match value()?.as_str() {
-                    "always" => PullPolicy::Always,
-                    "missing" => PullPolicy::Missing,
-                    "never" => PullPolicy::Never,
-                    v => return Err(usage(format!("--pull={v}: always, missing or never"))),
-                }
-            }
-            "--copy" => out.copy = true,
-            "--debug" => out.debug = true,
-            f if f.starts_with('-') => return Err(usage(format!("unknown option {f}"))),
-            _ if image.is_none() => image = Some(arg.clone()),
-            _ => return Err(usage(format!("unexpected argument {arg:?}"))),
+/// podman's `--pull` values; b2c_oci's `PullPolicy` as the command spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Policy {
+    /// Ask the registry for the manifest and download what the store lacks
+    Always,
+    /// Use a stored image as is; pull only when the store has none
+    Missing,
+    /// Only ever use a stored image
+    Never,
+}
+
+impl From<Policy> for PullPolicy {
+    fn from(p: Policy) -> PullPolicy {
+        match p {
+            Policy::Always => PullPolicy::Always,
+            Policy::Missing => PullPolicy::Missing,
+            Policy::Never => PullPolicy::Never,
         }
     }
-    out.image = image.ok_or_else(|| usage("no image given".into()))?;
-    out.root = root.ok_or_else(|| usage("--root DIR is required".into()))?;
-    if out.copy && out.rootfs.is_none() {
-        return Err(usage("--copy goes with --rootfs DIR".into()));
-    }
-    Ok(out)
 }
 
-pub fn run(args: &[String]) -> Result<(), Failure> {
-    let args = parse(args)?;
+pub fn run(args: Args) -> Result<(), Failure> {
     crate::init_logging(args.debug);
     let start = Instant::now();
     let reference = b2c_oci::parse_reference(&args.image).map_err(Failure::error)?;
     let mut extra_ca_pem = Vec::new();
     for path in &args.ca_certs {
-        extra_ca_pem.push(
-            std::fs::read(path).map_err(|e| Failure::Error(format!("{}: {e}", path.display())))?,
-        );
+        extra_ca_pem
+            .push(std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?);
     }
     let options = RegistryOptions {
         tls_verify: args.tls_verify,
@@ -90,13 +86,18 @@ pub fn run(args: &[String]) -> Result<(), Failure> {
         ..Default::default()
     };
     let store = LayerStore::new(&args.root)
-        .map_err(|e| Failure::Error(format!("{}: {e}", args.root.display())))?;
+        .map_err(|e| Failure(format!("{}: {e}", args.root.display())))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Failure::Error(format!("cannot start the async runtime: {e}")))?;
+        .map_err(|e| Failure(format!("cannot start the async runtime: {e}")))?;
     let image = runtime
-        .block_on(b2c_oci::pull(&reference, &options, &store, args.policy))
+        .block_on(b2c_oci::pull(
+            &reference,
+            &options,
+            &store,
+            args.policy.into(),
+        ))
         .map_err(Failure::error)?;
     println!("image: {}", image.reference);
     println!("manifest: {}", image.manifest_digest);
@@ -142,7 +143,7 @@ fn assemble(args: &Args, layers: &[PathBuf], rootfs: &Path) -> Result<(), Failur
         }
     }
     crate::merge::copy_merged(layers, rootfs)
-        .map_err(|e| Failure::Error(format!("copying the layers to {}: {e}", rootfs.display())))?;
+        .map_err(|e| Failure(format!("copying the layers to {}: {e}", rootfs.display())))?;
     println!("rootfs: merged copy in {}", rootfs.display());
     Ok(())
 }
@@ -150,10 +151,17 @@ fn assemble(args: &Args, layers: &[PathBuf], rootfs: &Path) -> Result<(), Failur
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    fn args(words: &str) -> Result<Args, Failure> {
-        let v: Vec<String> = words.split_whitespace().map(String::from).collect();
-        parse(&v)
+    #[derive(Debug, Parser)]
+    struct Pull {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn args(words: &str) -> Result<Args, clap::Error> {
+        Pull::try_parse_from(std::iter::once("pull").chain(words.split_whitespace()))
+            .map(|p| p.args)
     }
 
     #[test]
@@ -169,10 +177,27 @@ mod tests {
                 rootfs: Some("/r".into()),
                 copy: true,
                 debug: false,
-                policy: PullPolicy::Missing,
+                policy: Policy::Missing,
             }
         );
         assert!(args("x --root=/s").unwrap().tls_verify);
+        assert!(args("x --root /s --tls-verify").unwrap().tls_verify);
+        assert!(args("x --root /s --tls-verify=true").unwrap().tls_verify);
+        // As the xtask bench writes it.
+        let a = args("docker://r:5000/x:1 --tls-verify=false --root /s").unwrap();
+        assert_eq!(
+            (a.image.as_str(), a.tls_verify),
+            ("docker://r:5000/x:1", false)
+        );
+        // Options before and after the image, values in the next word.
+        let a = args("--pull never --debug --root /s x --tls-verify=false").unwrap();
+        assert_eq!((a.image.as_str(), a.tls_verify), ("x", false));
+        assert_eq!(PullPolicy::from(a.policy), PullPolicy::Never);
+        assert!(a.debug);
+        assert_eq!(
+            PullPolicy::from(args("x --root /s").unwrap().policy),
+            PullPolicy::default()
+        );
     }
 
     #[test]
@@ -183,11 +208,13 @@ mod tests {
             "x --root /s --bogus",
             "x y --root /s",
             "x --root /s --tls-verify=maybe",
+            // podman's spelling: a bare --tls-verify never takes the next word.
+            "x --root /s --tls-verify false",
             "x --root /s --copy",
             "x --root",
             "x --root /s --pull=sometimes",
         ] {
-            assert!(matches!(args(bad), Err(Failure::Usage(_))), "{bad}");
+            assert!(args(bad).is_err(), "{bad}");
         }
     }
 }

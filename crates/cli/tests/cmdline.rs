@@ -62,11 +62,3 @@ fn a_bad_line_names_the_option() {
         "{err}"
     );
 }
-
-#[test]
-fn usage_errors_exit_2() {
-    let (code, _, err) = b2c(&["pull", "alpine"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("--root DIR is required"), "{err}");
-    assert_eq!(b2c(&[]).0, 2);
-}

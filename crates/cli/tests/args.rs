@@ -1,0 +1,138 @@
+//! `b2c`'s arguments as a user meets them: help, version, and the exit
+//! status of wrong arguments (2) against a failed work (1).
+
+use std::process::Command;
+
+fn b2c(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_b2c"))
+        .args(args)
+        .output()
+        .expect("run b2c");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_names_the_commands() {
+    for flag in ["--help", "-h", "help"] {
+        let (code, out, err) = b2c(&[flag]);
+        assert_eq!(code, 0, "{flag}: {out}{err}");
+        assert!(err.is_empty(), "{flag}: {err}");
+        assert!(out.contains("Usage: b2c <COMMAND>"), "{flag}: {out}");
+        assert!(out.contains("\n  pull "), "{flag}: {out}");
+        assert!(out.contains("\n  cmdline "), "{flag}: {out}");
+    }
+}
+
+#[test]
+fn pull_help_lists_every_option() {
+    let (code, out, err) = b2c(&["pull", "--help"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.is_empty(), "{err}");
+    for option in [
+        "Usage: b2c pull [OPTIONS] --root <DIR> <IMAGE>",
+        "--root <DIR>",
+        "--tls-verify[=<BOOL>]",
+        "--ca-cert <FILE>",
+        "--rootfs <DIR>",
+        "--copy",
+        "--pull <POLICY>",
+        "always",
+        "missing",
+        "never",
+        "--debug",
+    ] {
+        assert!(out.contains(option), "{option}: {out}");
+    }
+    assert_eq!(b2c(&["help", "pull"]), (0, out, String::new()));
+
+    let (code, short, _) = b2c(&["pull", "-h"]);
+    assert_eq!(code, 0);
+    assert!(short.contains("--tls-verify[=<BOOL>]"), "{short}");
+}
+
+#[test]
+fn cmdline_help_says_where_the_line_comes_from() {
+    let (code, out, err) = b2c(&["cmdline", "--help"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Usage: b2c cmdline [LINE]..."), "{out}");
+    assert!(out.contains("/proc/cmdline"), "{out}");
+    assert_eq!(b2c(&["help", "cmdline"]), (0, out, String::new()));
+}
+
+#[test]
+fn version_is_the_package_version() {
+    for flag in ["--version", "-V"] {
+        assert_eq!(
+            b2c(&[flag]),
+            (
+                0,
+                format!("b2c {}\n", env!("CARGO_PKG_VERSION")),
+                String::new()
+            )
+        );
+    }
+}
+
+#[test]
+fn wrong_arguments_exit_2_with_the_reason() {
+    for (argv, reason) in [
+        (&[][..], "Usage: b2c <COMMAND>"),
+        (&["--bogus"], "unexpected argument '--bogus'"),
+        (&["frobnicate"], "unrecognized subcommand 'frobnicate'"),
+        (&["pull", "alpine"], "--root <DIR>"),
+        (&["pull", "--root", "/s"], "<IMAGE>"),
+        (&["pull", "x", "--root", "/s", "--bogus"], "'--bogus'"),
+        (&["pull", "x", "y", "--root", "/s"], "'y'"),
+        (&["pull", "x", "--root", "/s", "--copy"], "--rootfs <DIR>"),
+        (
+            &["pull", "x", "--root", "/s", "--tls-verify=maybe"],
+            "'maybe'",
+        ),
+        (
+            &["pull", "x", "--root", "/s", "--tls-verify", "false"],
+            "'false'",
+        ),
+        (
+            &["pull", "x", "--root", "/s", "--pull=sometimes"],
+            "'sometimes'",
+        ),
+    ] {
+        let (code, out, err) = b2c(argv);
+        assert_eq!(code, 2, "{argv:?}: {out}{err}");
+        assert!(out.is_empty(), "{argv:?}: {out}");
+        assert!(err.contains(reason), "{argv:?}: {err}");
+        assert!(!err.contains("ERROR:"), "{argv:?}: {err}");
+    }
+}
+
+#[test]
+fn a_failed_pull_is_one_error_line_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("store");
+    let root = root.to_str().unwrap();
+    let (code, out, err) = b2c(&[
+        "pull",
+        "alpine",
+        "--root",
+        root,
+        "--ca-cert",
+        "/nonexistent/ca.pem",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("ERROR: /nonexistent/ca.pem: "), "{err}");
+}
+
+#[test]
+fn cmdline_prints_the_plan() {
+    let (code, out, err) = b2c(&["cmdline", "b2c.run=alpine"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.starts_with("plan:\n"), "{out}");
+    assert!(out.contains("  - run alpine\n"), "{out}");
+    assert!(err.is_empty(), "{err}");
+}
