@@ -32,7 +32,7 @@ pub enum BootError {
     },
     EnvFile {
         source: EnvFileSource,
-        error: EnvFileError,
+        error: Box<EnvFileError>,
     },
 }
 
@@ -109,7 +109,7 @@ impl StdError for BootError {
             BootError::Network(e) | BootError::ExtraArgs(e) => Some(e),
             BootError::Cache(e) => Some(e),
             BootError::Pull(e) => Some(e),
-            BootError::EnvFile { error, .. } => Some(error),
+            BootError::EnvFile { error, .. } => Some(error.as_ref()),
             BootError::CaCert { .. } => None,
         }
     }

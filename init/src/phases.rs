@@ -365,7 +365,7 @@ pub async fn env_files(
     for source in &plan.env_files {
         let bad = |error| BootError::EnvFile {
             source: source.clone(),
-            error,
+            error: Box::new(error),
         };
         let text = match source {
             EnvFileSource::Url(url) => {

@@ -133,6 +133,6 @@ fn cmdline_prints_the_plan() {
     let (code, out, err) = b2c(&["cmdline", "b2c.run=alpine"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.starts_with("plan:\n"), "{out}");
-    assert!(out.contains("  - run alpine\n"), "{out}");
+    assert!(out.contains("  - run run-0: alpine\n"), "{out}");
     assert!(err.is_empty(), "{err}");
 }

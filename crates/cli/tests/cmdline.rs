@@ -22,14 +22,16 @@ fn a_good_line_prints_the_plan() {
     ]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(
-        out.contains("  - pull 10.0.0.1:5000/mesa/test:42\n"),
+        out.contains("  - pull 10.0.0.1:5000/mesa/test:42 (--pull=always)\n"),
         "{out}"
     );
     assert!(
-        out.contains(r#"  - run 10.0.0.1:5000/mesa/test:42 ["./run-tests"] [--tls-verify=false]"#),
+        out.contains(
+            r#"  - run run-0: 10.0.0.1:5000/mesa/test:42 ["./run-tests"] [--tls-verify=false]"#
+        ),
         "{out}"
     );
-    assert!(out.contains("Config {"), "{out}");
+    assert!(out.contains("BootPlan {"), "{out}");
     assert_eq!(
         err.trim(),
         "WARNING: unknown option b2c.frobnicate is ignored"
@@ -40,7 +42,7 @@ fn a_good_line_prints_the_plan() {
 fn words_are_joined_like_a_command_line() {
     let (code, out, _) = b2c(&["cmdline", "b2c.run=alpine:3", "b2c.pipefail"]);
     assert_eq!(code, 0);
-    assert!(out.contains("  - run alpine:3\n"), "{out}");
+    assert!(out.contains("  - run run-0: alpine:3\n"), "{out}");
     assert!(out.contains("b2c.pipefail"), "{out}");
 }
 
@@ -59,6 +61,17 @@ fn a_bad_line_names_the_option() {
     assert_eq!(code, 1);
     assert!(
         err.starts_with("ERROR: invalid b2c.poweroff_delay="),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_bad_image_is_caught_before_any_boot() {
+    let (code, out, err) = b2c(&["cmdline", "b2c.run=Foo/Bar", "b2c.post_container=oci:/x"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.starts_with("ERROR: b2c.run: image \"Foo/Bar\""),
         "{err}"
     );
 }

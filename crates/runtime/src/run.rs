@@ -243,8 +243,10 @@ mod tests {
 
     #[test]
     fn a_container_that_cannot_start_counts_as_failed_and_leaves_nothing_mounted() {
-        let mut host = FakeHost::default();
-        host.crun_fails = BTreeSet::from(["run-0".to_string()]);
+        let host = FakeHost {
+            crun_fails: BTreeSet::from(["run-0".to_string()]),
+            ..FakeHost::default()
+        };
         let r = run("b2c.run=a b2c.run=b", host);
         assert_eq!(r.outcome.status, PipelineStatus::NotStarted);
         assert_eq!(r.outcome.status.code(), 1);
