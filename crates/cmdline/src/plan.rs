@@ -442,7 +442,7 @@ impl fmt::Display for BootPlan {
             device => step(
                 f,
                 format_args!(
-                    "storage: cache {device:?} on {}",
+                    "storage: cache b2c.cache_device={device} on {}",
                     self.layout.root().display()
                 ),
             )?,

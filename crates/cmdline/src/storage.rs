@@ -17,6 +17,19 @@ pub enum CacheDevice {
     Filesystem(String),
 }
 
+/// As written on the command line (`auto`, `/dev/sda1`, a name).
+impl std::fmt::Display for CacheDevice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CacheDevice::None => "none",
+            CacheDevice::Auto => "auto",
+            CacheDevice::Reset => "reset",
+            CacheDevice::Device(d) => d,
+            CacheDevice::Filesystem(name) => name,
+        })
+    }
+}
+
 /// `b2c.swap`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SwapSpace {

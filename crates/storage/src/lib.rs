@@ -146,14 +146,7 @@ pub struct Cache {
 
 /// How `b2c.cache_device` reads on the command line, for messages.
 fn option_text(device: &CacheDevice) -> String {
-    let value = match device {
-        CacheDevice::None => "none",
-        CacheDevice::Auto => "auto",
-        CacheDevice::Reset => "reset",
-        CacheDevice::Device(d) => d,
-        CacheDevice::Filesystem(name) => name,
-    };
-    format!("b2c.cache_device={value}")
+    format!("b2c.cache_device={device}")
 }
 
 /// The kernel modules, by modprobe name (`fs-<type>`), that
