@@ -1,19 +1,9 @@
 //! `b2c`'s arguments as a user meets them: help, version, and the exit
 //! status of wrong arguments (2) against a failed work (1).
 
-use std::process::Command;
+mod common;
 
-fn b2c(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_b2c"))
-        .args(args)
-        .output()
-        .expect("run b2c");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::b2c;
 
 #[test]
 fn help_names_the_commands() {

@@ -1,18 +1,8 @@
 //! `b2c cmdline`: the plan of a good line, the error of a bad one.
 
-use std::process::Command;
+mod common;
 
-fn b2c(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_b2c"))
-        .args(args)
-        .output()
-        .expect("run b2c");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::b2c;
 
 #[test]
 fn a_good_line_prints_the_plan() {

@@ -10,7 +10,7 @@ use b2c_oci::PulledImage;
 use b2c_system::reaper::ExitCode;
 use log::{info, warn};
 
-use crate::host::Host;
+use crate::host::{Host, OverlayDirs};
 use crate::spec::{runtime_spec, user_spec, HostFiles, SpecError, SpecInputs};
 use crate::user::UserError;
 
@@ -96,16 +96,11 @@ impl<'h, H: Host> Engine<'h, H> {
             dir: self.layout.container(&c.id),
             mounted: false,
         };
-        let (upper, work, rootfs) = (
-            bundle.dir.join("upper"),
-            bundle.dir.join("work"),
-            bundle.dir.join("rootfs"),
-        );
-        for dir in [&upper, &work, &rootfs] {
+        let dirs = OverlayDirs::in_bundle(&bundle.dir);
+        for dir in [&dirs.upper, &dirs.work, &dirs.rootfs] {
             self.host.create_dir_all(dir).map_err(io(dir))?;
         }
-        self.host
-            .mount_overlay(&inputs.image.layers, &upper, &work, &rootfs)?;
+        self.host.mount_overlay(&inputs.image.layers, &dirs)?;
         // From here on, dropping the bundle unmounts it.
         bundle.mounted = true;
         self.volumes(&c.volumes)?;
@@ -129,12 +124,13 @@ impl<'h, H: Host> Engine<'h, H> {
         };
         let hosts = self.etc.join("hosts");
         let config = &inputs.image.config;
-        let user = self.host.resolve_user(&user_spec(args, config), &rootfs)?;
+        let rootfs = &dirs.rootfs;
+        let user = self.host.resolve_user(&user_spec(args, config), rootfs)?;
         let spec = runtime_spec(
             &SpecInputs {
                 args,
                 image: config,
-                rootfs: &rootfs,
+                rootfs,
                 hostname: args.hostname.as_deref().unwrap_or(&self.hostname),
                 host_files: HostFiles {
                     resolv_conf: resolv_conf.as_deref(),
@@ -191,7 +187,7 @@ struct Bundle<'h, H: Host> {
 impl<H: Host> Drop for Bundle<'_, H> {
     fn drop(&mut self) {
         if self.mounted {
-            let rootfs = self.dir.join("rootfs");
+            let rootfs = OverlayDirs::in_bundle(&self.dir).rootfs;
             if let Err(e) = self.host.unmount(&rootfs) {
                 // Removing files below a mount would remove the image's.
                 warn!("cannot unmount {}: {e}", rootfs.display());

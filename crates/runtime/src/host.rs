@@ -8,7 +8,29 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use b2c_oci::OverlayError;
 use b2c_system::reaper::{self, ExitCode, Process};
+
+use crate::user::UserError;
+
+/// A container's overlay: its writable layer, overlayfs's work directory
+/// and the merged root, all inside its bundle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayDirs {
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl OverlayDirs {
+    pub fn in_bundle(bundle: &Path) -> OverlayDirs {
+        OverlayDirs {
+            upper: bundle.join("upper"),
+            work: bundle.join("work"),
+            rootfs: bundle.join("rootfs"),
+        }
+    }
+}
 
 /// The host operations of running containers.
 pub trait Host {
@@ -19,14 +41,8 @@ pub trait Host {
     fn write(&self, path: &Path, content: &[u8]) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
-    /// The image's layers, bottom → top, as one overlay at `rootfs`.
-    fn mount_overlay(
-        &self,
-        layers: &[PathBuf],
-        upper: &Path,
-        work: &Path,
-        rootfs: &Path,
-    ) -> Result<(), b2c_oci::OverlayError>;
+    /// The image's layers, bottom → top, as one overlay at `dirs.rootfs`.
+    fn mount_overlay(&self, layers: &[PathBuf], dirs: &OverlayDirs) -> Result<(), OverlayError>;
     /// A lazy unmount: a process of the container may still hold it.
     fn unmount(&self, path: &Path) -> io::Result<()>;
     /// The `(uid, gid)` of a `-u`/`User` spec, from the image's own
@@ -67,25 +83,15 @@ impl Host for System {
         std::fs::remove_dir_all(path)
     }
 
-    fn mount_overlay(
-        &self,
-        layers: &[PathBuf],
-        upper: &Path,
-        work: &Path,
-        rootfs: &Path,
-    ) -> Result<(), b2c_oci::OverlayError> {
-        b2c_oci::mount_overlay(layers, upper, work, rootfs)
+    fn mount_overlay(&self, layers: &[PathBuf], dirs: &OverlayDirs) -> Result<(), OverlayError> {
+        b2c_oci::mount_overlay(layers, &dirs.upper, &dirs.work, &dirs.rootfs)
     }
 
     fn unmount(&self, path: &Path) -> io::Result<()> {
         rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH).map_err(io::Error::from)
     }
 
-    fn resolve_user(
-        &self,
-        spec: &str,
-        rootfs: &Path,
-    ) -> Result<(u32, u32), crate::user::UserError> {
+    fn resolve_user(&self, spec: &str, rootfs: &Path) -> Result<(u32, u32), UserError> {
         crate::user::resolve_user(spec, rootfs)
     }
 
@@ -191,15 +197,13 @@ pub(crate) mod fake {
         fn mount_overlay(
             &self,
             layers: &[PathBuf],
-            _upper: &Path,
-            _work: &Path,
-            rootfs: &Path,
-        ) -> Result<(), b2c_oci::OverlayError> {
+            dirs: &OverlayDirs,
+        ) -> Result<(), OverlayError> {
             if layers.is_empty() {
-                return Err(b2c_oci::OverlayError::NoLayers);
+                return Err(OverlayError::NoLayers);
             }
-            self.call(format!("mount {}", rootfs.display()));
-            self.mounted.borrow_mut().insert(rootfs.to_path_buf());
+            self.call(format!("mount {}", dirs.rootfs.display()));
+            self.mounted.borrow_mut().insert(dirs.rootfs.clone());
             Ok(())
         }
 
@@ -209,11 +213,7 @@ pub(crate) mod fake {
             Ok(())
         }
 
-        fn resolve_user(
-            &self,
-            spec: &str,
-            _rootfs: &Path,
-        ) -> Result<(u32, u32), crate::user::UserError> {
+        fn resolve_user(&self, spec: &str, _rootfs: &Path) -> Result<(u32, u32), UserError> {
             crate::user::resolve_user_in(spec, "root:x:0:0::/root:/bin/sh\n", "root:x:0:\n")
         }
 
