@@ -27,7 +27,13 @@ fn command(bundle: &Path, id: &str) -> Command {
 
 /// Runs to completion. Returns the exit code (128 + signal when killed).
 pub fn run(bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error> {
-    reaper::run(&mut command(bundle, id))
+    Ok(start(bundle, id)?.wait())
+}
+
+/// Starts in the foreground, sharing our console, stdin included; the
+/// exit code comes from [`Process::wait`].
+pub fn start(bundle: &Path, id: &str) -> Result<Process, b2c_system::Error> {
+    reaper::spawn(&mut command(bundle, id))
 }
 
 /// Starts without waiting, for services. No stdin: a background service
@@ -37,9 +43,22 @@ pub fn spawn(bundle: &Path, id: &str) -> Result<Process, b2c_system::Error> {
 }
 
 /// Sends a signal to a container's processes. Best effort: the container
-/// may have exited already.
-pub fn kill(id: &str, signal: &str) {
-    let _ = reaper::run(
-        Command::new(crun_binary()).args(["--root", CRUN_ROOT, "kill", "--all", id, signal]),
+/// may have exited already. Returns whether crun could.
+pub fn kill(id: &str, signal: &str) -> bool {
+    signal_all(id, signal, Stdio::inherit())
+}
+
+/// [`kill`] without crun's complaints, for retries: while crun is still
+/// creating the container, "container does not exist" is expected.
+pub fn try_kill(id: &str, signal: &str) -> bool {
+    signal_all(id, signal, Stdio::null())
+}
+
+fn signal_all(id: &str, signal: &str, stderr: Stdio) -> bool {
+    let kill = reaper::run(
+        Command::new(crun_binary())
+            .args(["--root", CRUN_ROOT, "kill", "--all", id, signal])
+            .stderr(stderr),
     );
+    matches!(kill, Ok(ExitCode(0)))
 }

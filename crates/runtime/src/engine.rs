@@ -11,6 +11,7 @@ use log::{info, warn};
 
 use crate::crun;
 use crate::spec::{runtime_spec, BindMount, ContainerPlan, HostFiles, SpecError};
+use crate::stop::{self, Running};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -63,6 +64,8 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(storage: &Path, etc: &Path, hostname: &str) -> Engine {
+        // Ctrl-Alt-Del, SIGTERM…: whatever runs is stopped.
+        stop::stop_on_request();
         Engine {
             containers: storage.join("containers"),
             volumes: storage.join("volumes"),
@@ -75,7 +78,10 @@ impl Engine {
     /// exit code.
     pub fn run(&self, c: &Container, env: &[(String, String)]) -> Result<i32, RunError> {
         let bundle = self.prepare(c, env)?;
-        let code = crun::run(&bundle, &c.id);
+        let code = crun::start(&bundle, &c.id).map(|process| {
+            let _running = Running::add(&c.id, process.pid());
+            process.wait()
+        });
         self.cleanup(&bundle);
         Ok(code?.0)
     }
@@ -85,6 +91,7 @@ impl Engine {
         let bundle = self.prepare(c, env)?;
         match crun::spawn(&bundle, &c.id) {
             Ok(process) => Ok(Service {
+                _running: Running::add(&c.id, process.pid()),
                 id: c.id.clone(),
                 bundle,
                 process,
@@ -201,6 +208,8 @@ fn write(path: &Path, content: &str) -> Result<PathBuf, RunError> {
 /// A container running in the background.
 #[derive(Debug)]
 pub struct Service {
+    /// Until it is stopped: a stop request or a crash stops it.
+    _running: Running,
     id: String,
     bundle: PathBuf,
     process: Process,
