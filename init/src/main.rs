@@ -1,43 +1,49 @@
 //! b2c's PID 1. It only sequences the phases of a boot; each phase is a
 //! call into the crate that owns it.
 
+mod crash;
 mod end;
 mod failure;
 mod phases;
 mod pipeline;
 
-use b2c_cmdline::Config;
-use log::error;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::end::{EndOptions, Outcome};
+use b2c_cmdline::Config;
+use b2c_system::signals::{self, StopRequest};
+use log::{error, info, warn};
+
+use crate::end::Outcome;
 use crate::failure::BootError;
 
 fn main() {
     // Before anything can log: /dev, /proc and friends.
     let early = b2c_system::mounts::mount_early();
     b2c_system::log::init(false);
-    std::panic::set_hook(Box::new(|panic| {
-        error!("b2c crashed: {panic}");
-        end::finish(Outcome::setup_failed(), &EndOptions::default())
-    }));
+    crash::install_hook();
+    // Before any other thread starts, so that they all inherit the
+    // blocked stop signals.
+    if let Err(e) = signals::install() {
+        warn!("{e}: Ctrl-Alt-Del, SIGTERM and SIGPWR will not stop the boot in order");
+    }
     b2c_system::reaper::start();
     phases::banner();
 
-    let mut end = EndOptions::default();
     let outcome = match early
         .map_err(BootError::Early)
         .and_then(|_| phases::config())
     {
         Err(e) => fail(e),
         Ok((cmdline, config)) => {
-            end = EndOptions::from(&config);
-            boot(&cmdline, config, &mut end).unwrap_or_else(fail)
+            end::set_options(&config);
+            boot(&cmdline, config).unwrap_or_else(fail)
         }
     };
-    end::finish(outcome, &end)
+    end::finish(outcome)
 }
 
-fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outcome, BootError> {
+fn boot(cmdline: &str, mut config: Config) -> Result<Outcome, BootError> {
     phases::announce(&config);
     let mut modules = phases::load_modules(&config)?;
     phases::block_devices();
@@ -46,13 +52,13 @@ fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outco
         .enable_all()
         .build()
         .expect("cannot start the async runtime");
-    runtime.block_on(async {
+    let job = async {
         // Kept alive for the whole job: a lease must not lapse under a
         // running container.
         let network = phases::network(&config).await?;
         if let Some(url) = config.extra_args_url.clone() {
             config = phases::extra_args(cmdline, &url, &config).await?;
-            *end = EndOptions::from(&config);
+            end::set_options(&config);
             phases::load_asked_modules(&mut modules, &config)?;
         }
         phases::hostname(&config, &network)?;
@@ -69,7 +75,36 @@ fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outco
         // crun and the reaper block: keep them off the async workers, which
         // go on renewing the lease.
         tokio::task::block_in_place(|| Ok(pipeline::run(&config, storage.as_ref(), &prepared)))
-    })
+    };
+    let outcome = runtime.block_on(async {
+        // A stop request during the setup (a DHCP wait, a long pull) ends
+        // the boot at once; once the pipeline runs, it stops it itself.
+        tokio::select! {
+            biased;
+            outcome = job => outcome,
+            request = stop_requested() => {
+                info!("stopped for a {request} before the containers ran");
+                Ok(Outcome::setup_failed())
+            }
+        }
+    });
+    // Unpacks cut short by a stop request must not hold the end up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}
+
+/// Resolves once a stop signal arrived (at once if one already did).
+async fn stop_requested() -> StopRequest {
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let n = notify.clone();
+    // notify_one keeps a permit when nobody waits yet: nothing is lost.
+    signals::on_request(move |_| n.notify_one());
+    loop {
+        if let Some(request) = signals::requested() {
+            return request;
+        }
+        notify.notified().await;
+    }
 }
 
 fn fail(e: BootError) -> Outcome {
