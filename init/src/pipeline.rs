@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use b2c_cmdline::{Config, ContainerArgs};
+use b2c_cmdline::{Config, ContainerArgs, DebugPanic};
 use b2c_oci::PulledImage;
 use b2c_runtime::{Container, Engine, Pipeline, Service, Stage};
+use b2c_system::signals;
 use log::{error, info};
 
 use crate::end::Outcome;
@@ -44,12 +45,22 @@ pub fn run(config: &Config, storage: &Path, prepared: &Prepared) -> Outcome {
     let mut services: Vec<Service> = Vec::new();
     for (i, args) in config.services.iter().enumerate() {
         let c = prepared.container(format!("service-{i}"), args);
+        // After a stop request nothing starts (the engine stops whatever
+        // runs).
+        if let Some(request) = signals::requested() {
+            info!("not starting {}: stopping for a {request}", c.id);
+            continue;
+        }
         info!("starting service {}: {}", c.id, args.image);
         match engine.start(&c, &pipeline.env()) {
             Ok(service) => services.push(service),
             // The job may not need it: say so loudly and go on.
             Err(e) => error!("cannot start service {}: {e}", args.image),
         }
+    }
+
+    if config.debug_panic == Some(DebugPanic::Pipeline) {
+        panic!("b2c.debug_panic=pipeline: crashing on purpose, before the first container");
     }
 
     let stages = [
@@ -59,6 +70,10 @@ pub fn run(config: &Config, storage: &Path, prepared: &Prepared) -> Outcome {
     for (stage, prefix, list) in stages {
         for (i, args) in list.iter().enumerate() {
             let c = prepared.container(format!("{prefix}-{i}"), args);
+            if let Some(request) = signals::requested() {
+                info!("not running {}: stopping for a {request}", c.id);
+                continue;
+            }
             if pipeline.skip(stage) {
                 info!(
                     "skipping {}: {} (b2c.pipefail and an earlier container failed)",
