@@ -225,10 +225,13 @@ impl Service {
     pub fn stop(self, grace: Duration) -> ExitCode {
         let code = match self.process.wait_timeout(Duration::ZERO) {
             Some(code) => {
-                warn!(
-                    "service {} had already exited with status {}",
-                    self.id, code.0
-                );
+                // After a stop request, `stop` got to it first: no news.
+                if b2c_system::signals::requested().is_none() {
+                    warn!(
+                        "service {} had already exited with status {}",
+                        self.id, code.0
+                    );
+                }
                 code
             }
             None => {
