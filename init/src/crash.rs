@@ -13,6 +13,7 @@
 
 use std::panic::PanicHookInfo;
 
+use b2c_runtime::ShutdownMode;
 use b2c_system::{power, reaper};
 use log::{error, warn};
 
@@ -31,7 +32,7 @@ fn hook(panic: &PanicHookInfo) {
         Ending::NotStarted => {}
         Ending::OnThisThread => {
             error!("the crash came while ending the boot: ending it at once");
-            power::finish(end::final_action(Outcome::setup_failed().mode))
+            power::finish(end::final_action(ShutdownMode::Default))
         }
         // That thread powers off; this one must not return.
         Ending::Elsewhere => loop {
