@@ -215,3 +215,43 @@ fn rescue_shell() {
         warn!("{e}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_options_in_force_are_the_last_published() {
+        assert!(!options().shell, "defaults before the command line");
+        let first = b2c_cmdline::parse("b2c.shell b2c.poweroff_delay=3").unwrap();
+        set_options(&first);
+        assert!(options().shell);
+        assert_eq!(options().delay, Duration::from_secs(3));
+        let merged =
+            b2c_cmdline::parse("b2c.shell b2c.shutdown_cmd=\"echo bye\" b2c.poweroff_delay=1")
+                .unwrap();
+        set_options(&merged);
+        assert_eq!(options().shutdown_cmd.as_deref(), Some("echo bye"));
+        assert_eq!(options().delay, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn storage_is_torn_down_once() {
+        // Nothing to undo yet: nothing happens.
+        tear_down_storage();
+        storage_to_tear_down(None, None);
+        storage_to_tear_down(None, None);
+        assert!(!STORAGE.load(Ordering::SeqCst).is_null());
+        tear_down_storage();
+        assert!(STORAGE.load(Ordering::SeqCst).is_null());
+        tear_down_storage();
+    }
+
+    #[test]
+    fn without_a_stop_request_the_outcome_decides() {
+        assert_eq!(signals::requested(), None);
+        assert_eq!(final_action(ShutdownMode::Reboot), FinalAction::Reboot);
+        assert_eq!(final_action(ShutdownMode::Default), FinalAction::PowerOff);
+        assert_eq!(ending(), Ending::NotStarted);
+    }
+}
