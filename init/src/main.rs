@@ -25,7 +25,7 @@ fn main() {
     // Before any other thread starts, so that they all inherit the
     // blocked stop signals.
     if let Err(e) = signals::install() {
-        warn!("{e}: Ctrl-Alt-Del, SIGTERM and SIGPWR will not stop the boot in order");
+        warn!("{e}");
     }
     b2c_system::reaper::start();
     phases::banner();

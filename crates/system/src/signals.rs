@@ -228,10 +228,10 @@ pub fn install() -> Result<(), Error> {
         move |source| Error::Sys { what, source }
     };
     set.thread_block()
-        .map_err(sys("cannot block the stop signals"))?;
+        .map_err(sys("cannot block the stop signals (they stay ignored)"))?;
     // Close-on-exec: crun and the containers have no use for it.
     let fd = SignalFd::with_flags(&set, SfdFlags::SFD_CLOEXEC)
-        .map_err(sys("cannot create a signalfd"))?;
+        .map_err(sys("cannot read the stop signals (they stay ignored)"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || take_signals(&fd))
@@ -244,7 +244,7 @@ pub fn install() -> Result<(), Error> {
     // not change its host's.
     if nix::unistd::getpid().as_raw() == 1 {
         nix::sys::reboot::set_cad_enabled(false).map_err(sys(
-            "reboot(RB_DISABLE_CAD): Ctrl-Alt-Del still reboots at once",
+            "reboot(RB_DISABLE_CAD) failed, Ctrl-Alt-Del reboots at once",
         ))?;
     }
     Ok(())
