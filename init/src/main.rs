@@ -1,13 +1,19 @@
 //! b2c's PID 1. It only sequences the phases of a boot; each phase is a
 //! call into the crate that owns it.
 
+mod crash;
 mod end;
 mod failure;
 mod phases;
 
-use b2c_cmdline::{BootPlan, EndPlan};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use b2c_cmdline::BootPlan;
 use b2c_runtime::{Outcome, Prepared, Site};
-use log::error;
+use b2c_system::signals::{self, StopRequest};
+use log::{error, info, warn};
 
 use crate::failure::BootError;
 
@@ -15,25 +21,26 @@ fn main() {
     // Before anything can log: /dev, /proc and friends.
     let early = b2c_system::mounts::mount_early();
     b2c_system::log::init(false);
-    std::panic::set_hook(Box::new(|panic| {
-        error!("b2c crashed: {panic}");
-        end::finish(Outcome::setup_failed(), &EndPlan::default())
-    }));
+    crash::install_hook();
+    // Before any other thread starts, so that they all inherit the
+    // blocked stop signals.
+    if let Err(e) = signals::install() {
+        warn!("{e}");
+    }
     b2c_system::reaper::start();
     phases::banner();
 
-    let mut end = EndPlan::default();
     let outcome = match early.map_err(BootError::Early).and_then(|_| phases::plan()) {
         Err(e) => fail(e),
         Ok((cmdline, plan)) => {
-            end = plan.end.clone();
-            boot(&cmdline, plan, &mut end).unwrap_or_else(fail)
+            end::set_options(&plan.end);
+            boot(&cmdline, plan).unwrap_or_else(fail)
         }
     };
-    end::finish(outcome, &end)
+    end::finish(outcome)
 }
 
-fn boot(cmdline: &str, mut plan: BootPlan, end: &mut EndPlan) -> Result<Outcome, BootError> {
+fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
     phases::announce(&plan);
     let mut modules = phases::load_modules(&plan)?;
     phases::block_devices();
@@ -42,7 +49,7 @@ fn boot(cmdline: &str, mut plan: BootPlan, end: &mut EndPlan) -> Result<Outcome,
         .enable_all()
         .build()
         .expect("cannot start the async runtime");
-    runtime.block_on(async {
+    let job = async {
         // Kept alive for the whole job: a lease must not lapse under a
         // running container.
         let network = phases::network(&plan).await?;
@@ -58,7 +65,7 @@ fn boot(cmdline: &str, mut plan: BootPlan, end: &mut EndPlan) -> Result<Outcome,
                 ca_certs = phases::ca_certs(&merged).await?;
             }
             plan = merged;
-            *end = plan.end.clone();
+            end::set_options(&plan.end);
             phases::load_asked_modules(&mut modules, &plan)?;
         }
         let hostname = phases::hostname(&plan, &network)?;
@@ -72,7 +79,7 @@ fn boot(cmdline: &str, mut plan: BootPlan, end: &mut EndPlan) -> Result<Outcome,
         };
         let site = Site {
             host: &b2c_runtime::System,
-            etc: std::path::Path::new("/etc"),
+            etc: Path::new("/etc"),
             hostname: &hostname,
         };
         // crun and the reaper block: keep them off the async workers, which
@@ -80,7 +87,36 @@ fn boot(cmdline: &str, mut plan: BootPlan, end: &mut EndPlan) -> Result<Outcome,
         Ok(tokio::task::block_in_place(|| {
             b2c_runtime::run_pipeline(&plan, &prepared, &site)
         }))
-    })
+    };
+    let outcome = runtime.block_on(async {
+        // A stop request during the setup (a DHCP wait, a long pull) ends
+        // the boot at once; once the pipeline runs, it stops it itself.
+        tokio::select! {
+            biased;
+            outcome = job => outcome,
+            request = stop_requested() => {
+                info!("stopped for a {request} before the containers ran");
+                Ok(Outcome::setup_failed())
+            }
+        }
+    });
+    // Unpacks cut short by a stop request must not hold the end up.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    outcome
+}
+
+/// Resolves once a stop signal arrived (at once if one already did).
+async fn stop_requested() -> StopRequest {
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let n = notify.clone();
+    // notify_one keeps a permit when nobody waits yet: nothing is lost.
+    signals::on_request(move |_| n.notify_one());
+    loop {
+        if let Some(request) = signals::requested() {
+            return request;
+        }
+        notify.notified().await;
+    }
 }
 
 fn fail(e: BootError) -> Outcome {

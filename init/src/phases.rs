@@ -228,22 +228,22 @@ pub fn hostname(plan: &BootPlan, network: &NetworkUp) -> Result<String, BootErro
 }
 
 /// Where images, layers, volumes and container scratch live: the cache
-/// partition, or RAM. Unmounted (and swap turned off) when dropped.
+/// partition, or RAM. Unmounted (and swap turned off) when dropped, or by
+/// the end of the boot if it never is (a crash).
 pub struct Storage {
     pub store: LayerStore,
-    cache: Option<b2c_storage::Cache>,
-    swap: Option<b2c_storage::SwapInfo>,
+    is_cache: bool,
 }
 
 impl Storage {
     pub fn is_cache(&self) -> bool {
-        self.cache.is_some()
+        self.is_cache
     }
 }
 
 impl Drop for Storage {
     fn drop(&mut self) {
-        b2c_storage::teardown(self.cache.as_ref(), self.swap.as_ref());
+        crate::end::tear_down_storage();
     }
 }
 
@@ -282,6 +282,7 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
             None
         }
     };
+    crate::end::storage_to_tear_down(cache.as_ref(), None);
     if cache.is_none() {
         b2c_system::mounts::mount_tmpfs(root, "mode=0755,size=90%").map_err(BootError::Storage)?;
     }
@@ -295,10 +296,14 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
         Some(swap) => b2c_storage::setup_swap(swap, cache.as_ref()).map_err(BootError::Cache)?,
         None => None,
     };
+    crate::end::storage_to_tear_down(cache.as_ref(), swap.as_ref());
     let store_dir = layout.image_store();
     let store = LayerStore::new(&store_dir)
         .map_err(|e| BootError::Storage(b2c_system::Error::io(&store_dir, e)))?;
-    Ok(Storage { store, cache, swap })
+    Ok(Storage {
+        store,
+        is_cache: cache.is_some(),
+    })
 }
 
 /// On a cache, makes room before pulling: least recently used layers that

@@ -6,9 +6,10 @@
 //! `b2c.extra_args_url`). [`NetOptions`] turns DHCP off for tests of static
 //! network configuration. Nothing leaves the machine. Needs root.
 //! Guests can have disks ([`BootOptions::with_disk`], images made and read
-//! back by [`disk`]) and can be cut off at a console line
-//! ([`BootOptions::kill_when`]); [`TestNet::blob_downloads`] counts what
-//! the registry served.
+//! back by [`disk`]), can be cut off at a console line
+//! ([`BootOptions::kill_when`]) or have keys pressed at one through QEMU's
+//! monitor ([`BootOptions::monitor_when`]); [`TestNet::blob_downloads`]
+//! counts what the registry served.
 //!
 //! ```no_run
 //! use qemu_tests::{BootOptions, TestNet};
@@ -25,8 +26,9 @@
 //! `cargo test -p qemu-tests --lib` for the harness's own tests (no kernel
 //! needed) and `cargo test -p qemu-tests --test e2e` (pulls, images, TLS,
 //! clock), `--test pipeline` (pipefail, services, post containers,
-//! volumes, extra args, reboot), `--test network` (static addresses)
-//! and `--test cache` (`b2c.cache_device`) for the boots. Console
+//! volumes, extra args, reboot), `--test network` (static addresses),
+//! `--test cache` (`b2c.cache_device`) and `--test signals` (Ctrl-Alt-Del,
+//! a crash) for the boots. Console
 //! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
 //! test the services' logs are kept there too. Boots queue for a CPU slot
 //! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests

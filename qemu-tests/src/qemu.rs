@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -38,6 +39,11 @@ pub struct BootOptions {
     /// flush anything; what QEMU already wrote to a disk image stays. The
     /// boot then has `exited == false` and [`Boot::killed_on`] set.
     pub kill_when: Option<String>,
+    /// Each `.1` is sent to QEMU's monitor (HMP, on a unix socket) once a
+    /// console line contains its `.0`: a key or a button pressed at a
+    /// chosen moment, e.g. `sendkey ctrl-alt-delete`. Each pair fires at
+    /// most once; several may fire on the same line, in order.
+    pub monitor_when: Vec<(String, String)>,
 }
 
 impl BootOptions {
@@ -54,6 +60,7 @@ impl BootOptions {
             echo: false,
             answer: None,
             kill_when: None,
+            monitor_when: Vec::new(),
         }
     }
 
@@ -231,10 +238,12 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut log =
         std::fs::File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
 
+    let mut monitor = Monitor::new(&opts.monitor_when)?;
     let mut cmd = net.command("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
         // Only what we ask for: the serial console on stdout, no monitor
-        // that could read a terminal, no default NIC.
+        // that could read a terminal (one on a socket when asked), no
+        // default NIC.
         .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(&opts.kernel)
@@ -249,6 +258,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
             "-device",
             "virtio-rng-pci",
         ])
+        .args(monitor.as_ref().map(Monitor::qemu_args).unwrap_or_default())
         .args(&opts.extra_qemu_args)
         .stdin(if opts.answer.is_some() {
             Stdio::piped()
@@ -331,6 +341,11 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         }
         // Written as it comes, so a hung boot still leaves its log.
         let _ = writeln!(log, "{line}");
+        if let Some(monitor) = monitor.as_mut() {
+            for note in monitor.on_line(&line) {
+                let _ = writeln!(log, "--- qemu-tests: {note} ---");
+            }
+        }
         if kill {
             let _ = writeln!(
                 log,
@@ -364,6 +379,68 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         status_at,
         log_path,
     })
+}
+
+/// QEMU's human monitor on a unix socket, for [`BootOptions::monitor_when`].
+struct Monitor {
+    /// Holds the socket.
+    dir: tempfile::TempDir,
+    pending: Vec<(String, String)>,
+    stream: Option<UnixStream>,
+}
+
+impl Monitor {
+    fn new(actions: &[(String, String)]) -> Result<Option<Monitor>> {
+        if actions.is_empty() {
+            return Ok(None);
+        }
+        // Short: a socket's path is limited to 108 bytes.
+        let dir = tempfile::Builder::new()
+            .prefix("b2c-qemu-monitor.")
+            .tempdir()
+            .context(|| "create a temp dir for the monitor".to_string())?;
+        Ok(Some(Monitor {
+            dir,
+            pending: actions.to_vec(),
+            stream: None,
+        }))
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("monitor.sock")
+    }
+
+    fn qemu_args(&self) -> Vec<String> {
+        // Unix sockets are reached by path, also from outside the
+        // namespace QEMU runs in. wait=off: QEMU boots without a client.
+        vec![
+            "-monitor".into(),
+            format!("unix:{},server=on,wait=off", self.socket().display()),
+        ]
+    }
+
+    /// Sends the commands whose trigger `line` contains; returns what
+    /// happened, for the console log.
+    fn on_line(&mut self, line: &str) -> Vec<String> {
+        let (now, later) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(trigger, _)| line.contains(trigger.as_str()));
+        self.pending = later;
+        now.into_iter()
+            .map(|(_, command)| match self.send(&command) {
+                Ok(()) => format!("sent `{command}` to the QEMU monitor"),
+                Err(e) => format!("cannot send `{command}` to the QEMU monitor: {e}"),
+            })
+            .collect()
+    }
+
+    fn send(&mut self, command: &str) -> std::io::Result<()> {
+        if self.stream.is_none() {
+            self.stream = Some(UnixStream::connect(self.socket())?);
+        }
+        let stream = self.stream.as_mut().expect("connected above");
+        stream.write_all(format!("{command}\n").as_bytes())
+    }
 }
 
 /// Stdout closed, so QEMU is exiting: give it a moment, then kill it.
@@ -425,6 +502,43 @@ mod tests {
         );
         assert_eq!(b.status(), None);
         assert!(!b.powered_off(), "killed at the timeout is not a power-off");
+    }
+
+    /// A listener stands in for QEMU's side of the socket.
+    #[test]
+    fn monitor_commands_go_out_once_on_their_lines() {
+        let actions = [
+            ("STARTED", "sendkey ctrl-alt-delete"),
+            ("stopping", "sendkey ctrl-alt-delete"),
+            ("STARTED", "info status"),
+        ]
+        .map(|(t, c)| (t.to_string(), c.to_string()));
+        let mut monitor = Monitor::new(&actions).unwrap().unwrap();
+        assert!(Monitor::new(&[]).unwrap().is_none());
+        let args = monitor.qemu_args();
+        assert_eq!(args[0], "-monitor");
+        assert!(args[1].starts_with("unix:/") && args[1].ends_with(",server=on,wait=off"));
+        let listener = std::os::unix::net::UnixListener::bind(monitor.socket()).unwrap();
+
+        assert!(monitor.on_line("booting").is_empty());
+        assert_eq!(
+            monitor.on_line("[1.0]: STARTED-5"),
+            [
+                "sent `sendkey ctrl-alt-delete` to the QEMU monitor",
+                "sent `info status` to the QEMU monitor"
+            ]
+        );
+        assert!(monitor.on_line("STARTED-5 again").is_empty(), "fired twice");
+        assert_eq!(monitor.on_line("stopping").len(), 1);
+        drop(monitor);
+
+        let mut received = String::new();
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.read_to_string(&mut received).unwrap();
+        assert_eq!(
+            received,
+            "sendkey ctrl-alt-delete\ninfo status\nsendkey ctrl-alt-delete\n"
+        );
     }
 
     #[test]

@@ -43,6 +43,13 @@ pub enum NtpPeer {
     Host(String),
 }
 
+/// Where `b2c.debug_panic` makes b2c crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DebugPanic {
+    /// After the services started, just before the first container.
+    Pipeline,
+}
+
 /// `b2c.proxy`: proxies for registry and extra-args traffic.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Proxy {
@@ -88,6 +95,11 @@ pub struct Config {
     pub filesystems: Vec<Filesystem>,
     /// `b2c.log=debug`.
     pub debug: bool,
+    /// `b2c.debug_panic=PHASE`: a test aid, not an option for users (and
+    /// so not in the README's tables). b2c panics on purpose there, so that
+    /// the QEMU tests can check that a crash ends the boot as any failure
+    /// does, without an initramfs built for it.
+    pub debug_panic: Option<DebugPanic>,
     /// Things to tell the user about, not failures: unknown keys and
     /// options accepted but not acted on yet.
     pub warnings: Vec<String>,
@@ -118,6 +130,7 @@ impl Default for Config {
             swap: None,
             filesystems: Vec::new(),
             debug: false,
+            debug_panic: None,
             warnings: Vec::new(),
         }
     }
@@ -307,6 +320,12 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 config.filesystems.retain(|f| f.name != fs.name);
                 config.filesystems.push(fs);
             }
+            "b2c.debug_panic" => match need()?.as_str() {
+                "pipeline" => config.debug_panic = Some(DebugPanic::Pipeline),
+                other => config.warnings.push(format!(
+                    "b2c.debug_panic={other} is ignored (a test aid; the only phase is pipeline)"
+                )),
+            },
             "b2c.keymap" => config
                 .warnings
                 .push("b2c.keymap is ignored: the serial console needs no keymap".into()),
@@ -492,6 +511,18 @@ mod tests {
         assert_eq!(c.ca_certs, ["/etc/b2c/ca.pem"]);
         assert_eq!(c.modules, ["e1000e", "igb"]);
         assert!(c.debug);
+    }
+
+    #[test]
+    fn debug_panic_is_a_test_aid() {
+        assert_eq!(parse("").unwrap().debug_panic, None);
+        let c = parse("b2c.debug_panic=pipeline").unwrap();
+        assert_eq!(c.debug_panic, Some(DebugPanic::Pipeline));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Lenient as every option: an unknown phase warns.
+        let c = parse("b2c.debug_panic=pull").unwrap();
+        assert_eq!(c.debug_panic, None);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
 
     #[test]

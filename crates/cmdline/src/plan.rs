@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    CacheDevice, Config, ContainerArgs, Error, Filesystem, IfaceConfig, ImageRef, KernelIp,
-    NtpPeer, Proxy, PullPolicy, ReferenceError, Swap, VolumeSource,
+    CacheDevice, Config, ContainerArgs, DebugPanic, Error, Filesystem, IfaceConfig, ImageRef,
+    KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Swap, VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -232,6 +232,8 @@ pub struct BootPlan {
     pub end: EndPlan,
     /// `b2c.log=debug`.
     pub debug: bool,
+    /// `b2c.debug_panic`: a test aid (see [`Config::debug_panic`]).
+    pub debug_panic: Option<DebugPanic>,
     /// Things to tell the user about, not failures.
     pub warnings: Vec<String>,
 }
@@ -376,6 +378,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
             reboot_cmd: config.reboot_cmd,
         },
         debug: config.debug,
+        debug_panic: config.debug_panic,
         warnings: config.warnings,
     })
 }

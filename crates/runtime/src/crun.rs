@@ -1,9 +1,9 @@
 //! How crun is called.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
-use b2c_system::reaper;
+use b2c_system::reaper::{self, ExitCode};
 
 /// Where crun keeps its state: tmpfs, gone at power-off.
 const CRUN_ROOT: &str = "/run/crun";
@@ -26,9 +26,22 @@ pub(crate) fn command(bundle: &Path, id: &str) -> Command {
 }
 
 /// Sends a signal to a container's processes. Best effort: the container
-/// may have exited already.
-pub fn kill(id: &str, signal: &str) {
-    let _ = reaper::run(
-        Command::new(crun_binary()).args(["--root", CRUN_ROOT, "kill", "--all", id, signal]),
+/// may have exited already. Returns whether crun could.
+pub fn kill(id: &str, signal: &str) -> bool {
+    signal_all(id, signal, Stdio::inherit())
+}
+
+/// [`kill`] without crun's complaints, for retries: while crun is still
+/// creating the container, "container does not exist" is expected.
+pub fn try_kill(id: &str, signal: &str) -> bool {
+    signal_all(id, signal, Stdio::null())
+}
+
+fn signal_all(id: &str, signal: &str, stderr: Stdio) -> bool {
+    let kill = reaper::run(
+        Command::new(crun_binary())
+            .args(["--root", CRUN_ROOT, "kill", "--all", id, signal])
+            .stderr(stderr),
     );
+    matches!(kill, Ok(ExitCode(0)))
 }

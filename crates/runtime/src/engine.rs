@@ -217,10 +217,13 @@ impl<H: Host> Service<'_, H> {
     pub fn stop(self, grace: Duration) -> ExitCode {
         let host = self._bundle.host;
         if let Some(code) = host.wait_timeout(&self.process, Duration::ZERO) {
-            warn!(
-                "service {} had already exited with status {}",
-                self.id, code.0
-            );
+            // After a stop request, the engine got to it first: no news.
+            if b2c_system::signals::requested().is_none() {
+                warn!(
+                    "service {} had already exited with status {}",
+                    self.id, code.0
+                );
+            }
             return code;
         }
         host.kill(&self.id, "TERM");

@@ -11,6 +11,7 @@ use std::time::Duration;
 use b2c_oci::OverlayError;
 use b2c_system::reaper::{self, ExitCode, Process};
 
+use crate::stop::{self, Running};
 use crate::user::UserError;
 
 /// A container's overlay: its writable layer, overlayfs's work directory
@@ -64,8 +65,16 @@ pub trait Host {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct System;
 
+/// A background container of the real host: its `crun run`, and its entry
+/// in the list of what a stop request stops.
+#[derive(Debug)]
+pub struct Background {
+    process: Process,
+    _running: Running,
+}
+
 impl Host for System {
-    type Process = Process;
+    type Process = Background;
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         std::fs::create_dir_all(path)
@@ -96,21 +105,30 @@ impl Host for System {
     }
 
     fn run(&self, bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error> {
-        reaper::run(&mut crun(bundle, id))
+        // Ctrl-Alt-Del, SIGTERM…: whatever runs is stopped.
+        stop::stop_on_request();
+        let process = reaper::spawn(&mut crun(bundle, id))?;
+        let _running = Running::add(id, process.pid());
+        Ok(process.wait())
     }
 
-    fn spawn(&self, bundle: &Path, id: &str) -> Result<Process, b2c_system::Error> {
+    fn spawn(&self, bundle: &Path, id: &str) -> Result<Background, b2c_system::Error> {
+        stop::stop_on_request();
         // A background service must not steal the console's input from the
         // foreground container.
-        reaper::spawn(crun(bundle, id).stdin(Stdio::null()))
+        let process = reaper::spawn(crun(bundle, id).stdin(Stdio::null()))?;
+        Ok(Background {
+            _running: Running::add(id, process.pid()),
+            process,
+        })
     }
 
-    fn wait_timeout(&self, process: &Process, timeout: Duration) -> Option<ExitCode> {
-        process.wait_timeout(timeout)
+    fn wait_timeout(&self, service: &Background, timeout: Duration) -> Option<ExitCode> {
+        service.process.wait_timeout(timeout)
     }
 
     fn kill(&self, id: &str, signal: &str) {
-        crate::crun::kill(id, signal)
+        crate::crun::kill(id, signal);
     }
 }
 

@@ -1,5 +1,6 @@
-//! Running containers: the OCI runtime spec, crun, and the pipeline loop
-//! ([`run_pipeline`]) over a [`b2c_cmdline::BootPlan`].
+//! Running containers: the OCI runtime spec, crun, the pipeline loop
+//! ([`run_pipeline`]) over a [`b2c_cmdline::BootPlan`], and stopping them
+//! all when the machine must stop ([`stop_running`]).
 
 pub mod crun;
 pub mod engine;
@@ -7,6 +8,7 @@ pub mod host;
 pub mod pipeline;
 mod run;
 pub mod spec;
+pub mod stop;
 pub mod user;
 
 pub use engine::{Engine, Inputs, RunError, Service};
@@ -14,3 +16,4 @@ pub use host::{Host, System};
 pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
 pub use run::{run_pipeline, Outcome, Prepared, Site};
 pub use spec::{runtime_spec, HostFiles, SpecError, SpecInputs};
+pub use stop::{stop_running, STOP_GRACE};

@@ -4,8 +4,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use b2c_cmdline::{BootPlan, ContainerPlan, Stage};
+use b2c_cmdline::{BootPlan, ContainerPlan, DebugPanic, Stage};
 use b2c_oci::PulledImage;
+use b2c_system::signals;
 use log::{error, info};
 
 use crate::engine::{Engine, Inputs, Service};
@@ -65,6 +66,12 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
 
     let mut services: Vec<Service<H>> = Vec::new();
     for c in plan.stage(Stage::Service) {
+        // After a stop request nothing starts (the engine stops whatever
+        // runs).
+        if let Some(request) = signals::requested() {
+            info!("not starting {}: stopping for a {request}", c.id);
+            continue;
+        }
         info!("starting service {}: {}", c.id, c.name());
         match engine.start(c, &inputs(c, &pipeline)) {
             Ok(service) => services.push(service),
@@ -73,7 +80,15 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
         }
     }
 
+    if plan.debug_panic == Some(DebugPanic::Pipeline) {
+        panic!("b2c.debug_panic=pipeline: crashing on purpose, before the first container");
+    }
+
     for c in plan.stage(Stage::Run).chain(plan.stage(Stage::Post)) {
+        if let Some(request) = signals::requested() {
+            info!("not running {}: stopping for a {request}", c.id);
+            continue;
+        }
         if pipeline.skip(c.stage) {
             info!(
                 "skipping {}: {} (b2c.pipefail and an earlier container failed)",

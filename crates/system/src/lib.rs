@@ -1,5 +1,5 @@
 //! PID 1 duties: mounts, console logging, kernel modules, the reaper,
-//! host name and clock, and the final power-off.
+//! host name and clock, stop signals, and the final power-off.
 
 pub mod error_chain;
 pub mod host;
@@ -9,6 +9,7 @@ pub mod modules;
 pub mod mounts;
 pub mod power;
 pub mod reaper;
+pub mod signals;
 
 use std::path::{Path, PathBuf};
 

@@ -3,7 +3,9 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::sync::Mutex;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, TryLockError};
 use std::time::Duration;
 
 use log::{Level, LevelFilter, Log, Metadata, Record};
@@ -45,9 +47,18 @@ impl Log for ConsoleLogger {
             return;
         }
         let line = format_line(uptime(), record.level(), &record.args().to_string());
-        // One write per line so concurrent tasks never interleave mid-line.
-        let _ = std::io::stdout().lock().write_all(line.as_bytes());
-        if let Some(kmsg) = self.kmsg.lock().unwrap().as_mut() {
+        write_console(&line);
+        let mut kmsg = if CRASHED.load(Ordering::SeqCst) {
+            // The crash may have come while this lock was held.
+            match self.kmsg.try_lock() {
+                Ok(kmsg) => kmsg,
+                Err(TryLockError::Poisoned(e)) => e.into_inner(),
+                Err(TryLockError::WouldBlock) => return,
+            }
+        } else {
+            self.kmsg.lock().unwrap_or_else(|e| e.into_inner())
+        };
+        if let Some(kmsg) = kmsg.as_mut() {
             // Level 7 (debug): kept in dmesg without being echoed a second
             // time on the console at the default loglevel.
             // Each write(2) to /dev/kmsg is one record: format first.
@@ -91,10 +102,43 @@ pub fn set_debug(debug: bool) {
 /// Prints a line verbatim (with the uptime stamp), whatever the log level:
 /// for the status lines CI parses.
 pub fn console_line(msg: &str) {
-    let line = format_line(uptime(), Level::Info, msg);
-    let mut out = std::io::stdout().lock();
-    let _ = out.write_all(line.as_bytes());
-    let _ = out.flush();
+    write_console(&format_line(uptime(), Level::Info, msg));
+}
+
+/// Set by the panic hook: from then on nothing here takes a lock.
+static CRASHED: AtomicBool = AtomicBool::new(false);
+
+/// For the panic hook, before it logs anything: the panicking code may
+/// hold the logger's locks (std's stdout lock is reentrant, the kmsg one
+/// is not, and another thread may hold either), so lines go straight to
+/// the console's file descriptor, and to /dev/kmsg only when its lock is
+/// free.
+pub fn crash_mode() {
+    CRASHED.store(true, Ordering::SeqCst);
+}
+
+/// One line on the console, in one piece so that concurrent threads never
+/// interleave mid-line.
+fn write_console(line: &str) {
+    if CRASHED.load(Ordering::SeqCst) {
+        write_fd(std::io::stdout().as_fd(), line.as_bytes());
+    } else {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    }
+}
+
+/// write(2) until done, without std's buffer or lock.
+fn write_fd(fd: BorrowedFd, mut bytes: &[u8]) {
+    while !bytes.is_empty() {
+        match rustix::io::write(fd, bytes) {
+            Ok(0) => return,
+            Ok(n) => bytes = &bytes[n..],
+            Err(rustix::io::Errno::INTR) => {}
+            Err(_) => return,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 //! call `wait`, or the two would steal statuses from each other.
 
 use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
@@ -38,6 +39,7 @@ struct Shared {
 }
 
 static REAPER: OnceLock<Arc<Shared>> = OnceLock::new();
+const THREAD_NAME: &str = "reaper";
 
 fn shared() -> &'static Arc<Shared> {
     REAPER.get_or_init(|| {
@@ -48,7 +50,7 @@ fn shared() -> &'static Arc<Shared> {
         });
         let s = shared.clone();
         std::thread::Builder::new()
-            .name("reaper".into())
+            .name(THREAD_NAME.into())
             .spawn(move || reap_forever(&s))
             .expect("cannot start the reaper thread");
         shared
@@ -136,10 +138,25 @@ impl Process {
 }
 
 /// Starts `cmd`; its status must be taken with [`Process::wait`], never
-/// with std's `Child::wait`.
+/// with std's `Child::wait`. The child starts with no signal blocked.
 pub fn spawn(cmd: &mut Command) -> Result<Process, Error> {
     let s = shared();
     let program = cmd.get_program().to_string_lossy().into_owned();
+    // std hands the parent's signal mask down as it is, and PID 1 blocks
+    // the stop signals (see `signals`): a shell, crun and the containers
+    // would otherwise start deaf to SIGTERM and SIGINT.
+    // SAFETY: sigprocmask is async-signal-safe and SigSet::empty()
+    // allocates nothing, as code between fork and exec must.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&nix::sys::signal::SigSet::empty()),
+                None,
+            )
+            .map_err(std::io::Error::from)
+        });
+    }
     // Hold the lock across the fork so the reaper cannot record (and
     // possibly prune) the status before the pid is marked as wanted.
     let mut st = s.state.lock().unwrap();
@@ -153,6 +170,35 @@ pub fn spawn(cmd: &mut Command) -> Result<Process, Error> {
     drop(child);
     s.spawned.notify_all();
     Ok(Process { pid })
+}
+
+/// Whether `pid`, started by [`spawn`], has ended and its status is not
+/// taken yet. Never blocks for long: for code that stops processes it did
+/// not start and must not wait on them.
+pub fn has_exited(pid: i32) -> bool {
+    let s = shared();
+    let st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.exited.contains_key(&pid)
+}
+
+/// Whether the reaper can still serve this thread: false on the reaper's
+/// own thread, or when its lock stays taken (by a thread that crashed
+/// holding it). For a panic hook, before it runs commands.
+pub fn usable() -> bool {
+    if std::thread::current().name() == Some(THREAD_NAME) {
+        return false;
+    }
+    let s = shared();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    loop {
+        match s.state.try_lock() {
+            Ok(_) | Err(std::sync::TryLockError::Poisoned(_)) => return true,
+            Err(std::sync::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        }
+    }
 }
 
 /// Runs `cmd` to completion.
