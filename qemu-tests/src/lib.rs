@@ -51,7 +51,8 @@ use std::sync::OnceLock;
 
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use net::{
-    count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, REGISTRY_HTTP, REGISTRY_HTTPS,
+    count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
+    REGISTRY_HTTP, REGISTRY_HTTPS,
 };
 pub use qemu::{Boot, BootOptions};
 

@@ -1,6 +1,6 @@
 //! One private network namespace with a tap device for QEMU, dnsmasq
-//! (DHCP + DNS), chronyd (NTP), the registry (HTTP and HTTPS) and a plain
-//! HTTP file server (busybox httpd).
+//! (DHCP + DNS), chronyd (NTP), the registry (HTTP and HTTPS) and a file
+//! server over plain HTTP (busybox httpd) and HTTPS (openssl s_server).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -22,6 +22,8 @@ pub const REGISTRY_HTTPS: &str = "registry.test:5443";
 /// Serves what [`TestNet::serve_file`] put there, for `b2c.extra_args_url`
 /// and `--env-file URL`.
 pub const FILE_SERVER: &str = "10.99.0.1:8080";
+/// The same files over HTTPS, with the registry's certificate (test CA).
+pub const HTTPS_FILE_SERVER: &str = "10.99.0.1:8443";
 
 const NS_PREFIX: &str = "b2c-t-";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -101,6 +103,7 @@ impl TestNet {
         net.start_dnsmasq(options.dhcp)?;
         net.start_chronyd()?;
         net.start_file_server()?;
+        net.start_https_file_server(&cert, &key)?;
         net.start_registry("registry-http", "10.99.0.1:5000", None)?;
         net.start_registry("registry-https", "10.99.0.1:5443", Some((&cert, &key)))?;
         // Both registries share one storage: pushing once serves both.
@@ -210,9 +213,10 @@ impl TestNet {
         qemu::boot(self, opts)
     }
 
-    /// Puts `contents` at `http://10.99.0.1:8080/<name>` and returns that
-    /// URL. Replacing a file between boots is fine; `name` is one path
-    /// component.
+    /// Puts `contents` at `http://10.99.0.1:8080/<name>` (and
+    /// `https://10.99.0.1:8443/<name>`, see [`TestNet::https_url`]) and
+    /// returns the HTTP URL. Replacing a file between boots is fine; `name`
+    /// is one path component.
     pub fn serve_file(&self, name: &str, contents: &str) -> Result<String> {
         if name.is_empty() || name.starts_with('.') || name.contains('/') {
             return Err(Error::new(format!(
@@ -222,6 +226,12 @@ impl TestNet {
         let path = self.www_dir().join(name);
         std::fs::write(&path, contents).context(|| format!("write {}", path.display()))?;
         Ok(format!("http://{FILE_SERVER}/{name}"))
+    }
+
+    /// Where the HTTPS file server serves what [`TestNet::serve_file`] put
+    /// at `name`; its certificate is signed by the test CA.
+    pub fn https_url(&self, name: &str) -> String {
+        format!("https://{HTTPS_FILE_SERVER}/{name}")
     }
 
     /// The file server's log: one line per request, with its URL.
@@ -348,6 +358,24 @@ impl TestNet {
         self.wait_ready("httpd", || tcp_probe(8080))
     }
 
+    /// openssl's `-WWW` mode: files relative to its working directory,
+    /// one connection at a time, which is all a boot needs.
+    fn start_https_file_server(&mut self, cert: &Path, key: &Path) -> Result<()> {
+        let args = [
+            "s_server".to_string(),
+            "-WWW".into(),
+            "-quiet".into(),
+            "-accept".into(),
+            HTTPS_FILE_SERVER.into(),
+            "-cert".into(),
+            cert.display().to_string(),
+            "-key".into(),
+            key.display().to_string(),
+        ];
+        self.spawn_in("https-files", "openssl", &args, &self.www_dir())?;
+        self.wait_ready("https-files", || tcp_probe(8443))
+    }
+
     fn start_registry(
         &mut self,
         name: &'static str,
@@ -389,11 +417,22 @@ impl TestNet {
     }
 
     fn spawn(&mut self, name: &'static str, program: &str, args: &[String]) -> Result<()> {
+        self.spawn_in(name, program, args, Path::new("/"))
+    }
+
+    fn spawn_in(
+        &mut self,
+        name: &'static str,
+        program: &str,
+        args: &[String],
+        cwd: &Path,
+    ) -> Result<()> {
         let log_path = self.log_path(name);
         let log = File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
         let log2 = log.try_clone().context(|| "dup a log fd".to_string())?;
         let child = self
             .command(program)
+            .current_dir(cwd)
             .args(args)
             .stdin(Stdio::null())
             .stdout(log)

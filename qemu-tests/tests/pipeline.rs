@@ -8,7 +8,7 @@
 mod common;
 
 use common::{assert_verdict, boot, boot_on, boot_with, img, opt, options, run_img, start_net};
-use qemu_tests::{Boot, NetOptions, REGISTRY_HTTP};
+use qemu_tests::{Boot, NetOptions, CA_CERT_IN_INITRAMFS, REGISTRY_HTTP};
 
 /// A first container that fails with 5, then one that prints `SECOND-2`.
 fn failing_then_printing() -> String {
@@ -140,6 +140,35 @@ fn extra_args_url_adds_containers_and_options() {
     assert!(
         !told.is_empty(),
         "no console line says which options came from b2c.extra_args_url\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+}
+
+#[test]
+fn https_extra_args_wait_for_the_clock() {
+    // The RTC says 2000, when the test CA and the server's certificate were
+    // not valid yet: the fetch works only if NTP set the clock first, as
+    // boot2container does.
+    let net = start_net(&NetOptions::default());
+    net.serve_file(
+        "args-tls",
+        &run_img("sh -c 'echo TLS-ARGS-$((3*3)):$(date -u +%Y)'"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut opts = options(
+        "extra-args-https-clock",
+        &format!(
+            "b2c.ntp_peer=auto b2c.ca_cert={CA_CERT_IN_INITRAMFS} b2c.extra_args_url={}",
+            net.https_url("args-tls")
+        ),
+    );
+    opts.initramfs = qemu_tests::initramfs_with_ca().unwrap_or_else(|e| panic!("{e}"));
+    opts.extra_qemu_args = vec!["-rtc".into(), "base=2000-01-01".into()];
+    let boot = boot_on(&net, &opts);
+    let year = boot.after_marker("TLS-ARGS-9:");
+    assert!(
+        year.len() == 1 && year[0] != "2000",
+        "the fetched container should run, after the clock was set: {year:?}\n{boot}"
     );
     assert_verdict(&boot, 0);
 }
