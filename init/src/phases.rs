@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use b2c_cmdline::{Config, ContainerArgs, NtpPeer};
+use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
 use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
 use b2c_system::info;
@@ -122,7 +123,7 @@ pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
 /// derives the whole configuration again.
 pub async fn extra_args(cmdline: &str, url: &str, config: &Config) -> Result<Config, BootError> {
     let options = FetchOptions {
-        extra_ca_pem: read_ca_certs(config).await?,
+        trust: fetch_trust(config).await?,
         proxy: config.proxy.clone(),
         ..Default::default()
     };
@@ -282,6 +283,20 @@ async fn read_ca_certs(config: &Config) -> Result<Vec<Vec<u8>>, BootError> {
     Ok(pems)
 }
 
+/// The bundled roots and the `b2c.ca_cert` files.
+async fn fetch_trust(config: &Config) -> Result<Trust, BootError> {
+    let mut trust = Trust::bundled();
+    for (source, pem) in config.ca_certs.iter().zip(read_ca_certs(config).await?) {
+        trust = trust
+            .with_pem(source, &pem)
+            .map_err(|e| BootError::CaCert {
+                path: e.what,
+                problem: e.problem,
+            })?;
+    }
+    Ok(trust)
+}
+
 /// Every container of the pipeline, in order of need.
 fn all_containers(config: &Config) -> impl Iterator<Item = &ContainerArgs> {
     config
@@ -350,7 +365,7 @@ pub async fn env_files(
         };
         let text = if source.starts_with("http://") || source.starts_with("https://") {
             let options = FetchOptions {
-                extra_ca_pem: read_ca_certs(config).await?,
+                trust: fetch_trust(config).await?,
                 proxy: config.proxy.clone(),
                 ..Default::default()
             };

@@ -2,7 +2,8 @@
 //!
 //! Links (sysfs + rtnetlink), a DHCPv4 client that races every ethernet link
 //! and keeps the winning lease renewed, static configuration, resolv.conf,
-//! SNTP, and HTTP(S) fetches of small documents. Everything async runs on
+//! SNTP, and the one HTTP layer every fetcher uses ([`http`]: trust roots,
+//! proxies, retries, bounded bodies, redaction). Everything async runs on
 //! the caller's tokio runtime; progress is logged through `log`, failures
 //! come back as [`NetError`].
 //!
@@ -33,7 +34,7 @@
 mod config;
 mod dhcp;
 mod error;
-mod fetch;
+pub mod http;
 mod links;
 mod plan;
 mod resolv;
@@ -43,7 +44,7 @@ mod up;
 pub use config::{apply_lease, apply_static, link_up, loopback_up, StaticIpv4};
 pub use dhcp::{dhcp_first_lease, spawn_renewal, Lease, RenewalHandle};
 pub use error::NetError;
-pub use fetch::{fetch, FetchOptions};
+pub use http::{fetch, FetchOptions};
 pub use links::ethernet_links;
 pub use sntp::sntp_time;
 pub use up::{bring_up, NetworkUp};
