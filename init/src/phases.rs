@@ -8,7 +8,7 @@ use std::time::Duration;
 use b2c_cmdline::{Config, ContainerArgs, NtpPeer};
 use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
-use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
+use b2c_oci::{LayerStore, PulledImage, RegistryOptions};
 use b2c_system::info;
 use b2c_system::modules::Modules;
 use log::{info, warn};
@@ -312,13 +312,7 @@ pub async fn pull(
     config: &Config,
     store: &LayerStore,
 ) -> Result<HashMap<String, PulledImage>, BootError> {
-    let extra_ca_pem = read_ca_certs(config).await?;
-    let p = &config.proxy;
-    let proxy = (p.http.is_some() || p.https.is_some()).then(|| ProxyOptions {
-        http: p.http.clone(),
-        https: p.https.clone(),
-        no_proxy: p.no_proxy.clone(),
-    });
+    let trust = fetch_trust(config).await?;
     let mut images = HashMap::new();
     for args in all_containers(config) {
         if images.contains_key(&args.image) {
@@ -331,8 +325,8 @@ pub async fn pull(
             })?;
         let options = RegistryOptions {
             tls_verify: args.tls_verify,
-            extra_ca_pem: extra_ca_pem.clone(),
-            proxy: proxy.clone(),
+            trust: trust.clone(),
+            proxy: config.proxy.clone(),
             insecure_registries: config.insecure_registries.clone(),
             mirrors: config.registry_mirrors.clone(),
             ..Default::default()
