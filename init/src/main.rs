@@ -50,8 +50,14 @@ fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outco
         // Kept alive for the whole job: a lease must not lapse under a
         // running container.
         let network = phases::network(&config).await?;
+        // b2c.ca_cert, read once: here if the extra args need it, else
+        // after the clock is set.
+        let mut trust = None;
         if let Some(url) = config.extra_args_url.clone() {
-            config = phases::extra_args(cmdline, &url, &config).await?;
+            let early = phases::trust(&config).await?;
+            let merged = phases::extra_args(cmdline, &url, &config, &early).await?;
+            trust = (merged.ca_certs == config.ca_certs).then_some(early);
+            config = merged;
             *end = EndOptions::from(&config);
             phases::load_asked_modules(&mut modules, &config)?;
         }
@@ -59,8 +65,12 @@ fn boot(cmdline: &str, mut config: Config, end: &mut EndOptions) -> Result<Outco
         phases::clock(&config, &network).await;
         let storage = phases::storage(&config, &mut modules)?;
         phases::make_room(&config, &storage);
-        let images = phases::pull(&config, &storage.store).await?;
-        let env_files = phases::env_files(&config).await?;
+        let trust = match trust {
+            Some(trust) => trust,
+            None => phases::trust(&config).await?,
+        };
+        let images = phases::pull(&config, &storage.store, &trust).await?;
+        let env_files = phases::env_files(&config, &trust).await?;
         let prepared = pipeline::Prepared {
             images: &images,
             env_files: &env_files,

@@ -121,9 +121,14 @@ pub async fn network(config: &Config) -> Result<NetworkUp, BootError> {
 
 /// Fetches `b2c.extra_args_url`, merges it with the command line and
 /// derives the whole configuration again.
-pub async fn extra_args(cmdline: &str, url: &str, config: &Config) -> Result<Config, BootError> {
+pub async fn extra_args(
+    cmdline: &str,
+    url: &str,
+    config: &Config,
+    trust: &Trust,
+) -> Result<Config, BootError> {
     let options = FetchOptions {
-        trust: fetch_trust(config).await?,
+        trust: trust.clone(),
         proxy: config.proxy.clone(),
         ..Default::default()
     };
@@ -258,43 +263,16 @@ pub fn make_room(config: &Config, storage: &Storage) {
     }
 }
 
-/// The `b2c.ca_cert` files: paths in the initramfs, or URLs fetched with
-/// the bundled roots only.
-async fn read_ca_certs(config: &Config) -> Result<Vec<Vec<u8>>, BootError> {
-    let mut pems = Vec::new();
-    for source in &config.ca_certs {
-        let bad = |problem: String| BootError::CaCert {
-            path: source.clone(),
-            problem,
-        };
-        let pem = if source.starts_with("http://") || source.starts_with("https://") {
-            let options = FetchOptions {
-                proxy: config.proxy.clone(),
-                ..Default::default()
-            };
-            b2c_net::fetch(source, &options)
-                .await
-                .map_err(|e| bad(e.to_string()))?
-        } else {
-            std::fs::read(source).map_err(|e| bad(e.to_string()))?
-        };
-        pems.push(pem);
-    }
-    Ok(pems)
-}
-
-/// The bundled roots and the `b2c.ca_cert` files.
-async fn fetch_trust(config: &Config) -> Result<Trust, BootError> {
-    let mut trust = Trust::bundled();
-    for (source, pem) in config.ca_certs.iter().zip(read_ca_certs(config).await?) {
-        trust = trust
-            .with_pem(source, &pem)
-            .map_err(|e| BootError::CaCert {
-                path: e.what,
-                problem: e.problem,
-            })?;
-    }
-    Ok(trust)
+/// The trust roots of every HTTPS request: the bundled ones and the
+/// `b2c.ca_cert` files (paths in the initramfs, or URLs fetched with the
+/// bundled roots only), read once.
+pub async fn trust(config: &Config) -> Result<Trust, BootError> {
+    Trust::load(&config.ca_certs, &config.proxy)
+        .await
+        .map_err(|e| BootError::CaCert {
+            path: e.what,
+            problem: e.problem,
+        })
 }
 
 /// Every container of the pipeline, in order of need.
@@ -311,8 +289,8 @@ fn all_containers(config: &Config) -> impl Iterator<Item = &ContainerArgs> {
 pub async fn pull(
     config: &Config,
     store: &LayerStore,
+    trust: &Trust,
 ) -> Result<HashMap<String, PulledImage>, BootError> {
-    let trust = fetch_trust(config).await?;
     let mut images = HashMap::new();
     for args in all_containers(config) {
         if images.contains_key(&args.image) {
@@ -347,6 +325,7 @@ pub async fn pull(
 /// Reads every `--env-file` (a path in the initramfs or a URL).
 pub async fn env_files(
     config: &Config,
+    trust: &Trust,
 ) -> Result<HashMap<String, Vec<(String, String)>>, BootError> {
     let mut files = HashMap::new();
     for source in all_containers(config).flat_map(|c| &c.env_files) {
@@ -359,7 +338,7 @@ pub async fn env_files(
         };
         let text = if source.starts_with("http://") || source.starts_with("https://") {
             let options = FetchOptions {
-                trust: fetch_trust(config).await?,
+                trust: trust.clone(),
                 proxy: config.proxy.clone(),
                 ..Default::default()
             };
