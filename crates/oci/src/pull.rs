@@ -40,9 +40,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const BUFFERED_PER_LAYER: usize = 512 << 10;
 /// Bound on a config blob whose descriptor gives no size.
 const MAX_CONFIG: u64 = 16 << 20;
-/// For a config body: a registry that trickles it out fails the attempt
-/// instead of hanging the boot.
-const SMALL_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// For an answer whose body oci-client reads itself (a manifest, a token,
+/// the body of an error answer; for a blob, up to its headers) and for a
+/// config body: a registry that trickles them out fails the attempt instead
+/// of hanging the boot.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 const MANIFEST_MEDIA_TYPES: &[&str] = &[
     IMAGE_MANIFEST_MEDIA_TYPE,
@@ -598,12 +600,10 @@ async fn fetch_manifest(
         // (a second TLS handshake with a plain-HTTP registry). A token this
         // gets is cached for the rest of the pull.
         if i + 1 < endpoints.len() {
-            if let Err(e) = ep
+            let auth = ep
                 .client
-                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-                .await
-            {
-                let f = ep.classify(&e);
+                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull);
+            if let Err(f) = ep.within(ANSWER_TIMEOUT, auth).await {
                 if f.is_connection_level() {
                     log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
                     failures.push(f);
@@ -611,14 +611,12 @@ async fn fetch_manifest(
                 }
             }
         }
-        match ep
-            .client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
-            .await
-        {
+        let manifest =
+            ep.client
+                .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES);
+        match ep.within(ANSWER_TIMEOUT, manifest).await {
             Ok((bytes, digest)) => return Ok((i, bytes, digest)),
-            Err(e) => {
-                let f = ep.classify(&e);
+            Err(f) => {
                 log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
                 // The next endpoint only gets a chance if this one could not
                 // hold an HTTP conversation at all.
@@ -653,13 +651,11 @@ async fn fetch_config(
         .filter(|s| *s > 0)
         .unwrap_or(MAX_CONFIG);
     let body = ep
-        .client
-        .pull_blob_stream(reference, desc)
-        .await
-        .map_err(|e| ep.classify(&e))?;
+        .within(ANSWER_TIMEOUT, ep.client.pull_blob_stream(reference, desc))
+        .await?;
     let limit = BodyLimit {
         max_size: limit,
-        timeout: SMALL_BODY_TIMEOUT,
+        timeout: ANSWER_TIMEOUT,
     };
     let announced = body.content_length;
     let out = read_bounded(body, announced, limit)
@@ -812,9 +808,10 @@ impl LayerJob<'_> {
         // ignores the header answers 200 and oci-client verifies too: slower,
         // still correct.
         let response = tokio::select! {
-            r = self.endpoint.client.pull_blob_stream_partial(self.reference, desc, 0, None) => {
-                r.map_err(|e| AttemptError::Registry(self.endpoint.classify(&e)))?
-            }
+            r = self.endpoint.within(
+                ANSWER_TIMEOUT,
+                self.endpoint.client.pull_blob_stream_partial(self.reference, desc, 0, None),
+            ) => r.map_err(AttemptError::Registry)?,
             _ = cancelled.wait_for(|c| *c) => return Err(AttemptError::Cancelled),
         };
         let body = match response {

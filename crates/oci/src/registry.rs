@@ -226,6 +226,20 @@ impl Endpoint {
         self.explain(classify_io(e))
     }
 
+    /// `request`'s answer, classified, or a failure if it takes longer than
+    /// `limit` (oci-client reads such bodies itself, with no bound of its
+    /// own but the read timeout).
+    pub(crate) async fn within<T>(
+        &self,
+        limit: Duration,
+        request: impl std::future::Future<Output = Result<T, OciDistributionError>>,
+    ) -> Result<T, Failure> {
+        match http::deadline(limit, request).await {
+            Ok(answer) => answer.map_err(|e| self.classify(&e)),
+            Err(f) => Err(self.explain(Failure::Http(f))),
+        }
+    }
+
     /// Keeps proxy credentials out of the message and, when the registry was
     /// not reached, names the proxy.
     pub(crate) fn explain(&self, f: Failure) -> Failure {
