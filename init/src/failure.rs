@@ -15,10 +15,7 @@ pub enum BootError {
     Modules(b2c_system::Error),
     Network(b2c_net::NetError),
     Hostname(b2c_system::Error),
-    CaCert {
-        path: String,
-        problem: String,
-    },
+    CaCert(b2c_net::http::TrustError),
     /// The tmpfs, the container scratch or the image store.
     Storage(b2c_system::Error),
     Cache(b2c_storage::StorageError),
@@ -57,7 +54,7 @@ impl BootError {
             }
             BootError::Network(_) => Some("check the cabling, the DHCP server, b2c.iface and ip="),
             BootError::Hostname(_) => Some("check b2c.hostname"),
-            BootError::CaCert { .. } => {
+            BootError::CaCert(_) => {
                 Some("b2c.ca_cert must name a PEM file inside the initramfs or an http(s) URL")
             }
             BootError::Cache(_) => Some("check b2c.cache_device, b2c.filesystem and b2c.swap"),
@@ -78,9 +75,7 @@ impl fmt::Display for BootError {
             BootError::Modules(e) => write!(f, "kernel modules: {e}"),
             BootError::Network(e) => write!(f, "network: {e}"),
             BootError::Hostname(e) => write!(f, "host name: {e}"),
-            BootError::CaCert { path, problem } => {
-                write!(f, "b2c.ca_cert={path}: cannot read it: {problem}")
-            }
+            BootError::CaCert(e) => write!(f, "b2c.ca_cert={}: {}", e.what, e.problem),
             BootError::Storage(e) => write!(f, "storage: {e}"),
             BootError::Cache(e) => write!(f, "cache: {e}"),
             BootError::Pull(e) => write!(f, "cannot pull {e}"),
@@ -110,7 +105,7 @@ impl StdError for BootError {
             BootError::Cache(e) => Some(e),
             BootError::Pull(e) => Some(e),
             BootError::EnvFile { error, .. } => Some(error.as_ref()),
-            BootError::CaCert { .. } => None,
+            BootError::CaCert(e) => Some(e),
         }
     }
 }

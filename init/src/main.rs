@@ -55,14 +55,14 @@ fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
         let network = phases::network(&plan).await?;
         // Before any TLS: a board's RTC may read 2000.
         phases::clock(&plan.ntp_peer, &network).await;
-        let mut ca_certs = phases::ca_certs(&plan).await?;
+        let mut trust = phases::trust(&plan).await?;
         if let Some(url) = plan.extra_args_url.clone() {
-            let merged = phases::extra_args(cmdline, &url, &plan, &ca_certs).await?;
+            let merged = phases::extra_args(cmdline, &url, &plan, &trust).await?;
             if merged.ntp_peer != plan.ntp_peer {
                 phases::clock(&merged.ntp_peer, &network).await;
             }
             if merged.trust.ca_certs != plan.trust.ca_certs {
-                ca_certs = phases::ca_certs(&merged).await?;
+                trust = phases::trust(&merged).await?;
             }
             plan = merged;
             end::set_options(&plan.end);
@@ -71,8 +71,8 @@ fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
         let hostname = phases::hostname(&plan, &network)?;
         let storage = phases::storage(&plan, &mut modules)?;
         phases::make_room(&plan, &storage);
-        let images = phases::pull(&plan, &storage.store, &ca_certs).await?;
-        let env_files = phases::env_files(&plan, &ca_certs).await?;
+        let images = phases::pull(&plan, &storage.store, &trust).await?;
+        let env_files = phases::env_files(&plan, &trust).await?;
         let prepared = Prepared {
             images: &images,
             env_files: &env_files,

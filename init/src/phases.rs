@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use b2c_cmdline::{BootPlan, EnvFileSource, NtpPeer};
+use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
-use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
+use b2c_oci::{LayerStore, PulledImage, RegistryOptions};
 use b2c_storage::CacheSetup;
 use b2c_system::info;
 use b2c_system::modules::Modules;
@@ -137,41 +138,18 @@ pub async fn clock(ntp_peer: &NtpPeer, network: &NetworkUp) {
     }
 }
 
-/// The `b2c.ca_cert` files, read once per boot: paths in the initramfs, or
-/// URLs fetched with the bundled roots only.
-pub async fn ca_certs(plan: &BootPlan) -> Result<Vec<Vec<u8>>, BootError> {
-    let mut pems = Vec::new();
-    for source in &plan.trust.ca_certs {
-        let pem = if is_url(source) {
-            let options = FetchOptions {
-                proxy: plan.trust.proxy.clone(),
-                ..Default::default()
-            };
-            b2c_net::fetch(source, &options)
-                .await
-                .map_err(|e| BootError::CaCert {
-                    path: source.clone(),
-                    problem: e.to_string(),
-                })?
-        } else {
-            std::fs::read(source).map_err(|e| BootError::CaCert {
-                path: source.clone(),
-                problem: e.to_string(),
-            })?
-        };
-        pems.push(pem);
-    }
-    Ok(pems)
+/// The bundled roots and the `b2c.ca_cert` files, read once per boot:
+/// paths in the initramfs, or URLs fetched with the bundled roots only.
+pub async fn trust(plan: &BootPlan) -> Result<Trust, BootError> {
+    Trust::load(&plan.trust.ca_certs, &plan.trust.proxy)
+        .await
+        .map_err(BootError::CaCert)
 }
 
-fn is_url(source: &str) -> bool {
-    source.starts_with("http://") || source.starts_with("https://")
-}
-
-/// How URLs of the boot are fetched: b2c.proxy and the extra CAs.
-fn fetch_options(plan: &BootPlan, extra_ca_pem: &[Vec<u8>]) -> FetchOptions {
+/// How URLs of the boot are fetched: b2c.proxy and the trusted CAs.
+fn fetch_options(plan: &BootPlan, trust: &Trust) -> FetchOptions {
     FetchOptions {
-        extra_ca_pem: extra_ca_pem.to_vec(),
+        trust: trust.clone(),
         proxy: plan.trust.proxy.clone(),
         ..Default::default()
     }
@@ -183,9 +161,9 @@ pub async fn extra_args(
     cmdline: &str,
     url: &str,
     plan: &BootPlan,
-    extra_ca_pem: &[Vec<u8>],
+    trust: &Trust,
 ) -> Result<BootPlan, BootError> {
-    let body = b2c_net::fetch(url, &fetch_options(plan, extra_ca_pem))
+    let body = b2c_net::fetch(url, &fetch_options(plan, trust))
         .await
         .map_err(BootError::ExtraArgs)?;
     let text = String::from_utf8_lossy(&body);
@@ -333,20 +311,14 @@ pub fn make_room(plan: &BootPlan, storage: &Storage) {
 pub async fn pull(
     plan: &BootPlan,
     store: &LayerStore,
-    extra_ca_pem: &[Vec<u8>],
+    trust: &Trust,
 ) -> Result<Vec<PulledImage>, BootError> {
-    let p = &plan.trust.proxy;
-    let proxy = (p.http.is_some() || p.https.is_some()).then(|| ProxyOptions {
-        http: p.http.clone(),
-        https: p.https.clone(),
-        no_proxy: p.no_proxy.clone(),
-    });
     let mut images = Vec::with_capacity(plan.images.len());
     for image in &plan.images {
         let options = RegistryOptions {
             tls_verify: image.tls_verify,
-            extra_ca_pem: extra_ca_pem.to_vec(),
-            proxy: proxy.clone(),
+            trust: trust.clone(),
+            proxy: plan.trust.proxy.clone(),
             insecure_registries: plan.trust.insecure_registries.clone(),
             mirrors: plan.trust.registry_mirrors.clone(),
             ..Default::default()
@@ -364,7 +336,7 @@ pub async fn pull(
 /// plan's order ([`b2c_cmdline::EnvFileId`]).
 pub async fn env_files(
     plan: &BootPlan,
-    extra_ca_pem: &[Vec<u8>],
+    trust: &Trust,
 ) -> Result<Vec<Vec<(String, String)>>, BootError> {
     let mut files = Vec::with_capacity(plan.env_files.len());
     for source in &plan.env_files {
@@ -374,7 +346,7 @@ pub async fn env_files(
         };
         let text = match source {
             EnvFileSource::Url(url) => {
-                let body = b2c_net::fetch(url, &fetch_options(plan, extra_ca_pem))
+                let body = b2c_net::fetch(url, &fetch_options(plan, trust))
                     .await
                     .map_err(|e| bad(EnvFileError::Fetch(e)))?;
                 String::from_utf8_lossy(&body).into_owned()

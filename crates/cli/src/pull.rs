@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use b2c_oci::{LayerStore, PullPolicy, RegistryOptions};
+use b2c_oci::{LayerStore, PullPolicy, RegistryOptions, Trust};
 use clap::{ArgAction, ValueEnum};
 
 use crate::Failure;
@@ -75,14 +75,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
     crate::init_logging(args.debug);
     let start = Instant::now();
     let reference = b2c_oci::parse_reference(&args.image).map_err(Failure::error)?;
-    let mut extra_ca_pem = Vec::new();
+    let mut trust = Trust::bundled();
     for path in &args.ca_certs {
-        extra_ca_pem
-            .push(std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?);
+        let pem = std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
+        trust = trust
+            .with_pem(&path.to_string_lossy(), &pem)
+            .map_err(|e| Failure(e.to_string()))?;
     }
     let options = RegistryOptions {
         tls_verify: args.tls_verify,
-        extra_ca_pem,
+        trust,
         ..Default::default()
     };
     let store = LayerStore::new(&args.root)

@@ -50,9 +50,6 @@ pub enum NetError {
     #[error("NTP server {server}: {reason}")]
     Sntp { server: String, reason: String },
 
-    #[error("setting the system clock: {0}")]
-    SetClock(nix::Error),
-
     /// One interface of [`bring_up`](crate::bring_up) failed; `what` names
     /// the option it came from.
     #[error("{what}: {source}")]

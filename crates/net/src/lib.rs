@@ -2,7 +2,8 @@
 //!
 //! Links (sysfs + rtnetlink), a DHCPv4 client that races every ethernet link
 //! and keeps the winning lease renewed, static configuration, resolv.conf,
-//! SNTP, and HTTP(S) fetches of small documents. Everything async runs on
+//! SNTP, and the one HTTP layer every fetcher uses ([`http`]: trust roots,
+//! proxies, retries, bounded bodies, redaction). Everything async runs on
 //! the caller's tokio runtime; progress is logged through `log`, failures
 //! come back as [`NetError`].
 //!
@@ -11,7 +12,7 @@
 //! `b2c.extra_args_url`. The pieces below it can also be used one by one:
 //!
 //! ```no_run
-//! # async fn boot() -> Result<(), b2c_net::NetError> {
+//! # async fn boot() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::{path::Path, time::Duration};
 //! b2c_net::loopback_up().await?;
 //! let links = b2c_net::ethernet_links(Duration::from_secs(10)).await?;
@@ -22,7 +23,7 @@
 //! b2c_net::apply_lease(&lease, Path::new("/etc/resolv.conf")).await?;
 //! if let Some(ntp) = lease.ntp.first() {
 //!     let now = b2c_net::sntp_time(&ntp.to_string(), Duration::from_secs(5)).await?;
-//!     b2c_net::set_system_clock(now)?;
+//!     b2c_system::host::set_clock(now)?;
 //! }
 //! let renewal = b2c_net::spawn_renewal(lease, "/etc/resolv.conf");
 //! // ... run the job, keeping `renewal` alive ...
@@ -33,7 +34,7 @@
 mod config;
 mod dhcp;
 mod error;
-mod fetch;
+pub mod http;
 mod links;
 mod plan;
 mod resolv;
@@ -43,7 +44,7 @@ mod up;
 pub use config::{apply_lease, apply_static, link_up, loopback_up, StaticIpv4};
 pub use dhcp::{dhcp_first_lease, spawn_renewal, Lease, RenewalHandle};
 pub use error::NetError;
-pub use fetch::{fetch, FetchOptions};
+pub use http::{fetch, FetchOptions};
 pub use links::ethernet_links;
-pub use sntp::{set_system_clock, sntp_time};
+pub use sntp::sntp_time;
 pub use up::{bring_up, NetworkUp};

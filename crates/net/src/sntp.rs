@@ -5,8 +5,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use log::debug;
-use nix::sys::time::TimeSpec;
-use nix::time::{clock_settime, ClockId};
 use sntpc::{get_time, NtpContext, StdTimestampGen};
 use sntpc_net_tokio::UdpSocketWrapper;
 use tokio::net::{lookup_host, UdpSocket};
@@ -25,7 +23,7 @@ const MIN_TRY: Duration = Duration::from_millis(500);
 /// Returns the server's time at the moment this returns: its transmit
 /// timestamp plus half the round trip, so it does not depend on how wrong
 /// the local clock is. Setting the clock is the caller's decision (see
-/// [`set_system_clock`]).
+/// `b2c_system::host::set_clock`).
 pub async fn sntp_time(server: &str, timeout: Duration) -> Result<SystemTime, NetError> {
     let deadline = Instant::now() + timeout;
     let fail = |reason: String| NetError::Sntp {
@@ -114,18 +112,6 @@ async fn query(addr: SocketAddr) -> Result<SystemTime, String> {
         result.offset()
     );
     Ok(time)
-}
-
-/// Sets CLOCK_REALTIME.
-pub fn set_system_clock(time: SystemTime) -> Result<(), NetError> {
-    let since_epoch = time
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| NetError::SetClock(nix::Error::EINVAL))?;
-    clock_settime(
-        ClockId::CLOCK_REALTIME,
-        TimeSpec::from_duration(since_epoch),
-    )
-    .map_err(NetError::SetClock)
 }
 
 #[cfg(test)]

@@ -9,17 +9,16 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use b2c_cmdline::Proxy;
-use b2c_net::{fetch, FetchOptions, NetError};
+use b2c_net::http::{RetryPolicy, Trust};
+use b2c_net::{fetch, FetchOptions};
 use common::{
-    assert_root, child_dir, child_runtime, is_child, start_child, warnings_logged, Daemons, Netns,
+    assert_root, child_dir, child_runtime, fetch_error, is_child, ok, scripted, start_child,
+    warnings_logged, Daemons, Netns,
 };
 use tempfile::TempDir;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::time::Instant;
 
 const ARGS: &str = "b2c.run=docker.io/library/alpine:latest\nb2c.hostname=dut\n";
@@ -87,57 +86,12 @@ fn fetch_over_http() {
 
 fn options() -> FetchOptions {
     FetchOptions {
-        retry_delay: Duration::from_secs(2),
+        retry: RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_secs(2),
+        },
         ..FetchOptions::default()
     }
-}
-
-fn fetch_error(result: Result<Vec<u8>, NetError>) -> (String, Option<u16>) {
-    match result {
-        Ok(body) => panic!("fetched {} bytes", body.len()),
-        Err(e @ NetError::Fetch { status, .. }) => (e.to_string(), status),
-        Err(e) => panic!("not a fetch error: {e}"),
-    }
-}
-
-/// What a scripted server received: each request's head.
-type Heads = Arc<Mutex<Vec<String>>>;
-
-/// A one-shot-per-connection HTTP server on `addr` whose `n`th answer is
-/// `answer(n, head)`.
-async fn scripted(addr: &str, answer: fn(usize, &str) -> String) -> Heads {
-    let listener = TcpListener::bind(addr).await.unwrap();
-    let heads = Heads::default();
-    let seen = heads.clone();
-    tokio::spawn(async move {
-        loop {
-            let (mut conn, _) = listener.accept().await.unwrap();
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 1024];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match conn.read(&mut chunk).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let head = String::from_utf8_lossy(&buf).into_owned();
-            let reply = {
-                let mut heads = seen.lock().unwrap();
-                heads.push(head.clone());
-                answer(heads.len() - 1, &head)
-            };
-            let _ = conn.write_all(reply.as_bytes()).await;
-            let _ = conn.shutdown().await;
-        }
-    });
-    heads
-}
-
-fn ok(body: &str) -> String {
-    format!(
-        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }
 
 #[test]
@@ -173,8 +127,10 @@ fn netns_child_http() {
 
         // Nobody ever: every attempt made, then an error that says why.
         let quick = FetchOptions {
-            attempts: 2,
-            retry_delay: Duration::from_millis(200),
+            retry: RetryPolicy {
+                attempts: 2,
+                first_delay: Duration::from_millis(200),
+            },
             ..FetchOptions::default()
         };
         let warned = warnings_logged();
@@ -189,7 +145,7 @@ fn netns_child_http() {
         );
 
         // 503 is retried; the credentials become basic auth.
-        let heads = scripted("10.97.0.1:9000", |n, _| match n {
+        let (heads, _) = scripted("10.97.0.1:9000", |n, _| match n {
             0 => "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".into(),
             _ => ok("late body"),
         })
@@ -223,7 +179,7 @@ fn netns_child_http() {
 }
 
 async fn child_proxies() {
-    let heads = scripted("10.97.0.1:3128", |_, head| {
+    let (heads, _) = scripted("10.97.0.1:3128", |_, head| {
         if head.starts_with("CONNECT ") {
             "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n".into()
         } else {
@@ -234,7 +190,10 @@ async fn child_proxies() {
     let count = || heads.lock().unwrap().len();
     let with_proxy = |proxy: Proxy| FetchOptions {
         proxy,
-        attempts: 1,
+        retry: RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
         ..FetchOptions::default()
     };
 
@@ -318,8 +277,9 @@ fn netns_child_https() {
         let other = fs::read(dir.join("other.pem")).unwrap();
         let url = "https://10.97.0.1:8443/args";
 
+        let trust = |pem: &[u8]| Trust::bundled().with_pem("ca.pem", pem).unwrap();
         let opts = FetchOptions {
-            extra_ca_pem: vec![ca.clone()],
+            trust: trust(&ca),
             ..options()
         };
         assert_eq!(fetch(url, &opts).await.unwrap(), ARGS.as_bytes());
@@ -327,14 +287,14 @@ fn netns_child_https() {
         // The CA second in a bundle still counts.
         let bundle = [other.clone(), ca].concat();
         let opts = FetchOptions {
-            extra_ca_pem: vec![bundle],
+            trust: trust(&bundle),
             ..options()
         };
         assert_eq!(fetch(url, &opts).await.unwrap(), ARGS.as_bytes());
 
         // Not trusted: a TLS error at once, not retried.
         let opts = FetchOptions {
-            extra_ca_pem: vec![other],
+            trust: trust(&other),
             ..options()
         };
         let start = Instant::now();
@@ -347,11 +307,10 @@ fn netns_child_https() {
             "{text}"
         );
 
-        let opts = FetchOptions {
-            extra_ca_pem: vec![b"not a certificate".to_vec()],
-            ..options()
-        };
-        let (text, _) = fetch_error(fetch(url, &opts).await);
+        let text = Trust::bundled()
+            .with_pem("ca.pem", b"not a certificate")
+            .unwrap_err()
+            .to_string();
         assert!(text.ends_with("holds no PEM certificate"), "{text}");
         println!("HTTPS ok");
     });

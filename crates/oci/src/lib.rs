@@ -41,6 +41,8 @@ mod registry;
 mod store;
 mod unpack;
 
+pub use b2c_cmdline::Proxy;
+pub use b2c_net::http::{RetryPolicy, Trust};
 pub use digest::{Digest, DigestParseError};
 pub use evict::EvictStats;
 pub use images::StoredImage;
@@ -48,7 +50,7 @@ pub use oci_client::Reference;
 pub use overlay::{mount_overlay, OverlayError};
 pub use pull::{pull, ImageSource, PullPolicy, PullStats, PulledImage};
 pub use reference::{parse_reference, to_reference, ImageRef, ReferenceError};
-pub use registry::{ProxyOptions, RegistryOptions, RetryPolicy};
+pub use registry::RegistryOptions;
 pub use store::{LayerError, LayerStore, StoreError};
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};
 
@@ -144,8 +146,6 @@ pub enum PullError {
         #[source]
         source: StoreError,
     },
-    #[error("invalid extra CA certificate (b2c.ca_cert): {detail}")]
-    CaCert { detail: String },
     #[error("cannot set up the registry client: {detail}")]
     Client { detail: String },
     /// A registry setting that cannot be used (the message names it).

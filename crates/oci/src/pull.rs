@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use b2c_net::http::{self, read_bounded, with_retries, BodyLimit, Retryable};
 use bytes::Bytes;
 use futures_util::StreamExt;
 use oci_client::client::{current_platform_resolver, BlobResponse, SizedStream};
@@ -25,7 +26,7 @@ use tokio::sync::watch;
 use crate::body::{self, BodySender};
 use crate::digest::Digest;
 use crate::images::{parse_manifest, Record, StoredImage};
-use crate::registry::{endpoints, with_retries, Endpoint, Failure, RegistryOptions, Retryable};
+use crate::registry::{endpoints, Endpoint, Failure, RegistryOptions};
 use crate::store::{format_time, mb, LayerError, LayerStore, StoreError};
 use crate::unpack::UnpackStats;
 use crate::PullError;
@@ -39,6 +40,11 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 const BUFFERED_PER_LAYER: usize = 512 << 10;
 /// Bound on a config blob whose descriptor gives no size.
 const MAX_CONFIG: u64 = 16 << 20;
+/// For an answer whose body oci-client reads itself (a manifest, a token,
+/// the body of an error answer; for a blob, up to its headers) and for a
+/// config body: a registry that trickles them out fails the attempt instead
+/// of hanging the boot.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
 const MANIFEST_MEDIA_TYPES: &[&str] = &[
     IMAGE_MANIFEST_MEDIA_TYPE,
@@ -111,7 +117,7 @@ const LAYER_MEDIA_TYPES: &[&str] = &[
 ///   is the one stored for this reference and the stored image is
 ///   complete, nothing else is downloaded; otherwise only the layers (and
 ///   config) the store lacks are. When the registry cannot be reached
-///   (connection refused, timeout, DNS failure or 5xx, after the retries;
+///   (connection refused, timeout, DNS failure, 5xx or 429, after the retries;
 ///   never on 404, 401 or TLS errors) and the image is stored, a
 ///   `registry R unreachable: using the stored image REF (sha256:…, pulled
 ///   …)` warning is logged and the stored image is returned. A reference
@@ -570,12 +576,10 @@ async fn fetch_manifest(
         // (a second TLS handshake with a plain-HTTP registry). A token this
         // gets is cached for the rest of the pull.
         if i + 1 < endpoints.len() {
-            if let Err(e) = ep
+            let auth = ep
                 .client
-                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
-                .await
-            {
-                let f = ep.classify(&e);
+                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull);
+            if let Err(f) = ep.within(ANSWER_TIMEOUT, auth).await {
                 if f.is_connection_level() {
                     log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
                     failures.push(f);
@@ -583,14 +587,12 @@ async fn fetch_manifest(
                 }
             }
         }
-        match ep
-            .client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
-            .await
-        {
+        let manifest =
+            ep.client
+                .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES);
+        match ep.within(ANSWER_TIMEOUT, manifest).await {
             Ok((bytes, digest)) => return Ok((i, bytes, digest)),
-            Err(e) => {
-                let f = ep.classify(&e);
+            Err(f) => {
                 log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
                 // The next endpoint only gets a chance if this one could not
                 // hold an HTTP conversation at all.
@@ -624,26 +626,29 @@ async fn fetch_config(
         .ok()
         .filter(|s| *s > 0)
         .unwrap_or(MAX_CONFIG);
-    let mut body = ep
-        .client
-        .pull_blob_stream(reference, desc)
+    let body = ep
+        .within(ANSWER_TIMEOUT, ep.client.pull_blob_stream(reference, desc))
+        .await?;
+    let limit = BodyLimit {
+        max_size: limit,
+        timeout: ANSWER_TIMEOUT,
+    };
+    let announced = body.content_length;
+    let out = read_bounded(body, announced, limit)
         .await
-        .map_err(|e| ep.classify(&e))?;
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ep.classify_io(&e))?;
-        out.extend_from_slice(&chunk);
-        if out.len() as u64 > limit {
-            return Err(Failure::Other(format!(
-                "the config {} is larger than the {limit} bytes its descriptor announces",
+        .map_err(|e| match e {
+            http::BodyError::TooLarge(max) => Failure::other(format!(
+                "the config {} is larger than the {max} bytes its descriptor announces",
                 desc.digest
-            )));
-        }
-    }
+            )),
+            e => ep.explain(Failure::Http(
+                e.into_failure(|io| http::Failure::from_error(&io)),
+            )),
+        })?;
     let expected: Digest = desc
         .digest
         .parse()
-        .map_err(|e: crate::DigestParseError| Failure::Other(e.to_string()))?;
+        .map_err(|e: crate::DigestParseError| Failure::other(e.to_string()))?;
     let actual = expected.of(&out);
     if actual != expected {
         return Err(Failure::Digest(format!(
@@ -702,6 +707,12 @@ impl fmt::Display for AttemptError {
 impl Retryable for AttemptError {
     fn retryable(&self) -> bool {
         matches!(self, AttemptError::Registry(f) if f.retryable())
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            AttemptError::Registry(f) => f.retry_after(),
+            _ => None,
+        }
     }
 }
 
@@ -773,9 +784,10 @@ impl LayerJob<'_> {
         // ignores the header answers 200 and oci-client verifies too: slower,
         // still correct.
         let response = tokio::select! {
-            r = self.endpoint.client.pull_blob_stream_partial(self.reference, desc, 0, None) => {
-                r.map_err(|e| AttemptError::Registry(self.endpoint.classify(&e)))?
-            }
+            r = self.endpoint.within(
+                ANSWER_TIMEOUT,
+                self.endpoint.client.pull_blob_stream_partial(self.reference, desc, 0, None),
+            ) => r.map_err(AttemptError::Registry)?,
             _ = cancelled.wait_for(|c| *c) => return Err(AttemptError::Cancelled),
         };
         let body = match response {

@@ -1,21 +1,19 @@
-//! Reaching registries: TLS roots, HTTP clients, classification of failures
-//! and the retry policy.
+//! Reaching registries: oci-client clients made from the HTTP layer's
+//! pieces (trust roots, proxies, timeouts), and the layer's classification
+//! of failures mapped into [`PullError`]s.
 
-pub(crate) use b2c_system::error_chain::error_chain;
-use b2c_system::error_chain::find_in_chain;
 use std::error::Error as StdError;
 use std::fmt;
-use std::future::Future;
-use std::net::IpAddr;
 use std::time::Duration;
 
+use b2c_cmdline::Proxy;
+use b2c_net::http::{self, split_host_port, FailureKind, Proxies, RetryPolicy, Retryable, Trust};
+use b2c_system::error_chain::{error_chain, find_in_chain};
 use oci_client::client::{
     current_platform_resolver, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::{Client, Reference};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::CertificateDer;
 
 use crate::PullError;
 
@@ -31,12 +29,12 @@ pub struct RegistryOptions {
     /// verification, falling back to plain HTTP when the registry does not
     /// speak TLS. It covers every registry of the pull, mirrors included.
     pub tls_verify: bool,
-    /// Extra trusted CAs (PEM, possibly several certificates per entry),
-    /// trusted in addition to the bundled webpki roots.
-    pub extra_ca_pem: Vec<Vec<u8>>,
+    /// The bundled roots and `b2c.ca_cert` ([`Trust::load`]), used for
+    /// every registry with verification on.
+    pub trust: Trust,
     pub retry: RetryPolicy,
-    /// `b2c.proxy`. `None`: direct connections.
-    pub proxy: Option<ProxyOptions>,
+    /// `b2c.proxy` (see [`Proxies`]); the default: direct connections.
+    pub proxy: Proxy,
     /// `b2c.insecure_registry`: registries (`host` or `host:port`, as users
     /// write them) pulled as with `tls_verify: false`. An entry with a port
     /// matches that port only (`10.0.0.1:5000`); an entry without one
@@ -60,29 +58,13 @@ impl Default for RegistryOptions {
     fn default() -> Self {
         RegistryOptions {
             tls_verify: true,
-            extra_ca_pem: Vec::new(),
+            trust: Trust::bundled(),
             retry: RetryPolicy::default(),
-            proxy: None,
+            proxy: Proxy::default(),
             insecure_registries: Vec::new(),
             mirrors: Vec::new(),
         }
     }
-}
-
-/// `b2c.proxy`: proxy URLs (`http://[user:password@]host:port`; without a
-/// scheme, `http://` is assumed) for requests to `http://` and `https://`
-/// registries, and hosts that bypass them. HTTPS goes through the proxy
-/// with `CONNECT`. Credentials are sent to the proxy and never shown.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ProxyOptions {
-    /// Proxy for plain-HTTP registries (insecure ones).
-    pub http: Option<String>,
-    /// Proxy for HTTPS registries: the usual case.
-    pub https: Option<String>,
-    /// Comma-separated hosts reached directly, curl-style: `example.com`
-    /// (and its subdomains), `.example.com`, IP addresses, CIDR networks
-    /// (`10.0.0.0/8`), `*` for every host name.
-    pub no_proxy: Option<String>,
 }
 
 impl RegistryOptions {
@@ -107,11 +89,7 @@ impl RegistryOptions {
                 });
             }
         }
-        if let Some(p) = &self.proxy {
-            for url in [&p.http, &p.https].into_iter().flatten() {
-                ProxyUrl::parse(url)?;
-            }
-        }
+        self.proxies()?;
         Ok(())
     }
 
@@ -137,28 +115,12 @@ impl RegistryOptions {
             .collect()
     }
 
-    /// Credentials of the proxy URLs, to be kept out of messages.
-    fn secrets(&self) -> Vec<String> {
-        let Some(p) = &self.proxy else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for url in [&p.http, &p.https].into_iter().flatten() {
-            if let Some(userinfo) = ProxyUrl::split(url).userinfo {
-                out.push(userinfo.to_string());
-                out.push(percent_decode(userinfo));
-                if let Some((_, password)) = userinfo.split_once(':') {
-                    out.push(password.to_string());
-                    out.push(percent_decode(password));
-                }
-            }
-        }
-        out.retain(|s| !s.is_empty());
-        // Longest first, so that a password inside the userinfo does not
-        // leave the user name behind.
-        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        out.dedup();
-        out
+    /// `b2c.proxy`, checked.
+    fn proxies(&self) -> Result<Proxies, PullError> {
+        Proxies::new(&self.proxy).map_err(|e| PullError::BadOption {
+            option: "b2c.proxy",
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -245,183 +207,13 @@ fn normalize_registry(s: &str) -> String {
     }
 }
 
-/// `host[:port]`, IPv6 literals in brackets (`[::1]:5000`); a bare IPv6
-/// address has no port.
-fn split_host_port(s: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
-            None => (s, None),
-        };
-    }
-    match s.split_once(':') {
-        Some((host, port)) if !port.contains(':') => (host, Some(port)),
-        _ => (s, None),
-    }
-}
-
-/// A proxy URL taken apart just enough to show it without its credentials.
-struct ProxyUrl<'a> {
-    scheme: &'a str,
-    userinfo: Option<&'a str>,
-    host_port: &'a str,
-}
-
-impl<'a> ProxyUrl<'a> {
-    fn split(url: &'a str) -> ProxyUrl<'a> {
-        let url = url.trim();
-        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-        let authority = rest.split('/').next().unwrap_or("");
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        ProxyUrl {
-            scheme,
-            userinfo,
-            host_port,
-        }
-    }
-
-    fn parse(url: &'a str) -> Result<ProxyUrl<'a>, PullError> {
-        let p = ProxyUrl::split(url);
-        let shown = p.to_string();
-        let bad = |why: String| PullError::BadOption {
-            option: "b2c.proxy",
-            detail: format!("proxy {shown}: {why}"),
-        };
-        if !matches!(p.scheme, "http" | "https") {
-            return Err(bad(format!(
-                "unsupported scheme {:?} (http or https)",
-                p.scheme
-            )));
-        }
-        let (host, port) = split_host_port(p.host_port);
-        if host.is_empty() || host.contains(' ') {
-            return Err(bad("no host".into()));
-        }
-        if port.is_some_and(|port| port.parse::<u16>().is_err()) {
-            return Err(bad("invalid port".into()));
-        }
-        Ok(p)
-    }
-}
-
-impl fmt::Display for ProxyUrl<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.host_port)
-    }
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Whether curl-style `no_proxy` lists `host`, by the rules reqwest (hyper-
-/// util) applies: IP entries and CIDR networks match addresses; `*`, names
-/// and `.names` match host names and their subdomains.
-fn no_proxy_matches(list: &str, host: &str) -> bool {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let ip = host.parse::<IpAddr>().ok();
-    list.split(',').map(str::trim).any(|entry| {
-        let net = cidr(entry);
-        let addr = entry.parse::<IpAddr>().ok();
-        match ip {
-            Some(ip) => match (net, addr) {
-                (Some((net, len)), _) => in_network(ip, net, len),
-                (None, Some(a)) => a == ip,
-                (None, None) => false,
-            },
-            None if net.is_some() || addr.is_some() || entry.is_empty() => false,
-            None => {
-                let name = entry.strip_prefix('.').unwrap_or(entry);
-                entry == "*"
-                    || name.eq_ignore_ascii_case(host)
-                    || (host.len() > name.len()
-                        && host.as_bytes()[host.len() - name.len() - 1] == b'.'
-                        && host[host.len() - name.len()..].eq_ignore_ascii_case(name))
-            }
-        }
-    })
-}
-
-fn cidr(entry: &str) -> Option<(IpAddr, u8)> {
-    let (net, len) = entry.split_once('/')?;
-    let net = net.parse::<IpAddr>().ok()?;
-    let len = len.parse::<u8>().ok()?;
-    let max = if net.is_ipv4() { 32 } else { 128 };
-    (len <= max).then_some((net, len))
-}
-
-fn in_network(ip: IpAddr, net: IpAddr, len: u8) -> bool {
-    match (ip, net) {
-        (IpAddr::V4(ip), IpAddr::V4(net)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-            u32::from(ip) & mask == u32::from(net) & mask
-        }
-        (IpAddr::V6(ip), IpAddr::V6(net)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-            u128::from(ip) & mask == u128::from(net) & mask
-        }
-        _ => false,
-    }
-}
-
-/// How often transient registry failures (connection errors, timeouts, 5xx)
-/// are retried. 4xx answers and certificate errors are never retried.
-#[derive(Clone, Debug)]
-pub struct RetryPolicy {
-    /// Total attempts, the first included.
-    pub attempts: u32,
-    /// Wait before the second attempt; doubled for each further one.
-    pub first_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    /// 3 attempts, waiting 2 s then 4 s: about 10 s with the requests.
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 3,
-            first_delay: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, failed_attempt: u32) -> Duration {
-        self.first_delay * 2u32.saturating_pow(failed_attempt.saturating_sub(1))
-    }
-}
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// A stalled body (no byte for this long) fails the attempt, which is then
-/// retried, rather than hanging the boot.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// One way of talking to the registry: a client and the scheme it uses.
 pub(crate) struct Endpoint {
     pub(crate) client: Client,
     pub(crate) scheme: &'static str,
-    /// The proxy this endpoint's requests to the registry go through, as
-    /// shown to users (no credentials).
-    proxy: Option<String>,
-    /// Proxy credentials, scrubbed from every message.
-    secrets: Vec<String>,
+    /// The registry (`host[:port]`), for messages about its proxy.
+    registry: String,
+    proxies: Proxies,
 }
 
 impl Endpoint {
@@ -434,296 +226,160 @@ impl Endpoint {
         self.explain(classify_io(e))
     }
 
+    /// `request`'s answer, classified, or a failure if it takes longer than
+    /// `limit` (oci-client reads such bodies itself, with no bound of its
+    /// own but the read timeout).
+    pub(crate) async fn within<T>(
+        &self,
+        limit: Duration,
+        request: impl std::future::Future<Output = Result<T, OciDistributionError>>,
+    ) -> Result<T, Failure> {
+        match http::deadline(limit, request).await {
+            Ok(answer) => answer.map_err(|e| self.classify(&e)),
+            Err(f) => Err(self.explain(Failure::Http(f))),
+        }
+    }
+
     /// Keeps proxy credentials out of the message and, when the registry was
-    /// not reached, names the proxy: reqwest's errors only name the
-    /// registry's URL, even when it was the proxy that could not be reached.
-    fn explain(&self, f: Failure) -> Failure {
-        let via = match &self.proxy {
-            Some(p) if f.is_connection_level() => Some(p.as_str()),
-            _ => None,
-        };
-        f.map_detail(|d| {
-            let d = scrub(d, &self.secrets);
-            match via {
-                Some(p) => format!("{d} (through proxy {p}, from b2c.proxy)"),
-                None => d,
-            }
-        })
+    /// not reached, names the proxy.
+    pub(crate) fn explain(&self, f: Failure) -> Failure {
+        match f {
+            Failure::Http(f) => Failure::Http(self.proxies.explain(f, self.scheme, &self.registry)),
+            Failure::Digest(d) => Failure::Digest(self.proxies.scrub(d)),
+        }
     }
 }
 
 /// The endpoints to try, in order. With verification on there is one
-/// (HTTPS, bundled roots + extra CAs). Without, as podman does: HTTPS
-/// accepting any certificate, then plain HTTP; the first that answers at
-/// all is used for the whole pull.
+/// (HTTPS, `opts.trust`). Without, as podman does: HTTPS accepting any
+/// certificate, then plain HTTP; the first that answers at all is used for
+/// the whole pull.
 pub(crate) fn endpoints(
     opts: &RegistryOptions,
     registry: &str,
     verify: bool,
 ) -> Result<Vec<Endpoint>, PullError> {
-    // An initramfs has no OS certificate store and reqwest is built without
-    // a default provider: ring, once, here. Another crate having installed
-    // a provider already is fine.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-
-    let roots = root_certificates(&opts.extra_ca_pem)?;
-    let secrets = opts.secrets();
-    let proxies = Proxies::new(opts.proxy.as_ref());
+    http::use_ring();
+    let proxies = opts.proxies()?;
+    let fields = proxies.client_fields();
+    // oci-client cannot be handed a reqwest client: it gets the pieces.
+    let roots: Vec<Certificate> = opts
+        .trust
+        .certificates()
+        .map(|der| Certificate {
+            encoding: CertificateEncoding::Der,
+            data: der.to_vec(),
+        })
+        .collect();
+    let config = |protocol: ClientProtocol, verify: bool| ClientConfig {
+        protocol,
+        accept_invalid_certificates: !verify,
+        tls_certs_only: roots.clone(),
+        platform_resolver: Some(Box::new(current_platform_resolver)),
+        connect_timeout: Some(http::CONNECT_TIMEOUT),
+        read_timeout: Some(http::READ_TIMEOUT),
+        user_agent: http::USER_AGENT,
+        http_proxy: fields.http_proxy.clone(),
+        https_proxy: fields.https_proxy.clone(),
+        no_proxy: fields.no_proxy.clone(),
+        ..ClientConfig::default()
+    };
     let endpoint = |config: ClientConfig, scheme: &'static str| {
-        let config = proxies.apply(config);
         // Not `Client::new`: on a bad config it logs and silently falls
         // back to a default client (OS roots, no timeouts).
         let client = Client::try_from(config).map_err(|e| PullError::Client {
-            detail: scrub(error_chain(&e), &secrets),
+            detail: proxies.scrub(error_chain(&e)),
         })?;
         Ok(Endpoint {
             client,
             scheme,
-            proxy: proxies.used_for(scheme, registry),
-            secrets: secrets.clone(),
+            registry: registry.to_string(),
+            proxies: proxies.clone(),
         })
     };
-    let https = |verify: bool| ClientConfig {
-        protocol: ClientProtocol::Https,
-        accept_invalid_certificates: !verify,
-        tls_certs_only: roots.clone(),
-        ..base_config()
-    };
-    let mut out = Vec::new();
     if verify {
-        out.push(endpoint(https(true), "https")?);
-    } else {
-        out.push(endpoint(https(false), "https")?);
-        out.push(endpoint(
-            ClientConfig {
-                protocol: ClientProtocol::HttpsExcept(vec![registry.to_string()]),
-                tls_certs_only: roots.clone(),
-                ..base_config()
-            },
-            "http",
-        )?);
+        return Ok(vec![endpoint(
+            config(ClientProtocol::Https, true),
+            "https",
+        )?]);
     }
-    Ok(out)
+    let plain = ClientProtocol::HttpsExcept(vec![registry.to_string()]);
+    Ok(vec![
+        endpoint(config(ClientProtocol::Https, false), "https")?,
+        endpoint(config(plain, true), "http")?,
+    ])
 }
 
-/// The proxy settings given to oci-client (and so to reqwest).
-struct Proxies {
-    http: Option<String>,
-    https: Option<String>,
-    no_proxy: Option<String>,
-    /// No proxy configured: reqwest must still be given one, or it reads
-    /// `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` and `NO_PROXY` from the
-    /// environment. A proxy that every host bypasses turns that off.
-    none: bool,
-}
-
-/// Never contacted: every host is in [`BYPASS_ALL`].
-const UNUSED_PROXY: &str = "http://127.0.0.1:9";
-/// `*` matches host names only; addresses need the networks.
-const BYPASS_ALL: &str = "*,0.0.0.0/0,::/0";
-
-impl Proxies {
-    fn new(opts: Option<&ProxyOptions>) -> Proxies {
-        let url = |u: &Option<String>| {
-            u.as_deref()
-                .map(str::trim)
-                .filter(|u| !u.is_empty())
-                .map(String::from)
-        };
-        let (http, https) = opts
-            .map(|p| (url(&p.http), url(&p.https)))
-            .unwrap_or_default();
-        let no_proxy = opts
-            .and_then(|p| p.no_proxy.as_deref())
-            .map(str::trim)
-            .filter(|n| !n.is_empty())
-            .map(String::from);
-        Proxies {
-            none: http.is_none() && https.is_none(),
-            http,
-            https,
-            no_proxy,
-        }
-    }
-
-    fn apply(&self, config: ClientConfig) -> ClientConfig {
-        if self.none {
-            return ClientConfig {
-                https_proxy: Some(UNUSED_PROXY.into()),
-                no_proxy: Some(BYPASS_ALL.into()),
-                ..config
-            };
-        }
-        ClientConfig {
-            http_proxy: self.http.clone(),
-            https_proxy: self.https.clone(),
-            no_proxy: self.no_proxy.clone(),
-            ..config
-        }
-    }
-
-    /// The proxy (shown without credentials) that requests with `scheme` to
-    /// `registry` go through, if any.
-    fn used_for(&self, scheme: &str, registry: &str) -> Option<String> {
-        let url = match scheme {
-            "http" => self.http.as_deref()?,
-            _ => self.https.as_deref()?,
-        };
-        let (host, _) = split_host_port(registry);
-        if self
-            .no_proxy
-            .as_deref()
-            .is_some_and(|n| no_proxy_matches(n, host))
-        {
-            return None;
-        }
-        Some(ProxyUrl::split(url).to_string())
-    }
-}
-
-/// `text` with every secret replaced by `***`.
-pub(crate) fn scrub(mut text: String, secrets: &[String]) -> String {
-    for s in secrets {
-        if text.contains(s.as_str()) {
-            text = text.replace(s.as_str(), "***");
-        }
-    }
-    text
-}
-
-fn base_config() -> ClientConfig {
-    ClientConfig {
-        platform_resolver: Some(Box::new(current_platform_resolver)),
-        connect_timeout: Some(CONNECT_TIMEOUT),
-        read_timeout: Some(READ_TIMEOUT),
-        user_agent: concat!("b2c/", env!("CARGO_PKG_VERSION")),
-        ..ClientConfig::default()
-    }
-}
-
-fn root_certificates(extra_pem: &[Vec<u8>]) -> Result<Vec<Certificate>, PullError> {
-    let der = |data: &[u8]| Certificate {
-        encoding: CertificateEncoding::Der,
-        data: data.to_vec(),
-    };
-    let mut roots: Vec<Certificate> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
-        .iter()
-        .map(|c| der(c.as_ref()))
-        .collect();
-    for (i, pem) in extra_pem.iter().enumerate() {
-        // reqwest's PEM loader keeps only the first certificate of a bundle:
-        // split bundles here and hand over DER.
-        let mut found = 0;
-        for cert in CertificateDer::pem_slice_iter(pem) {
-            let cert = cert.map_err(|e| PullError::CaCert {
-                detail: format!("certificate file #{}: {e}", i + 1),
-            })?;
-            roots.push(der(cert.as_ref()));
-            found += 1;
-        }
-        if found == 0 {
-            return Err(PullError::CaCert {
-                detail: format!("certificate file #{} holds no PEM certificate", i + 1),
-            });
-        }
-    }
-    Ok(roots)
-}
-
-/// A registry failure, sorted by what to do about it.
+/// A registry failure: the HTTP layer's classification, or content that
+/// does not match its digest.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    Certificate {
-        detail: String,
-        clock_suspect: bool,
-    },
-    /// Any other TLS failure: not transient (typically a plain HTTP
-    /// registry), so not retried.
-    Tls(String),
-    /// Connection refused/reset, timeouts, truncated bodies: retried.
-    Transport(String),
-    /// 5xx: retried.
-    Server(String),
-    NotFound(String),
-    Denied(String),
-    /// Content that does not hash to its digest: never retried, and never
-    /// a reason to try elsewhere.
+    Http(http::Failure),
+    /// Never retried, and never a reason to try elsewhere.
     Digest(String),
-    Other(String),
 }
 
 impl Failure {
+    pub(crate) fn other(detail: String) -> Failure {
+        Failure::Http(http::Failure::other(detail))
+    }
+
     pub(crate) fn retryable(&self) -> bool {
-        matches!(self, Failure::Transport(_) | Failure::Server(_))
+        matches!(self, Failure::Http(f) if f.retryable())
     }
 
     /// Whether a different endpoint (HTTP after HTTPS) might do better: the
     /// registry was not talked to at all.
     pub(crate) fn is_connection_level(&self) -> bool {
-        matches!(
-            self,
-            Failure::Transport(_) | Failure::Certificate { .. } | Failure::Tls(_)
-        )
-    }
-
-    fn map_detail(self, f: impl FnOnce(String) -> String) -> Failure {
-        match self {
-            Failure::Certificate {
-                detail,
-                clock_suspect,
-            } => Failure::Certificate {
-                detail: f(detail),
-                clock_suspect,
-            },
-            Failure::Tls(d) => Failure::Tls(f(d)),
-            Failure::Transport(d) => Failure::Transport(f(d)),
-            Failure::Server(d) => Failure::Server(f(d)),
-            Failure::NotFound(d) => Failure::NotFound(f(d)),
-            Failure::Denied(d) => Failure::Denied(f(d)),
-            Failure::Digest(d) => Failure::Digest(f(d)),
-            Failure::Other(d) => Failure::Other(f(d)),
-        }
+        matches!(self, Failure::Http(f) if f.is_connection_level())
     }
 
     pub(crate) fn into_pull_error(self, image: &str, registry: &str, attempts: u32) -> PullError {
         let (image, registry) = (image.to_string(), registry.to_string());
-        match self {
-            Failure::Certificate {
-                detail,
-                clock_suspect,
-            } => PullError::Certificate {
+        let f = match self {
+            Failure::Http(f) => f,
+            Failure::Digest(detail) => {
+                return PullError::DigestMismatch {
+                    image,
+                    registry,
+                    detail,
+                }
+            }
+        };
+        let detail = f.detail;
+        match f.kind {
+            FailureKind::Certificate { clock_suspect } => PullError::Certificate {
                 image,
                 registry,
                 detail,
                 clock_suspect,
             },
-            Failure::Tls(detail) => PullError::Tls {
+            FailureKind::Tls => PullError::Tls {
                 image,
                 registry,
                 detail,
             },
-            Failure::Transport(detail) | Failure::Server(detail) => PullError::Unreachable {
-                image,
-                registry,
-                attempts,
-                detail,
-            },
-            Failure::NotFound(detail) => PullError::NotFound {
-                image,
-                registry,
-                detail,
-            },
-            Failure::Denied(detail) => PullError::Denied {
-                image,
-                registry,
-                detail,
-            },
-            Failure::Digest(detail) => PullError::DigestMismatch {
+            // A registry that keeps answering 429 is as good as unreachable:
+            // `--pull=always` then uses a stored image.
+            FailureKind::Transport | FailureKind::Server | FailureKind::TooManyRequests => {
+                PullError::Unreachable {
+                    image,
+                    registry,
+                    attempts,
+                    detail,
+                }
+            }
+            FailureKind::NotFound => PullError::NotFound {
                 image,
                 registry,
                 detail,
             },
-            Failure::Other(detail) => PullError::Registry {
+            FailureKind::Denied => PullError::Denied {
+                image,
+                registry,
+                detail,
+            },
+            FailureKind::Other => PullError::Registry {
                 image,
                 registry,
                 detail,
@@ -735,46 +391,40 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::Certificate { detail, .. } => write!(f, "certificate not verified: {detail}"),
-            Failure::Tls(d)
-            | Failure::Transport(d)
-            | Failure::Server(d)
-            | Failure::NotFound(d)
-            | Failure::Denied(d)
-            | Failure::Digest(d)
-            | Failure::Other(d) => f.write_str(d),
+            Failure::Http(e) => e.fmt(f),
+            Failure::Digest(d) => f.write_str(d),
         }
     }
 }
 
+impl Retryable for Failure {
+    fn retryable(&self) -> bool {
+        Failure::retryable(self)
+    }
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Failure::Http(f) => f.retry_after,
+            Failure::Digest(_) => None,
+        }
+    }
+}
+
+/// oci-client's errors sorted by the HTTP layer's kinds. oci-client keeps
+/// no response headers: a registry's `Retry-After` is not seen, and 429s
+/// are retried with the policy's backoff.
 fn classify(e: &OciDistributionError) -> Failure {
+    use http::Failure as F;
     let detail = error_chain(e);
     if is_digest_mismatch(e) {
         return Failure::Digest(detail);
     }
-    match e {
-        OciDistributionError::RequestError(re) => {
-            if let Some(f) = certificate_failure(re) {
-                return f;
-            }
-            match re.status() {
-                Some(s) if s.is_server_error() => Failure::Server(detail),
-                Some(s) if s.as_u16() == 404 => Failure::NotFound(detail),
-                Some(s) if matches!(s.as_u16(), 401 | 403) => Failure::Denied(detail),
-                Some(_) => Failure::Other(detail),
-                None if re.is_builder() => Failure::Other(detail),
-                None => Failure::Transport(detail),
-            }
-        }
-        OciDistributionError::IoError(io) => classify_io(io),
-        OciDistributionError::ServerError { code, .. } => match code {
-            404 => Failure::NotFound(detail),
-            401 | 403 => Failure::Denied(detail),
-            500..=599 => Failure::Server(detail),
-            _ => Failure::Other(detail),
-        },
+    Failure::Http(match e {
+        OciDistributionError::RequestError(_) => F::from_error(e),
+        OciDistributionError::IoError(io) => return classify_io(io),
+        OciDistributionError::ServerError { code: 429, .. } => too_many_requests(detail),
+        OciDistributionError::ServerError { code, .. } => F::status(*code, detail),
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => Failure::Denied(detail),
+        | OciDistributionError::AuthenticationFailure(_) => F::new(FailureKind::Denied, detail),
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes = || envelope.errors.iter().map(|e| &e.code);
             if codes().any(|c| {
@@ -786,33 +436,39 @@ fn classify(e: &OciDistributionError) -> Failure {
                         | OciErrorCode::NotFound
                 )
             }) {
-                Failure::NotFound(detail)
+                F::new(FailureKind::NotFound, detail)
             } else if codes()
                 .any(|c| matches!(c, OciErrorCode::Unauthorized | OciErrorCode::Denied))
             {
-                Failure::Denied(detail)
+                F::new(FailureKind::Denied, detail)
+            } else if codes().any(|c| matches!(c, OciErrorCode::Toomanyrequests)) {
+                too_many_requests(detail)
             } else {
-                Failure::Other(detail)
+                F::other(detail)
             }
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => Failure::NotFound(detail),
-        _ => Failure::Other(detail),
-    }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            F::new(FailureKind::NotFound, detail)
+        }
+        _ => F::other(detail),
+    })
+}
+
+/// oci-client's message does not always give the status (a `TOOMANYREQUESTS`
+/// error envelope does not): say it.
+fn too_many_requests(detail: String) -> http::Failure {
+    http::Failure::status(429, format!("HTTP 429 Too Many Requests: {detail}"))
 }
 
 /// Errors from a blob body: oci-client wraps the transport error (or its
 /// own digest verdict) in an `io::Error`.
 fn classify_io(e: &std::io::Error) -> Failure {
-    if let Some(f) = certificate_failure(e) {
-        return f;
-    }
-    let detail = error_chain(e);
     if is_digest_mismatch(e) {
-        Failure::Digest(detail)
+        Failure::Digest(error_chain(e))
     } else if find_in_chain::<oci_client::errors::DigestError>(e).is_some() {
-        Failure::Other(detail)
+        Failure::other(error_chain(e))
     } else {
-        Failure::Transport(detail)
+        Failure::Http(http::Failure::from_error(e))
     }
 }
 
@@ -823,66 +479,6 @@ fn is_digest_mismatch(e: &(dyn StdError + 'static)) -> bool {
         find_in_chain::<oci_client::errors::DigestError>(e),
         Some(oci_client::errors::DigestError::VerificationError { .. })
     )
-}
-
-fn certificate_failure(e: &(dyn StdError + 'static)) -> Option<Failure> {
-    use rustls::CertificateError as C;
-    match find_in_chain::<rustls::Error>(e)? {
-        rustls::Error::InvalidCertificate(c) => Some(Failure::Certificate {
-            detail: c.to_string(),
-            clock_suspect: matches!(
-                c,
-                C::Expired
-                    | C::ExpiredContext { .. }
-                    | C::NotValidYet
-                    | C::NotValidYetContext { .. }
-            ),
-        }),
-        other => Some(Failure::Tls(other.to_string())),
-    }
-}
-
-/// Runs `f` until it succeeds, fails for good, or the policy's attempts are
-/// used up; says on the console what is retried. Returns the failure and
-/// how many attempts were made.
-pub(crate) async fn with_retries<T, E, F, Fut>(
-    policy: &RetryPolicy,
-    what: &dyn fmt::Display,
-    mut f: F,
-) -> Result<T, (E, u32)>
-where
-    E: Retryable,
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, E>>,
-{
-    let mut attempt = 1;
-    loop {
-        match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.retryable() && attempt < policy.attempts.max(1) => {
-                let delay = policy.delay(attempt);
-                log::warn!(
-                    "{what} failed ({e}); retrying in {:.1} s (attempt {}/{})",
-                    delay.as_secs_f32(),
-                    attempt + 1,
-                    policy.attempts
-                );
-                tokio::time::sleep(delay).await;
-                attempt += 1;
-            }
-            Err(e) => return Err((e, attempt)),
-        }
-    }
-}
-
-pub(crate) trait Retryable: fmt::Display {
-    fn retryable(&self) -> bool;
-}
-
-impl Retryable for Failure {
-    fn retryable(&self) -> bool {
-        Failure::retryable(self)
-    }
 }
 
 #[cfg(test)]
@@ -968,10 +564,10 @@ mod tests {
         assert!(bad(mirror("m.test//x")).contains("b2c.registry_mirror"));
         assert!(bad(mirror("")).contains("b2c.registry_mirror"));
         let proxy = |u: &str| RegistryOptions {
-            proxy: Some(ProxyOptions {
+            proxy: Proxy {
                 https: Some(u.into()),
-                ..ProxyOptions::default()
-            }),
+                ..Proxy::default()
+            },
             ..RegistryOptions::default()
         };
         proxy("proxy.test:3128").validate().unwrap();
@@ -990,111 +586,53 @@ mod tests {
     }
 
     #[test]
-    fn proxy_credentials_are_scrubbed() {
-        let o = RegistryOptions {
-            proxy: Some(ProxyOptions {
-                http: Some("http://joe:p%40ss@proxy.test:3128".into()),
-                https: Some("http://joe:p%40ss@proxy.test:3128".into()),
-                no_proxy: None,
-            }),
-            ..RegistryOptions::default()
+    fn too_many_requests_is_retried_and_says_429() {
+        let plain = OciDistributionError::ServerError {
+            code: 429,
+            url: "http://reg.test/v2/x/manifests/v1".into(),
+            message: "slow down".into(),
         };
-        let secrets = o.secrets();
-        let text = "x http://joe:p%40ss@proxy.test y p@ss z".to_string();
-        assert_eq!(scrub(text, &secrets), "x http://***@proxy.test y *** z");
-        assert_eq!(
-            ProxyUrl::split("http://joe:p%40ss@proxy.test:3128/").to_string(),
-            "http://proxy.test:3128"
-        );
-        assert_eq!(
-            ProxyUrl::split("proxy.test:3128").to_string(),
-            "http://proxy.test:3128"
-        );
-    }
-
-    #[test]
-    fn no_proxy_follows_curl_rules() {
-        let list = "example.com, .corp.test,10.0.0.0/8, 192.168.1.7,::1";
-        assert!(no_proxy_matches(list, "example.com"));
-        assert!(no_proxy_matches(list, "reg.example.com"));
-        assert!(!no_proxy_matches(list, "notexample.com"));
-        assert!(no_proxy_matches(list, "corp.test"));
-        assert!(no_proxy_matches(list, "a.corp.test"));
-        assert!(no_proxy_matches(list, "10.42.0.1"));
-        assert!(!no_proxy_matches(list, "11.0.0.1"));
-        assert!(no_proxy_matches(list, "192.168.1.7"));
-        assert!(no_proxy_matches(list, "[::1]"));
-        assert!(no_proxy_matches("*", "anything.test"));
-        assert!(!no_proxy_matches("*", "127.0.0.1"));
-        assert!(no_proxy_matches(BYPASS_ALL, "127.0.0.1"));
-        assert!(no_proxy_matches(BYPASS_ALL, "[fd00::1]"));
-        assert!(no_proxy_matches(BYPASS_ALL, "registry.test"));
-        assert!(!no_proxy_matches("", "registry.test"));
-
-        let p = Proxies::new(Some(&ProxyOptions {
-            http: None,
-            https: Some("http://u:p@proxy.test:3128".into()),
-            no_proxy: Some("10.0.0.0/8".into()),
-        }));
-        assert_eq!(
-            p.used_for("https", "reg.test:5000").as_deref(),
-            Some("http://proxy.test:3128")
-        );
-        assert_eq!(p.used_for("https", "10.0.0.1:5000"), None);
-        assert_eq!(p.used_for("http", "reg.test:5000"), None);
-        assert!(Proxies::new(None).none);
-    }
-
-    #[test]
-    fn backoff_doubles() {
-        let p = RetryPolicy::default();
-        assert_eq!(p.delay(1), Duration::from_secs(2));
-        assert_eq!(p.delay(2), Duration::from_secs(4));
-    }
-
-    #[test]
-    fn pem_bundles_are_split() {
-        assert!(matches!(
-            root_certificates(&[b"not a pem".to_vec()]),
-            Err(PullError::CaCert { .. })
-        ));
-        let base = root_certificates(&[]).unwrap().len();
-        let one = webpki_root_certs::TLS_SERVER_ROOT_CERTS[0].as_ref();
-        let pem = |der: &[u8]| {
-            let b64 = base64_encode(der);
-            let mut s = String::from("-----BEGIN CERTIFICATE-----\n");
-            for line in b64.as_bytes().chunks(64) {
-                s.push_str(std::str::from_utf8(line).unwrap());
-                s.push('\n');
-            }
-            s.push_str("-----END CERTIFICATE-----\n");
-            s
+        let envelope: oci_client::errors::OciEnvelope = serde_json::from_str(
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"pull rate limit"}]}"#,
+        )
+        .unwrap();
+        let enveloped = OciDistributionError::RegistryError {
+            envelope,
+            url: "http://reg.test/v2/x/manifests/v1".into(),
         };
-        let bundle = format!("{}{}", pem(one), pem(one));
-        assert_eq!(
-            root_certificates(&[bundle.into_bytes()]).unwrap().len(),
-            base + 2
-        );
-    }
-
-    fn base64_encode(data: &[u8]) -> String {
-        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let mut out = String::new();
-        for chunk in data.chunks(3) {
-            let b = [
-                chunk[0],
-                *chunk.get(1).unwrap_or(&0),
-                *chunk.get(2).unwrap_or(&0),
-            ];
-            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-            for i in 0..4 {
-                if i <= chunk.len() {
-                    out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-                } else {
-                    out.push('=');
-                }
-            }
+        for e in [plain, enveloped] {
+            let f = classify(&e);
+            assert!(f.retryable(), "{f}");
+            assert!(f.to_string().contains("429"), "{f}");
+            let err = f.into_pull_error("reg.test/x:v1", "reg.test", 3);
+            assert!(
+                matches!(err, PullError::Unreachable { attempts: 3, .. }),
+                "{err}"
+            );
+            assert!(err.to_string().contains("429"), "{err}");
         }
-        out
+    }
+
+    #[test]
+    fn status_answers_map_to_their_pull_errors() {
+        let server = |code| OciDistributionError::ServerError {
+            code,
+            url: "http://reg.test/v2/".into(),
+            message: String::new(),
+        };
+        let pulled = |code| classify(&server(code)).into_pull_error("i", "r", 1);
+        assert!(matches!(pulled(503), PullError::Unreachable { .. }));
+        assert!(matches!(pulled(404), PullError::NotFound { .. }));
+        assert!(matches!(pulled(403), PullError::Denied { .. }));
+        assert!(matches!(pulled(400), PullError::Registry { .. }));
+        assert!(classify(&server(503)).retryable());
+        assert!(!classify(&server(404)).retryable());
+        let io = std::io::Error::other(oci_client::errors::DigestError::VerificationError {
+            expected: "sha256:aa".into(),
+            actual: "sha256:bb".into(),
+        });
+        assert!(classify_io(&io)
+            .into_pull_error("i", "r", 1)
+            .is_digest_mismatch());
     }
 }

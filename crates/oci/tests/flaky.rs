@@ -1,7 +1,7 @@
 //! Retries against a deliberately unreliable registry: a minimal HTTP/1.1
-//! server in the test that answers 503 once, cuts a blob in the middle once,
-//! ignores `Range` (so oci-client's own verifying stream is used), and fails
-//! one blob for good.
+//! server in the test that answers 503 (or 429) once, cuts a blob in the
+//! middle once, ignores `Range` (so oci-client's own verifying stream is
+//! used), and fails one blob for good.
 
 mod common;
 
@@ -272,4 +272,35 @@ async fn transient_failures_are_retried() {
         .await
         .unwrap_err();
     assert!(matches!(err, PullError::NotFound { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_requests_is_retried() {
+    init_logging();
+    let mut routes = HashMap::new();
+    let layers = image(
+        &mut routes,
+        "limited",
+        &[Tb::new().file("l", b"l").finish()],
+    );
+    let blob = format!("/v2/test/limited/blobs/{}", layers[0]);
+    let faults: Faults = Arc::new(move |path: &str, n: usize| {
+        let first = n == 1;
+        if first && (path == "/v2/test/limited/manifests/v1" || path == blob) {
+            Some(429)
+        } else {
+            None
+        }
+    });
+    let server = Server::start(routes, faults);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let r = parse_reference(&format!("127.0.0.1:{}/test/limited:v1", server.port)).unwrap();
+    pull(&r, &opts(), &store, PullPolicy::Always).await.unwrap();
+    let retries: Vec<String> = logged()
+        .into_iter()
+        .filter(|l| l.contains("test/limited:v1") && l.contains("retrying"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert!(retries.iter().all(|l| l.contains("429")), "{retries:?}");
 }

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use b2c_oci::{
-    parse_reference, pull, LayerError, LayerStore, ProxyOptions, PullError, PullPolicy,
-    RegistryOptions, RetryPolicy,
+    parse_reference, pull, LayerError, LayerStore, Proxy, PullError, PullPolicy, RegistryOptions,
+    RetryPolicy, Trust,
 };
 use common::registry::{free_port, Image, Layout, Registry};
 use common::{init_logging, logged, sha256, warnings, Tb};
@@ -271,7 +271,9 @@ async fn https_needs_the_ca() {
 
     // With it.
     let opts = RegistryOptions {
-        extra_ca_pem: vec![fs::read(t.join("ca.pem")).unwrap()],
+        trust: Trust::bundled()
+            .with_pem("ca.pem", &fs::read(t.join("ca.pem")).unwrap())
+            .unwrap(),
         ..RegistryOptions::default()
     };
     let pulled = pull(&r, &opts, &store, PullPolicy::Always).await.unwrap();
@@ -287,10 +289,10 @@ async fn https_needs_the_ca() {
     // Through a proxy: a CONNECT tunnel, the certificate still verified.
     let proxy = TinyProxy::start();
     let via_proxy = RegistryOptions {
-        proxy: Some(ProxyOptions {
+        proxy: Proxy {
             https: Some(proxy_url(proxy.port)),
-            ..ProxyOptions::default()
-        }),
+            ..Proxy::default()
+        },
         ..opts
     };
     let store3 = LayerStore::new(t.join("store3")).unwrap();
@@ -682,11 +684,11 @@ async fn proxies_are_used_and_their_credentials_hidden() {
     let r = parse_reference(&format!("{host}/test/px:v1")).unwrap();
     let opts = |port: u16, no_proxy: Option<&str>| RegistryOptions {
         insecure_registries: vec![host.clone()],
-        proxy: Some(ProxyOptions {
+        proxy: Proxy {
             http: Some(proxy_url(port)),
             https: Some(proxy_url(port)),
             no_proxy: no_proxy.map(String::from),
-        }),
+        },
         retry: fast_retries(),
         ..RegistryOptions::default()
     };

@@ -8,6 +8,8 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use b2c_system::info::human_bytes;
+
 use crate::label;
 
 /// Disks smaller than this are never taken by `auto` (a named device can be
@@ -102,7 +104,7 @@ pub(crate) struct Partition {
 
 impl fmt::Display for Disk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({}", self.name, human_size(self.size))?;
+        write!(f, "{} ({}", self.name, human_bytes(self.size))?;
         if let Some(model) = &self.model {
             write!(f, ", {model}")?;
         }
@@ -111,21 +113,6 @@ impl fmt::Display for Disk {
             write!(f, ", partitions {}", names.join(" "))?;
         }
         write!(f, ")")
-    }
-}
-
-pub(crate) fn human_size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -613,13 +600,6 @@ mod tests {
         assert_eq!(partition_name("nvme0n1", 1), "nvme0n1p1");
         assert_eq!(partition_name("mmcblk0", 1), "mmcblk0p1");
         assert_eq!(partition_name("loop7", 2), "loop7p2");
-    }
-
-    #[test]
-    fn sizes_for_humans() {
-        assert_eq!(human_size(512), "512 B");
-        assert_eq!(human_size(64 << 20), "64.0 MiB");
-        assert_eq!(human_size(500_107_862_016), "465.8 GiB");
     }
 
     #[test]

@@ -233,7 +233,7 @@ pub(crate) fn setup_swap_in(
     };
     log::info!(
         "swap: {} on {}",
-        disks::human_size(info.bytes),
+        b2c_system::info::human_bytes(info.bytes),
         info.path.display()
     );
     if let Some(value) = swap.swappiness {

@@ -44,6 +44,7 @@ pub fn block_devices(sys_block: &Path) -> Vec<String> {
     devs
 }
 
+/// `512 B`, `1.5 MiB`, `465.8 GiB`: binary units, one decimal.
 pub fn human_bytes(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
@@ -98,5 +99,7 @@ mod tests {
         assert_eq!(human_bytes(512), "512 B");
         assert_eq!(human_bytes(10 * 1024 * 1024 * 1024), "10.0 GiB");
         assert_eq!(human_bytes(1536 * 1024), "1.5 MiB");
+        assert_eq!(human_bytes(64 << 20), "64.0 MiB");
+        assert_eq!(human_bytes(500_107_862_016), "465.8 GiB");
     }
 }

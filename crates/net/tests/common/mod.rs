@@ -19,8 +19,13 @@ use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use b2c_net::NetError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 const CHILD_ENV: &str = "B2C_NET_TEST_CHILD";
 const DIR_ENV: &str = "B2C_NET_TEST_DIR";
@@ -386,4 +391,61 @@ pub fn child_runtime<F: std::future::Future>(body: F) -> F::Output {
         .build()
         .unwrap()
         .block_on(body)
+}
+
+// ------------------------------------------------------- HTTP test servers
+
+/// What a scripted server received: each request's head.
+pub type Heads = Arc<Mutex<Vec<String>>>;
+
+/// A one-shot-per-connection HTTP server on `addr` (port 0: any) whose
+/// `n`th answer (from 0) is `answer(n, head)`, written as is. Returns what
+/// it received and its port.
+pub async fn scripted(
+    addr: &str,
+    answer: impl Fn(usize, &str) -> String + Send + 'static,
+) -> (Heads, u16) {
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = Heads::default();
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 1024];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match conn.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&buf).into_owned();
+            let reply = {
+                let mut heads = seen.lock().unwrap();
+                heads.push(head.clone());
+                answer(heads.len() - 1, &head)
+            };
+            let _ = conn.write_all(reply.as_bytes()).await;
+            let _ = conn.shutdown().await;
+        }
+    });
+    (heads, port)
+}
+
+/// A 200 answer with `body`.
+pub fn ok(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// The message and status of a failed fetch.
+pub fn fetch_error(result: Result<Vec<u8>, NetError>) -> (String, Option<u16>) {
+    match result {
+        Ok(body) => panic!("fetched {} bytes", body.len()),
+        Err(e @ NetError::Fetch { status, .. }) => (e.to_string(), status),
+        Err(e) => panic!("not a fetch error: {e}"),
+    }
 }

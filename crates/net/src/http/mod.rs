@@ -1,0 +1,170 @@
+//! The one HTTP layer of b2c: what every client (`b2c.extra_args_url`,
+//! `--env-file URL`, `b2c.ca_cert URL`, registries, S3) is made of.
+//!
+//! - [`Trust`]: the bundled webpki roots plus `b2c.ca_cert`, built once per
+//!   boot ([`Trust::load`]) and handed to every client.
+//! - [`Proxies`]: `b2c.proxy` as reqwest proxies and as oci-client's
+//!   `ClientConfig` fields ([`Proxies::client_fields`]); the environment's
+//!   proxy variables are never used, proxy credentials never shown.
+//! - [`with_retries`] and [`RetryPolicy`]: exponential backoff that honours
+//!   a server's `Retry-After` (capped at [`MAX_RETRY_AFTER`]).
+//! - [`Failure`]: one classification of what went wrong ([`FailureKind`]),
+//!   [`redact`] for URLs with credentials.
+//! - [`read_bounded`]: a body read bounded by size and by time;
+//!   [`deadline`] for a request whose body a library reads itself.
+//! - [`fetch`]: one small document, all of the above put together.
+//!
+//! oci-client cannot be handed a reqwest client: registries get the pieces
+//! ([`Trust::certificates`], [`Proxies::client_fields`], [`CONNECT_TIMEOUT`],
+//! [`READ_TIMEOUT`], [`USER_AGENT`]).
+
+mod body;
+mod failure;
+mod proxy;
+mod retry;
+mod trust;
+
+use std::time::Duration;
+
+use b2c_cmdline::Proxy;
+use log::debug;
+use reqwest::{Client, Url};
+
+use crate::NetError;
+
+pub use body::{deadline, read_bounded, BodyError, BodyLimit};
+pub use failure::{redact, Failure, FailureKind};
+pub use proxy::{split_host_port, Proxies, ProxyError, ProxyFields};
+pub use retry::{parse_retry_after, with_retries, RetryPolicy, Retryable, MAX_RETRY_AFTER};
+pub use trust::{Trust, TrustError};
+
+pub const USER_AGENT: &str = concat!("b2c/", env!("CARGO_PKG_VERSION"));
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A stalled read (no byte for this long) fails the attempt, which is then
+/// retried, rather than hanging the boot.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Makes ring rustls's crypto provider: reqwest and oci-client are built
+/// without a default one. Idempotent.
+pub fn use_ring() {
+    // Another crate having installed ring already is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// How to [`fetch`]. [`Default`] gives the boot-time settings.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// The bundled roots, and `b2c.ca_cert` once [`Trust::load`]ed.
+    pub trust: Trust,
+    /// `b2c.proxy`.
+    pub proxy: Proxy,
+    pub retry: RetryPolicy,
+    pub connect_timeout: Duration,
+    /// For one whole attempt, body included.
+    pub timeout: Duration,
+    /// Bodies beyond this are refused: the result is kept in memory, and
+    /// these documents are a few kilobytes.
+    pub max_size: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        FetchOptions {
+            trust: Trust::bundled(),
+            proxy: Proxy::default(),
+            // 3 tries over about 10 s: 3 s, then 6 s between them.
+            retry: RetryPolicy {
+                attempts: 3,
+                first_delay: Duration::from_secs(3),
+            },
+            connect_timeout: CONNECT_TIMEOUT,
+            timeout: Duration::from_secs(30),
+            max_size: 4 << 20,
+        }
+    }
+}
+
+/// GETs `url` (http or https) and returns the body of a 2xx answer.
+///
+/// Connection failures, timeouts, 5xx, 408 and 429 answers are retried as
+/// `opts.retry` says, with a warning each time (after the server's
+/// `Retry-After`, if it sent one); other answers, TLS failures and a body
+/// over `opts.max_size` are final. Errors and warnings show the URL
+/// without its credentials, which become basic auth.
+pub async fn fetch(url: &str, opts: &FetchOptions) -> Result<Vec<u8>, NetError> {
+    let shown = redact(url);
+    let fail = |f: Failure, tries: u32| NetError::Fetch {
+        url: shown.clone(),
+        reason: if tries > 1 {
+            format!("{f} (after {tries} attempts)")
+        } else {
+            f.to_string()
+        },
+        status: f.status,
+    };
+    let parsed = parse_url(url).map_err(|f| fail(f, 1))?;
+    let proxies = Proxies::new(&opts.proxy)
+        .map_err(|e| fail(Failure::other(format!("b2c.proxy: {e}")), 1))?;
+    let client = client(opts, &proxies).map_err(|f| fail(f, 1))?;
+    let host = match parsed.port() {
+        Some(port) => format!("{}:{port}", parsed.host_str().unwrap_or_default()),
+        None => parsed.host_str().unwrap_or_default().to_string(),
+    };
+    let limit = BodyLimit {
+        max_size: opts.max_size as u64,
+        timeout: opts.timeout,
+    };
+    let what = format!("fetching {shown}");
+    let body = with_retries(&opts.retry, &what, || async {
+        get(&client, &parsed, limit)
+            .await
+            .map_err(|f| proxies.explain(f, parsed.scheme(), &host))
+    })
+    .await
+    .map_err(|(f, tries)| fail(f, tries))?;
+    debug!("fetched {shown}: {} bytes", body.len());
+    Ok(body)
+}
+
+fn parse_url(url: &str) -> Result<Url, Failure> {
+    let parsed = Url::parse(url).map_err(|e| Failure::other(format!("not a valid URL: {e}")))?;
+    match parsed.scheme() {
+        "http" | "https" => Ok(parsed),
+        other => Err(Failure::other(format!(
+            "unsupported scheme {other:?} (http or https only)"
+        ))),
+    }
+}
+
+fn client(opts: &FetchOptions, proxies: &Proxies) -> Result<Client, Failure> {
+    use_ring();
+    let setup = |e: reqwest::Error| {
+        Failure::other(format!(
+            "setting up the HTTP client: {}",
+            proxies.scrub(b2c_system::error_chain::error_chain(&e))
+        ))
+    };
+    let builder = Client::builder()
+        .tls_certs_only(opts.trust.reqwest_roots().map_err(setup)?)
+        .connect_timeout(opts.connect_timeout)
+        .read_timeout(READ_TIMEOUT)
+        .timeout(opts.timeout)
+        .user_agent(USER_AGENT);
+    proxies.apply(builder)?.build().map_err(setup)
+}
+
+/// One attempt. The URL's credentials, if any, become basic auth (reqwest
+/// does that).
+async fn get(client: &Client, url: &Url, limit: BodyLimit) -> Result<Vec<u8>, Failure> {
+    // reqwest's messages embed the URL, credentials and all.
+    let transport = |e: reqwest::Error| Failure::from_error(&e.without_url());
+    let response = client.get(url.clone()).send().await.map_err(transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(Failure::response(status, response.headers()));
+    }
+    let announced = response.content_length();
+    read_bounded(body::chunks(response), announced, limit)
+        .await
+        .map_err(|e| e.into_failure(transport))
+}
