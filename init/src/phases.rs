@@ -319,8 +319,7 @@ pub async fn pull(
             tls_verify: image.tls_verify,
             trust: trust.clone(),
             proxy: plan.trust.proxy.clone(),
-            insecure_registries: plan.trust.insecure_registries.clone(),
-            mirrors: plan.trust.registry_mirrors.clone(),
+            registries: plan.trust.registries.clone(),
             ..Default::default()
         };
         let reference = b2c_oci::to_reference(&image.reference);

@@ -7,6 +7,7 @@ mod container;
 mod image;
 mod network;
 mod plan;
+mod registry;
 mod storage;
 mod tokenize;
 
@@ -24,6 +25,7 @@ pub use plan::{
     derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
     ImagePlan, Layout, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan, VolumePlan,
 };
+pub use registry::{split_host_port, Mirror, Registries};
 pub use storage::{
     parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
     SwapSpace,
@@ -85,10 +87,8 @@ pub struct Config {
     pub shell: bool,
     /// `b2c.ca_cert`: paths or URLs of extra CA certificates (PEM).
     pub ca_certs: Vec<String>,
-    /// `b2c.insecure_registry`: `host[:port]` reached without TLS verification.
-    pub insecure_registries: Vec<String>,
-    /// `b2c.registry_mirror=host=mirror`: (registry, mirror) pairs.
-    pub registry_mirrors: Vec<(String, String)>,
+    /// `b2c.insecure_registry` and `b2c.registry_mirror`.
+    pub registries: Registries,
     pub cache_device: CacheDevice,
     pub swap: Option<Swap>,
     /// `b2c.filesystem` entries.
@@ -124,8 +124,7 @@ impl Default for Config {
             proxy: Proxy::default(),
             shell: false,
             ca_certs: Vec::new(),
-            insecure_registries: Vec::new(),
-            registry_mirrors: Vec::new(),
+            registries: Registries::default(),
             cache_device: CacheDevice::None,
             swap: None,
             filesystems: Vec::new(),
@@ -270,29 +269,8 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 }
                 config.ca_certs.push(v);
             }
-            "b2c.insecure_registry" => {
-                let v = need()?;
-                if v.is_empty() || v.contains('/') {
-                    return Err(bad("expected host[:port], such as 10.0.0.1:5000".into()));
-                }
-                config.insecure_registries.push(v);
-            }
-            "b2c.registry_mirror" => {
-                let v = need()?;
-                match v.split_once('=') {
-                    Some((registry, mirror)) if !registry.is_empty() && !mirror.is_empty() => {
-                        config
-                            .registry_mirrors
-                            .push((registry.to_string(), mirror.to_string()))
-                    }
-                    _ => {
-                        return Err(bad(
-                            "expected REGISTRY=MIRROR, such as docker.io=mirror.example:5000"
-                                .into(),
-                        ))
-                    }
-                }
-            }
+            "b2c.insecure_registry" => config.registries.add_insecure(&need()?).map_err(bad)?,
+            "b2c.registry_mirror" => config.registries.add_mirror(&need()?).map_err(bad)?,
             "b2c.insmods" | "b2c.modules" => config.modules.extend(
                 need()?
                     .split(',')
@@ -456,10 +434,10 @@ mod tests {
         assert_eq!(c.reboot_cmd.as_deref(), Some("reboot"));
         assert_eq!(c.proxy.https.as_deref(), Some("http://proxy:3128"));
         assert!(c.shell);
-        assert_eq!(c.insecure_registries, ["10.0.0.1:5000"]);
+        assert!(c.registries.is_insecure("10.0.0.1:5000"));
         assert_eq!(
-            c.registry_mirrors,
-            [("docker.io".to_string(), "mirror:5000".to_string())]
+            c.registries.mirrors_of("docker.io")[0].to_string(),
+            "mirror:5000"
         );
         assert_eq!(c.warnings.len(), 1);
         let p =
@@ -548,6 +526,11 @@ mod tests {
             ("ip=10.0.0.300", "ip"),
             ("b2c.extra_args_url=ftp://x", "b2c.extra_args_url"),
             ("b2c.registry_mirror=docker.io", "b2c.registry_mirror"),
+            (
+                "b2c.registry_mirror=docker.io=http://m",
+                "b2c.registry_mirror",
+            ),
+            ("b2c.insecure_registry=a/b", "b2c.insecure_registry"),
             ("b2c.proxy=http=a,bogus", "b2c.proxy"),
             ("b2c.run_service=\"--bogus img\"", "b2c.run_service"),
             ("b2c.post_container", "b2c.post_container"),

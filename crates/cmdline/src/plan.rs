@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     CacheDevice, Config, ContainerArgs, DebugPanic, Error, Filesystem, IfaceConfig, ImageRef,
-    KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Swap, VolumeSource,
+    KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Registries, Swap, VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -193,10 +193,8 @@ pub struct TrustPlan {
     /// `b2c.ca_cert`: paths or URLs of extra CA certificates (PEM).
     pub ca_certs: Vec<String>,
     pub proxy: Proxy,
-    /// `b2c.insecure_registry`.
-    pub insecure_registries: Vec<String>,
-    /// `b2c.registry_mirror`: (registry, mirror) pairs.
-    pub registry_mirrors: Vec<(String, String)>,
+    /// `b2c.insecure_registry` and `b2c.registry_mirror`.
+    pub registries: Registries,
 }
 
 /// How the boot ends, whatever happened before.
@@ -364,8 +362,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         trust: TrustPlan {
             ca_certs: config.ca_certs,
             proxy: config.proxy,
-            insecure_registries: config.insecure_registries,
-            registry_mirrors: config.registry_mirrors,
+            registries: config.registries,
         },
         images,
         env_files,

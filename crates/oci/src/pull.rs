@@ -26,7 +26,7 @@ use tokio::sync::watch;
 use crate::body::{self, BodySender};
 use crate::digest::Digest;
 use crate::images::{parse_manifest, Record, StoredImage};
-use crate::registry::{endpoints, Endpoint, Failure, RegistryOptions};
+use crate::registry::{endpoints, mirror_reference, Endpoint, Failure, RegistryOptions};
 use crate::store::{format_time, mb, LayerError, LayerStore, StoreError};
 use crate::unpack::UnpackStats;
 use crate::PullError;
@@ -229,11 +229,11 @@ async fn pull_remote(
     stored: Option<&StoredImage>,
 ) -> Result<PulledImage, PullError> {
     let origin = reference.resolve_registry().to_string();
-    let mirrors = opts.mirrors_of(reference.registry())?;
+    let mirrors = opts.registries.mirrors_of(reference.registry());
     for (i, mirror) in mirrors.iter().enumerate() {
         let source = Source {
             image,
-            reference: mirror.reference(reference),
+            reference: mirror_reference(mirror, reference),
             registry: mirror.host.clone(),
             mirror_of: Some(reference.registry()),
         };
@@ -301,7 +301,7 @@ async fn pull_from(
     let image = source.image.to_string();
     let reference = &source.reference;
     let registry = &source.registry;
-    let insecure = opts.is_insecure(registry);
+    let insecure = opts.registries.is_insecure(registry);
     if opts.tls_verify && insecure {
         log::info!(
             "{registry} is insecure by b2c.insecure_registry: its TLS certificate is not \

@@ -6,8 +6,8 @@ use std::error::Error as StdError;
 use std::fmt;
 use std::time::Duration;
 
-use b2c_cmdline::Proxy;
-use b2c_net::http::{self, split_host_port, FailureKind, Proxies, RetryPolicy, Retryable, Trust};
+use b2c_cmdline::{Mirror, Proxy, Registries};
+use b2c_net::http::{self, FailureKind, Proxies, RetryPolicy, Retryable, Trust};
 use b2c_system::error_chain::{error_chain, find_in_chain};
 use oci_client::client::{
     current_platform_resolver, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
@@ -35,23 +35,10 @@ pub struct RegistryOptions {
     pub retry: RetryPolicy,
     /// `b2c.proxy` (see [`Proxies`]); the default: direct connections.
     pub proxy: Proxy,
-    /// `b2c.insecure_registry`: registries (`host` or `host:port`, as users
-    /// write them) pulled as with `tls_verify: false`. An entry with a port
-    /// matches that port only (`10.0.0.1:5000`); an entry without one
-    /// matches the host on every port (`10.0.0.1` covers `10.0.0.1:5000`
-    /// and `10.0.0.1`), since whoever can intercept one port of a host can
-    /// intercept all of them. Hosts compare case-insensitively; `docker.io`,
-    /// `index.docker.io` and `registry-1.docker.io` are one registry.
-    pub insecure_registries: Vec<String>,
-    /// `b2c.registry_mirror=REGISTRY=MIRROR`: (registry, mirror) pairs. The
-    /// registry is matched exactly as written in image references (port
-    /// included; the Docker Hub names are one registry, as above). The
-    /// mirror is `host[:port]`, optionally followed by a path prefix put
-    /// before the repository (`harbor.example/hub-proxy` serves
-    /// `docker.io/library/alpine` as `hub-proxy/library/alpine`, as Harbor
-    /// proxy projects do). Several mirrors of a registry are tried in order,
-    /// then the registry itself; see [`crate::pull`].
-    pub mirrors: Vec<(String, String)>,
+    /// `b2c.insecure_registry` (registries pulled as with `tls_verify:
+    /// false`) and `b2c.registry_mirror` (several mirrors of a registry are
+    /// tried in order, then the registry itself; see [`crate::pull`]).
+    pub registries: Registries,
 }
 
 impl Default for RegistryOptions {
@@ -61,58 +48,18 @@ impl Default for RegistryOptions {
             trust: Trust::bundled(),
             retry: RetryPolicy::default(),
             proxy: Proxy::default(),
-            insecure_registries: Vec::new(),
-            mirrors: Vec::new(),
+            registries: Registries::default(),
         }
     }
 }
 
 impl RegistryOptions {
-    /// Checks the mirror and proxy settings, so that mistakes can be
-    /// reported before anything is pulled ([`crate::pull`] checks too).
+    /// Checks the proxy settings, so that mistakes can be reported before
+    /// anything is pulled ([`crate::pull`] checks too); mirrors and
+    /// insecure registries were checked when the command line was parsed.
     pub fn validate(&self) -> Result<(), PullError> {
-        for (registry, mirror) in &self.mirrors {
-            if registry.trim().is_empty() || registry.contains(['/', ' ']) {
-                return Err(PullError::BadOption {
-                    option: "b2c.registry_mirror",
-                    detail: format!("{registry:?} is not a registry name (host[:port])"),
-                });
-            }
-            Mirror::parse(mirror)?;
-        }
-        for entry in &self.insecure_registries {
-            let e = entry.trim();
-            if e.is_empty() || e.contains(['/', ' ']) {
-                return Err(PullError::BadOption {
-                    option: "b2c.insecure_registry",
-                    detail: format!("{entry:?}: expected host[:port], such as 10.0.0.1:5000"),
-                });
-            }
-        }
         self.proxies()?;
         Ok(())
-    }
-
-    /// Whether `registry` (`host[:port]`) is listed in
-    /// `insecure_registries`.
-    pub fn is_insecure(&self, registry: &str) -> bool {
-        let registry = normalize_registry(registry);
-        let (host, port) = split_host_port(&registry);
-        self.insecure_registries.iter().any(|entry| {
-            let entry = normalize_registry(entry);
-            let (h, p) = split_host_port(&entry);
-            h == host && (p.is_none() || p == port)
-        })
-    }
-
-    /// The mirrors of `registry` (as written in the reference), in order.
-    pub(crate) fn mirrors_of(&self, registry: &str) -> Result<Vec<Mirror>, PullError> {
-        let registry = normalize_registry(registry);
-        self.mirrors
-            .iter()
-            .filter(|(r, _)| normalize_registry(r) == registry)
-            .map(|(_, m)| Mirror::parse(m))
-            .collect()
     }
 
     /// `b2c.proxy`, checked.
@@ -124,86 +71,16 @@ impl RegistryOptions {
     }
 }
 
-/// A mirror: where to fetch instead, and what to put before the repository.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Mirror {
-    pub(crate) host: String,
-    pub(crate) prefix: Option<String>,
-}
-
-impl Mirror {
-    fn parse(spec: &str) -> Result<Mirror, PullError> {
-        let bad = |why: &str| PullError::BadOption {
-            option: "b2c.registry_mirror",
-            detail: format!("mirror {spec:?}: {why}"),
-        };
-        let spec = spec.trim().trim_end_matches('/');
-        if spec.contains("://") {
-            return Err(bad(
-                "write host[:port][/path] without a scheme; for a plain-HTTP mirror add \
-                 b2c.insecure_registry=HOST",
-            ));
+/// The reference to fetch from `mirror` for `origin`.
+pub(crate) fn mirror_reference(mirror: &Mirror, origin: &Reference) -> Reference {
+    let repository = mirror.repository(origin.repository());
+    let registry = mirror.host.clone();
+    match (origin.tag(), origin.digest()) {
+        (Some(tag), Some(digest)) => {
+            Reference::with_tag_and_digest(registry, repository, tag.into(), digest.into())
         }
-        let (host, prefix) = match spec.split_once('/') {
-            Some((h, p)) => (h, Some(p)),
-            None => (spec, None),
-        };
-        if host.is_empty() || host.contains([' ', '@']) {
-            return Err(bad("expected host[:port][/path]"));
-        }
-        if prefix.is_some_and(|p| p.split('/').any(str::is_empty) || p.contains(' ')) {
-            return Err(bad("the path has an empty component"));
-        }
-        Ok(Mirror {
-            host: host.to_string(),
-            prefix: prefix.map(String::from),
-        })
-    }
-
-    /// The reference to fetch from the mirror.
-    pub(crate) fn reference(&self, origin: &Reference) -> Reference {
-        let repository = match &self.prefix {
-            Some(p) => format!("{p}/{}", origin.repository()),
-            None => origin.repository().to_string(),
-        };
-        let registry = self.host.clone();
-        match (origin.tag(), origin.digest()) {
-            (Some(tag), Some(digest)) => {
-                Reference::with_tag_and_digest(registry, repository, tag.into(), digest.into())
-            }
-            (None, Some(digest)) => Reference::with_digest(registry, repository, digest.into()),
-            (tag, None) => {
-                Reference::with_tag(registry, repository, tag.unwrap_or("latest").into())
-            }
-        }
-    }
-}
-
-impl fmt::Display for Mirror {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.host)?;
-        if let Some(p) = &self.prefix {
-            write!(f, "/{p}")?;
-        }
-        Ok(())
-    }
-}
-
-/// A registry name as written by users or in references, comparable: no
-/// scheme or trailing slash, lower case, the Docker Hub aliases folded into
-/// `docker.io` (oci-client resolves `docker.io` to `index.docker.io`; Docker
-/// itself talks to `registry-1.docker.io`).
-fn normalize_registry(s: &str) -> String {
-    let s = s.trim();
-    let s = s
-        .strip_prefix("https://")
-        .or_else(|| s.strip_prefix("http://"))
-        .unwrap_or(s)
-        .trim_end_matches('/')
-        .to_ascii_lowercase();
-    match s.as_str() {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_string(),
-        _ => s,
+        (None, Some(digest)) => Reference::with_digest(registry, repository, digest.into()),
+        (tag, None) => Reference::with_tag(registry, repository, tag.unwrap_or("latest").into()),
     }
 }
 
@@ -485,68 +362,24 @@ fn is_digest_mismatch(e: &(dyn StdError + 'static)) -> bool {
 mod tests {
     use super::*;
 
-    fn opts_insecure(entries: &[&str]) -> RegistryOptions {
-        RegistryOptions {
-            insecure_registries: entries.iter().map(|s| s.to_string()).collect(),
-            ..RegistryOptions::default()
-        }
-    }
-
     #[test]
-    fn insecure_entries_match_host_any_port_or_exact_port() {
-        let o = opts_insecure(&["10.0.0.1", "Reg.Test:5000", "[fd00::1]:443", "docker.io"]);
-        assert!(o.is_insecure("10.0.0.1"));
-        assert!(o.is_insecure("10.0.0.1:5000"));
-        assert!(!o.is_insecure("10.0.0.11"));
-        assert!(o.is_insecure("reg.test:5000"));
-        assert!(!o.is_insecure("reg.test:5001"));
-        assert!(!o.is_insecure("reg.test"));
-        assert!(o.is_insecure("[fd00::1]:443"));
-        assert!(!o.is_insecure("[fd00::1]:444"));
-        assert!(o.is_insecure("index.docker.io"));
-        assert!(!RegistryOptions::default().is_insecure("10.0.0.1"));
-    }
-
-    #[test]
-    fn mirrors_match_docker_hub_aliases_and_keep_order() {
-        let o = RegistryOptions {
-            mirrors: vec![
-                ("docker.io".into(), "m1.test:5000".into()),
-                ("quay.io".into(), "m2.test".into()),
-                ("index.docker.io".into(), "m3.test/hub/".into()),
-                ("reg.test:5000".into(), "m4.test".into()),
-            ],
-            ..RegistryOptions::default()
-        };
-        o.validate().unwrap();
-        let hosts = |r: &str| -> Vec<String> {
-            o.mirrors_of(r)
-                .unwrap()
-                .iter()
-                .map(|m| m.to_string())
-                .collect()
-        };
+    fn mirror_references_keep_tag_and_digest() {
+        let mut registries = Registries::default();
+        registries.add_mirror("docker.io=m1.test:5000").unwrap();
+        registries.add_mirror("quay.io=m3.test/hub").unwrap();
         // oci-spec folds index.docker.io into docker.io when parsing, and
         // resolves docker.io to index.docker.io for requests.
         let alpine: Reference = "index.docker.io/alpine".parse().unwrap();
         assert_eq!(alpine.registry(), "docker.io");
         assert_eq!(alpine.resolve_registry(), "index.docker.io");
-        assert_eq!(hosts(alpine.registry()), ["m1.test:5000", "m3.test/hub"]);
-        assert_eq!(
-            hosts("registry-1.docker.io"),
-            ["m1.test:5000", "m3.test/hub"]
-        );
-        assert_eq!(hosts("reg.test:5000"), ["m4.test"]);
-        assert!(hosts("reg.test").is_empty());
-
-        let m = o.mirrors_of("docker.io").unwrap();
-        let r = m[0].reference(&alpine);
+        let m = registries.mirrors_of(alpine.registry());
+        let r = mirror_reference(m[0], &alpine);
         assert_eq!(r.whole(), "m1.test:5000/library/alpine:latest");
         assert_eq!(r.resolve_registry(), "m1.test:5000");
         let pinned: Reference = format!("quay.io/a/b:v1@sha256:{}", "0".repeat(64))
             .parse()
             .unwrap();
-        let r = m[1].reference(&pinned);
+        let r = mirror_reference(registries.mirrors_of("quay.io")[0], &pinned);
         assert_eq!(
             r.whole(),
             format!("m3.test/hub/a/b:v1@sha256:{}", "0".repeat(64))
@@ -556,13 +389,6 @@ mod tests {
     #[test]
     fn bad_settings_name_their_option() {
         let bad = |o: RegistryOptions| o.validate().unwrap_err().to_string();
-        let mirror = |m: &str| RegistryOptions {
-            mirrors: vec![("docker.io".into(), m.into())],
-            ..RegistryOptions::default()
-        };
-        assert!(bad(mirror("http://m.test")).contains("b2c.registry_mirror"));
-        assert!(bad(mirror("m.test//x")).contains("b2c.registry_mirror"));
-        assert!(bad(mirror("")).contains("b2c.registry_mirror"));
         let proxy = |u: &str| RegistryOptions {
             proxy: Proxy {
                 https: Some(u.into()),

@@ -70,6 +70,19 @@ fn check_unpacked(layers: &[PathBuf], tag: &str) {
     );
 }
 
+/// `b2c.insecure_registry` entries and `b2c.registry_mirror` pairs, as a
+/// boot parses them.
+fn registries(insecure: &[&str], mirrors: &[(&str, &str)]) -> b2c_cmdline::Registries {
+    let mut r = b2c_cmdline::Registries::default();
+    for entry in insecure {
+        r.add_insecure(entry).unwrap();
+    }
+    for (registry, mirror) in mirrors {
+        r.add_mirror(&format!("{registry}={mirror}")).unwrap();
+    }
+    r
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_over_http_and_reuses_layers() {
     init_logging();
@@ -385,8 +398,7 @@ async fn mirror_serves_while_the_origin_is_down() {
     // Nothing listens on the origin: only the mirror can serve.
     let origin = format!("127.0.0.1:{}", free_port());
     let opts = |mirror: String| RegistryOptions {
-        insecure_registries: vec![m.clone()],
-        mirrors: vec![(origin.clone(), mirror)],
+        registries: registries(&[&m], &[(&origin, &mirror)]),
         retry: fast_retries(),
         ..RegistryOptions::default()
     };
@@ -433,12 +445,14 @@ async fn mirror_failures_fall_back_to_the_origin() {
     let dead = format!("127.0.0.1:{}", free_port());
     let opts = RegistryOptions {
         // Host alone: every port of 127.0.0.1.
-        insecure_registries: vec!["127.0.0.1".into()],
-        mirrors: vec![
-            (o.clone(), dead.clone()),
-            (o.clone(), empty.host()),
-            ("other.test".into(), "never.test".into()),
-        ],
+        registries: registries(
+            &["127.0.0.1"],
+            &[
+                (&o, &dead),
+                (&o, &empty.host()),
+                ("other.test", "never.test"),
+            ],
+        ),
         retry: fast_retries(),
         ..RegistryOptions::default()
     };
@@ -490,8 +504,7 @@ async fn mirror_serving_a_bad_layer_is_an_error() {
     fs::write(&blob, data).unwrap();
 
     let opts = RegistryOptions {
-        insecure_registries: vec!["127.0.0.1".into()],
-        mirrors: vec![(o.clone(), m.clone())],
+        registries: registries(&["127.0.0.1"], &[(&o, &m)]),
         retry: fast_retries(),
         ..RegistryOptions::default()
     };
@@ -529,7 +542,7 @@ async fn insecure_registry_entry_allows_plain_http() {
     push_image(tmp.path(), "insecure", &[format!("{host}/test/ins:v1")]);
     let r = parse_reference(&format!("{host}/test/ins:v1")).unwrap();
     let opts = |entry: &str| RegistryOptions {
-        insecure_registries: vec![entry.to_string()],
+        registries: registries(&[entry], &[]),
         ..RegistryOptions::default()
     };
 
@@ -683,7 +696,7 @@ async fn proxies_are_used_and_their_credentials_hidden() {
     push_image(tmp.path(), "proxied", &[format!("{host}/test/px:v1")]);
     let r = parse_reference(&format!("{host}/test/px:v1")).unwrap();
     let opts = |port: u16, no_proxy: Option<&str>| RegistryOptions {
-        insecure_registries: vec![host.clone()],
+        registries: registries(&[&host], &[]),
         proxy: Proxy {
             http: Some(proxy_url(port)),
             https: Some(proxy_url(port)),

@@ -34,7 +34,7 @@ use crate::NetError;
 
 pub use body::{deadline, read_bounded, BodyError, BodyLimit};
 pub use failure::{redact, Failure, FailureKind};
-pub use proxy::{split_host_port, Proxies, ProxyError, ProxyFields};
+pub use proxy::{Proxies, ProxyError, ProxyFields};
 pub use retry::{parse_retry_after, with_retries, RetryPolicy, Retryable, MAX_RETRY_AFTER};
 pub use trust::{Trust, TrustError};
 

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use b2c_cmdline::Proxy;
+use b2c_cmdline::{split_host_port, Proxy};
 use reqwest::{ClientBuilder, NoProxy};
 
 use super::{Failure, FailureKind};
@@ -181,21 +181,6 @@ impl Proxies {
                 None => d,
             }
         })
-    }
-}
-
-/// `host[:port]`, IPv6 literals in brackets (`[::1]:5000`); a bare IPv6
-/// address has no port.
-pub fn split_host_port(s: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = s.strip_prefix('[') {
-        return match rest.split_once(']') {
-            Some((host, tail)) => (host, tail.strip_prefix(':')),
-            None => (s, None),
-        };
-    }
-    match s.split_once(':') {
-        Some((host, port)) if !port.contains(':') => (host, Some(port)),
-        _ => (s, None),
     }
 }
 
