@@ -7,6 +7,7 @@ mod container;
 mod image;
 mod network;
 mod plan;
+mod proxy;
 mod registry;
 mod storage;
 mod tokenize;
@@ -25,6 +26,7 @@ pub use plan::{
     derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
     ImagePlan, Layout, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan, VolumePlan,
 };
+pub use proxy::{Proxy, ProxyUrl};
 pub use registry::{split_host_port, Mirror, Registries};
 pub use storage::{
     parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
@@ -50,14 +52,6 @@ pub enum NtpPeer {
 pub enum DebugPanic {
     /// After the services started, just before the first container.
     Pipeline,
-}
-
-/// `b2c.proxy`: proxies for registry and extra-args traffic.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Proxy {
-    pub http: Option<String>,
-    pub https: Option<String>,
-    pub no_proxy: Option<String>,
 }
 
 /// Everything b2c was asked to do.
@@ -261,7 +255,13 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             }
             "b2c.shutdown_cmd" => config.shutdown_cmd = Some(need()?).filter(|c| !c.is_empty()),
             "b2c.reboot_cmd" => config.reboot_cmd = Some(need()?).filter(|c| !c.is_empty()),
-            "b2c.proxy" => config.proxy = parse_proxy(&need()?).map_err(bad)?,
+            "b2c.proxy" => {
+                config.proxy = Proxy::parse(&need()?).map_err(|problem| Error {
+                    key: key.clone(),
+                    value: Proxy::shown(value.as_deref().unwrap_or_default()),
+                    problem,
+                })?
+            }
             "b2c.ca_cert" => {
                 let v = need()?;
                 if v.is_empty() {
@@ -316,39 +316,6 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
         }
     }
     Ok(config)
-}
-
-/// `URL` (for both schemes) or `http=URL,https=URL,no_proxy=HOSTS`.
-fn parse_proxy(v: &str) -> Result<Proxy, String> {
-    if v.contains("://") && !v.split("://").next().unwrap_or("").contains('=') {
-        return Ok(Proxy {
-            http: Some(v.into()),
-            https: Some(v.into()),
-            no_proxy: None,
-        });
-    }
-    let mut proxy = Proxy::default();
-    // no_proxy lists hosts with commas, so it must come last.
-    let (main, no_proxy) = match v.find("no_proxy=") {
-        Some(i) => (
-            v[..i].trim_end_matches(','),
-            Some(&v[i + "no_proxy=".len()..]),
-        ),
-        None => (v, None),
-    };
-    proxy.no_proxy = no_proxy.map(String::from);
-    for part in main.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('=') {
-            Some(("http", url)) => proxy.http = Some(url.into()),
-            Some(("https", url)) => proxy.https = Some(url.into()),
-            _ => {
-                return Err(format!(
-                    "{part:?}: expected URL or http=URL,https=URL[,no_proxy=HOSTS]"
-                ))
-            }
-        }
-    }
-    Ok(proxy)
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -441,7 +408,7 @@ mod tests {
         );
         assert_eq!(c.warnings.len(), 1);
         let p =
-            parse_proxy("http=http://a:1,https=http://b:2,no_proxy=localhost,10.0.0.1").unwrap();
+            Proxy::parse("http=http://a:1,https=http://b:2,no_proxy=localhost,10.0.0.1").unwrap();
         assert_eq!(p.http.as_deref(), Some("http://a:1"));
         assert_eq!(p.https.as_deref(), Some("http://b:2"));
         assert_eq!(p.no_proxy.as_deref(), Some("localhost,10.0.0.1"));
@@ -532,6 +499,11 @@ mod tests {
             ),
             ("b2c.insecure_registry=a/b", "b2c.insecure_registry"),
             ("b2c.proxy=http=a,bogus", "b2c.proxy"),
+            (
+                "b2c.proxy=socks5://joe:hunter2@proxy.test:1080",
+                "b2c.proxy",
+            ),
+            ("b2c.proxy=https=http://proxy.test:31x", "b2c.proxy"),
             ("b2c.run_service=\"--bogus img\"", "b2c.run_service"),
             ("b2c.post_container", "b2c.post_container"),
             ("b2c.swap=lots", "b2c.swap"),
@@ -541,6 +513,8 @@ mod tests {
             assert_eq!(e.key, key, "{line}");
             assert!(e.to_string().starts_with(&format!("invalid {key}=")), "{e}");
         }
+        let e = parse("b2c.proxy=socks5://joe:hunter2@proxy.test:1080").unwrap_err();
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         let e = parse("b2c.run=\"--no-such-flag img\"").unwrap_err();
         assert!(e.to_string().contains("--no-such-flag"), "{e}");
     }

@@ -4,10 +4,9 @@
 //! the words of its command line it does not know as environment
 //! variables); proxy credentials are sent to the proxy and never shown.
 
-use std::fmt;
 use std::net::IpAddr;
 
-use b2c_cmdline::{split_host_port, Proxy};
+use b2c_cmdline::{split_host_port, Proxy, ProxyUrl};
 use reqwest::{ClientBuilder, NoProxy};
 
 use super::{Failure, FailureKind};
@@ -40,11 +39,8 @@ pub struct ProxyFields {
 /// A `b2c.proxy` URL that cannot be used; the message shows it without its
 /// credentials.
 #[derive(Debug, thiserror::Error)]
-#[error("proxy {shown}: {why}")]
-pub struct ProxyError {
-    shown: String,
-    why: String,
-}
+#[error("{0}")]
+pub struct ProxyError(String);
 
 /// Never contacted: every host is in [`BYPASS_ALL`].
 const UNUSED_PROXY: &str = "http://127.0.0.1:9";
@@ -63,7 +59,7 @@ impl Proxies {
         let (http, https) = (setting(&p.http), setting(&p.https));
         let mut secrets = Vec::new();
         for url in [&http, &https].into_iter().flatten() {
-            let url = ProxyUrl::parse(url)?;
+            let url = ProxyUrl::parse(url).map_err(ProxyError)?;
             if let Some(userinfo) = url.userinfo {
                 secrets.push(userinfo.to_string());
                 secrets.push(percent_decode(userinfo));
@@ -181,58 +177,6 @@ impl Proxies {
                 None => d,
             }
         })
-    }
-}
-
-/// A proxy URL taken apart just enough to show it without its credentials.
-struct ProxyUrl<'a> {
-    scheme: &'a str,
-    userinfo: Option<&'a str>,
-    host_port: &'a str,
-}
-
-impl<'a> ProxyUrl<'a> {
-    fn split(url: &'a str) -> ProxyUrl<'a> {
-        let url = url.trim();
-        let (scheme, rest) = url.split_once("://").unwrap_or(("http", url));
-        let authority = rest.split('/').next().unwrap_or("");
-        let (userinfo, host_port) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        ProxyUrl {
-            scheme,
-            userinfo,
-            host_port,
-        }
-    }
-
-    fn parse(url: &'a str) -> Result<ProxyUrl<'a>, ProxyError> {
-        let p = ProxyUrl::split(url);
-        let bad = |why: String| ProxyError {
-            shown: p.to_string(),
-            why,
-        };
-        if !matches!(p.scheme, "http" | "https") {
-            return Err(bad(format!(
-                "unsupported scheme {:?} (http or https)",
-                p.scheme
-            )));
-        }
-        let (host, port) = split_host_port(p.host_port);
-        if host.is_empty() || host.contains(' ') {
-            return Err(bad("no host".into()));
-        }
-        if port.is_some_and(|port| port.parse::<u16>().is_err()) {
-            return Err(bad("invalid port".into()));
-        }
-        Ok(p)
-    }
-}
-
-impl fmt::Display for ProxyUrl<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}://{}", self.scheme, self.host_port)
     }
 }
 
