@@ -366,14 +366,6 @@ mod tests {
         .unwrap();
         let text = "x http://joe:p%40ss@proxy.test y p@ss z".to_string();
         assert_eq!(p.scrub(text), "x http://***@proxy.test y *** z");
-        assert_eq!(
-            ProxyUrl::split("http://joe:p%40ss@proxy.test:3128/").to_string(),
-            "http://proxy.test:3128"
-        );
-        assert_eq!(
-            ProxyUrl::split("proxy.test:3128").to_string(),
-            "http://proxy.test:3128"
-        );
 
         let refused = Failure::new(FailureKind::Transport, "refused by joe:p%40ss");
         assert_eq!(
