@@ -12,8 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitStatus};
-use nix::unistd::Pid;
+use nix::sys::wait::{waitid, waitpid, Id, WaitPidFlag, WaitStatus};
 
 use crate::Error;
 
@@ -59,34 +58,41 @@ fn shared() -> &'static Arc<Shared> {
 
 fn reap_forever(s: &Shared) {
     loop {
-        match waitpid(Pid::from_raw(-1), None) {
-            Ok(WaitStatus::Exited(pid, code)) => record(s, pid.as_raw(), ExitCode(code)),
-            Ok(WaitStatus::Signaled(pid, sig, _)) => {
-                record(s, pid.as_raw(), ExitCode(128 + sig as i32))
+        // Peek first, and reap only while holding the state lock: `spawn`
+        // holds it across the fork, and when the exec fails std waits for
+        // that child itself (its fork path, taken because of the pre_exec
+        // hook). Reaping it first would make std panic.
+        match waitid(Id::All, WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT) {
+            Ok(peeked) => {
+                let Some(pid) = peeked.pid() else { continue };
+                let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+                let code = match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::Exited(_, code)) => ExitCode(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => ExitCode(128 + sig as i32),
+                    // Taken by std (a failed exec) in the meantime.
+                    _ => continue,
+                };
+                record(&mut st, pid.as_raw(), code);
+                s.exited.notify_all();
             }
-            Ok(_) | Err(Errno::EINTR) => {}
+            Err(Errno::EINTR) => {}
             Err(_) => {
                 // ECHILD: nobody to wait for until something is spawned.
                 // The timeout covers children started behind our back.
-                let guard = s.state.lock().unwrap();
-                let _ = s
-                    .spawned
-                    .wait_timeout(guard, Duration::from_millis(500))
-                    .unwrap();
+                let guard = s.state.lock().unwrap_or_else(|e| e.into_inner());
+                let _ = s.spawned.wait_timeout(guard, Duration::from_millis(500));
             }
         }
     }
 }
 
-fn record(s: &Shared, pid: i32, code: ExitCode) {
-    let mut st = s.state.lock().unwrap();
+fn record(st: &mut State, pid: i32, code: ExitCode) {
     st.exited.insert(pid, code);
     // Reaped orphans nobody asked about must not pile up for hours.
     if st.exited.len() > 1024 {
-        let State { exited, wanted } = &mut *st;
+        let State { exited, wanted } = st;
         exited.retain(|pid, _| wanted.contains(pid));
     }
-    s.exited.notify_all();
 }
 
 /// Starts the reaper thread. Call early in PID 1; idempotent.
