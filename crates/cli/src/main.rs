@@ -9,6 +9,8 @@
 //! - `b2c cmdline "APPEND LINE"` parses a kernel command line with
 //!   b2c-cmdline and prints what a boot would do, or the `ERROR:` a boot
 //!   would end with.
+//! - `b2c plot CONSOLE.LOG > boot.svg` draws where the time of a boot
+//!   went, from its serial console log.
 //!
 //! The arguments are clap's (derive): `b2c --help`, `b2c help pull`,
 //! `b2c pull --help`, `b2c --version`. Wrong arguments exit 2 with clap's
@@ -16,6 +18,7 @@
 
 mod cmdline;
 mod merge;
+mod plot;
 mod pull;
 
 use std::io::Write;
@@ -26,7 +29,7 @@ use clap::{Parser, Subcommand};
 use log::{LevelFilter, Log, Metadata, Record};
 
 /// b2c on a workstation: pull an image as the initramfs does, check a
-/// kernel command line before booting it
+/// kernel command line before booting it, chart a boot from its log
 ///
 /// Exit status: 0 when done, 1 when the work fails (one ERROR: line on
 /// stderr), 2 when the arguments are wrong.
@@ -54,6 +57,13 @@ enum Command {
     /// parsed option), or the ERROR: a boot would stop with (exit status 1).
     /// Unknown b2c.* options are warned about on stderr, as a boot does.
     Cmdline(cmdline::Args),
+    /// Draw where the time of a boot went, from its serial console log
+    ///
+    /// Reads the uptime-stamped lines of a b2c boot (`[   9.155]: …`) and
+    /// writes an SVG timeline on stdout: the kernel, each setup phase
+    /// (modules, network, clock, extra args, cache), each pull, service
+    /// and container, and the end. `b2c plot serial.log > boot.svg`.
+    Plot(plot::Args),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +72,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Pull(args) => pull::run(args),
         Command::Cmdline(args) => cmdline::run(args),
+        Command::Plot(args) => plot::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -126,3 +126,31 @@ fn cmdline_prints_the_plan() {
     assert!(out.contains("  - run run-0: alpine\n"), "{out}");
     assert!(err.is_empty(), "{err}");
 }
+
+#[test]
+fn plot_charts_a_console_log_and_refuses_one_without_b2c_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("serial.log");
+    std::fs::write(
+        &log,
+        "[    0.000000] Linux version 6.1\n[    6.559]: b2c 0.1.0\n\
+         [    8.438]: kernel modules: loaded virtio_net\n\
+         [    9.155]: pulling a:1 from r\n[   10.073]: pulled a:1 (sha256:0) from r\n\
+         [   10.129]: running run-0: a:1\n[   11.563]: run-0 exited with status 0\n\
+         [   11.610]: Execution is over, pipeline status: 0\n",
+    )
+    .unwrap();
+    let (code, out, err) = b2c(&["plot", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.starts_with("<svg ") && out.contains("pull a:1"),
+        "{out}"
+    );
+    std::fs::write(&log, "[    0.000000] Linux version 6.1\n").unwrap();
+    let (code, _, err) = b2c(&["plot", log.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.starts_with("ERROR: ") && err.contains("no b2c console line"),
+        "{err}"
+    );
+}
