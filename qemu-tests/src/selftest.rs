@@ -179,8 +179,8 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
     let (ns, pids, dir) = rx.recv().unwrap();
     assert_eq!(
         pids.len(),
-        5,
-        "dnsmasq, chronyd, httpd and two registries: {pids:?}"
+        6,
+        "dnsmasq, chronyd, two file servers and two registries: {pids:?}"
     );
     assert!(
         !Path::new("/run/netns").join(&ns).exists(),
@@ -192,6 +192,7 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
         "dnsmasq",
         "chronyd",
         "httpd",
+        "https-files",
         "registry-http",
         "registry-https",
     ] {
