@@ -55,7 +55,9 @@ impl BootError {
             BootError::Modules(_) => {
                 Some("check b2c.insmods (or b2c.modules) against initramfs/modules.txt")
             }
-            BootError::Network(_) => Some("check the cabling, the DHCP server, b2c.iface and ip="),
+            BootError::Network(_) => {
+                Some("check the cabling, the DHCP server, b2c.dhcp_timeout, b2c.iface and ip=")
+            }
             BootError::Hostname(_) => Some("check b2c.hostname"),
             BootError::CaCert { .. } => {
                 Some("b2c.ca_cert must name a PEM file inside the initramfs or an http(s) URL")

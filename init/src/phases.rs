@@ -16,7 +16,6 @@ use log::{info, warn};
 use crate::failure::{BootError, EnvFileError};
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
-const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
 /// boot2container waits this long for the cache disk to appear.
 const CACHE_DEVICE_WAIT: Duration = Duration::from_secs(10);
 const NTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,7 +106,7 @@ pub async fn network(plan: &BootPlan) -> Result<NetworkUp, BootError> {
         &plan.network.ifaces,
         plan.network.kernel_ip.as_ref(),
         Path::new(RESOLV_CONF),
-        DHCP_TIMEOUT,
+        plan.network.dhcp_timeout,
     )
     .await
     .map_err(BootError::Network)?;

@@ -186,6 +186,7 @@ pub(crate) fn check_host() -> Result<()> {
     }
     const TOOLS: &[(&str, &str)] = &[
         ("ip", "iproute2"),
+        ("iptables", "iptables"),
         ("dnsmasq", "dnsmasq-base"),
         ("chronyd", "chrony"),
         ("docker-registry", "docker-registry"),

@@ -158,6 +158,35 @@ impl TestNet {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Makes dnsmasq deaf to DHCP (`true`) or hear it again (`false`), as a
+    /// switch port that does not forward yet: a firewall rule inside the
+    /// namespace drops what reaches UDP port 67. DNS is unaffected.
+    pub fn block_dhcp(&self, blocked: bool) -> Result<()> {
+        let rule = ["INPUT", "-p", "udp", "--dport", "67", "-j", "DROP"];
+        run(
+            self.command("iptables")
+                .args(["-w", if blocked { "-I" } else { "-D" }])
+                .args(rule),
+            "iptables",
+        )
+        .map(drop)
+    }
+
+    /// How many DHCP packets the rule of [`TestNet::block_dhcp`] dropped
+    /// so far (0 without the rule).
+    pub fn dhcp_packets_dropped(&self) -> Result<u64> {
+        let out = run(
+            self.command("iptables")
+                .args(["-w", "-L", "INPUT", "-v", "-n", "-x"]),
+            "iptables -L",
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("DROP") && l.contains("udp dpt:67"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    }
+
     /// How many times a blob of `repository` (`b2c/busybox`, no tag) was
     /// downloaded so far, per the registries' access logs: see
     /// [`count_blob_downloads`].

@@ -32,6 +32,10 @@ pub use tokenize::{tokenize, Token};
 
 pub const DEFAULT_HOSTNAME: &str = "boot2container";
 
+/// How long DHCP may take to get a first lease, as boot2container waits:
+/// a switch port running spanning tree takes 30 s and more to forward.
+pub const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(70);
+
 /// Where to get the time from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NtpPeer {
@@ -72,6 +76,8 @@ pub struct Config {
     pub ifaces: Vec<IfaceConfig>,
     /// The kernel's `ip=`.
     pub kernel_ip: Option<KernelIp>,
+    /// `b2c.dhcp_timeout`: how long DHCP may take to get a first lease.
+    pub dhcp_timeout: Duration,
     pub ntp_peer: NtpPeer,
     pub extra_args_url: Option<String>,
     pub hostname: String,
@@ -114,6 +120,7 @@ impl Default for Config {
             pipefail: false,
             ifaces: Vec::new(),
             kernel_ip: None,
+            dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
             ntp_peer: NtpPeer::Auto,
             extra_args_url: None,
             hostname: DEFAULT_HOSTNAME.to_string(),
@@ -227,6 +234,15 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 config.warnings.extend(warnings);
                 config.ifaces.push(iface);
             }
+            "b2c.dhcp_timeout" => match need().ok().as_deref().and_then(parse_seconds) {
+                Some(timeout) => config.dhcp_timeout = timeout,
+                None => config.warnings.push(format!(
+                    "b2c.dhcp_timeout={:?} is not a number of seconds: waiting up to {} s \
+                     for a DHCP lease",
+                    value.clone().unwrap_or_default(),
+                    DEFAULT_DHCP_TIMEOUT.as_secs()
+                )),
+            },
             "b2c.ntp_peer" => {
                 config.ntp_peer = match need()?.as_str() {
                     "" => return Err(bad("expected none, auto or a host name".into())),
@@ -371,6 +387,25 @@ fn parse_proxy(v: &str) -> Result<Proxy, String> {
         }
     }
     Ok(proxy)
+}
+
+/// A duration as busybox `sleep` reads it: seconds (`70`, `2.5`), with an
+/// optional unit `s`, `m`, `h` or `d`.
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (number, unit) = match v.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&v[..i], c),
+        _ => (v, 's'),
+    };
+    let scale = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86400.0,
+        _ => return None,
+    };
+    let secs = number.parse::<f64>().ok()? * scale;
+    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -523,6 +558,34 @@ mod tests {
         let c = parse("b2c.debug_panic=pull").unwrap();
         assert_eq!(c.debug_panic, None);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn dhcp_timeout_is_lenient() {
+        assert_eq!(parse("").unwrap().dhcp_timeout, Duration::from_secs(70));
+        for (v, secs) in [("20", 20.0), ("90s", 90.0), ("2m", 120.0), ("0.5", 0.5)] {
+            let c = parse(&format!("b2c.dhcp_timeout={v}")).unwrap();
+            assert_eq!(c.dhcp_timeout, Duration::from_secs_f64(secs), "{v}");
+            assert!(c.warnings.is_empty(), "{v}: {:?}", c.warnings);
+        }
+        // boot2container never failed a boot on a value: warn, keep 70 s.
+        for v in [
+            "b2c.dhcp_timeout=soon",
+            "b2c.dhcp_timeout=",
+            "b2c.dhcp_timeout=-3",
+        ] {
+            let c = parse(v).unwrap();
+            assert_eq!(c.dhcp_timeout, DEFAULT_DHCP_TIMEOUT, "{v}");
+            assert_eq!(c.warnings.len(), 1, "{v}: {:?}", c.warnings);
+            assert!(
+                c.warnings[0].starts_with("b2c.dhcp_timeout="),
+                "{:?}",
+                c.warnings
+            );
+        }
+        let c = parse("b2c.dhcp_timeout").unwrap();
+        assert_eq!(c.dhcp_timeout, DEFAULT_DHCP_TIMEOUT);
+        assert_eq!(c.warnings.len(), 1);
     }
 
     #[test]

@@ -173,10 +173,22 @@ impl ContainerPlan {
 
 /// How the network comes up: `b2c.iface` entries, else `ip=`, else DHCP
 /// on every ethernet link.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkPlan {
     pub ifaces: Vec<IfaceConfig>,
     pub kernel_ip: Option<KernelIp>,
+    /// `b2c.dhcp_timeout`: how long DHCP may take to get a first lease.
+    pub dhcp_timeout: Duration,
+}
+
+impl Default for NetworkPlan {
+    fn default() -> Self {
+        NetworkPlan {
+            ifaces: Vec::new(),
+            kernel_ip: None,
+            dhcp_timeout: crate::DEFAULT_DHCP_TIMEOUT,
+        }
+    }
 }
 
 /// `b2c.cache_device`, `b2c.filesystem`, `b2c.swap`.
@@ -350,6 +362,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         network: NetworkPlan {
             ifaces: config.ifaces,
             kernel_ip: config.kernel_ip,
+            dhcp_timeout: config.dhcp_timeout,
         },
         ntp_peer: config.ntp_peer,
         extra_args_url: config.extra_args_url,
@@ -422,7 +435,10 @@ impl fmt::Display for BootPlan {
         } else {
             step(
                 f,
-                format_args!("network: DHCP on every ethernet link, first lease wins"),
+                format_args!(
+                    "network: DHCP on every ethernet link, first lease wins (waiting up to {} s)",
+                    net.dhcp_timeout.as_secs_f64()
+                ),
             )?;
         }
         match &self.ntp_peer {
@@ -615,7 +631,7 @@ mod tests {
     #[test]
     fn the_plan_reads_in_boot_order() {
         let p = plan(
-            r#"b2c.run_service="svc:1" b2c.run="docker://alpine:3 echo hi" b2c.post_container=post:2 b2c.ntp_peer=none"#,
+            r#"b2c.run_service="svc:1" b2c.run="docker://alpine:3 echo hi" b2c.post_container=post:2 b2c.ntp_peer=none b2c.dhcp_timeout=90"#,
         )
         .unwrap()
         .to_string();
@@ -624,6 +640,7 @@ mod tests {
         let post = p.find("run post container post-0: post:2").unwrap();
         assert!(svc < run && run < post, "{p}");
         assert!(p.contains("clock: left alone"), "{p}");
+        assert!(p.contains("first lease wins (waiting up to 90 s)"), "{p}");
         assert!(
             p.contains("pull docker.io/library/alpine:3 (--pull=always)"),
             "{p}"

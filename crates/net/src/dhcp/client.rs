@@ -98,27 +98,47 @@ pub async fn dhcp_first_lease(links: &[String], timeout: Duration) -> Result<Lea
             reason: failures.join("; "),
         })
     };
-    let lease = time::timeout(timeout, with_progress(&names, &attempts, race))
-        .await
-        .map_err(|_| NetError::DhcpTimeout {
-            links: links.to_vec(),
-            waited: timeout,
-        })??;
+    let lease = time::timeout(
+        timeout,
+        with_progress(&names, &attempts, Some(timeout), race),
+    )
+    .await
+    .map_err(|_| NetError::DhcpTimeout {
+        links: links.to_vec(),
+        waited: timeout,
+    })??;
     info!("DHCP: got {lease}");
     Ok(lease)
 }
 
-/// Logs that we are still waiting every few seconds, not per packet.
-async fn with_progress<T>(what: &str, attempts: &AtomicU32, work: impl Future<Output = T>) -> T {
+/// Logs that we are still waiting every few seconds, not per packet, and
+/// for how long at most (`b2c.dhcp_timeout`), when there is a bound.
+async fn with_progress<T>(
+    what: &str,
+    attempts: &AtomicU32,
+    timeout: Option<Duration>,
+    work: impl Future<Output = T>,
+) -> T {
     let mut work = pin!(work);
-    let mut ticker = interval_at(Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    let start = Instant::now();
+    let mut ticker = interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
             out = &mut work => return out,
-            _ = ticker.tick() => match attempts.load(Relaxed) {
-                0 => info!("DHCP: waiting for carrier on {what}"),
-                n => info!("DHCP: waiting for a lease on {what} (attempt {n})"),
-            },
+            _ = ticker.tick() => {
+                let waited = match timeout {
+                    Some(t) => format!(
+                        "{} s of up to {} s, b2c.dhcp_timeout",
+                        start.elapsed().as_secs(),
+                        t.as_secs()
+                    ),
+                    None => format!("{} s", start.elapsed().as_secs()),
+                };
+                match attempts.load(Relaxed) {
+                    0 => info!("DHCP: waiting for carrier on {what} ({waited})"),
+                    n => info!("DHCP: waiting for a lease on {what} (attempt {n}; {waited})"),
+                }
+            }
         }
     }
 }
@@ -347,7 +367,7 @@ async fn remove_old(lease: &Lease) {
 async fn rediscover(iface: &str) -> Lease {
     let attempts = AtomicU32::new(0);
     loop {
-        match with_progress(iface, &attempts, acquire(iface, &attempts)).await {
+        match with_progress(iface, &attempts, None, acquire(iface, &attempts)).await {
             Ok(lease) => {
                 info!("DHCP: got {lease}");
                 return lease;
