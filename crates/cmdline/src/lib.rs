@@ -405,7 +405,7 @@ fn parse_seconds(v: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = number.parse::<f64>().ok()? * scale;
-    (secs.is_finite() && secs >= 0.0 && secs < 1e9).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
 }
 
 fn valid_hostname(name: &str) -> bool {
