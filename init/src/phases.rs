@@ -16,6 +16,8 @@ use log::{info, warn};
 use crate::failure::{BootError, EnvFileError};
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// boot2container's other name of the storage root.
+const CONTAINER_LINK: &str = "/container";
 /// boot2container waits this long for the cache disk to appear.
 const CACHE_DEVICE_WAIT: Duration = Duration::from_secs(10);
 const NTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,7 +57,10 @@ pub fn block_devices() {
 pub fn plan() -> Result<(String, BootPlan), BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| BootError::Early(b2c_system::Error::io("/proc/cmdline", e)))?;
-    info!("kernel command line: {}", cmdline.trim());
+    info!(
+        "kernel command line: {}",
+        b2c_cmdline::redact(cmdline.trim())
+    );
     let plan = b2c_cmdline::plan(&cmdline).map_err(BootError::Plan)?;
     Ok((cmdline, plan))
 }
@@ -284,6 +289,16 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
     crate::end::storage_to_tear_down(cache.as_ref(), None);
     if cache.is_none() {
         b2c_system::mounts::mount_tmpfs(root, "mode=0755,size=90%").map_err(BootError::Storage)?;
+    }
+    // boot2container's lines name the cache /container too (`-v
+    // /container/tmp:/tmp`): the link, and that directory.
+    let tmp = layout.tmp();
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| BootError::Storage(b2c_system::Error::io(&tmp, e)))?;
+    match std::os::unix::fs::symlink(root, CONTAINER_LINK) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => warn!("cannot link {CONTAINER_LINK} to {}: {e}", root.display()),
     }
     // Container scratch left by an earlier boot of this cache is garbage.
     let scratch = layout.containers();

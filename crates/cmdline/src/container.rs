@@ -3,6 +3,10 @@
 /// One container to run, as written in a `b2c.run` value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerArgs {
+    /// The whole value of the option (flags, image and command), as
+    /// boot2container gives it in `B2C_PIPELINE_FAILED_BY` and
+    /// `B2C_PIPELINE_PREV_CONTAINER`; secrets masked ([`redact`]).
+    pub written: String,
     /// The image reference without the `docker://` transport prefix.
     pub image: String,
     /// Replaces the image's `Cmd` when not empty.
@@ -95,6 +99,7 @@ pub enum ContainerArgsError {
 pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsError> {
     let words = shlex::split(value).ok_or(ContainerArgsError::Quotes)?;
     let mut args = ContainerArgs {
+        written: redact(value.trim()),
         tls_verify: true,
         ..Default::default()
     };
@@ -198,6 +203,49 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
         }
     }
     Err(ContainerArgsError::NoImage)
+}
+
+/// Flags whose value is a secret: `--creds USER:PASSWORD`.
+const SECRET_FLAGS: &[&str] = &["--creds"];
+
+/// `text` (a container option's value, or a whole command line) with the
+/// secrets of [`SECRET_FLAGS`] masked: `--creds USER:***`. For every text
+/// that may be printed or handed to a program.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((at, flag)) = SECRET_FLAGS
+        .iter()
+        .filter_map(|f| rest.find(f).map(|i| (i, *f)))
+        .min()
+    {
+        let after = at + flag.len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        // `--creds=V` or `--creds V`; a longer flag (`--credsx`) is not it.
+        let sep = rest
+            .chars()
+            .next()
+            .filter(|c| *c == '=' || c.is_whitespace());
+        let Some(sep) = sep else { continue };
+        let start = rest[sep.len_utf8()..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |i| i + sep.len_utf8());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(rest.len());
+        let value = &rest[..end];
+        match value.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:***")),
+            None if value.is_empty() => {}
+            None => out.push_str("***"),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `SOURCE:DEST[:ro|rw]`: a SOURCE starting with `/` is a host path,
@@ -304,6 +352,25 @@ mod tests {
         );
         assert_eq!(a.workdir.as_deref(), Some("/job"));
         assert!(a.tty && a.interactive && !a.tls_verify);
+    }
+
+    #[test]
+    fn the_whole_value_is_kept_with_its_secrets_masked() {
+        let a = parse_container_args("  -e A=1 docker://img:1 sh -c 'exit 3' ").unwrap();
+        assert_eq!(a.written, "-e A=1 docker://img:1 sh -c 'exit 3'");
+        for (text, masked) in [
+            ("--creds bob:s3cr3t img", "--creds bob:*** img"),
+            ("--creds=bob:s3cr3t img", "--creds=bob:*** img"),
+            ("--creds   token img", "--creds   *** img"),
+            (
+                r#"b2c.run="--creds bob:pw img" b2c.run="--creds=al:x:y other""#,
+                r#"b2c.run="--creds bob:*** img" b2c.run="--creds=al:*** other""#,
+            ),
+            ("--credsx a:b --creds", "--credsx a:b --creds"),
+            ("img --help", "img --help"),
+        ] {
+            assert_eq!(redact(text), masked, "{text}");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ mod tokenize;
 use std::time::Duration;
 
 pub use container::{
-    parse_container_args, parse_env_file, ContainerArgs, ContainerArgsError, Dns, PullPolicy,
-    VolumeMount, VolumeSource,
+    parse_container_args, parse_env_file, redact, ContainerArgs, ContainerArgsError, Dns,
+    PullPolicy, VolumeMount, VolumeSource,
 };
 pub use image::{ImageRef, ReferenceError};
 pub use network::{
@@ -405,7 +405,9 @@ fn parse_seconds(v: &str) -> Option<Duration> {
         _ => return None,
     };
     let secs = number.parse::<f64>().ok()? * scale;
-    (0.0..1e9).contains(&secs).then(|| Duration::from_secs_f64(secs))
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 fn valid_hostname(name: &str) -> bool {

@@ -52,6 +52,12 @@ impl Layout {
         self.containers().join(&id.0)
     }
 
+    /// A scratch directory kept across boots on a cache: boot2container's
+    /// `/container/tmp`, which old lines bind (`-v /container/tmp:/tmp`).
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
     /// Named volumes: one directory each, shared by the containers naming it.
     pub fn volume(&self, name: &str) -> PathBuf {
         self.root.join("volumes").join(name)
@@ -165,9 +171,16 @@ pub struct ContainerPlan {
 }
 
 impl ContainerPlan {
-    /// How the pipeline names it (`B2C_PIPELINE_*`, console lines).
+    /// Its image as written, for console lines (with its id).
     pub fn name(&self) -> &str {
         &self.args.image
+    }
+
+    /// The whole value of its option (flags, image and command, secrets
+    /// masked): what `B2C_PIPELINE_FAILED_BY` and
+    /// `B2C_PIPELINE_PREV_CONTAINER` hold, as in boot2container.
+    pub fn option_value(&self) -> &str {
+        &self.args.written
     }
 }
 
@@ -612,6 +625,7 @@ mod tests {
         let l = Layout::default();
         assert_eq!(l.root(), Path::new("/storage"));
         assert_eq!(l.image_store(), Path::new("/storage/oci"));
+        assert_eq!(l.tmp(), Path::new("/storage/tmp"));
         let p = plan("b2c.run=a").unwrap();
         assert_eq!(
             l.container(&p.containers[0].id),

@@ -26,18 +26,27 @@ pub struct Prepared<'a> {
 }
 
 /// How the pipeline ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: PipelineStatus,
     pub mode: ShutdownMode,
+    /// The `B2C_PIPELINE_*` variables as the pipeline left them: the
+    /// environment of `b2c.shutdown_cmd` and `b2c.reboot_cmd`, as in
+    /// boot2container.
+    pub env: Vec<(String, String)>,
 }
 
 impl Outcome {
     /// The end of a boot whose setup failed before the pipeline.
     pub fn setup_failed() -> Outcome {
+        Outcome::of(&Pipeline::setup_failed())
+    }
+
+    fn of(pipeline: &Pipeline) -> Outcome {
         Outcome {
-            status: PipelineStatus::SetupFailed,
-            mode: ShutdownMode::Default,
+            status: pipeline.status(),
+            mode: pipeline.shutdown(),
+            env: pipeline.env(),
         }
     }
 }
@@ -109,7 +118,7 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
                 ContainerEnd::NotStarted
             }
         };
-        pipeline.record(c.stage, c.name(), end);
+        pipeline.record(c.stage, c.option_value(), end);
     }
 
     for service in services {
@@ -120,10 +129,7 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
     if pipeline.shutdown() == ShutdownMode::Reboot {
         info!("a container asked for a reboot: rebooting at the end");
     }
-    Outcome {
-        status: pipeline.status(),
-        mode: pipeline.shutdown(),
-    }
+    Outcome::of(&pipeline)
 }
 
 #[cfg(test)]
@@ -238,7 +244,10 @@ mod tests {
     fn the_pipeline_variables_reach_the_next_container() {
         let mut host = FakeHost::default();
         host.exit_codes.insert("run-0".into(), 4);
-        let r = run("b2c.run=first:1 b2c.run=second:2", host);
+        let r = run(
+            "b2c.run=\"-e X=1 first:1 sh -c 'exit 4'\" b2c.run=second:2",
+            host,
+        );
         let env = config(&r.host, "run-1")["process"]["env"].clone();
         let env: Vec<&str> = env
             .as_array()
@@ -246,13 +255,31 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
+        // The whole option value, as boot2container gives it.
         for want in [
             "B2C_PIPELINE_STATUS=4",
-            "B2C_PIPELINE_FAILED_BY=first:1",
-            "B2C_PIPELINE_PREV_CONTAINER=first:1",
+            "B2C_PIPELINE_FAILED_BY=-e X=1 first:1 sh -c 'exit 4'",
+            "B2C_PIPELINE_PREV_CONTAINER=-e X=1 first:1 sh -c 'exit 4'",
             "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=4",
         ] {
             assert!(env.contains(&want), "{want} not in {env:?}");
+        }
+        // The same variables, as the pipeline left them, are the
+        // environment of b2c.shutdown_cmd.
+        let end: Vec<String> = r
+            .outcome
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for want in [
+            "B2C_PIPELINE_STATUS=4",
+            "B2C_PIPELINE_FAILED_BY=-e X=1 first:1 sh -c 'exit 4'",
+            "B2C_PIPELINE_PREV_CONTAINER=second:2",
+            "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=0",
+            "B2C_PIPELINE_SHUTDOWN_MODE=default",
+        ] {
+            assert!(end.contains(&want.to_string()), "{want} not in {end:?}");
         }
     }
 
