@@ -22,7 +22,6 @@ pub enum BootError {
     /// The tmpfs, the container scratch or the image store.
     Storage(b2c_system::Error),
     Cache(b2c_storage::StorageError),
-    Pull(b2c_oci::PullError),
     /// `b2c.extra_args_url` could not be fetched (the error names the URL).
     ExtraArgs(b2c_net::NetError),
     /// What `b2c.extra_args_url` served cannot be booted.
@@ -63,8 +62,6 @@ impl BootError {
                 Some("b2c.ca_cert must name a PEM file inside the initramfs or an http(s) URL")
             }
             BootError::Cache(_) => Some("check b2c.cache_device, b2c.filesystem and b2c.swap"),
-            // The registry errors name their own fix.
-            BootError::Pull(_) => None,
             BootError::ExtraArgs(_) => Some("check b2c.extra_args_url and the server behind it"),
             BootError::ExtraArgsInvalid { .. } => Some("fix that option at b2c.extra_args_url"),
             BootError::EnvFile { .. } => Some("check --env-file in the container options"),
@@ -85,7 +82,6 @@ impl fmt::Display for BootError {
             }
             BootError::Storage(e) => write!(f, "storage: {e}"),
             BootError::Cache(e) => write!(f, "cache: {e}"),
-            BootError::Pull(e) => write!(f, "cannot pull {e}"),
             BootError::ExtraArgs(e) => write!(f, "b2c.extra_args_url: {e}"),
             BootError::ExtraArgsInvalid { url, source } => write!(
                 f,
@@ -110,7 +106,6 @@ impl StdError for BootError {
             BootError::Plan(e) | BootError::ExtraArgsInvalid { source: e, .. } => Some(e),
             BootError::Network(e) | BootError::ExtraArgs(e) => Some(e),
             BootError::Cache(e) => Some(e),
-            BootError::Pull(e) => Some(e),
             BootError::EnvFile { error, .. } => Some(error.as_ref()),
             BootError::CaCert { .. } => None,
         }

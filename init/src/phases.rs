@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use b2c_cmdline::{BootPlan, EnvFileSource, NtpPeer};
 use b2c_net::{FetchOptions, NetworkUp};
-use b2c_oci::{LayerStore, ProxyOptions, PulledImage, RegistryOptions};
+use b2c_oci::{LayerStore, ProxyOptions, PullError, PulledImage, RegistryOptions};
 use b2c_storage::CacheSetup;
 use b2c_system::info;
 use b2c_system::modules::Modules;
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::failure::{BootError, EnvFileError};
 
@@ -341,22 +341,23 @@ pub fn make_room(plan: &BootPlan, storage: &Storage) {
     }
 }
 
-/// Pulls every image of the plan before the first container runs, so that
-/// a missing image fails the boot before any work is done. The images come
+/// Pulls every image of the plan, all at once, before the first container
+/// runs. An image that cannot be pulled does not end the boot: its
+/// containers fail as containers that exit non-zero do (an ERROR line
+/// now, and when their turn comes), and the others run. The results come
 /// back in the plan's order ([`b2c_cmdline::ImageId`]).
 pub async fn pull(
     plan: &BootPlan,
     store: &LayerStore,
     extra_ca_pem: &[Vec<u8>],
-) -> Result<Vec<PulledImage>, BootError> {
+) -> Vec<Result<PulledImage, PullError>> {
     let p = &plan.trust.proxy;
     let proxy = (p.http.is_some() || p.https.is_some()).then(|| ProxyOptions {
         http: p.http.clone(),
         https: p.https.clone(),
         no_proxy: p.no_proxy.clone(),
     });
-    let mut images = Vec::with_capacity(plan.images.len());
-    for image in &plan.images {
+    let pulls = plan.images.iter().map(|image| {
         let options = RegistryOptions {
             tls_verify: image.tls_verify,
             extra_ca_pem: extra_ca_pem.to_vec(),
@@ -366,12 +367,16 @@ pub async fn pull(
             ..Default::default()
         };
         let reference = b2c_oci::to_reference(&image.reference);
-        let pulled = b2c_oci::pull(&reference, &options, store, image.policy)
-            .await
-            .map_err(BootError::Pull)?;
-        images.push(pulled);
-    }
-    Ok(images)
+        async move {
+            let pulled = b2c_oci::pull(&reference, &options, store, image.policy).await;
+            if let Err(e) = &pulled {
+                // The registry errors name their own fix.
+                error!("cannot pull {e}");
+            }
+            pulled
+        }
+    });
+    futures_util::future::join_all(pulls).await
 }
 
 /// Reads every `--env-file` (a path in the initramfs or a URL), in the

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use b2c_cmdline::{BootPlan, ContainerPlan, DebugPanic, Stage};
-use b2c_oci::PulledImage;
+use b2c_oci::{PullError, PulledImage};
 use b2c_system::signals;
 use log::{error, info};
 
@@ -19,8 +19,9 @@ const SERVICE_GRACE: Duration = Duration::from_secs(5);
 /// What was fetched before the pipeline, by the plan's ids.
 #[derive(Debug)]
 pub struct Prepared<'a> {
-    /// By [`b2c_cmdline::ImageId`].
-    pub images: &'a [PulledImage],
+    /// By [`b2c_cmdline::ImageId`]: the image, or why it could not be
+    /// pulled (its containers then fail, the others run).
+    pub images: &'a [Result<PulledImage, PullError>],
     /// The `KEY=VALUE` pairs of each env file, by [`b2c_cmdline::EnvFileId`].
     pub env_files: &'a [Vec<(String, String)>],
 }
@@ -63,14 +64,18 @@ pub struct Site<'a, H: Host> {
 pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H>) -> Outcome {
     let engine = Engine::new(site.host, &plan.layout, site.etc, site.hostname);
     let mut pipeline = Pipeline::new(plan.pipefail);
-    let inputs = |c: &ContainerPlan, pipeline: &Pipeline| Inputs {
-        image: &prepared.images[c.image.0],
-        env_file: c
-            .env_files
-            .iter()
-            .flat_map(|f| prepared.env_files[f.0].iter().cloned())
-            .collect(),
-        env: pipeline.env(),
+    // Err: the image could not be pulled.
+    let inputs = |c: &ContainerPlan, pipeline: &Pipeline| match &prepared.images[c.image.0] {
+        Ok(image) => Ok(Inputs {
+            image,
+            env_file: c
+                .env_files
+                .iter()
+                .flat_map(|f| prepared.env_files[f.0].iter().cloned())
+                .collect(),
+            env: pipeline.env(),
+        }),
+        Err(e) => Err(format!("its image could not be pulled: {e}")),
     };
 
     let mut services: Vec<Service<H>> = Vec::new();
@@ -82,10 +87,12 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             continue;
         }
         info!("starting service {}: {}", c.id, c.name());
-        match engine.start(c, &inputs(c, &pipeline)) {
+        let started = inputs(c, &pipeline)
+            .and_then(|inputs| engine.start(c, &inputs).map_err(|e| e.to_string()));
+        match started {
             Ok(service) => services.push(service),
             // The job may not need it: say so loudly and go on.
-            Err(e) => error!("cannot start service {}: {e}", c.name()),
+            Err(e) => error!("cannot start service {} ({}): {e}", c.id, c.name()),
         }
     }
 
@@ -107,13 +114,17 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             continue;
         }
         info!("running {}: {}", c.id, c.name());
-        let end = match engine.run(c, &inputs(c, &pipeline)) {
+        let ran = inputs(c, &pipeline)
+            .and_then(|inputs| engine.run(c, &inputs).map_err(|e| e.to_string()));
+        let end = match ran {
             Ok(code) => {
                 info!("{} exited with status {code}", c.id);
                 ContainerEnd::Exited(code)
             }
+            // A missing image fails the container as podman run would,
+            // not the boot: the next ones (post containers) still run.
             Err(e) => {
-                error!("cannot run {}: {e}", c.name());
+                error!("cannot run {} ({}): {e}", c.id, c.name());
                 info!("{} exited with status 1", c.id);
                 ContainerEnd::NotStarted
             }
@@ -166,8 +177,27 @@ mod tests {
     }
 
     fn run(line: &str, host: FakeHost) -> Run {
+        run_without(line, host, &[])
+    }
+
+    /// As [`run`], the images named in `unpulled` having failed to pull.
+    fn run_without(line: &str, host: FakeHost, unpulled: &[&str]) -> Run {
         let plan = b2c_cmdline::plan(line).unwrap();
-        let images: Vec<PulledImage> = plan.images.iter().map(|_| image("/bin/true")).collect();
+        let images: Vec<Result<PulledImage, PullError>> = plan
+            .images
+            .iter()
+            .map(|i| {
+                if unpulled.contains(&i.written.as_str()) {
+                    Err(PullError::NotFound {
+                        image: i.reference.to_string(),
+                        registry: "docker.io".into(),
+                        detail: "manifest unknown".into(),
+                    })
+                } else {
+                    Ok(image("/bin/true"))
+                }
+            })
+            .collect();
         let env_files: Vec<Vec<(String, String)>> = plan
             .env_files
             .iter()
@@ -294,6 +324,45 @@ mod tests {
         assert_eq!(r.outcome.status.code(), 1);
         assert!(r.host.calls().contains(&"run run-1".to_string()));
         assert!(r.host.mounted.borrow().is_empty(), "{:?}", r.host.calls());
+    }
+
+    #[test]
+    fn a_container_whose_image_did_not_pull_fails_and_the_rest_run() {
+        let line = "b2c.run_service=gone:1 b2c.run=a b2c.run=gone:2 b2c.run=c \
+                    b2c.post_container=gone:3 b2c.post_container=p";
+        let r = run_without(line, FakeHost::default(), &["gone:1", "gone:2", "gone:3"]);
+        let runs: Vec<String> = r
+            .host
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("run ") || c.starts_with("spawn "))
+            .collect();
+        assert_eq!(runs, ["run run-0", "run run-2", "run post-1"]);
+        assert_eq!(r.outcome.status, PipelineStatus::NotStarted);
+        assert_eq!(r.outcome.status.code(), 1);
+
+        // With pipefail, it is the failure that skips the rest; post
+        // containers still run.
+        let r = run_without(
+            &format!("b2c.pipefail {line}"),
+            FakeHost::default(),
+            &["gone:2"],
+        );
+        let runs: Vec<String> = r
+            .host
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("run "))
+            .collect();
+        assert_eq!(runs, ["run run-0", "run post-0", "run post-1"]);
+        assert_eq!(r.outcome.status.code(), 1);
+        let failed_by = r
+            .outcome
+            .env
+            .iter()
+            .find(|(k, _)| k == "B2C_PIPELINE_FAILED_BY")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(failed_by, Some("gone:2"));
     }
 
     #[test]
