@@ -52,6 +52,16 @@ impl Layout {
         self.containers().join(&id.0)
     }
 
+    /// The output of detached containers (services): `<id>.log`, kept on
+    /// a cache until the next boot overwrites it.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn log(&self, id: &ContainerId) -> PathBuf {
+        self.logs().join(format!("{}.log", id.0))
+    }
+
     /// A scratch directory kept across boots on a cache: boot2container's
     /// `/container/tmp`, which old lines bind (`-v /container/tmp:/tmp`).
     pub fn tmp(&self) -> PathBuf {
@@ -630,6 +640,10 @@ mod tests {
         assert_eq!(
             l.container(&p.containers[0].id),
             Path::new("/storage/containers/run-0")
+        );
+        assert_eq!(
+            l.log(&p.containers[0].id),
+            Path::new("/storage/logs/run-0.log")
         );
     }
 

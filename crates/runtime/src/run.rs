@@ -101,6 +101,10 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
     }
 
     for c in plan.stage(Stage::Run).chain(plan.stage(Stage::Post)) {
+        // A service that died is news before the next container.
+        for service in &mut services {
+            service.check();
+        }
         if let Some(request) = signals::requested() {
             info!("not running {}: stopping for a {request}", c.id);
             continue;
@@ -235,7 +239,8 @@ mod tests {
         assert_eq!(
             order,
             [
-                "spawn service-0",
+                // Detached: its output goes to a log, not the console.
+                "spawn service-0 > /storage/logs/service-0.log",
                 "run run-0",
                 "run run-1",
                 "run post-0",
@@ -412,6 +417,58 @@ mod tests {
             mounts.contains("/storage/containers/run-0/resolv.conf"),
             "{mounts}"
         );
+    }
+
+    /// Records what is logged, for the tests that read the console.
+    struct Capture;
+
+    static CAPTURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            CAPTURED
+                .lock()
+                .unwrap()
+                .push(format!("{}: {}", record.level(), record.args()));
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn a_service_that_fails_is_told_with_the_end_of_its_log() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Info);
+        let mut host = FakeHost::default();
+        host.exited.insert("service-0".into(), 3);
+        let log: String = (1..=30).map(|i| format!("svc line {i}\n")).collect();
+        host.service_logs.insert("service-0".into(), log);
+        let r = run("b2c.run_service=svc:9 b2c.run=a b2c.run=b", host);
+        assert_eq!(r.outcome.status, PipelineStatus::Passed);
+        let lines = CAPTURED.lock().unwrap().clone();
+        let said: Vec<&String> = lines.iter().filter(|l| l.contains("service-0")).collect();
+        let header = said
+            .iter()
+            .position(|l| {
+                l.starts_with(
+                    "WARN: service service-0 (svc:9) exited with status 3; the end of \
+                     its log /storage/logs/service-0.log",
+                )
+            })
+            .unwrap_or_else(|| panic!("{said:#?}"));
+        // Once, not again at each container nor at the end.
+        let told = said.iter().filter(|l| l.contains("exited with status 3"));
+        assert_eq!(told.count(), 1);
+        let tail: Vec<&str> = said[header + 1..]
+            .iter()
+            .filter_map(|l| l.strip_prefix("INFO: service-0| "))
+            .collect();
+        let want: Vec<String> = (11..=30).map(|i| format!("svc line {i}")).collect();
+        assert_eq!(tail, want);
+        // Told before the first container ran, and nothing killed.
+        assert!(!r.host.calls().iter().any(|c| c.starts_with("kill")));
     }
 
     #[test]
