@@ -10,6 +10,7 @@ use b2c_net::{FetchOptions, NetworkUp};
 use b2c_oci::{LayerStore, ProxyOptions, PullError, PulledImage, RegistryOptions};
 use b2c_storage::CacheSetup;
 use b2c_system::info;
+use b2c_system::log::Section;
 use b2c_system::modules::Modules;
 use log::{error, info, warn};
 
@@ -70,6 +71,7 @@ pub fn announce(plan: &BootPlan) {
     if plan.debug {
         b2c_system::log::set_debug(true);
     }
+    b2c_system::log::set_gitlab_sections(plan.gitlab_sections);
     for warning in &plan.warnings {
         warn!("{warning}");
     }
@@ -107,6 +109,7 @@ fn show_loaded(new: &[String]) {
 }
 
 pub async fn network(plan: &BootPlan) -> Result<NetworkUp, BootError> {
+    let _section = Section::start("b2c_network", "setting up the network", true);
     let up = b2c_net::bring_up(
         &plan.network.ifaces,
         plan.network.kernel_ip.as_ref(),
@@ -132,6 +135,11 @@ pub async fn clock(ntp_peer: &NtpPeer, network: &NetworkUp) {
             .first()
             .map_or_else(|| "pool.ntp.org".to_string(), |ip| ip.to_string()),
     };
+    let _section = Section::start(
+        "b2c_clock",
+        &format!("setting the clock from {server}"),
+        true,
+    );
     match b2c_net::sntp_time(&server, NTP_TIMEOUT).await {
         Ok(time) => match b2c_system::host::set_clock(time) {
             Ok(()) => info!("clock set from {server}"),
@@ -217,6 +225,7 @@ pub async fn extra_args(
     if merged.debug {
         b2c_system::log::set_debug(true);
     }
+    b2c_system::log::set_gitlab_sections(merged.gitlab_sections);
     Ok(merged)
 }
 
@@ -252,6 +261,14 @@ impl Drop for Storage {
 }
 
 pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootError> {
+    let _section = Section::start(
+        "b2c_cache",
+        &format!(
+            "setting up the storage (b2c.cache_device={})",
+            plan.storage.cache_device
+        ),
+        true,
+    );
     let layout = &plan.layout;
     let root = layout.root();
     let wanted = &plan.storage;
@@ -357,6 +374,14 @@ pub async fn pull(
         https: p.https.clone(),
         no_proxy: p.no_proxy.clone(),
     });
+    // All at once, so their lines interleave: one section for them all.
+    let names: Vec<String> = plan
+        .images
+        .iter()
+        .map(|i| i.reference.to_string())
+        .collect();
+    let _section = (!names.is_empty())
+        .then(|| Section::start("b2c_pull", &format!("pulling {}", names.join(", ")), true));
     let pulls = plan.images.iter().map(|image| {
         let options = RegistryOptions {
             tls_verify: image.tls_verify,

@@ -101,6 +101,9 @@ pub struct Config {
     pub filesystems: Vec<Filesystem>,
     /// `b2c.log=debug`.
     pub debug: bool,
+    /// `b2c.gitlab_sections`: GitLab collapsible-section markers around
+    /// b2c's phases and each container (on by default).
+    pub gitlab_sections: bool,
     /// `b2c.debug_panic=PHASE`: a test aid, not an option for users (and
     /// so not in the README's tables). b2c panics on purpose there, so that
     /// the QEMU tests can check that a crash ends the boot as any failure
@@ -137,6 +140,7 @@ impl Default for Config {
             swap: None,
             filesystems: Vec::new(),
             debug: false,
+            gitlab_sections: true,
             debug_panic: None,
             warnings: Vec::new(),
         }
@@ -336,6 +340,13 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 config.filesystems.retain(|f| f.name != fs.name);
                 config.filesystems.push(fs);
             }
+            "b2c.gitlab_sections" => match flag() {
+                Ok(on) => config.gitlab_sections = on,
+                Err(_) => config.warnings.push(format!(
+                    "b2c.gitlab_sections={:?} is not 0 or 1: GitLab sections stay on",
+                    value.clone().unwrap_or_default()
+                )),
+            },
             "b2c.debug_panic" => match need()?.as_str() {
                 "pipeline" => config.debug_panic = Some(DebugPanic::Pipeline),
                 other => config.warnings.push(format!(
@@ -559,6 +570,24 @@ mod tests {
         // Lenient as every option: an unknown phase warns.
         let c = parse("b2c.debug_panic=pull").unwrap();
         assert_eq!(c.debug_panic, None);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn gitlab_sections_are_on_unless_turned_off() {
+        assert!(parse("").unwrap().gitlab_sections);
+        for (line, on) in [
+            ("b2c.gitlab_sections=0", false),
+            ("b2c.gitlab_sections=false", false),
+            ("b2c.gitlab_sections=1", true),
+            ("b2c.gitlab_sections", true),
+        ] {
+            let c = parse(line).unwrap();
+            assert_eq!(c.gitlab_sections, on, "{line}");
+            assert!(c.warnings.is_empty(), "{line}");
+        }
+        let c = parse("b2c.gitlab_sections=maybe").unwrap();
+        assert!(c.gitlab_sections);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     }
 

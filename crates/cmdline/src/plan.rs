@@ -267,6 +267,8 @@ pub struct BootPlan {
     pub end: EndPlan,
     /// `b2c.log=debug`.
     pub debug: bool,
+    /// `b2c.gitlab_sections`.
+    pub gitlab_sections: bool,
     /// `b2c.debug_panic`: a test aid (see [`Config::debug_panic`]).
     pub debug_panic: Option<DebugPanic>,
     /// Things to tell the user about, not failures.
@@ -414,6 +416,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
             reboot_cmd: config.reboot_cmd,
         },
         debug: config.debug,
+        gitlab_sections: config.gitlab_sections,
         debug_panic: config.debug_panic,
         warnings: config.warnings,
     })

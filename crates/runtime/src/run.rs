@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use b2c_cmdline::{BootPlan, ContainerPlan, DebugPanic, Stage};
 use b2c_oci::{PullError, PulledImage};
+use b2c_system::log::Section;
 use b2c_system::signals;
 use log::{error, info};
 
@@ -79,6 +80,8 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
     };
 
     let mut services: Vec<Service<H>> = Vec::new();
+    let section = (plan.stage(Stage::Service).count() > 0)
+        .then(|| Section::start("b2c_services", "starting the services", true));
     for c in plan.stage(Stage::Service) {
         // After a stop request nothing starts (the engine stops whatever
         // runs).
@@ -95,6 +98,7 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             Err(e) => error!("cannot start service {} ({}): {e}", c.id, c.name()),
         }
     }
+    drop(section);
 
     if plan.debug_panic == Some(DebugPanic::Pipeline) {
         panic!("b2c.debug_panic=pipeline: crashing on purpose, before the first container");
@@ -117,7 +121,12 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             );
             continue;
         }
-        info!("running {}: {}", c.id, c.name());
+        // The job's own output: folded in a GitLab log, but open.
+        let _section = Section::start(
+            &format!("b2c_{}", c.id),
+            &format!("running {}: {}", c.id, c.name()),
+            false,
+        );
         let ran = inputs(c, &pipeline)
             .and_then(|inputs| engine.run(c, &inputs).map_err(|e| e.to_string()));
         let end = match ran {
