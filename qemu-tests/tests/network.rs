@@ -76,7 +76,7 @@ fn kernel_ip_static_address() {
 /// nothing until 20 s after b2c's first DISCOVER; the boot still gets its
 /// lease (70 s by default), saying meanwhile what it waits for. A bound
 /// shorter than the outage (`b2c.dhcp_timeout=3`) fails the boot, naming
-/// the option.
+/// the option (that boot also has `b2c.gitlab_sections=0`).
 #[test]
 fn dhcp_waits_for_a_late_server_within_b2c_dhcp_timeout() {
     let net = start_net(&NetOptions::default());
@@ -87,11 +87,17 @@ fn dhcp_waits_for_a_late_server_within_b2c_dhcp_timeout() {
         &net,
         &options(
             "dhcp-timeout-short",
-            &format!("b2c.dhcp_timeout=3 {append}"),
+            &format!("b2c.dhcp_timeout=3 b2c.gitlab_sections=0 {append}"),
         ),
     );
     assert_verdict(&short, 1);
     assert_error_about(&short, &["b2c.dhcp_timeout"]);
+    // b2c.gitlab_sections=0: no marker, the headers as plain lines.
+    assert!(
+        short.lines_containing("section_").next().is_none()
+            && short.has_line("]: setting up the network"),
+        "{short}"
+    );
 
     // A fresh rule: its counter tells what the next boot sent meanwhile.
     net.block_dhcp(false).unwrap_or_else(|e| panic!("{e}"));
