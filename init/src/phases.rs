@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{BootPlan, EnvFileSource, NtpPeer};
+use b2c_cmdline::{BootPlan, EnvFileSource, ImagePlan, NtpPeer};
 use b2c_net::{FetchOptions, NetworkUp};
-use b2c_oci::{LayerStore, ProxyOptions, PullError, PulledImage, RegistryOptions};
+use b2c_oci::{Credential, LayerStore, ProxyOptions, PullError, PulledImage, RegistryOptions};
 use b2c_storage::CacheSetup;
 use b2c_system::info;
 use b2c_system::log::Section;
@@ -383,7 +383,7 @@ pub async fn pull(
     let _section = (!names.is_empty())
         .then(|| Section::start("b2c_pull", &format!("pulling {}", names.join(", ")), true));
     let pulls = plan.images.iter().map(|image| {
-        let options = RegistryOptions {
+        let mut options = RegistryOptions {
             tls_verify: image.tls_verify,
             extra_ca_pem: extra_ca_pem.to_vec(),
             proxy: proxy.clone(),
@@ -393,7 +393,13 @@ pub async fn pull(
         };
         let reference = b2c_oci::to_reference(&image.reference);
         async move {
-            let pulled = b2c_oci::pull(&reference, &options, store, image.policy).await;
+            let pulled = match credentials(plan, image, &reference, extra_ca_pem).await {
+                Ok(credentials) => {
+                    options.credentials = credentials;
+                    b2c_oci::pull(&reference, &options, store, image.policy).await
+                }
+                Err(e) => Err(e),
+            };
             if let Err(e) = &pulled {
                 // The registry errors name their own fix.
                 error!("cannot pull {e}");
@@ -402,6 +408,39 @@ pub async fn pull(
         }
     });
     futures_util::future::join_all(pulls).await
+}
+
+/// The credentials of an image's pull: its `--authfile` (read, or fetched
+/// with the boot's CAs and proxy), then its `--creds`, which win for its
+/// own repository. An authfile that cannot be had fails that image's pull.
+async fn credentials(
+    plan: &BootPlan,
+    image: &ImagePlan,
+    reference: &b2c_oci::Reference,
+    extra_ca_pem: &[Vec<u8>],
+) -> Result<Vec<Credential>, PullError> {
+    let mut out = Vec::new();
+    if let Some(source) = &image.authfile {
+        let bad = |detail: String| PullError::BadOption {
+            option: "--authfile",
+            detail: format!("{source}: {detail}"),
+        };
+        let json = match source {
+            EnvFileSource::Url(url) => b2c_net::fetch(url, &fetch_options(plan, extra_ca_pem))
+                .await
+                .map_err(|e| bad(e.to_string()))?,
+            EnvFileSource::Path(path) => std::fs::read(path).map_err(|e| bad(e.to_string()))?,
+        };
+        out = b2c_oci::parse_auth_file(&json).map_err(bad)?;
+    }
+    if let Some(creds) = &image.creds {
+        out.push(Credential {
+            scope: format!("{}/{}", reference.registry(), reference.repository()),
+            username: creds.username.clone(),
+            password: creds.password.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads every `--env-file` (a path in the initramfs or a URL), in the

@@ -29,6 +29,47 @@ pub struct ContainerArgs {
     /// `--hostname`: the container's own host name.
     pub hostname: Option<String>,
     pub pull: PullPolicy,
+    /// `--creds USER[:PASSWORD]`: for the image's registry.
+    pub creds: Option<Credentials>,
+    /// `--authfile PATH-or-URL`: podman's auth.json, read (or fetched)
+    /// before the pull.
+    pub authfile: Option<String>,
+}
+
+/// A registry user name and password (`--creds`). The password is a
+/// secret: `Debug` and `Display` mask it, so that no plan, message or
+/// variable shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// `USER:PASSWORD`, split at the first `:`; without one, podman asks
+    /// for the password: here it is empty.
+    pub fn parse(value: &str) -> Credentials {
+        let (username, password) = value.split_once(':').unwrap_or((value, ""));
+        Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.username)
+    }
 }
 
 /// Where a volume comes from.
@@ -182,6 +223,8 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
                 args.dns = Some(dns);
             }
             "--hostname" | "-h" => args.hostname = Some(value(&flag)?),
+            "--creds" => args.creds = Some(Credentials::parse(&value(&flag)?)),
+            "--authfile" => args.authfile = Some(value(&flag)?),
             "--pull" => {
                 args.pull = match value(&flag)?.as_str() {
                     "always" => PullPolicy::Always,
@@ -352,6 +395,22 @@ mod tests {
         );
         assert_eq!(a.workdir.as_deref(), Some("/job"));
         assert!(a.tty && a.interactive && !a.tls_verify);
+    }
+
+    #[test]
+    fn registry_credentials() {
+        let a = parse_container_args("--creds bob:pa:ss --authfile /etc/auth.json img").unwrap();
+        let creds = a.creds.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("bob", "pa:ss")
+        );
+        assert_eq!(a.authfile.as_deref(), Some("/etc/auth.json"));
+        assert_eq!(creds.to_string(), "bob:***");
+        assert!(!format!("{creds:?}").contains("pa:ss"));
+        let a = parse_container_args("--creds=token --authfile=http://h/a.json img").unwrap();
+        assert_eq!(a.creds.unwrap().password, "");
+        assert_eq!(a.authfile.as_deref(), Some("http://h/a.json"));
     }
 
     #[test]

@@ -13,8 +13,8 @@ mod tokenize;
 use std::time::Duration;
 
 pub use container::{
-    parse_container_args, parse_env_file, redact, ContainerArgs, ContainerArgsError, Dns,
-    PullPolicy, VolumeMount, VolumeSource,
+    parse_container_args, parse_env_file, redact, ContainerArgs, ContainerArgsError, Credentials,
+    Dns, PullPolicy, VolumeMount, VolumeSource,
 };
 pub use image::{ImageRef, ReferenceError};
 pub use network::{
@@ -213,7 +213,8 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
         }
         let bad = |problem: String| Error {
             key: key.clone(),
-            value: value.clone().unwrap_or_default(),
+            // Errors are printed: no `--creds` password in them.
+            value: redact(value.as_deref().unwrap_or_default()),
             problem,
         };
         let need = || {

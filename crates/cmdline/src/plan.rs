@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    CacheDevice, Config, ContainerArgs, DebugPanic, Error, Filesystem, IfaceConfig, ImageRef,
-    KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Swap, VolumeSource,
+    CacheDevice, Config, ContainerArgs, Credentials, DebugPanic, Error, Filesystem, IfaceConfig,
+    ImageRef, KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Swap, VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -138,6 +138,10 @@ pub struct ImagePlan {
     pub policy: PullPolicy,
     /// `--tls-verify`; `b2c.insecure_registry` applies on top, per host.
     pub tls_verify: bool,
+    /// `--creds`: for the image's own registry; over the authfile's.
+    pub creds: Option<Credentials>,
+    /// `--authfile`: podman's auth.json, a file of the initramfs or a URL.
+    pub authfile: Option<EnvFileSource>,
 }
 
 /// Where an `--env-file` is read from.
@@ -345,10 +349,10 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
                 written: args.image.clone(),
                 policy: args.pull,
                 tls_verify: args.tls_verify,
+                creds: args.creds.clone(),
+                authfile: args.authfile.as_deref().map(env_file_source),
             };
-            let image = ImageId(index_of(&mut images, image, |a, b| {
-                (&a.reference, a.policy, a.tls_verify) == (&b.reference, b.policy, b.tls_verify)
-            }));
+            let image = ImageId(index_of(&mut images, image, same_pull));
             let files = args
                 .env_files
                 .iter()
@@ -420,6 +424,13 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         debug_panic: config.debug_panic,
         warnings: config.warnings,
     })
+}
+
+/// Whether two images are pulled once: same reference and same pull
+/// settings (policy, TLS, credentials).
+fn same_pull(a: &ImagePlan, b: &ImagePlan) -> bool {
+    (&a.reference, a.policy, a.tls_verify, &a.creds, &a.authfile)
+        == (&b.reference, b.policy, b.tls_verify, &b.creds, &b.authfile)
 }
 
 /// The position of `item` in `list`, appended if no entry is `same`.
@@ -496,10 +507,14 @@ impl fmt::Display for BootPlan {
             step(f, format_args!("no container to run"))?;
         }
         for image in &self.images {
-            step(
-                f,
-                format_args!("pull {} ({})", image.reference, image.policy.flag()),
-            )?;
+            let mut how = image.policy.flag().to_string();
+            if let Some(creds) = &image.creds {
+                how.push_str(&format!(", --creds {creds}"));
+            }
+            if let Some(file) = &image.authfile {
+                how.push_str(&format!(", --authfile {file}"));
+            }
+            step(f, format_args!("pull {} ({how})", image.reference))?;
         }
         for c in &self.containers {
             let verb = match c.stage {
@@ -631,6 +646,28 @@ mod tests {
         assert_eq!(v[1].source, Path::new("/dev/shm"));
         assert!(!v[1].named && v[1].read_only);
         assert_eq!(p.containers[1].volumes[0].source, v[0].source);
+    }
+
+    #[test]
+    fn registry_secrets_are_never_shown() {
+        let line = r#"b2c.run="--creds bob:s3cr3t img:1" b2c.run="--authfile http://h/auth.json img:1" b2c.run="--creds bob:s3cr3t img:1 true""#;
+        let p = plan(line).unwrap();
+        // Same image with other credentials: pulled apart; the same twice: once.
+        let images: Vec<usize> = p.containers.iter().map(|c| c.image.0).collect();
+        assert_eq!(images, [0, 1, 0]);
+        assert_eq!(p.images[0].creds.as_ref().unwrap().password, "s3cr3t");
+        assert_eq!(
+            p.images[1].authfile,
+            Some(EnvFileSource::Url("http://h/auth.json".into()))
+        );
+        let shown = format!("{p}\n{p:#?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("--creds bob:***"), "{shown}");
+        assert_eq!(p.containers[0].option_value(), "--creds bob:*** img:1");
+        // Nor in the errors of the option that holds them.
+        let e = plan(r#"b2c.run="--creds bob:s3cr3t --bogus img""#).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        assert!(!format!("{e:?}").contains("s3cr3t"), "{e:?}");
     }
 
     #[test]

@@ -313,10 +313,12 @@ async fn pull_from(
     };
 
     let what = format!("{image}: fetching the manifest from {registry}");
-    let (ep, top, top_digest) =
-        with_retries(&opts.retry, &what, || fetch_manifest(&endpoints, reference))
-            .await
-            .map_err(registry_error)?;
+    let auth = opts.auth_for(reference);
+    let (ep, top, top_digest) = with_retries(&opts.retry, &what, || {
+        fetch_manifest(&endpoints, reference, &auth)
+    })
+    .await
+    .map_err(registry_error)?;
     let endpoint = &endpoints[ep];
     if endpoint.scheme == "http" {
         let why = if opts.tls_verify {
@@ -373,7 +375,7 @@ async fn pull_from(
                     let by_digest = reference.clone_with_digest(platform.clone());
                     let what = format!("{image}: fetching the manifest {platform} from {registry}");
                     let (_, bytes, _) = with_retries(&opts.retry, &what, || {
-                        fetch_manifest(&endpoints[ep..=ep], &by_digest)
+                        fetch_manifest(&endpoints[ep..=ep], &by_digest, &auth)
                     })
                     .await
                     .map_err(registry_error)?;
@@ -561,6 +563,7 @@ async fn pull_from(
 async fn fetch_manifest(
     endpoints: &[Endpoint],
     reference: &Reference,
+    auth: &RegistryAuth,
 ) -> Result<(usize, Bytes, String), Failure> {
     let mut failures = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
@@ -572,7 +575,7 @@ async fn fetch_manifest(
         if i + 1 < endpoints.len() {
             if let Err(e) = ep
                 .client
-                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull)
+                .auth(reference, auth, RegistryOperation::Pull)
                 .await
             {
                 let f = ep.classify(&e);
@@ -585,7 +588,7 @@ async fn fetch_manifest(
         }
         match ep
             .client
-            .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES)
+            .pull_manifest_raw(reference, auth, MANIFEST_MEDIA_TYPES)
             .await
         {
             Ok((bytes, digest)) => return Ok((i, bytes, digest)),

@@ -13,10 +13,12 @@ use oci_client::client::{
     current_platform_resolver, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
 use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
 
+use crate::authfile::{credential_for, Credential};
 use crate::PullError;
 
 /// How to reach registries.
@@ -54,6 +56,11 @@ pub struct RegistryOptions {
     /// proxy projects do). Several mirrors of a registry are tried in order,
     /// then the registry itself; see [`crate::pull`].
     pub mirrors: Vec<(String, String)>,
+    /// `--creds` and `--authfile`: presented (HTTP Basic, or to get a
+    /// Bearer token) to the registries they cover, the most specific
+    /// scope first; anonymous elsewhere. The passwords are scrubbed from
+    /// every message.
+    pub credentials: Vec<Credential>,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +72,7 @@ impl Default for RegistryOptions {
             proxy: None,
             insecure_registries: Vec::new(),
             mirrors: Vec::new(),
+            credentials: Vec::new(),
         }
     }
 }
@@ -137,13 +145,29 @@ impl RegistryOptions {
             .collect()
     }
 
-    /// Credentials of the proxy URLs, to be kept out of messages.
+    /// What to present to the registry of `reference` (`--creds`,
+    /// `--authfile`), or an anonymous pull.
+    pub(crate) fn auth_for(&self, reference: &Reference) -> RegistryAuth {
+        match credential_for(
+            &self.credentials,
+            reference.registry(),
+            reference.repository(),
+        ) {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// Credentials of the proxy URLs and the registry passwords, to be
+    /// kept out of messages.
     fn secrets(&self) -> Vec<String> {
-        let Some(p) = &self.proxy else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for url in [&p.http, &p.https].into_iter().flatten() {
+        let mut out: Vec<String> = self
+            .credentials
+            .iter()
+            .map(|c| c.password.clone())
+            .collect();
+        let proxy_urls = self.proxy.iter().flat_map(|p| [&p.http, &p.https]);
+        for url in proxy_urls.flatten() {
             if let Some(userinfo) = ProxyUrl::split(url).userinfo {
                 out.push(userinfo.to_string());
                 out.push(percent_decode(userinfo));
@@ -987,6 +1011,31 @@ mod tests {
             msg.contains("invalid port") && !msg.contains("hunter2"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn registry_credentials_are_presented_where_they_belong_and_scrubbed() {
+        let o = RegistryOptions {
+            credentials: vec![Credential {
+                scope: "registry.test:5002".into(),
+                username: "b2c".into(),
+                password: "s3cr3t".into(),
+            }],
+            ..RegistryOptions::default()
+        };
+        let mine: Reference = "registry.test:5002/b2c/busybox:latest".parse().unwrap();
+        let other: Reference = "registry.test:5000/b2c/busybox:latest".parse().unwrap();
+        assert!(matches!(
+            o.auth_for(&mine),
+            RegistryAuth::Basic(u, p) if u == "b2c" && p == "s3cr3t"
+        ));
+        assert!(matches!(o.auth_for(&other), RegistryAuth::Anonymous));
+        let text = "401: credentials b2c:s3cr3t rejected".to_string();
+        assert_eq!(
+            scrub(text, &o.secrets()),
+            "401: credentials b2c:*** rejected"
+        );
+        assert!(!format!("{o:?}").contains("s3cr3t"));
     }
 
     #[test]
