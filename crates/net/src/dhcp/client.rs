@@ -21,11 +21,14 @@ use super::Lease;
 use crate::config::{apply_lease_with, link_up, remove_address, LeaseSetup};
 use crate::{links, NetError};
 
-/// RFC 2131 §4.1: 4 s before the first retransmission, doubling up to 64 s,
-/// each randomized by ±1 s so that a rack of machines powered on together
-/// does not retransmit in lockstep.
+/// RFC 2131 §4.1: 4 s before the first retransmission, doubling, each
+/// randomized by ±1 s so that a rack of machines powered on together does
+/// not retransmit in lockstep. The RFC lets it grow to 64 s; we stop at
+/// 8 s, as udhcpc retries every few seconds: a switch port that starts
+/// forwarding after spanning tree's 30 s must not leave the machine
+/// waiting 30 s more for its next DISCOVER.
 const FIRST_RETRANSMIT: Duration = Duration::from_secs(4);
-const MAX_RETRANSMIT: Duration = Duration::from_secs(64);
+const MAX_RETRANSMIT: Duration = Duration::from_secs(8);
 /// REQUESTs sent for one OFFER before discovering again.
 const REQUEST_TRIES: u32 = 3;
 /// How long a fresh link may take to report carrier before we send anyway.
@@ -454,8 +457,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_4_to_64_s_with_jitter() {
-        for (attempt, base) in [(1, 4), (2, 8), (3, 16), (4, 32), (5, 64), (6, 64), (40, 64)] {
+    fn backoff_doubles_from_4_to_8_s_with_jitter() {
+        for (attempt, base) in [(1, 4), (2, 8), (3, 8), (6, 8), (40, 8)] {
             for _ in 0..20 {
                 let d = backoff(attempt);
                 let base = Duration::from_secs(base);
