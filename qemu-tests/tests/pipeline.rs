@@ -290,8 +290,9 @@ fn rescue_shell_then_shutdown_command() {
 }
 
 /// boot2container's pipeline as real jobs use it, in one boot:
-/// - a service runs detached: its output goes to its log, and only its end
-///   reaches the console, when it fails (`service-0| …`);
+/// - a service runs detached: its output goes to its log, shown by
+///   `b2c.log=debug` (`service-0: …`) and, when it fails, its end
+///   (`service-0| …`), never raw;
 /// - an image that cannot be pulled fails its container (status 1), not
 ///   the boot: the next container and the post container run;
 /// - `/container` is `/storage` (`-v /container/tmp:/tmp`, old lines);
@@ -324,6 +325,7 @@ fn boot2container_pipeline_semantics() {
             "b2c.shutdown_cmd",
             "echo JOB_RESULT=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE; poweroff -f",
         ),
+        "b2c.log=debug".to_string(),
     ]
     .join(" ");
     let boot = boot("b2c-pipeline-semantics", &append);
@@ -347,11 +349,19 @@ fn boot2container_pipeline_semantics() {
         "no line `JOB_RESULT=0` from b2c.shutdown_cmd\n{boot}"
     );
 
-    // The service: its line only as the end of its log, after the warning.
+    // The service's line: never raw on the console; shown as it came by
+    // b2c.log=debug (`service-0: `), and as the end of its log once it
+    // failed (`service-0| `).
     let service: Vec<&str> = boot.lines_containing("SVC-LOG-9").collect();
+    let followed = service
+        .iter()
+        .filter(|l| l.ends_with("]: service-0: SVC-LOG-9"));
+    let tail = service
+        .iter()
+        .filter(|l| l.ends_with("]: service-0| SVC-LOG-9"));
     assert!(
-        !service.is_empty() && service.iter().all(|l| l.ends_with("service-0| SVC-LOG-9")),
-        "the service's output should reach the console only as its log's tail: {service:#?}\n{boot}"
+        followed.count() == 1 && tail.count() == 1 && service.len() == 2,
+        "the service's output should reach the console only through b2c: {service:#?}\n{boot}"
     );
     assert!(
         boot.lines_containing("WARNING: service service-0 (")

@@ -85,7 +85,7 @@ impl Follower {
         let id = id.to_string();
         let thread = std::thread::Builder::new()
             .name(format!("log-{id}"))
-            .spawn(move || follow(&id, &path, &done))
+            .spawn(move || follow(&path, &done, |line| log::debug!("{id}: {line}")))
             .ok();
         Follower { stop, thread }
     }
@@ -100,7 +100,9 @@ impl Drop for Follower {
     }
 }
 
-fn follow(id: &str, path: &Path, stop: &AtomicBool) {
+/// Calls `emit` with each line of the file at `path`, as it grows, until
+/// `stop` is set and the rest was read.
+fn follow(path: &Path, stop: &AtomicBool, emit: impl Fn(String)) {
     let Ok(mut f) = File::open(path) else { return };
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = [0u8; 8192];
@@ -114,16 +116,16 @@ fn follow(id: &str, path: &Path, stop: &AtomicBool) {
             }
             while let Some(i) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=i).collect();
-                log::debug!("{id}: {}", console_safe(&line));
+                emit(console_safe(&line));
             }
             if pending.len() > MAX_LINE * 4 {
-                log::debug!("{id}: {}", console_safe(&pending));
+                emit(console_safe(&pending));
                 pending.clear();
             }
         }
         if last {
             if !pending.is_empty() {
-                log::debug!("{id}: {}", console_safe(&pending));
+                emit(console_safe(&pending));
             }
             return;
         }
@@ -144,6 +146,28 @@ mod tests {
         );
         let long = vec![b'x'; 2000];
         assert_eq!(console_safe(&long).chars().count(), MAX_LINE + 1);
+    }
+
+    #[test]
+    fn the_follower_shows_each_line_as_it_comes_and_the_rest_at_the_end() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.log");
+        let mut file = File::create(&path).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = {
+            let (path, stop) = (path.clone(), stop.clone());
+            std::thread::spawn(move || follow(&path, &stop, |l| tx.send(l).unwrap()))
+        };
+        file.write_all(b"first\nsec").unwrap();
+        assert_eq!(rx.recv().unwrap(), "first");
+        file.write_all(b"ond\n\x1b[1mthird").unwrap();
+        assert_eq!(rx.recv().unwrap(), "second");
+        stop.store(true, Ordering::SeqCst);
+        thread.join().unwrap();
+        // The unfinished last line, once stopped.
+        assert_eq!(rx.try_iter().collect::<Vec<_>>(), ["\\u{1b}[1mthird"]);
     }
 
     #[test]
