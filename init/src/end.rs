@@ -155,7 +155,14 @@ pub fn finish_with(outcome: Outcome, opts: &EndPlan) -> ! {
     if let Some(command) = command {
         info!("running {command:?} (b2c.shutdown_cmd / b2c.reboot_cmd)");
         power::sync();
-        match reaper::run(Command::new(SHELL).arg("-c").arg(command)) {
+        // As in boot2container, the command sees how the pipeline went:
+        // `echo JOB_RESULT=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE`.
+        match reaper::run(
+            Command::new(SHELL)
+                .arg("-c")
+                .arg(command)
+                .envs(outcome.env.iter().map(|(k, v)| (k, v))),
+        ) {
             Ok(code) => warn!(
                 "{command:?} returned (status {}): ending the usual way",
                 code.0

@@ -19,7 +19,6 @@ pub enum BootError {
     /// The tmpfs, the container scratch or the image store.
     Storage(b2c_system::Error),
     Cache(b2c_storage::StorageError),
-    Pull(b2c_oci::PullError),
     /// `b2c.extra_args_url` could not be fetched (the error names the URL).
     ExtraArgs(b2c_net::NetError),
     /// What `b2c.extra_args_url` served cannot be booted.
@@ -52,14 +51,14 @@ impl BootError {
             BootError::Modules(_) => {
                 Some("check b2c.insmods (or b2c.modules) against initramfs/modules.txt")
             }
-            BootError::Network(_) => Some("check the cabling, the DHCP server, b2c.iface and ip="),
+            BootError::Network(_) => {
+                Some("check the cabling, the DHCP server, b2c.dhcp_timeout, b2c.iface and ip=")
+            }
             BootError::Hostname(_) => Some("check b2c.hostname"),
             BootError::CaCert(_) => {
                 Some("b2c.ca_cert must name a PEM file inside the initramfs or an http(s) URL")
             }
             BootError::Cache(_) => Some("check b2c.cache_device, b2c.filesystem and b2c.swap"),
-            // The registry errors name their own fix.
-            BootError::Pull(_) => None,
             BootError::ExtraArgs(_) => Some("check b2c.extra_args_url and the server behind it"),
             BootError::ExtraArgsInvalid { .. } => Some("fix that option at b2c.extra_args_url"),
             BootError::EnvFile { .. } => Some("check --env-file in the container options"),
@@ -78,7 +77,6 @@ impl fmt::Display for BootError {
             BootError::CaCert(e) => write!(f, "b2c.ca_cert={}: {}", e.what, e.problem),
             BootError::Storage(e) => write!(f, "storage: {e}"),
             BootError::Cache(e) => write!(f, "cache: {e}"),
-            BootError::Pull(e) => write!(f, "cannot pull {e}"),
             BootError::ExtraArgs(e) => write!(f, "b2c.extra_args_url: {e}"),
             BootError::ExtraArgsInvalid { url, source } => write!(
                 f,
@@ -103,7 +101,6 @@ impl StdError for BootError {
             BootError::Plan(e) | BootError::ExtraArgsInvalid { source: e, .. } => Some(e),
             BootError::Network(e) | BootError::ExtraArgs(e) => Some(e),
             BootError::Cache(e) => Some(e),
-            BootError::Pull(e) => Some(e),
             BootError::EnvFile { error, .. } => Some(error.as_ref()),
             BootError::CaCert(e) => Some(e),
         }

@@ -5,19 +5,21 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{BootPlan, EnvFileSource, NtpPeer};
+use b2c_cmdline::{BootPlan, EnvFileSource, ImagePlan, NtpPeer};
 use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
-use b2c_oci::{LayerStore, PulledImage, RegistryOptions};
+use b2c_oci::{Credential, LayerStore, PullError, PulledImage, RegistryOptions};
 use b2c_storage::CacheSetup;
 use b2c_system::info;
+use b2c_system::log::Section;
 use b2c_system::modules::Modules;
-use log::{info, warn};
+use log::{error, info, warn};
 
 use crate::failure::{BootError, EnvFileError};
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
-const DHCP_TIMEOUT: Duration = Duration::from_secs(30);
+/// boot2container's other name of the storage root.
+const CONTAINER_LINK: &str = "/container";
 /// boot2container waits this long for the cache disk to appear.
 const CACHE_DEVICE_WAIT: Duration = Duration::from_secs(10);
 const NTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,7 +59,10 @@ pub fn block_devices() {
 pub fn plan() -> Result<(String, BootPlan), BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| BootError::Early(b2c_system::Error::io("/proc/cmdline", e)))?;
-    info!("kernel command line: {}", cmdline.trim());
+    info!(
+        "kernel command line: {}",
+        b2c_cmdline::redact(cmdline.trim())
+    );
     let plan = b2c_cmdline::plan(&cmdline).map_err(BootError::Plan)?;
     Ok((cmdline, plan))
 }
@@ -67,6 +72,7 @@ pub fn announce(plan: &BootPlan) {
     if plan.debug {
         b2c_system::log::set_debug(true);
     }
+    b2c_system::log::set_gitlab_sections(plan.gitlab_sections);
     for warning in &plan.warnings {
         warn!("{warning}");
     }
@@ -104,11 +110,12 @@ fn show_loaded(new: &[String]) {
 }
 
 pub async fn network(plan: &BootPlan) -> Result<NetworkUp, BootError> {
+    let _section = Section::start("b2c_network", "setting up the network", true);
     let up = b2c_net::bring_up(
         &plan.network.ifaces,
         plan.network.kernel_ip.as_ref(),
         Path::new(RESOLV_CONF),
-        DHCP_TIMEOUT,
+        plan.network.dhcp_timeout,
     )
     .await
     .map_err(BootError::Network)?;
@@ -129,6 +136,11 @@ pub async fn clock(ntp_peer: &NtpPeer, network: &NetworkUp) {
             .first()
             .map_or_else(|| "pool.ntp.org".to_string(), |ip| ip.to_string()),
     };
+    let _section = Section::start(
+        "b2c_clock",
+        &format!("setting the clock from {server}"),
+        true,
+    );
     match b2c_net::sntp_time(&server, NTP_TIMEOUT).await {
         Ok(time) => match b2c_system::host::set_clock(time) {
             Ok(()) => info!("clock set from {server}"),
@@ -191,6 +203,7 @@ pub async fn extra_args(
     if merged.debug {
         b2c_system::log::set_debug(true);
     }
+    b2c_system::log::set_gitlab_sections(merged.gitlab_sections);
     Ok(merged)
 }
 
@@ -226,6 +239,14 @@ impl Drop for Storage {
 }
 
 pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootError> {
+    let _section = Section::start(
+        "b2c_cache",
+        &format!(
+            "setting up the storage (b2c.cache_device={})",
+            plan.storage.cache_device
+        ),
+        true,
+    );
     let layout = &plan.layout;
     let root = layout.root();
     let wanted = &plan.storage;
@@ -263,6 +284,16 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
     crate::end::storage_to_tear_down(cache.as_ref(), None);
     if cache.is_none() {
         b2c_system::mounts::mount_tmpfs(root, "mode=0755,size=90%").map_err(BootError::Storage)?;
+    }
+    // boot2container's lines name the cache /container too (`-v
+    // /container/tmp:/tmp`): the link, and that directory.
+    let tmp = layout.tmp();
+    std::fs::create_dir_all(&tmp)
+        .map_err(|e| BootError::Storage(b2c_system::Error::io(&tmp, e)))?;
+    match std::os::unix::fs::symlink(root, CONTAINER_LINK) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => warn!("cannot link {CONTAINER_LINK} to {}: {e}", root.display()),
     }
     // Container scratch left by an earlier boot of this cache is garbage.
     let scratch = layout.containers();
@@ -305,17 +336,26 @@ pub fn make_room(plan: &BootPlan, storage: &Storage) {
     }
 }
 
-/// Pulls every image of the plan before the first container runs, so that
-/// a missing image fails the boot before any work is done. The images come
+/// Pulls every image of the plan, all at once, before the first container
+/// runs. An image that cannot be pulled does not end the boot: its
+/// containers fail as containers that exit non-zero do (an ERROR line
+/// now, and when their turn comes), and the others run. The results come
 /// back in the plan's order ([`b2c_cmdline::ImageId`]).
 pub async fn pull(
     plan: &BootPlan,
     store: &LayerStore,
     trust: &Trust,
-) -> Result<Vec<PulledImage>, BootError> {
-    let mut images = Vec::with_capacity(plan.images.len());
-    for image in &plan.images {
-        let options = RegistryOptions {
+) -> Vec<Result<PulledImage, PullError>> {
+    // All at once, so their lines interleave: one section for them all.
+    let names: Vec<String> = plan
+        .images
+        .iter()
+        .map(|i| i.reference.to_string())
+        .collect();
+    let _section = (!names.is_empty())
+        .then(|| Section::start("b2c_pull", &format!("pulling {}", names.join(", ")), true));
+    let pulls = plan.images.iter().map(|image| {
+        let mut options = RegistryOptions {
             tls_verify: image.tls_verify,
             trust: trust.clone(),
             proxy: plan.trust.proxy.clone(),
@@ -323,12 +363,55 @@ pub async fn pull(
             ..Default::default()
         };
         let reference = b2c_oci::to_reference(&image.reference);
-        let pulled = b2c_oci::pull(&reference, &options, store, image.policy)
-            .await
-            .map_err(BootError::Pull)?;
-        images.push(pulled);
+        async move {
+            let pulled = match credentials(plan, image, &reference, trust).await {
+                Ok(credentials) => {
+                    options.credentials = credentials;
+                    b2c_oci::pull(&reference, &options, store, image.policy).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &pulled {
+                // The registry errors name their own fix.
+                error!("cannot pull {e}");
+            }
+            pulled
+        }
+    });
+    futures_util::future::join_all(pulls).await
+}
+
+/// The credentials of an image's pull: its `--authfile` (read, or fetched
+/// with the boot's CAs and proxy), then its `--creds`, which win for its
+/// own repository. An authfile that cannot be had fails that image's pull.
+async fn credentials(
+    plan: &BootPlan,
+    image: &ImagePlan,
+    reference: &b2c_oci::Reference,
+    trust: &Trust,
+) -> Result<Vec<Credential>, PullError> {
+    let mut out = Vec::new();
+    if let Some(source) = &image.authfile {
+        let bad = |detail: String| PullError::BadOption {
+            option: "--authfile",
+            detail: format!("{source}: {detail}"),
+        };
+        let json = match source {
+            EnvFileSource::Url(url) => b2c_net::fetch(url, &fetch_options(plan, trust))
+                .await
+                .map_err(|e| bad(e.to_string()))?,
+            EnvFileSource::Path(path) => std::fs::read(path).map_err(|e| bad(e.to_string()))?,
+        };
+        out = b2c_oci::parse_auth_file(&json).map_err(bad)?;
     }
-    Ok(images)
+    if let Some(creds) = &image.creds {
+        out.push(Credential {
+            scope: format!("{}/{}", reference.registry(), reference.repository()),
+            username: creds.username.clone(),
+            password: creds.password.clone(),
+        });
+    }
+    Ok(out)
 }
 
 /// Reads every `--env-file` (a path in the initramfs or a URL), in the

@@ -52,7 +52,7 @@ use std::sync::OnceLock;
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
-    REGISTRY_HTTP, REGISTRY_HTTPS,
+    REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,
 };
 pub use qemu::{Boot, BootOptions};
 
@@ -186,6 +186,8 @@ pub(crate) fn check_host() -> Result<()> {
     }
     const TOOLS: &[(&str, &str)] = &[
         ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("htpasswd", "apache2-utils"),
         ("dnsmasq", "dnsmasq-base"),
         ("chronyd", "chrony"),
         ("docker-registry", "docker-registry"),

@@ -19,6 +19,13 @@ pub const GATEWAY: &str = "10.99.0.1";
 pub const REGISTRY_HTTP: &str = "10.99.0.1:5000";
 /// dnsmasq resolves `registry.test`; the server certificate names it.
 pub const REGISTRY_HTTPS: &str = "registry.test:5443";
+/// The registry that wants a user name and password (HTTP Basic, checked
+/// against a bcrypt htpasswd file): [`TestNet::start_auth_registry`]. It
+/// serves the same images as the others.
+pub const REGISTRY_AUTH: &str = "10.99.0.1:5002";
+pub const REGISTRY_AUTH_USER: &str = "b2c-user";
+/// Never to appear on a guest's console.
+pub const REGISTRY_AUTH_PASSWORD: &str = "pw-9f4e-not-to-be-shown";
 /// Serves what [`TestNet::serve_file`] put there, for `b2c.extra_args_url`
 /// and `--env-file URL`.
 pub const FILE_SERVER: &str = "10.99.0.1:8080";
@@ -158,6 +165,53 @@ impl TestNet {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Makes dnsmasq deaf to DHCP (`true`) or hear it again (`false`), as a
+    /// switch port that does not forward yet: a firewall rule inside the
+    /// namespace drops what reaches UDP port 67. DNS is unaffected.
+    pub fn block_dhcp(&self, blocked: bool) -> Result<()> {
+        let rule = ["INPUT", "-p", "udp", "--dport", "67", "-j", "DROP"];
+        run(
+            self.command("iptables")
+                .args(["-w", if blocked { "-I" } else { "-D" }])
+                .args(rule),
+            "iptables",
+        )
+        .map(drop)
+    }
+
+    /// How many DHCP packets the rule of [`TestNet::block_dhcp`] dropped
+    /// so far (0 without the rule).
+    pub fn dhcp_packets_dropped(&self) -> Result<u64> {
+        let out = run(
+            self.command("iptables")
+                .args(["-w", "-L", "INPUT", "-v", "-n", "-x"]),
+            "iptables -L",
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("DROP") && l.contains("udp dpt:67"))
+            .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+            .sum())
+    }
+
+    /// Starts the registry at [`REGISTRY_AUTH`], which answers only to
+    /// [`REGISTRY_AUTH_USER`] and [`REGISTRY_AUTH_PASSWORD`] (an htpasswd
+    /// file made with `htpasswd -B`, bcrypt, as the registry requires).
+    pub fn start_auth_registry(&mut self) -> Result<()> {
+        let out = run(
+            Command::new("htpasswd").args(["-nbB", REGISTRY_AUTH_USER, REGISTRY_AUTH_PASSWORD]),
+            "htpasswd",
+        )?;
+        let htpasswd = self.dir().join("htpasswd");
+        std::fs::write(&htpasswd, &out.stdout)
+            .context(|| format!("write {}", htpasswd.display()))?;
+        let auth = format!(
+            "auth:\n  htpasswd:\n    realm: b2c-tests\n    path: {}\n",
+            htpasswd.display()
+        );
+        self.start_registry_with("registry-auth", REGISTRY_AUTH, None, &auth)
+    }
+
     /// How many times a blob of `repository` (`b2c/busybox`, no tag) was
     /// downloaded so far, per the registries' access logs: see
     /// [`count_blob_downloads`].
@@ -241,7 +295,7 @@ impl TestNet {
 
     /// Both registries' logs (access log and application log), HTTP first.
     pub fn registry_log(&self) -> String {
-        ["registry-http", "registry-https"]
+        ["registry-http", "registry-https", "registry-auth"]
             .iter()
             .map(|name| std::fs::read_to_string(self.log_path(name)).unwrap_or_default())
             .collect::<Vec<_>>()
@@ -382,6 +436,17 @@ impl TestNet {
         addr: &str,
         tls: Option<(&Path, &Path)>,
     ) -> Result<()> {
+        self.start_registry_with(name, addr, tls, "")
+    }
+
+    /// `extra`: more top-level configuration (`auth:`).
+    fn start_registry_with(
+        &mut self,
+        name: &'static str,
+        addr: &str,
+        tls: Option<(&Path, &Path)>,
+        extra: &str,
+    ) -> Result<()> {
         let tls = match tls {
             Some((cert, key)) => format!(
                 "  tls:\n    certificate: {}\n    key: {}\n",
@@ -398,7 +463,7 @@ impl TestNet {
                  log:\n  level: info\n  formatter: text\n\
                  storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
                  health:\n  storagedriver:\n    enabled: false\n\
-                 http:\n  addr: {addr}\n  secret: b2c-qemu-tests\n{tls}",
+                 http:\n  addr: {addr}\n  secret: b2c-qemu-tests\n{tls}{extra}",
                 self.dir().join("registry").display()
             ),
         )

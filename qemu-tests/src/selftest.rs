@@ -14,7 +14,10 @@ use sha2::Digest;
 
 use crate::images::{BIG_IMAGE, BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_IMAGE};
 use crate::net::{in_netns, sntp_query};
-use crate::{run, NetOptions, TestNet, FILE_SERVER, GATEWAY};
+use crate::{
+    run, NetOptions, TestNet, FILE_SERVER, GATEWAY, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD,
+    REGISTRY_AUTH_USER,
+};
 
 #[test]
 fn testnet_serves_dhcp_dns_ntp_and_the_registry() {
@@ -208,6 +211,45 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
             "pid {pid} survived"
         );
     }
+}
+
+#[test]
+fn dhcp_can_be_blocked_and_the_auth_registry_wants_its_password() {
+    let mut net = TestNet::start().unwrap();
+    net.block_dhcp(true).unwrap();
+    let offer = in_netns(net.name(), || dhcp_discover(Duration::from_secs(3))).unwrap();
+    assert!(offer.is_err(), "DHCP answered through the block: {offer:?}");
+    assert!(net.dhcp_packets_dropped().unwrap() > 0);
+    net.block_dhcp(false).unwrap();
+    assert_eq!(net.dhcp_packets_dropped().unwrap(), 0);
+    let offer = in_netns(net.name(), || dhcp_discover(Duration::from_secs(3))).unwrap();
+    assert!(offer.is_ok(), "no offer once unblocked: {offer:?}");
+
+    net.start_auth_registry().unwrap();
+    let image = format!("docker://{REGISTRY_AUTH}/{BUSYBOX_IMAGE}");
+    let inspect = |creds: Option<String>| {
+        let mut cmd = net.command("skopeo");
+        cmd.args([
+            "--command-timeout",
+            "60s",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+        ]);
+        match creds {
+            Some(creds) => cmd.args(["--creds", &creds]),
+            None => cmd.arg("--no-creds"),
+        };
+        cmd.arg(&image).output().unwrap()
+    };
+    let anonymous = inspect(None);
+    assert!(!anonymous.status.success(), "served without a password");
+    let wrong = inspect(Some(format!("{REGISTRY_AUTH_USER}:wrong")));
+    assert!(!wrong.status.success(), "served with a wrong password");
+    let right = inspect(Some(format!(
+        "{REGISTRY_AUTH_USER}:{REGISTRY_AUTH_PASSWORD}"
+    )));
+    assert!(right.status.success(), "{right:?}\n{}", net.registry_log());
 }
 
 #[test]

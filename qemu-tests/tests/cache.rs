@@ -279,35 +279,40 @@ fn auto_repartitions_a_disk_without_a_cache_partition() {
     assert_cache_disk(&disk, &boot);
 }
 
+/// boot2container mounts a named partition as it is, whatever its label:
+/// a filesystem that mounts is never erased because it is not labelled
+/// `B2C_CACHE`.
 #[test]
-fn a_named_partition_is_formatted_as_the_cache_then_reused() {
+fn a_named_partition_is_mounted_as_it_is_then_reused() {
     let net = start_net(&NetOptions::default());
     let disk = used_disk("cache-named-partition");
     let data = data_fs(&disk);
+    let table = disk::partition_table(&disk).unwrap().expect("a table");
     let append = busybox_append("/dev/vda1");
 
     let first = boot_with_disk(&net, "cache-named-partition-1", &append, Some(&disk));
     assert_ran(&first);
-    let table = disk::partition_table(&disk).unwrap().expect("a table");
-    assert_eq!(
-        (table.kind.as_str(), &table.partitions[..]),
-        (
-            "dos",
-            &[Partition {
-                number: 1,
-                start: 2048,
-                sectors: 100 * MIB / SECTOR,
-                kind: "0x83".into(),
-            }][..]
-        ),
-        "a partition is formatted in place, the disk not repartitioned\n{first}"
+    assert!(
+        first
+            .lines_containing("/dev/vda1 mounted as it is (ext4, labelled DATA)")
+            .next()
+            .is_some(),
+        "no console line saying that the partition was mounted as it is\n{first}"
     );
-    let cache = assert_cache_fs(&disk, 2048 * SECTOR, &first);
-    assert_ne!(cache.uuid, data.uuid, "{first}");
+    assert_eq!(
+        disk::partition_table(&disk).unwrap().as_ref(),
+        Some(&table),
+        "the partition table changed\n{first}"
+    );
+    assert_eq!(
+        data_fs(&disk),
+        data,
+        "the DATA filesystem was formatted or relabelled\n{first}"
+    );
     let pulled = net.blob_downloads(BUSYBOX_REPO);
     assert!(pulled > 0, "{}", net.registry_log());
 
-    // Now labelled B2C_CACHE: used as it is, not formatted again.
+    // The images stored on it by the first boot are used.
     let second = boot_with_disk(&net, "cache-named-partition-2", &append, Some(&disk));
     assert_ran(&second);
     assert_eq!(
@@ -315,11 +320,7 @@ fn a_named_partition_is_formatted_as_the_cache_then_reused() {
         pulled,
         "the second boot downloaded blobs it had in its cache\n{second}"
     );
-    assert_eq!(
-        assert_cache_fs(&disk, 2048 * SECTOR, &second).uuid,
-        cache.uuid,
-        "the cache was formatted again\n{second}"
-    );
+    assert_eq!(data_fs(&disk), data, "{second}");
 }
 
 #[test]

@@ -8,12 +8,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{assert_error_about, assert_verdict, boot, boot_with, run_http};
+use base64::Engine as _;
+use common::{
+    assert_error_about, assert_verdict, boot, boot_on, boot_with, opt, options, run_http, start_net,
+};
 use qemu_tests::images::{
     BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_FILES, LAYERS_HARDLINK, LAYERS_IMAGE,
     LAYERS_SYMLINK, LAYERS_TREE,
 };
-use qemu_tests::{CA_CERT_IN_INITRAMFS, REGISTRY_HTTP, REGISTRY_HTTPS};
+use qemu_tests::{
+    NetOptions, CA_CERT_IN_INITRAMFS, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER,
+    REGISTRY_HTTP, REGISTRY_HTTPS,
+};
 
 #[test]
 fn hello() {
@@ -150,4 +156,77 @@ fn malformed_run_option_is_named() {
     let boot = boot("malformed-run", &append);
     assert_error_about(&boot, &["b2c.run"]);
     assert_verdict(&boot, 1);
+}
+
+/// A registry that wants a password (HTTP Basic against an htpasswd
+/// file), reached with `--creds` and with `--authfile URL` (podman's
+/// auth.json), both given through `b2c.extra_args_url` as farms keep
+/// secrets off the PXE line. An anonymous pull is denied, with an ERROR
+/// that says how to give credentials. The password never reaches the
+/// console.
+#[test]
+fn registry_credentials_from_creds_and_authfile() {
+    let mut net = start_net(&NetOptions::default());
+    net.start_auth_registry().unwrap_or_else(|e| panic!("{e}"));
+    let user_pass = format!("{REGISTRY_AUTH_USER}:{REGISTRY_AUTH_PASSWORD}");
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&user_pass);
+    let authfile = net
+        .serve_file(
+            "auth.json",
+            &format!(r#"{{"auths": {{"{REGISTRY_AUTH}": {{"auth": "{encoded}"}}}}}}"#),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+    let image = |name: &str| format!("--tls-verify=false docker://{REGISTRY_AUTH}/{name}");
+    let args = [
+        opt(
+            "b2c.run",
+            &format!(
+                "--creds {user_pass} {} sh -c 'echo CREDS-$((2*3))'",
+                image(BUSYBOX_IMAGE)
+            ),
+        ),
+        opt(
+            "b2c.run",
+            &format!(
+                "--authfile {authfile} {} sh -c 'echo AUTHFILE-$((3*3))'",
+                image(BUSYBOX_DOCKER_IMAGE)
+            ),
+        ),
+        opt(
+            "b2c.post_container",
+            &format!("{} true", image(LAYERS_IMAGE)),
+        ),
+    ]
+    .join("\n");
+    let url = net
+        .serve_file("args", &args)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let boot = boot_on(
+        &net,
+        &options("registry-credentials", &format!("b2c.extra_args_url={url}")),
+    );
+    assert!(boot.has_line("CREDS-6"), "--creds did not pull\n{boot}");
+    assert!(
+        boot.has_line("AUTHFILE-9"),
+        "--authfile did not pull\n{boot}"
+    );
+    let denied: Vec<&str> = boot
+        .error_lines()
+        .into_iter()
+        .filter(|l| l.contains(LAYERS_IMAGE.split(':').next().unwrap()))
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .any(|l| l.contains("denied") && l.contains("--creds")),
+        "the anonymous pull should be denied, naming --creds: {denied:#?}\n{boot}"
+    );
+    // A post container's failure does not count.
+    assert_verdict(&boot, 0);
+    for secret in [REGISTRY_AUTH_PASSWORD, encoded.as_str()] {
+        assert!(
+            !boot.console.contains(secret),
+            "the password reached the console\n{boot}"
+        );
+    }
 }

@@ -288,3 +288,156 @@ fn rescue_shell_then_shutdown_command() {
         "no power-off after the command returned\n{boot}"
     );
 }
+
+/// boot2container's pipeline as real jobs use it, in one boot:
+/// - a service runs detached: its output goes to its log, shown by
+///   `b2c.log=debug` (`service-0: …`) and, when it fails, its end
+///   (`service-0| …`), never raw;
+/// - an image that cannot be pulled fails its container (status 1), not
+///   the boot: the next container and the post container run;
+/// - `/container` is `/storage` (`-v /container/tmp:/tmp`, old lines);
+/// - `B2C_PIPELINE_FAILED_BY` is the whole option value;
+/// - `b2c.shutdown_cmd` sees the `B2C_PIPELINE_*` variables, as the
+///   bootloop job whose CI matches `^JOB_RESULT=0`;
+/// - GitLab sections fold the setup and frame each container, and the
+///   status line stays a line of its own.
+#[test]
+fn boot2container_pipeline_semantics() {
+    let missing = format!("--tls-verify=false docker://{REGISTRY_HTTP}/b2c/no-such-image:1 true");
+    let append = [
+        opt(
+            "b2c.run_service",
+            &format!("{} sh -c 'echo SVC-LOG-$((3*3)); exit 7'", img()),
+        ),
+        opt("b2c.run", &missing),
+        opt(
+            "b2c.run",
+            &format!("-v /container/tmp:/tmp {} sh -c 'echo kept > /tmp/f'", img()),
+        ),
+        opt(
+            "b2c.post_container",
+            &format!(
+                "-v /storage/tmp:/t {} sh -c 'echo POST-$((2+2)):$(cat /t/f):$B2C_PIPELINE_STATUS:$B2C_PIPELINE_FAILED_BY'",
+                img()
+            ),
+        ),
+        opt(
+            "b2c.shutdown_cmd",
+            "echo JOB_RESULT=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE; poweroff -f",
+        ),
+        "b2c.log=debug".to_string(),
+    ]
+    .join(" ");
+    let boot = boot("b2c-pipeline-semantics", &append);
+
+    // The missing image: an ERROR, and its container failed with status 1.
+    assert!(
+        boot.lines_containing("ERROR: cannot run run-0 (")
+            .any(|l| l.contains("could not be pulled")),
+        "{boot}"
+    );
+    assert_eq!(
+        boot.after_marker("POST-4:"),
+        [format!("kept:1:{missing}")],
+        "the post container should see run-1's file through /container and the whole value \
+         of the failed option\n{boot}"
+    );
+    assert_verdict(&boot, 1);
+    // The shutdown command printed the last container's exit code.
+    assert!(
+        boot.lines().any(|l| l == "JOB_RESULT=0"),
+        "no line `JOB_RESULT=0` from b2c.shutdown_cmd\n{boot}"
+    );
+
+    // The service's line: never raw on the console; shown as it came by
+    // b2c.log=debug (`service-0: `), and as the end of its log once it
+    // failed (`service-0| `).
+    let service: Vec<&str> = boot.lines_containing("SVC-LOG-9").collect();
+    let followed = service
+        .iter()
+        .filter(|l| l.ends_with("]: service-0: SVC-LOG-9"));
+    let tail = service
+        .iter()
+        .filter(|l| l.ends_with("]: service-0| SVC-LOG-9"));
+    assert!(
+        followed.count() == 1 && tail.count() == 1 && service.len() == 2,
+        "the service's output should reach the console only through b2c: {service:#?}\n{boot}"
+    );
+    assert!(
+        boot.lines_containing("WARNING: service service-0 (")
+            .any(|l| l.contains("exited with status 7")),
+        "{boot}"
+    );
+
+    let sections = gitlab_sections(&boot);
+    for (name, collapsed) in [
+        ("b2c_network", true),
+        ("b2c_clock", true),
+        ("b2c_cache", true),
+        ("b2c_pull", true),
+        ("b2c_services", true),
+        ("b2c_run-0", false),
+        ("b2c_run-1", false),
+        ("b2c_post-0", false),
+    ] {
+        assert!(
+            sections.contains(&(name.to_string(), collapsed)),
+            "no section {name} (collapsed: {collapsed}) in {sections:?}\n{boot}"
+        );
+    }
+    // CI's lines: whole lines of their own, never sharing one with a marker.
+    for line in [
+        "Execution is over, pipeline status: 1",
+        "It's now safe to turn off your computer",
+    ] {
+        let found: Vec<&str> = boot.lines_containing(line).collect();
+        assert!(
+            found.len() == 1 && found[0].starts_with('[') && found[0].ends_with(line),
+            "{line:?}: {found:?}\n{boot}"
+        );
+    }
+}
+
+/// The GitLab sections of a console, checked well formed (GitLab's
+/// documented markers, each start closed by its end, nested properly), as
+/// (name, collapsed), in order of their start.
+fn gitlab_sections(boot: &Boot) -> Vec<(String, bool)> {
+    const ESC: &str = "\x1b[0K";
+    let mut open: Vec<String> = Vec::new();
+    let mut all = Vec::new();
+    for line in boot.lines() {
+        if let Some(rest) = line.strip_prefix(&format!("{ESC}section_start:")) {
+            let (marker, header) = rest
+                .split_once(&format!("\r{ESC}"))
+                .unwrap_or_else(|| panic!("bad start marker {line:?}\n{boot}"));
+            let (ts, name) = marker.split_once(':').unwrap();
+            assert!(ts.parse::<u64>().is_ok(), "{line:?}");
+            assert!(header.starts_with('['), "no stamped header: {line:?}");
+            let (name, collapsed) = match name.strip_suffix("[collapsed=true]") {
+                Some(name) => (name, true),
+                None => (name, false),
+            };
+            assert!(
+                name.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)),
+                "{line:?}"
+            );
+            open.push(name.to_string());
+            all.push((name.to_string(), collapsed));
+        } else if let Some(rest) = line.strip_prefix(&format!("{ESC}section_end:")) {
+            let marker = rest
+                .strip_suffix(&format!("\r{ESC}"))
+                .unwrap_or_else(|| panic!("bad end marker {line:?}\n{boot}"));
+            let (ts, name) = marker.split_once(':').unwrap();
+            assert!(ts.parse::<u64>().is_ok(), "{line:?}");
+            assert_eq!(open.pop().as_deref(), Some(name), "{line:?}\n{boot}");
+        } else {
+            assert!(
+                !line.contains("section_"),
+                "a marker inside a line: {line:?}"
+            );
+        }
+    }
+    assert!(open.is_empty(), "sections left open: {open:?}\n{boot}");
+    all
+}

@@ -65,3 +65,31 @@ fn a_bad_image_is_caught_before_any_boot() {
         "{err}"
     );
 }
+
+/// A registry password given with `--creds` never shows: not in the plan,
+/// not in its Debug dump, not in the error of the option that holds it.
+#[test]
+fn a_registry_password_is_never_shown() {
+    let (code, out, err) = b2c(&[
+        "cmdline",
+        r#"b2c.run="--creds bob:s3cr3t --authfile http://10.0.0.1/auth.json registry.test/x:1""#,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains("s3cr3t") && !err.contains("s3cr3t"),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains(
+            "  - pull registry.test/x:1 (--pull=always, --creds bob:***, --authfile http://10.0.0.1/auth.json)\n"
+        ),
+        "{out}"
+    );
+    let (code, out, err) = b2c(&["cmdline", r#"b2c.run="--creds=bob:s3cr3t --bogus img""#]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("--bogus"), "{err}");
+    assert!(
+        !out.contains("s3cr3t") && !err.contains("s3cr3t"),
+        "{out}{err}"
+    );
+}

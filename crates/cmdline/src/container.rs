@@ -3,6 +3,10 @@
 /// One container to run, as written in a `b2c.run` value.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ContainerArgs {
+    /// The whole value of the option (flags, image and command), as
+    /// boot2container gives it in `B2C_PIPELINE_FAILED_BY` and
+    /// `B2C_PIPELINE_PREV_CONTAINER`; secrets masked ([`redact`]).
+    pub written: String,
     /// The image reference without the `docker://` transport prefix.
     pub image: String,
     /// Replaces the image's `Cmd` when not empty.
@@ -25,6 +29,47 @@ pub struct ContainerArgs {
     /// `--hostname`: the container's own host name.
     pub hostname: Option<String>,
     pub pull: PullPolicy,
+    /// `--creds USER[:PASSWORD]`: for the image's registry.
+    pub creds: Option<Credentials>,
+    /// `--authfile PATH-or-URL`: podman's auth.json, read (or fetched)
+    /// before the pull.
+    pub authfile: Option<String>,
+}
+
+/// A registry user name and password (`--creds`). The password is a
+/// secret: `Debug` and `Display` mask it, so that no plan, message or
+/// variable shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+impl Credentials {
+    /// `USER:PASSWORD`, split at the first `:`; without one, podman asks
+    /// for the password: here it is empty.
+    pub fn parse(value: &str) -> Credentials {
+        let (username, password) = value.split_once(':').unwrap_or((value, ""));
+        Credentials {
+            username: username.to_string(),
+            password: password.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+impl std::fmt::Display for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:***", self.username)
+    }
 }
 
 /// Where a volume comes from.
@@ -95,6 +140,7 @@ pub enum ContainerArgsError {
 pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsError> {
     let words = shlex::split(value).ok_or(ContainerArgsError::Quotes)?;
     let mut args = ContainerArgs {
+        written: redact(value.trim()),
         tls_verify: true,
         ..Default::default()
     };
@@ -177,6 +223,8 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
                 args.dns = Some(dns);
             }
             "--hostname" | "-h" => args.hostname = Some(value(&flag)?),
+            "--creds" => args.creds = Some(Credentials::parse(&value(&flag)?)),
+            "--authfile" => args.authfile = Some(value(&flag)?),
             "--pull" => {
                 args.pull = match value(&flag)?.as_str() {
                     "always" => PullPolicy::Always,
@@ -198,6 +246,49 @@ pub fn parse_container_args(value: &str) -> Result<ContainerArgs, ContainerArgsE
         }
     }
     Err(ContainerArgsError::NoImage)
+}
+
+/// Flags whose value is a secret: `--creds USER:PASSWORD`.
+const SECRET_FLAGS: &[&str] = &["--creds"];
+
+/// `text` (a container option's value, or a whole command line) with the
+/// secrets of [`SECRET_FLAGS`] masked: `--creds USER:***`. For every text
+/// that may be printed or handed to a program.
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some((at, flag)) = SECRET_FLAGS
+        .iter()
+        .filter_map(|f| rest.find(f).map(|i| (i, *f)))
+        .min()
+    {
+        let after = at + flag.len();
+        out.push_str(&rest[..after]);
+        rest = &rest[after..];
+        // `--creds=V` or `--creds V`; a longer flag (`--credsx`) is not it.
+        let sep = rest
+            .chars()
+            .next()
+            .filter(|c| *c == '=' || c.is_whitespace());
+        let Some(sep) = sep else { continue };
+        let start = rest[sep.len_utf8()..]
+            .find(|c: char| !c.is_whitespace())
+            .map_or(rest.len(), |i| i + sep.len_utf8());
+        out.push_str(&rest[..start]);
+        rest = &rest[start..];
+        let end = rest
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(rest.len());
+        let value = &rest[..end];
+        match value.split_once(':') {
+            Some((user, _)) => out.push_str(&format!("{user}:***")),
+            None if value.is_empty() => {}
+            None => out.push_str("***"),
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `SOURCE:DEST[:ro|rw]`: a SOURCE starting with `/` is a host path,
@@ -304,6 +395,41 @@ mod tests {
         );
         assert_eq!(a.workdir.as_deref(), Some("/job"));
         assert!(a.tty && a.interactive && !a.tls_verify);
+    }
+
+    #[test]
+    fn registry_credentials() {
+        let a = parse_container_args("--creds bob:pa:ss --authfile /etc/auth.json img").unwrap();
+        let creds = a.creds.unwrap();
+        assert_eq!(
+            (creds.username.as_str(), creds.password.as_str()),
+            ("bob", "pa:ss")
+        );
+        assert_eq!(a.authfile.as_deref(), Some("/etc/auth.json"));
+        assert_eq!(creds.to_string(), "bob:***");
+        assert!(!format!("{creds:?}").contains("pa:ss"));
+        let a = parse_container_args("--creds=token --authfile=http://h/a.json img").unwrap();
+        assert_eq!(a.creds.unwrap().password, "");
+        assert_eq!(a.authfile.as_deref(), Some("http://h/a.json"));
+    }
+
+    #[test]
+    fn the_whole_value_is_kept_with_its_secrets_masked() {
+        let a = parse_container_args("  -e A=1 docker://img:1 sh -c 'exit 3' ").unwrap();
+        assert_eq!(a.written, "-e A=1 docker://img:1 sh -c 'exit 3'");
+        for (text, masked) in [
+            ("--creds bob:s3cr3t img", "--creds bob:*** img"),
+            ("--creds=bob:s3cr3t img", "--creds=bob:*** img"),
+            ("--creds   token img", "--creds   *** img"),
+            (
+                r#"b2c.run="--creds bob:pw img" b2c.run="--creds=al:x:y other""#,
+                r#"b2c.run="--creds bob:*** img" b2c.run="--creds=al:*** other""#,
+            ),
+            ("--credsx a:b --creds", "--credsx a:b --creds"),
+            ("img --help", "img --help"),
+        ] {
+            assert_eq!(redact(text), masked, "{text}");
+        }
     }
 
     #[test]

@@ -15,8 +15,8 @@ mod tokenize;
 use std::time::Duration;
 
 pub use container::{
-    parse_container_args, parse_env_file, ContainerArgs, ContainerArgsError, Dns, PullPolicy,
-    VolumeMount, VolumeSource,
+    parse_container_args, parse_env_file, redact, ContainerArgs, ContainerArgsError, Credentials,
+    Dns, PullPolicy, VolumeMount, VolumeSource,
 };
 pub use image::{ImageRef, ReferenceError};
 pub use network::{
@@ -35,6 +35,10 @@ pub use storage::{
 pub use tokenize::{tokenize, Token};
 
 pub const DEFAULT_HOSTNAME: &str = "boot2container";
+
+/// How long DHCP may take to get a first lease, as boot2container waits:
+/// a switch port running spanning tree takes 30 s and more to forward.
+pub const DEFAULT_DHCP_TIMEOUT: Duration = Duration::from_secs(70);
 
 /// Where to get the time from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +72,8 @@ pub struct Config {
     pub ifaces: Vec<IfaceConfig>,
     /// The kernel's `ip=`.
     pub kernel_ip: Option<KernelIp>,
+    /// `b2c.dhcp_timeout`: how long DHCP may take to get a first lease.
+    pub dhcp_timeout: Duration,
     pub ntp_peer: NtpPeer,
     pub extra_args_url: Option<String>,
     pub hostname: String,
@@ -89,6 +95,9 @@ pub struct Config {
     pub filesystems: Vec<Filesystem>,
     /// `b2c.log=debug`.
     pub debug: bool,
+    /// `b2c.gitlab_sections`: GitLab collapsible-section markers around
+    /// b2c's phases and each container (on by default).
+    pub gitlab_sections: bool,
     /// `b2c.debug_panic=PHASE`: a test aid, not an option for users (and
     /// so not in the README's tables). b2c panics on purpose there, so that
     /// the QEMU tests can check that a crash ends the boot as any failure
@@ -108,6 +117,7 @@ impl Default for Config {
             pipefail: false,
             ifaces: Vec::new(),
             kernel_ip: None,
+            dhcp_timeout: DEFAULT_DHCP_TIMEOUT,
             ntp_peer: NtpPeer::Auto,
             extra_args_url: None,
             hostname: DEFAULT_HOSTNAME.to_string(),
@@ -123,6 +133,7 @@ impl Default for Config {
             swap: None,
             filesystems: Vec::new(),
             debug: false,
+            gitlab_sections: true,
             debug_panic: None,
             warnings: Vec::new(),
         }
@@ -195,7 +206,8 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
         }
         let bad = |problem: String| Error {
             key: key.clone(),
-            value: value.clone().unwrap_or_default(),
+            // Errors are printed: no `--creds` password in them.
+            value: redact(value.as_deref().unwrap_or_default()),
             problem,
         };
         let need = || {
@@ -220,6 +232,15 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 config.warnings.extend(warnings);
                 config.ifaces.push(iface);
             }
+            "b2c.dhcp_timeout" => match need().ok().as_deref().and_then(parse_seconds) {
+                Some(timeout) => config.dhcp_timeout = timeout,
+                None => config.warnings.push(format!(
+                    "b2c.dhcp_timeout={:?} is not a number of seconds: waiting up to {} s \
+                     for a DHCP lease",
+                    value.clone().unwrap_or_default(),
+                    DEFAULT_DHCP_TIMEOUT.as_secs()
+                )),
+            },
             "b2c.ntp_peer" => {
                 config.ntp_peer = match need()?.as_str() {
                     "" => return Err(bad("expected none, auto or a host name".into())),
@@ -298,6 +319,13 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 config.filesystems.retain(|f| f.name != fs.name);
                 config.filesystems.push(fs);
             }
+            "b2c.gitlab_sections" => match flag() {
+                Ok(on) => config.gitlab_sections = on,
+                Err(_) => config.warnings.push(format!(
+                    "b2c.gitlab_sections={:?} is not 0 or 1: GitLab sections stay on",
+                    value.clone().unwrap_or_default()
+                )),
+            },
             "b2c.debug_panic" => match need()?.as_str() {
                 "pipeline" => config.debug_panic = Some(DebugPanic::Pipeline),
                 other => config.warnings.push(format!(
@@ -316,6 +344,27 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
         }
     }
     Ok(config)
+}
+
+/// A duration as busybox `sleep` reads it: seconds (`70`, `2.5`), with an
+/// optional unit `s`, `m`, `h` or `d`.
+fn parse_seconds(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    let (number, unit) = match v.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&v[..i], c),
+        _ => (v, 's'),
+    };
+    let scale = match unit {
+        's' => 1.0,
+        'm' => 60.0,
+        'h' => 3600.0,
+        'd' => 86400.0,
+        _ => return None,
+    };
+    let secs = number.parse::<f64>().ok()? * scale;
+    (0.0..1e9)
+        .contains(&secs)
+        .then(|| Duration::from_secs_f64(secs))
 }
 
 fn valid_hostname(name: &str) -> bool {
@@ -468,6 +517,52 @@ mod tests {
         let c = parse("b2c.debug_panic=pull").unwrap();
         assert_eq!(c.debug_panic, None);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn gitlab_sections_are_on_unless_turned_off() {
+        assert!(parse("").unwrap().gitlab_sections);
+        for (line, on) in [
+            ("b2c.gitlab_sections=0", false),
+            ("b2c.gitlab_sections=false", false),
+            ("b2c.gitlab_sections=1", true),
+            ("b2c.gitlab_sections", true),
+        ] {
+            let c = parse(line).unwrap();
+            assert_eq!(c.gitlab_sections, on, "{line}");
+            assert!(c.warnings.is_empty(), "{line}");
+        }
+        let c = parse("b2c.gitlab_sections=maybe").unwrap();
+        assert!(c.gitlab_sections);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn dhcp_timeout_is_lenient() {
+        assert_eq!(parse("").unwrap().dhcp_timeout, Duration::from_secs(70));
+        for (v, secs) in [("20", 20.0), ("90s", 90.0), ("2m", 120.0), ("0.5", 0.5)] {
+            let c = parse(&format!("b2c.dhcp_timeout={v}")).unwrap();
+            assert_eq!(c.dhcp_timeout, Duration::from_secs_f64(secs), "{v}");
+            assert!(c.warnings.is_empty(), "{v}: {:?}", c.warnings);
+        }
+        // boot2container never failed a boot on a value: warn, keep 70 s.
+        for v in [
+            "b2c.dhcp_timeout=soon",
+            "b2c.dhcp_timeout=",
+            "b2c.dhcp_timeout=-3",
+        ] {
+            let c = parse(v).unwrap();
+            assert_eq!(c.dhcp_timeout, DEFAULT_DHCP_TIMEOUT, "{v}");
+            assert_eq!(c.warnings.len(), 1, "{v}: {:?}", c.warnings);
+            assert!(
+                c.warnings[0].starts_with("b2c.dhcp_timeout="),
+                "{:?}",
+                c.warnings
+            );
+        }
+        let c = parse("b2c.dhcp_timeout").unwrap();
+        assert_eq!(c.dhcp_timeout, DEFAULT_DHCP_TIMEOUT);
+        assert_eq!(c.warnings.len(), 1);
     }
 
     #[test]

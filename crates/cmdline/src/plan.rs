@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    CacheDevice, Config, ContainerArgs, DebugPanic, Error, Filesystem, IfaceConfig, ImageRef,
-    KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Registries, Swap, VolumeSource,
+    CacheDevice, Config, ContainerArgs, Credentials, DebugPanic, Error, Filesystem, IfaceConfig,
+    ImageRef, KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Registries, Swap, VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -50,6 +50,22 @@ impl Layout {
     /// One container's overlay upper/work dirs, rootfs and bundle.
     pub fn container(&self, id: &ContainerId) -> PathBuf {
         self.containers().join(&id.0)
+    }
+
+    /// The output of detached containers (services): `<id>.log`, kept on
+    /// a cache until the next boot overwrites it.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+
+    pub fn log(&self, id: &ContainerId) -> PathBuf {
+        self.logs().join(format!("{}.log", id.0))
+    }
+
+    /// A scratch directory kept across boots on a cache: boot2container's
+    /// `/container/tmp`, which old lines bind (`-v /container/tmp:/tmp`).
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
     }
 
     /// Named volumes: one directory each, shared by the containers naming it.
@@ -122,6 +138,10 @@ pub struct ImagePlan {
     pub policy: PullPolicy,
     /// `--tls-verify`; `b2c.insecure_registry` applies on top, per host.
     pub tls_verify: bool,
+    /// `--creds`: for the image's own registry; over the authfile's.
+    pub creds: Option<Credentials>,
+    /// `--authfile`: podman's auth.json, a file of the initramfs or a URL.
+    pub authfile: Option<EnvFileSource>,
 }
 
 /// Where an `--env-file` is read from.
@@ -165,18 +185,37 @@ pub struct ContainerPlan {
 }
 
 impl ContainerPlan {
-    /// How the pipeline names it (`B2C_PIPELINE_*`, console lines).
+    /// Its image as written, for console lines (with its id).
     pub fn name(&self) -> &str {
         &self.args.image
+    }
+
+    /// The whole value of its option (flags, image and command, secrets
+    /// masked): what `B2C_PIPELINE_FAILED_BY` and
+    /// `B2C_PIPELINE_PREV_CONTAINER` hold, as in boot2container.
+    pub fn option_value(&self) -> &str {
+        &self.args.written
     }
 }
 
 /// How the network comes up: `b2c.iface` entries, else `ip=`, else DHCP
 /// on every ethernet link.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NetworkPlan {
     pub ifaces: Vec<IfaceConfig>,
     pub kernel_ip: Option<KernelIp>,
+    /// `b2c.dhcp_timeout`: how long DHCP may take to get a first lease.
+    pub dhcp_timeout: Duration,
+}
+
+impl Default for NetworkPlan {
+    fn default() -> Self {
+        NetworkPlan {
+            ifaces: Vec::new(),
+            kernel_ip: None,
+            dhcp_timeout: crate::DEFAULT_DHCP_TIMEOUT,
+        }
+    }
 }
 
 /// `b2c.cache_device`, `b2c.filesystem`, `b2c.swap`.
@@ -230,6 +269,8 @@ pub struct BootPlan {
     pub end: EndPlan,
     /// `b2c.log=debug`.
     pub debug: bool,
+    /// `b2c.gitlab_sections`.
+    pub gitlab_sections: bool,
     /// `b2c.debug_panic`: a test aid (see [`Config::debug_panic`]).
     pub debug_panic: Option<DebugPanic>,
     /// Things to tell the user about, not failures.
@@ -306,10 +347,10 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
                 written: args.image.clone(),
                 policy: args.pull,
                 tls_verify: args.tls_verify,
+                creds: args.creds.clone(),
+                authfile: args.authfile.as_deref().map(env_file_source),
             };
-            let image = ImageId(index_of(&mut images, image, |a, b| {
-                (&a.reference, a.policy, a.tls_verify) == (&b.reference, b.policy, b.tls_verify)
-            }));
+            let image = ImageId(index_of(&mut images, image, same_pull));
             let files = args
                 .env_files
                 .iter()
@@ -348,6 +389,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         network: NetworkPlan {
             ifaces: config.ifaces,
             kernel_ip: config.kernel_ip,
+            dhcp_timeout: config.dhcp_timeout,
         },
         ntp_peer: config.ntp_peer,
         extra_args_url: config.extra_args_url,
@@ -375,9 +417,17 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
             reboot_cmd: config.reboot_cmd,
         },
         debug: config.debug,
+        gitlab_sections: config.gitlab_sections,
         debug_panic: config.debug_panic,
         warnings: config.warnings,
     })
+}
+
+/// Whether two images are pulled once: same reference and same pull
+/// settings (policy, TLS, credentials).
+fn same_pull(a: &ImagePlan, b: &ImagePlan) -> bool {
+    (&a.reference, a.policy, a.tls_verify, &a.creds, &a.authfile)
+        == (&b.reference, b.policy, b.tls_verify, &b.creds, &b.authfile)
 }
 
 /// The position of `item` in `list`, appended if no entry is `same`.
@@ -419,7 +469,10 @@ impl fmt::Display for BootPlan {
         } else {
             step(
                 f,
-                format_args!("network: DHCP on every ethernet link, first lease wins"),
+                format_args!(
+                    "network: DHCP on every ethernet link, first lease wins (waiting up to {} s)",
+                    net.dhcp_timeout.as_secs_f64()
+                ),
             )?;
         }
         match &self.ntp_peer {
@@ -451,10 +504,14 @@ impl fmt::Display for BootPlan {
             step(f, format_args!("no container to run"))?;
         }
         for image in &self.images {
-            step(
-                f,
-                format_args!("pull {} ({})", image.reference, image.policy.flag()),
-            )?;
+            let mut how = image.policy.flag().to_string();
+            if let Some(creds) = &image.creds {
+                how.push_str(&format!(", --creds {creds}"));
+            }
+            if let Some(file) = &image.authfile {
+                how.push_str(&format!(", --authfile {file}"));
+            }
+            step(f, format_args!("pull {} ({how})", image.reference))?;
         }
         for c in &self.containers {
             let verb = match c.stage {
@@ -589,14 +646,41 @@ mod tests {
     }
 
     #[test]
+    fn registry_secrets_are_never_shown() {
+        let line = r#"b2c.run="--creds bob:s3cr3t img:1" b2c.run="--authfile http://h/auth.json img:1" b2c.run="--creds bob:s3cr3t img:1 true""#;
+        let p = plan(line).unwrap();
+        // Same image with other credentials: pulled apart; the same twice: once.
+        let images: Vec<usize> = p.containers.iter().map(|c| c.image.0).collect();
+        assert_eq!(images, [0, 1, 0]);
+        assert_eq!(p.images[0].creds.as_ref().unwrap().password, "s3cr3t");
+        assert_eq!(
+            p.images[1].authfile,
+            Some(EnvFileSource::Url("http://h/auth.json".into()))
+        );
+        let shown = format!("{p}\n{p:#?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("--creds bob:***"), "{shown}");
+        assert_eq!(p.containers[0].option_value(), "--creds bob:*** img:1");
+        // Nor in the errors of the option that holds them.
+        let e = plan(r#"b2c.run="--creds bob:s3cr3t --bogus img""#).unwrap_err();
+        assert!(!e.to_string().contains("s3cr3t"), "{e}");
+        assert!(!format!("{e:?}").contains("s3cr3t"), "{e:?}");
+    }
+
+    #[test]
     fn layout_names_every_path_under_the_root() {
         let l = Layout::default();
         assert_eq!(l.root(), Path::new("/storage"));
         assert_eq!(l.image_store(), Path::new("/storage/oci"));
+        assert_eq!(l.tmp(), Path::new("/storage/tmp"));
         let p = plan("b2c.run=a").unwrap();
         assert_eq!(
             l.container(&p.containers[0].id),
             Path::new("/storage/containers/run-0")
+        );
+        assert_eq!(
+            l.log(&p.containers[0].id),
+            Path::new("/storage/logs/run-0.log")
         );
     }
 
@@ -612,7 +696,7 @@ mod tests {
     #[test]
     fn the_plan_reads_in_boot_order() {
         let p = plan(
-            r#"b2c.run_service="svc:1" b2c.run="docker://alpine:3 echo hi" b2c.post_container=post:2 b2c.ntp_peer=none"#,
+            r#"b2c.run_service="svc:1" b2c.run="docker://alpine:3 echo hi" b2c.post_container=post:2 b2c.ntp_peer=none b2c.dhcp_timeout=90"#,
         )
         .unwrap()
         .to_string();
@@ -621,6 +705,7 @@ mod tests {
         let post = p.find("run post container post-0: post:2").unwrap();
         assert!(svc < run && run < post, "{p}");
         assert!(p.contains("clock: left alone"), "{p}");
+        assert!(p.contains("first lease wins (waiting up to 90 s)"), "{p}");
         assert!(
             p.contains("pull docker.io/library/alpine:3 (--pull=always)"),
             "{p}"

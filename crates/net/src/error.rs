@@ -35,7 +35,7 @@ pub enum NetError {
     #[error("DHCP socket on {iface}: {source}")]
     DhcpSocket { iface: String, source: io::Error },
 
-    #[error("no DHCP lease on {} within {} s", .links.join(", "), .waited.as_secs())]
+    #[error("no DHCP lease on {} within {} s (b2c.dhcp_timeout)", .links.join(", "), .waited.as_secs())]
     DhcpTimeout {
         links: Vec<String>,
         waited: Duration,

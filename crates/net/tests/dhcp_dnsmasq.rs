@@ -311,6 +311,42 @@ fn netns_child_rebind() {
     });
 }
 
+/// A server that starts answering only once the client has been waiting
+/// (a switch port still in spanning tree's listening state, a DHCP server
+/// that boots with the rack): the client keeps discovering, says every
+/// few seconds what it waits for and until when, and takes the lease.
+#[test]
+fn a_server_that_answers_late_still_gives_the_first_lease() {
+    let mut lab = Lab::new("late");
+    let mut child = lab.start_child("netns_child_late_server");
+    child.wait_for_log(
+        "DHCP: waiting for a lease on veth-cli (attempt ",
+        Duration::from_secs(30),
+    );
+    lab.start_dnsmasq("dnsmasq", "10.98.0.10,10.98.0.50");
+    let out = child.finish(Duration::from_secs(60));
+    assert!(in_range(reported(&out, "LEASE"), 10, 50), "{out}");
+    let log = child.stderr();
+    assert!(
+        log.contains("s of up to 40 s, b2c.dhcp_timeout)"),
+        "the progress lines should say how long DHCP may still take:\n{log}"
+    );
+}
+
+#[test]
+fn netns_child_late_server() {
+    if !is_child("netns_child_late_server") {
+        return;
+    }
+    child_runtime(async {
+        let links = vec!["veth-cli".to_string()];
+        let lease = b2c_net::dhcp_first_lease(&links, Duration::from_secs(40))
+            .await
+            .unwrap();
+        println!("LEASE {}", lease.address);
+    });
+}
+
 /// No server: an error within the bound that names every link tried.
 #[test]
 fn dhcp_without_server_times_out() {

@@ -29,6 +29,7 @@
 //! # Ok(()) }
 //! ```
 
+mod authfile;
 mod body;
 mod confined;
 mod digest;
@@ -41,6 +42,7 @@ mod registry;
 mod store;
 mod unpack;
 
+pub use authfile::{parse_auth_file, Credential};
 pub use b2c_cmdline::Proxy;
 pub use b2c_net::http::{RetryPolicy, Trust};
 pub use digest::{Digest, DigestParseError};
@@ -94,7 +96,8 @@ pub enum PullError {
         detail: String,
     },
     #[error(
-        "{image}: registry {registry} denied access (only anonymous pulls are supported): {detail}"
+        "{image}: registry {registry} denied access: {detail} (give its credentials with \
+         --creds USER:PASSWORD or --authfile, best through b2c.extra_args_url)"
     )]
     Denied {
         image: String,

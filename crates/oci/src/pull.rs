@@ -319,10 +319,12 @@ async fn pull_from(
     };
 
     let what = format!("{image}: fetching the manifest from {registry}");
-    let (ep, top, top_digest) =
-        with_retries(&opts.retry, &what, || fetch_manifest(&endpoints, reference))
-            .await
-            .map_err(registry_error)?;
+    let auth = opts.auth_for(reference);
+    let (ep, top, top_digest) = with_retries(&opts.retry, &what, || {
+        fetch_manifest(&endpoints, reference, &auth)
+    })
+    .await
+    .map_err(registry_error)?;
     let endpoint = &endpoints[ep];
     if endpoint.scheme == "http" {
         let why = if opts.tls_verify {
@@ -379,7 +381,7 @@ async fn pull_from(
                     let by_digest = reference.clone_with_digest(platform.clone());
                     let what = format!("{image}: fetching the manifest {platform} from {registry}");
                     let (_, bytes, _) = with_retries(&opts.retry, &what, || {
-                        fetch_manifest(&endpoints[ep..=ep], &by_digest)
+                        fetch_manifest(&endpoints[ep..=ep], &by_digest, &auth)
                     })
                     .await
                     .map_err(registry_error)?;
@@ -567,6 +569,7 @@ async fn pull_from(
 async fn fetch_manifest(
     endpoints: &[Endpoint],
     reference: &Reference,
+    auth: &RegistryAuth,
 ) -> Result<(usize, Bytes, String), Failure> {
     let mut failures = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
@@ -576,9 +579,7 @@ async fn fetch_manifest(
         // (a second TLS handshake with a plain-HTTP registry). A token this
         // gets is cached for the rest of the pull.
         if i + 1 < endpoints.len() {
-            let auth = ep
-                .client
-                .auth(reference, &RegistryAuth::Anonymous, RegistryOperation::Pull);
+            let auth = ep.client.auth(reference, auth, RegistryOperation::Pull);
             if let Err(f) = ep.within(ANSWER_TIMEOUT, auth).await {
                 if f.is_connection_level() {
                     log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
@@ -587,9 +588,9 @@ async fn fetch_manifest(
                 }
             }
         }
-        let manifest =
-            ep.client
-                .pull_manifest_raw(reference, &RegistryAuth::Anonymous, MANIFEST_MEDIA_TYPES);
+        let manifest = ep
+            .client
+            .pull_manifest_raw(reference, auth, MANIFEST_MEDIA_TYPES);
         match ep.within(ANSWER_TIMEOUT, manifest).await {
             Ok((bytes, digest)) => return Ok((i, bytes, digest)),
             Err(f) => {

@@ -13,8 +13,10 @@ use oci_client::client::{
     current_platform_resolver, Certificate, CertificateEncoding, ClientConfig, ClientProtocol,
 };
 use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
+use crate::authfile::{credential_for, Credential};
 use crate::PullError;
 
 /// How to reach registries.
@@ -39,6 +41,11 @@ pub struct RegistryOptions {
     /// false`) and `b2c.registry_mirror` (several mirrors of a registry are
     /// tried in order, then the registry itself; see [`crate::pull`]).
     pub registries: Registries,
+    /// `--creds` and `--authfile`: presented (HTTP Basic, or to get a
+    /// Bearer token) to the registries they cover, the most specific
+    /// scope first; anonymous elsewhere. The passwords are scrubbed from
+    /// every message.
+    pub credentials: Vec<Credential>,
 }
 
 impl Default for RegistryOptions {
@@ -49,6 +56,7 @@ impl Default for RegistryOptions {
             retry: RetryPolicy::default(),
             proxy: Proxy::default(),
             registries: Registries::default(),
+            credentials: Vec::new(),
         }
     }
 }
@@ -60,6 +68,32 @@ impl RegistryOptions {
     pub fn validate(&self) -> Result<(), PullError> {
         self.proxies()?;
         Ok(())
+    }
+
+    /// What to present to the registry of `reference` (`--creds`,
+    /// `--authfile`), or an anonymous pull.
+    pub(crate) fn auth_for(&self, reference: &Reference) -> RegistryAuth {
+        match credential_for(
+            &self.credentials,
+            reference.registry(),
+            reference.repository(),
+        ) {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    /// The registry passwords, kept out of every message.
+    fn passwords(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .credentials
+            .iter()
+            .map(|c| c.password.clone())
+            .filter(|p| !p.is_empty())
+            .collect();
+        // Longest first, so that a password inside another is not left half.
+        out.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        out
     }
 
     /// `b2c.proxy`, checked.
@@ -91,6 +125,7 @@ pub(crate) struct Endpoint {
     /// The registry (`host[:port]`), for messages about its proxy.
     registry: String,
     proxies: Proxies,
+    passwords: Vec<String>,
 }
 
 impl Endpoint {
@@ -121,9 +156,19 @@ impl Endpoint {
     /// not reached, names the proxy.
     pub(crate) fn explain(&self, f: Failure) -> Failure {
         match f {
-            Failure::Http(f) => Failure::Http(self.proxies.explain(f, self.scheme, &self.registry)),
-            Failure::Digest(d) => Failure::Digest(self.proxies.scrub(d)),
+            Failure::Http(mut f) => {
+                f.detail = self.scrub_passwords(f.detail);
+                Failure::Http(self.proxies.explain(f, self.scheme, &self.registry))
+            }
+            Failure::Digest(d) => Failure::Digest(self.scrub_passwords(self.proxies.scrub(d))),
         }
+    }
+
+    fn scrub_passwords(&self, mut text: String) -> String {
+        for p in &self.passwords {
+            text = text.replace(p.as_str(), "***");
+        }
+        text
     }
 }
 
@@ -172,6 +217,7 @@ pub(crate) fn endpoints(
             scheme,
             registry: registry.to_string(),
             proxies: proxies.clone(),
+            passwords: opts.passwords(),
         })
     };
     if verify {
@@ -384,6 +430,27 @@ mod tests {
             r.whole(),
             format!("m3.test/hub/a/b:v1@sha256:{}", "0".repeat(64))
         );
+    }
+
+    #[test]
+    fn registry_credentials_are_presented_where_they_belong() {
+        let o = RegistryOptions {
+            credentials: vec![Credential {
+                scope: "registry.test:5002".into(),
+                username: "b2c".into(),
+                password: "s3cr3t".into(),
+            }],
+            ..RegistryOptions::default()
+        };
+        let mine: Reference = "registry.test:5002/b2c/busybox:latest".parse().unwrap();
+        let other: Reference = "registry.test:5000/b2c/busybox:latest".parse().unwrap();
+        assert!(matches!(
+            o.auth_for(&mine),
+            RegistryAuth::Basic(u, p) if u == "b2c" && p == "s3cr3t"
+        ));
+        assert!(matches!(o.auth_for(&other), RegistryAuth::Anonymous));
+        assert_eq!(o.passwords(), ["s3cr3t"]);
+        assert!(!format!("{o:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use b2c_system::reaper::ExitCode;
 use log::{info, warn};
 
 use crate::host::{Host, OverlayDirs};
+use crate::servicelog::TAIL_LINES;
 use crate::spec::{runtime_spec, user_spec, HostFiles, SpecError, SpecInputs};
 use crate::user::UserError;
 
@@ -79,13 +80,21 @@ impl<'h, H: Host> Engine<'h, H> {
         Ok(code.0)
     }
 
-    /// Starts a container in the background, for `b2c.run_service`.
+    /// Starts a container in the background, for `b2c.run_service`: its
+    /// output goes to its log ([`Layout::log`]), not to the console.
     pub fn start(&self, c: &ContainerPlan, inputs: &Inputs) -> Result<Service<'h, H>, RunError> {
         let bundle = self.prepare(c, inputs)?;
-        let process = self.host.spawn(&bundle.dir, c.id.as_str())?;
+        let logs = self.layout.logs();
+        self.host.create_dir_all(&logs).map_err(io(&logs))?;
+        let log = self.layout.log(&c.id);
+        let process = self.host.spawn(&bundle.dir, c.id.as_str(), &log)?;
+        info!("{}'s output goes to {}", c.id, log.display());
         Ok(Service {
             id: c.id.to_string(),
+            name: c.name().to_string(),
+            log,
             process,
+            ended: None,
             _bundle: bundle,
         })
     }
@@ -203,7 +212,12 @@ impl<H: Host> Drop for Bundle<'_, H> {
 /// A container running in the background.
 pub struct Service<'h, H: Host> {
     id: String,
+    /// Its image, for messages.
+    name: String,
+    log: PathBuf,
     process: H::Process,
+    /// How it ended by itself, once noticed (and reported).
+    ended: Option<ExitCode>,
     // Dropped last: the container must be gone before its root is.
     _bundle: Bundle<'h, H>,
 }
@@ -213,17 +227,51 @@ impl<H: Host> Service<'_, H> {
         &self.id
     }
 
-    /// Stops it: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
-    pub fn stop(self, grace: Duration) -> ExitCode {
-        let host = self._bundle.host;
-        if let Some(code) = host.wait_timeout(&self.process, Duration::ZERO) {
+    /// Where its output goes.
+    pub fn log(&self) -> &Path {
+        &self.log
+    }
+
+    /// Whether it ended by itself; says so on the console the first time,
+    /// with the end of its log when it failed.
+    pub fn check(&mut self) -> Option<ExitCode> {
+        if self.ended.is_none() {
+            let code = self
+                ._bundle
+                .host
+                .wait_timeout(&self.process, Duration::ZERO)?;
+            self.ended = Some(code);
             // After a stop request, the engine got to it first: no news.
             if b2c_system::signals::requested().is_none() {
-                warn!(
-                    "service {} had already exited with status {}",
-                    self.id, code.0
-                );
+                self.report(code);
             }
+        }
+        self.ended
+    }
+
+    fn report(&self, code: ExitCode) {
+        if code.0 == 0 {
+            info!("service {} ({}) exited with status 0", self.id, self.name);
+            return;
+        }
+        warn!(
+            "service {} ({}) exited with status {}; the end of its log {}:",
+            self.id,
+            self.name,
+            code.0,
+            self.log.display()
+        );
+        match self._bundle.host.log_tail(&self.log, TAIL_LINES) {
+            Ok(lines) if lines.is_empty() => info!("{}| (nothing)", self.id),
+            Ok(lines) => lines.iter().for_each(|l| info!("{}| {l}", self.id)),
+            Err(e) => warn!("cannot read {}: {e}", self.log.display()),
+        }
+    }
+
+    /// Stops it: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
+    pub fn stop(mut self, grace: Duration) -> ExitCode {
+        let host = self._bundle.host;
+        if let Some(code) = self.check() {
             return code;
         }
         host.kill(&self.id, "TERM");

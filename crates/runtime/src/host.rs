@@ -11,6 +11,7 @@ use std::time::Duration;
 use b2c_oci::OverlayError;
 use b2c_system::reaper::{self, ExitCode, Process};
 
+use crate::servicelog::Follower;
 use crate::stop::{self, Running};
 use crate::user::UserError;
 
@@ -53,8 +54,16 @@ pub trait Host {
     /// `crun run`, in the foreground; the exit code (128 + signal when
     /// killed).
     fn run(&self, bundle: &Path, id: &str) -> Result<ExitCode, b2c_system::Error>;
-    /// `crun run` in the background, without stdin.
-    fn spawn(&self, bundle: &Path, id: &str) -> Result<Self::Process, b2c_system::Error>;
+    /// `crun run` in the background, without stdin, its output (and
+    /// crun's) going to the file `log`, replaced.
+    fn spawn(
+        &self,
+        bundle: &Path,
+        id: &str,
+        log: &Path,
+    ) -> Result<Self::Process, b2c_system::Error>;
+    /// The last `lines` lines of a log written by a spawned container.
+    fn log_tail(&self, log: &Path, lines: usize) -> io::Result<Vec<String>>;
     /// How a background container ended, if it did within `timeout`.
     fn wait_timeout(&self, process: &Self::Process, timeout: Duration) -> Option<ExitCode>;
     /// Signals every process of a container; best effort.
@@ -65,12 +74,14 @@ pub trait Host {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct System;
 
-/// A background container of the real host: its `crun run`, and its entry
-/// in the list of what a stop request stops.
+/// A background container of the real host: its `crun run`, its entry in
+/// the list of what a stop request stops, and with `b2c.log=debug` the
+/// follower of its log.
 #[derive(Debug)]
 pub struct Background {
     process: Process,
     _running: Running,
+    _follower: Option<Follower>,
 }
 
 impl Host for System {
@@ -112,15 +123,31 @@ impl Host for System {
         Ok(process.wait())
     }
 
-    fn spawn(&self, bundle: &Path, id: &str) -> Result<Background, b2c_system::Error> {
+    fn spawn(&self, bundle: &Path, id: &str, log: &Path) -> Result<Background, b2c_system::Error> {
         stop::stop_on_request();
+        let file = std::fs::File::create(log).map_err(|e| b2c_system::Error::io(log, e))?;
+        let err = file
+            .try_clone()
+            .map_err(|e| b2c_system::Error::io(log, e))?;
         // A background service must not steal the console's input from the
-        // foreground container.
-        let process = reaper::spawn(crun(bundle, id).stdin(Stdio::null()))?;
+        // foreground container, nor write between its lines.
+        let process = reaper::spawn(
+            crun(bundle, id)
+                .stdin(Stdio::null())
+                .stdout(file)
+                .stderr(err),
+        )?;
+        let follower =
+            log::log_enabled!(log::Level::Debug).then(|| Follower::start(id, log.to_path_buf()));
         Ok(Background {
             _running: Running::add(id, process.pid()),
             process,
+            _follower: follower,
         })
+    }
+
+    fn log_tail(&self, log: &Path, lines: usize) -> io::Result<Vec<String>> {
+        crate::servicelog::tail(log, lines)
     }
 
     fn wait_timeout(&self, service: &Background, timeout: Duration) -> Option<ExitCode> {
@@ -163,6 +190,10 @@ pub(crate) mod fake {
         pub stubborn: BTreeSet<String>,
         /// Services signalled so far, by id.
         pub killed: RefCell<BTreeMap<String, Vec<String>>>,
+        /// Services that exited by themselves, with this code, by id.
+        pub exited: BTreeMap<String, i32>,
+        /// What services wrote to their log, by id.
+        pub service_logs: BTreeMap<String, String>,
     }
 
     impl FakeHost {
@@ -246,8 +277,8 @@ pub(crate) mod fake {
             Ok(ExitCode(self.exit_codes.get(id).copied().unwrap_or(0)))
         }
 
-        fn spawn(&self, bundle: &Path, id: &str) -> Result<String, b2c_system::Error> {
-            self.call(format!("spawn {id}"));
+        fn spawn(&self, bundle: &Path, id: &str, log: &Path) -> Result<String, b2c_system::Error> {
+            self.call(format!("spawn {id} > {}", log.display()));
             let _ = bundle;
             if self.crun_fails.contains(id) {
                 return Err(b2c_system::Error::Spawn {
@@ -258,7 +289,16 @@ pub(crate) mod fake {
             Ok(id.to_string())
         }
 
+        fn log_tail(&self, log: &Path, lines: usize) -> io::Result<Vec<String>> {
+            let id = log.file_stem().and_then(|s| s.to_str()).unwrap_or("");
+            let text = self.service_logs.get(id).ok_or(io::ErrorKind::NotFound)?;
+            Ok(crate::servicelog::tail_of(text.as_bytes(), lines))
+        }
+
         fn wait_timeout(&self, id: &String, _timeout: Duration) -> Option<ExitCode> {
+            if let Some(code) = self.exited.get(id) {
+                return Some(ExitCode(*code));
+            }
             let killed = self.killed.borrow();
             let signals = killed.get(id)?;
             if signals.iter().any(|s| s == "KILL") {

@@ -7,6 +7,7 @@ pub mod engine;
 pub mod host;
 pub mod pipeline;
 mod run;
+pub mod servicelog;
 pub mod spec;
 pub mod stop;
 pub mod user;

@@ -101,13 +101,22 @@ impl Pipeline {
         }
     }
 
+    /// The state a boot whose setup failed ends with: status 1, nothing ran.
+    pub fn setup_failed() -> Self {
+        Pipeline {
+            status: PipelineStatus::SetupFailed,
+            ..Default::default()
+        }
+    }
+
     /// Whether the next container of `stage` is skipped: with
     /// `b2c.pipefail`, every `b2c.run` container after a failure.
     pub fn skip(&self, stage: Stage) -> bool {
         stage == Stage::Run && self.pipefail && self.status.failed()
     }
 
-    /// Records how a container ended. A container that called reboot(2)
+    /// Records how a container ended; `name` is what the variables show of
+    /// it (the whole option value). A container that called reboot(2)
     /// exits with 129 (reboot) or 130 (power-off), which also decides how
     /// the machine ends. As in boot2container, that exit code still counts
     /// like any other: CI sees it in the status.
@@ -216,6 +225,14 @@ mod tests {
             "post containers never change the status"
         );
         assert_eq!(var(&p, "B2C_PIPELINE_STATUS"), "7");
+    }
+
+    #[test]
+    fn a_failed_setup_shows_status_1() {
+        let p = Pipeline::setup_failed();
+        assert_eq!(var(&p, "B2C_PIPELINE_STATUS"), "1");
+        assert_eq!(var(&p, "B2C_PIPELINE_PREV_CONTAINER"), "");
+        assert_eq!(var(&p, "B2C_PIPELINE_SHUTDOWN_MODE"), "default");
     }
 
     #[test]

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use b2c_cmdline::{BootPlan, ContainerPlan, DebugPanic, Stage};
-use b2c_oci::PulledImage;
+use b2c_oci::{PullError, PulledImage};
+use b2c_system::log::Section;
 use b2c_system::signals;
 use log::{error, info};
 
@@ -19,25 +20,35 @@ const SERVICE_GRACE: Duration = Duration::from_secs(5);
 /// What was fetched before the pipeline, by the plan's ids.
 #[derive(Debug)]
 pub struct Prepared<'a> {
-    /// By [`b2c_cmdline::ImageId`].
-    pub images: &'a [PulledImage],
+    /// By [`b2c_cmdline::ImageId`]: the image, or why it could not be
+    /// pulled (its containers then fail, the others run).
+    pub images: &'a [Result<PulledImage, PullError>],
     /// The `KEY=VALUE` pairs of each env file, by [`b2c_cmdline::EnvFileId`].
     pub env_files: &'a [Vec<(String, String)>],
 }
 
 /// How the pipeline ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: PipelineStatus,
     pub mode: ShutdownMode,
+    /// The `B2C_PIPELINE_*` variables as the pipeline left them: the
+    /// environment of `b2c.shutdown_cmd` and `b2c.reboot_cmd`, as in
+    /// boot2container.
+    pub env: Vec<(String, String)>,
 }
 
 impl Outcome {
     /// The end of a boot whose setup failed before the pipeline.
     pub fn setup_failed() -> Outcome {
+        Outcome::of(&Pipeline::setup_failed())
+    }
+
+    fn of(pipeline: &Pipeline) -> Outcome {
         Outcome {
-            status: PipelineStatus::SetupFailed,
-            mode: ShutdownMode::Default,
+            status: pipeline.status(),
+            mode: pipeline.shutdown(),
+            env: pipeline.env(),
         }
     }
 }
@@ -54,17 +65,23 @@ pub struct Site<'a, H: Host> {
 pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H>) -> Outcome {
     let engine = Engine::new(site.host, &plan.layout, site.etc, site.hostname);
     let mut pipeline = Pipeline::new(plan.pipefail);
-    let inputs = |c: &ContainerPlan, pipeline: &Pipeline| Inputs {
-        image: &prepared.images[c.image.0],
-        env_file: c
-            .env_files
-            .iter()
-            .flat_map(|f| prepared.env_files[f.0].iter().cloned())
-            .collect(),
-        env: pipeline.env(),
+    // Err: the image could not be pulled.
+    let inputs = |c: &ContainerPlan, pipeline: &Pipeline| match &prepared.images[c.image.0] {
+        Ok(image) => Ok(Inputs {
+            image,
+            env_file: c
+                .env_files
+                .iter()
+                .flat_map(|f| prepared.env_files[f.0].iter().cloned())
+                .collect(),
+            env: pipeline.env(),
+        }),
+        Err(e) => Err(format!("its image could not be pulled: {e}")),
     };
 
     let mut services: Vec<Service<H>> = Vec::new();
+    let section = (plan.stage(Stage::Service).count() > 0)
+        .then(|| Section::start("b2c_services", "starting the services", true));
     for c in plan.stage(Stage::Service) {
         // After a stop request nothing starts (the engine stops whatever
         // runs).
@@ -73,18 +90,25 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             continue;
         }
         info!("starting service {}: {}", c.id, c.name());
-        match engine.start(c, &inputs(c, &pipeline)) {
+        let started = inputs(c, &pipeline)
+            .and_then(|inputs| engine.start(c, &inputs).map_err(|e| e.to_string()));
+        match started {
             Ok(service) => services.push(service),
             // The job may not need it: say so loudly and go on.
-            Err(e) => error!("cannot start service {}: {e}", c.name()),
+            Err(e) => error!("cannot start service {} ({}): {e}", c.id, c.name()),
         }
     }
+    drop(section);
 
     if plan.debug_panic == Some(DebugPanic::Pipeline) {
         panic!("b2c.debug_panic=pipeline: crashing on purpose, before the first container");
     }
 
     for c in plan.stage(Stage::Run).chain(plan.stage(Stage::Post)) {
+        // A service that died is news before the next container.
+        for service in &mut services {
+            service.check();
+        }
         if let Some(request) = signals::requested() {
             info!("not running {}: stopping for a {request}", c.id);
             continue;
@@ -97,19 +121,28 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             );
             continue;
         }
-        info!("running {}: {}", c.id, c.name());
-        let end = match engine.run(c, &inputs(c, &pipeline)) {
+        // The job's own output: folded in a GitLab log, but open.
+        let _section = Section::start(
+            &format!("b2c_{}", c.id),
+            &format!("running {}: {}", c.id, c.name()),
+            false,
+        );
+        let ran = inputs(c, &pipeline)
+            .and_then(|inputs| engine.run(c, &inputs).map_err(|e| e.to_string()));
+        let end = match ran {
             Ok(code) => {
                 info!("{} exited with status {code}", c.id);
                 ContainerEnd::Exited(code)
             }
+            // A missing image fails the container as podman run would,
+            // not the boot: the next ones (post containers) still run.
             Err(e) => {
-                error!("cannot run {}: {e}", c.name());
+                error!("cannot run {} ({}): {e}", c.id, c.name());
                 info!("{} exited with status 1", c.id);
                 ContainerEnd::NotStarted
             }
         };
-        pipeline.record(c.stage, c.name(), end);
+        pipeline.record(c.stage, c.option_value(), end);
     }
 
     for service in services {
@@ -120,10 +153,7 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
     if pipeline.shutdown() == ShutdownMode::Reboot {
         info!("a container asked for a reboot: rebooting at the end");
     }
-    Outcome {
-        status: pipeline.status(),
-        mode: pipeline.shutdown(),
-    }
+    Outcome::of(&pipeline)
 }
 
 #[cfg(test)]
@@ -160,8 +190,27 @@ mod tests {
     }
 
     fn run(line: &str, host: FakeHost) -> Run {
+        run_without(line, host, &[])
+    }
+
+    /// As [`run`], the images named in `unpulled` having failed to pull.
+    fn run_without(line: &str, host: FakeHost, unpulled: &[&str]) -> Run {
         let plan = b2c_cmdline::plan(line).unwrap();
-        let images: Vec<PulledImage> = plan.images.iter().map(|_| image("/bin/true")).collect();
+        let images: Vec<Result<PulledImage, PullError>> = plan
+            .images
+            .iter()
+            .map(|i| {
+                if unpulled.contains(&i.written.as_str()) {
+                    Err(PullError::NotFound {
+                        image: i.reference.to_string(),
+                        registry: "docker.io".into(),
+                        detail: "manifest unknown".into(),
+                    })
+                } else {
+                    Ok(image("/bin/true"))
+                }
+            })
+            .collect();
         let env_files: Vec<Vec<(String, String)>> = plan
             .env_files
             .iter()
@@ -199,7 +248,8 @@ mod tests {
         assert_eq!(
             order,
             [
-                "spawn service-0",
+                // Detached: its output goes to a log, not the console.
+                "spawn service-0 > /storage/logs/service-0.log",
                 "run run-0",
                 "run run-1",
                 "run post-0",
@@ -238,7 +288,10 @@ mod tests {
     fn the_pipeline_variables_reach_the_next_container() {
         let mut host = FakeHost::default();
         host.exit_codes.insert("run-0".into(), 4);
-        let r = run("b2c.run=first:1 b2c.run=second:2", host);
+        let r = run(
+            "b2c.run=\"-e X=1 first:1 sh -c 'exit 4'\" b2c.run=second:2",
+            host,
+        );
         let env = config(&r.host, "run-1")["process"]["env"].clone();
         let env: Vec<&str> = env
             .as_array()
@@ -246,13 +299,31 @@ mod tests {
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
+        // The whole option value, as boot2container gives it.
         for want in [
             "B2C_PIPELINE_STATUS=4",
-            "B2C_PIPELINE_FAILED_BY=first:1",
-            "B2C_PIPELINE_PREV_CONTAINER=first:1",
+            "B2C_PIPELINE_FAILED_BY=-e X=1 first:1 sh -c 'exit 4'",
+            "B2C_PIPELINE_PREV_CONTAINER=-e X=1 first:1 sh -c 'exit 4'",
             "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=4",
         ] {
             assert!(env.contains(&want), "{want} not in {env:?}");
+        }
+        // The same variables, as the pipeline left them, are the
+        // environment of b2c.shutdown_cmd.
+        let end: Vec<String> = r
+            .outcome
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        for want in [
+            "B2C_PIPELINE_STATUS=4",
+            "B2C_PIPELINE_FAILED_BY=-e X=1 first:1 sh -c 'exit 4'",
+            "B2C_PIPELINE_PREV_CONTAINER=second:2",
+            "B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE=0",
+            "B2C_PIPELINE_SHUTDOWN_MODE=default",
+        ] {
+            assert!(end.contains(&want.to_string()), "{want} not in {end:?}");
         }
     }
 
@@ -267,6 +338,45 @@ mod tests {
         assert_eq!(r.outcome.status.code(), 1);
         assert!(r.host.calls().contains(&"run run-1".to_string()));
         assert!(r.host.mounted.borrow().is_empty(), "{:?}", r.host.calls());
+    }
+
+    #[test]
+    fn a_container_whose_image_did_not_pull_fails_and_the_rest_run() {
+        let line = "b2c.run_service=gone:1 b2c.run=a b2c.run=gone:2 b2c.run=c \
+                    b2c.post_container=gone:3 b2c.post_container=p";
+        let r = run_without(line, FakeHost::default(), &["gone:1", "gone:2", "gone:3"]);
+        let runs: Vec<String> = r
+            .host
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("run ") || c.starts_with("spawn "))
+            .collect();
+        assert_eq!(runs, ["run run-0", "run run-2", "run post-1"]);
+        assert_eq!(r.outcome.status, PipelineStatus::NotStarted);
+        assert_eq!(r.outcome.status.code(), 1);
+
+        // With pipefail, it is the failure that skips the rest; post
+        // containers still run.
+        let r = run_without(
+            &format!("b2c.pipefail {line}"),
+            FakeHost::default(),
+            &["gone:2"],
+        );
+        let runs: Vec<String> = r
+            .host
+            .calls()
+            .into_iter()
+            .filter(|c| c.starts_with("run "))
+            .collect();
+        assert_eq!(runs, ["run run-0", "run post-0", "run post-1"]);
+        assert_eq!(r.outcome.status.code(), 1);
+        let failed_by = r
+            .outcome
+            .env
+            .iter()
+            .find(|(k, _)| k == "B2C_PIPELINE_FAILED_BY")
+            .map(|(_, v)| v.as_str());
+        assert_eq!(failed_by, Some("gone:2"));
     }
 
     #[test]
@@ -316,6 +426,58 @@ mod tests {
             mounts.contains("/storage/containers/run-0/resolv.conf"),
             "{mounts}"
         );
+    }
+
+    /// Records what is logged, for the tests that read the console.
+    struct Capture;
+
+    static CAPTURED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+    impl log::Log for Capture {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            CAPTURED
+                .lock()
+                .unwrap()
+                .push(format!("{}: {}", record.level(), record.args()));
+        }
+        fn flush(&self) {}
+    }
+
+    #[test]
+    fn a_service_that_fails_is_told_with_the_end_of_its_log() {
+        let _ = log::set_logger(&Capture);
+        log::set_max_level(log::LevelFilter::Info);
+        let mut host = FakeHost::default();
+        host.exited.insert("service-0".into(), 3);
+        let log: String = (1..=30).map(|i| format!("svc line {i}\n")).collect();
+        host.service_logs.insert("service-0".into(), log);
+        let r = run("b2c.run_service=svc:9 b2c.run=a b2c.run=b", host);
+        assert_eq!(r.outcome.status, PipelineStatus::Passed);
+        let lines = CAPTURED.lock().unwrap().clone();
+        let said: Vec<&String> = lines.iter().filter(|l| l.contains("service-0")).collect();
+        let header = said
+            .iter()
+            .position(|l| {
+                l.starts_with(
+                    "WARN: service service-0 (svc:9) exited with status 3; the end of \
+                     its log /storage/logs/service-0.log",
+                )
+            })
+            .unwrap_or_else(|| panic!("{said:#?}"));
+        // Once, not again at each container nor at the end.
+        let told = said.iter().filter(|l| l.contains("exited with status 3"));
+        assert_eq!(told.count(), 1);
+        let tail: Vec<&str> = said[header + 1..]
+            .iter()
+            .filter_map(|l| l.strip_prefix("INFO: service-0| "))
+            .collect();
+        let want: Vec<String> = (11..=30).map(|i| format!("svc line {i}")).collect();
+        assert_eq!(tail, want);
+        // Told before the first container ran, and nothing killed.
+        assert!(!r.host.calls().iter().any(|c| c.starts_with("kill")));
     }
 
     #[test]

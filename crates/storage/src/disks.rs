@@ -204,6 +204,10 @@ fn read_disk(dir: &Path, name: String, in_use: &InUse) -> Disk {
 pub(crate) enum Plan {
     /// A `B2C_CACHE` filesystem: mount it as it is.
     Use(PathBuf),
+    /// A partition named by `b2c.cache_device=/dev/X`: mounted as it is,
+    /// whatever filesystem and label it holds; formatted only when nothing
+    /// mounts, with a warning naming it.
+    Mount(PathBuf),
     /// Format this partition (or whole device) as the cache.
     Format(PathBuf),
     /// A new GPT over the whole disk, then format its one partition.
@@ -367,8 +371,9 @@ pub(crate) fn lookup(sys: &Sys, device: &Path) -> Option<Node> {
 const IN_USE: &str =
     "in use (mounted, swap, or part of a RAID or device-mapper device): not erasing it";
 
-/// The choice for a named device: a partition is used if labelled, else
-/// formatted; a disk gives its `B2C_CACHE` partition, else is partitioned.
+/// The choice for a named device: a partition is mounted as it is, whatever
+/// its label (and formatted only if nothing mounts); a disk gives its
+/// `B2C_CACHE` partition, else is partitioned.
 pub(crate) fn plan_device(sys: &Sys, device: &Path) -> Result<Plan, String> {
     match lookup(sys, device) {
         None => Err("not a disk or partition known to the kernel".into()),
@@ -379,7 +384,7 @@ pub(crate) fn plan_device(sys: &Sys, device: &Path) -> Result<Plan, String> {
             } else if p.in_use {
                 Err(IN_USE.into())
             } else {
-                Ok(Plan::Format(dev))
+                Ok(Plan::Mount(dev))
             }
         }
         Some(Node::Disk(disk)) => {
@@ -808,7 +813,7 @@ mod tests {
             .starts_with("in use"));
         assert_eq!(
             plan_device(&t.sys, &t.dev("sdb1")),
-            Ok(Plan::Format(t.dev("sdb1")))
+            Ok(Plan::Mount(t.dev("sdb1")))
         );
         // A disk without a `dev` match elsewhere is free.
         t.disk("sdd", 100, false);
@@ -916,14 +921,20 @@ mod tests {
             .disk("nvme0n1", 2, false)
             .partition("nvme0n1", 1, Some("x"))
             .partition("nvme0n1", 2, Some("B2C_CACHE"));
-        // A partition: used as is when labelled, formatted otherwise.
+        // A partition: the cache when labelled; otherwise mounted as it is
+        // whatever it holds, never planned for a format.
         assert_eq!(
             plan_device(&t.sys, &t.dev("sda2")),
             Ok(Plan::Use(t.dev("sda2")))
         );
         assert_eq!(
             plan_device(&t.sys, &t.dev("sda1")),
-            Ok(Plan::Format(t.dev("sda1")))
+            Ok(Plan::Mount(t.dev("sda1")))
+        );
+        t.partition("nvme0n1", 3, Some("DATA"));
+        assert_eq!(
+            plan_device(&t.sys, &t.dev("nvme0n1p3")),
+            Ok(Plan::Mount(t.dev("nvme0n1p3")))
         );
         // A disk: its labelled partition, else a new partition table.
         assert_eq!(

@@ -177,9 +177,10 @@ pub fn filesystem_modules(device: &CacheDevice, filesystems: &[Filesystem]) -> V
 ///   `wait`; a disk is partitioned only after no new block device showed up
 ///   for 2 s.
 /// - `reset`: the same, but a labelled partition found is reformatted.
-/// - `/dev/X`: waited for up to `wait`. A partition is used as is when
-///   labelled, formatted otherwise; a whole disk gives its labelled
-///   partition, or is repartitioned.
+/// - `/dev/X`: waited for up to `wait`. A partition is mounted as it is,
+///   whatever filesystem and label it holds; only one that holds nothing
+///   that mounts is formatted, after a warning naming it. A whole disk
+///   gives its labelled partition, or is repartitioned.
 /// - a `b2c.filesystem` name: that filesystem, mounted at `mountpoint`.
 ///
 /// A labelled partition that does not mount is reformatted, with a warning.
@@ -308,6 +309,45 @@ fn use_or_reformat(
     }
 }
 
+/// A partition the user named: whatever it holds is used when it mounts
+/// (never erased for its label); a partition with nothing that mounts is
+/// formatted, after a WARNING that names it.
+fn mount_or_format(
+    device: PathBuf,
+    mountpoint: &Path,
+    option: &str,
+) -> Result<Cache, StorageError> {
+    match mount::mount_any(&device, mountpoint) {
+        Ok(fstype) => {
+            let label = match label::read_label(&device) {
+                Ok(Some(l)) if !l.is_empty() => format!(", labelled {l}"),
+                _ => String::new(),
+            };
+            log::info!(
+                "{option}: {} mounted as it is ({fstype}{label})",
+                device.display()
+            );
+            Ok(Cache {
+                mountpoint: mountpoint.to_path_buf(),
+                device,
+                formatted: false,
+            })
+        }
+        Err(e) => {
+            let held = match label::read_label(&device) {
+                Ok(Some(_)) => "its ext filesystem does not mount",
+                _ => "it holds no filesystem that mounts",
+            };
+            log::warn!(
+                "{option}: formatting {} as ext4 labelled {LABEL}: {held} ({e}); anything \
+                 it held is lost",
+                device.display()
+            );
+            format_and_mount(&device, mountpoint)
+        }
+    }
+}
+
 fn execute(
     sys: &Sys,
     plan: Plan,
@@ -317,6 +357,7 @@ fn execute(
 ) -> Result<Cache, StorageError> {
     match plan {
         Plan::Use(device) => use_or_reformat(device, mountpoint, option),
+        Plan::Mount(device) => mount_or_format(device, mountpoint, option),
         Plan::Format(device) => {
             log::info!(
                 "{option}: erasing {} to format it as ext4 labelled {LABEL}",

@@ -317,11 +317,42 @@ fn an_unrelated_partition_table_is_replaced_when_the_disk_is_named() {
 }
 
 #[test]
-fn a_named_partition_without_the_label_is_formatted() {
+fn a_named_partition_is_mounted_as_it_is_whatever_its_label() {
     let _l = locked();
     let Some(lo) = Loop::new(64) else { return };
     write_mbr(&lo.dev, 60 * 2048);
     mke2fs_data(&lo.part(1));
+    let uuid = blkid(&lo.part(1), "UUID");
+    // What the user keeps there: a file on the DATA filesystem.
+    let mnt = lo.mnt();
+    std::fs::create_dir_all(&mnt).unwrap();
+    nix::mount::mount(
+        Some(&lo.part(1)),
+        &mnt,
+        Some("ext4"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(mnt.join("kept"), b"user data").unwrap();
+    nix::mount::umount2(&mnt, nix::mount::MntFlags::empty()).unwrap();
+
+    let cache = cache_on(&lo.part(1), &mnt);
+    assert!(!cache.formatted);
+    assert_eq!(cache.device, lo.part(1));
+    assert_eq!(std::fs::read(mnt.join("kept")).unwrap(), b"user data");
+    teardown(Some(&cache), None);
+    // Not reformatted, not relabelled; the partition table left alone.
+    assert_eq!(blkid(&lo.part(1), "UUID"), uuid);
+    assert_eq!(blkid(&lo.part(1), "LABEL"), "data");
+    assert_eq!(blkid(&lo.dev, "PTTYPE"), "dos");
+}
+
+#[test]
+fn a_named_partition_holding_nothing_that_mounts_is_formatted() {
+    let _l = locked();
+    let Some(lo) = Loop::new(64) else { return };
+    write_mbr(&lo.dev, 60 * 2048);
 
     let cache = cache_on(&lo.part(1), &lo.mnt());
     assert!(cache.formatted);

@@ -194,6 +194,38 @@ fn mount_filesystem_inner(fs: &Filesystem, target: &Path) -> Result<(), StorageE
     }))
 }
 
+/// Mounts a block device at `target` with whatever filesystem it holds:
+/// each block filesystem the kernel knows is tried in turn (`noatime`), as
+/// mount(8) does without blkid. Returns the type that mounted.
+pub(crate) fn mount_any(device: &Path, target: &Path) -> Result<String, StorageError> {
+    let known = std::fs::read_to_string("/proc/filesystems")
+        .map_err(|e| StorageError::io("/proc/filesystems", e))?;
+    let tried = block_filesystems(&known);
+    for fstype in &tried {
+        match mount(
+            Some(device),
+            target,
+            Some(fstype.as_str()),
+            MsFlags::MS_NOATIME,
+            None::<&str>,
+        ) {
+            Ok(()) => return Ok(fstype.clone()),
+            Err(e) => log::debug!("{}: does not mount as {fstype}: {e}", device.display()),
+        }
+    }
+    Err(StorageError::Device {
+        path: device.to_path_buf(),
+        what: format!(
+            "holds no filesystem that mounts (tried {})",
+            if tried.is_empty() {
+                "nothing: the kernel knows no block filesystem".to_string()
+            } else {
+                tried.join(", ")
+            }
+        ),
+    })
+}
+
 /// Checks that a mounted filesystem can hold the layer store: overlayfs
 /// lower layers need `trusted.*` extended attributes (opaque directories)
 /// and directory entries that carry their type (d_type).

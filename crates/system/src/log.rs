@@ -105,6 +105,89 @@ pub fn console_line(msg: &str) {
     write_console(&format_line(uptime(), Level::Info, msg));
 }
 
+/// `b2c.gitlab_sections`: whether [`Section`]s print GitLab's markers.
+static SECTIONS: AtomicBool = AtomicBool::new(true);
+
+/// Turns GitLab's collapsible-section markers on (the default) or off
+/// (`b2c.gitlab_sections=0`).
+pub fn set_gitlab_sections(on: bool) {
+    SECTIONS.store(on, Ordering::SeqCst);
+}
+
+/// A part of the console that a GitLab job log showing it folds: its
+/// header line carries GitLab's `section_start` marker, and a
+/// `section_end` line closes it when the `Section` is dropped. The markers
+/// follow GitLab's documented format (`ESC[0Ksection_start:UNIX_TS:NAME`
+/// with `[collapsed=true]` for folded ones, then `\r ESC[0K` and the
+/// header; `ESC[0Ksection_end:UNIX_TS:NAME\r ESC[0K`); on a terminal the
+/// `\r` and erase-line codes leave only the header visible. Each marker is
+/// a line of its own, so the lines CI parses never share one with them.
+/// With sections off, the header is an ordinary console line.
+#[must_use = "the section ends when this is dropped"]
+pub struct Section {
+    /// `None` with sections off.
+    name: Option<String>,
+}
+
+impl Section {
+    pub fn start(name: &str, header: &str, collapsed: bool) -> Section {
+        if !SECTIONS.load(Ordering::SeqCst) || CRASHED.load(Ordering::SeqCst) {
+            log::info!("{header}");
+            return Section { name: None };
+        }
+        let name = section_name(name);
+        let header = format_line(uptime(), Level::Info, header);
+        write_console(&section_start_text(unix_now(), &name, collapsed, &header));
+        Section { name: Some(name) }
+    }
+}
+
+impl Drop for Section {
+    fn drop(&mut self) {
+        if let Some(name) = &self.name {
+            write_console(&section_end_text(unix_now(), name));
+        }
+    }
+}
+
+/// GitLab takes `[a-zA-Z0-9_.-]` in section names; anything else becomes
+/// `_`.
+pub fn section_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// The start marker and the header line (which ends with `\n`).
+pub fn section_start_text(ts: u64, name: &str, collapsed: bool, header_line: &str) -> String {
+    let options = if collapsed { "[collapsed=true]" } else { "" };
+    format!("\x1b[0Ksection_start:{ts}:{name}{options}\r\x1b[0K{header_line}")
+}
+
+pub fn section_end_text(ts: u64, name: &str) -> String {
+    format!("\x1b[0Ksection_end:{ts}:{name}\r\x1b[0K\n")
+}
+
+/// Unix seconds for the markers, from the boot-time clock: GitLab shows a
+/// section's duration, which must not jump when NTP sets the wall clock
+/// in the middle of one (an RTC reading 2000).
+fn unix_now() -> u64 {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(uptime()).as_secs()
+    });
+    base + uptime().as_secs()
+}
+
 /// Set by the panic hook: from then on nothing here takes a lock.
 static CRASHED: AtomicBool = AtomicBool::new(false);
 
@@ -157,6 +240,30 @@ mod tests {
             format_line(t, Level::Warn, "x"),
             "[   12.345]: WARNING: x\n"
         );
+    }
+
+    #[test]
+    fn gitlab_section_markers() {
+        let header = format_line(Duration::from_millis(2_379), Level::Info, "network");
+        assert_eq!(
+            section_start_text(1_700_000_000, "b2c_network", true, &header),
+            "\x1b[0Ksection_start:1700000000:b2c_network[collapsed=true]\r\x1b[0K\
+             [    2.379]: network\n"
+        );
+        assert_eq!(
+            section_start_text(1_700_000_001, "b2c_run-0", false, "[    3.000]: x\n"),
+            "\x1b[0Ksection_start:1700000001:b2c_run-0\r\x1b[0K[    3.000]: x\n"
+        );
+        assert_eq!(
+            section_end_text(1_700_000_002, "b2c_network"),
+            "\x1b[0Ksection_end:1700000002:b2c_network\r\x1b[0K\n"
+        );
+        assert_eq!(
+            section_name("b2c_pull registry.test:5000/a/b"),
+            "b2c_pull_registry.test_5000_a_b"
+        );
+        let a = unix_now();
+        assert!(a > 1_600_000_000 && unix_now() >= a);
     }
 
     #[test]

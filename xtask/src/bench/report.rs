@@ -98,8 +98,11 @@ const PHASES: &[(&str, &str)] = &[
 ];
 
 fn phases(timeline: &[String]) -> Vec<(&'static str, f64)> {
-    let stamp =
-        |l: &str| -> Option<f64> { l.strip_prefix('[')?.split(']').next()?.trim().parse().ok() };
+    // A section header line starts with GitLab's marker, then `\r ESC[0K`.
+    let stamp = |l: &str| -> Option<f64> {
+        let l = l.rsplit("\x1b[0K").next()?;
+        l.strip_prefix('[')?.split(']').next()?.trim().parse().ok()
+    };
     let mut out = Vec::new();
     let mut prev = 0.0;
     for (name, marker) in PHASES {
@@ -123,6 +126,7 @@ mod tests {
             "[    2.000]: b2c 0.1.0",
             "[    2.500]: loaded 3 kernel modules",
             "[    2.600]: clock set from x",
+            "\x1b[0Ksection_start:1:b2c_run-0\r\x1b[0K[    2.700]: running run-0: x",
             "[    3.000]: Execution is over, pipeline status: 0",
         ]
         .iter()
@@ -136,10 +140,11 @@ mod tests {
                 "kernel boot, initramfs unpacked, b2c started",
                 "kernel modules",
                 "clock (SNTP)",
+                "container set up",
                 "status line"
             ]
         );
-        assert!((p[1].1 - 0.5).abs() < 1e-9 && (p[3].1 - 0.4).abs() < 1e-9);
+        assert!((p[1].1 - 0.5).abs() < 1e-9 && (p[4].1 - 0.3).abs() < 1e-9);
     }
 }
 

@@ -21,11 +21,14 @@ use super::Lease;
 use crate::config::{apply_lease_with, link_up, remove_address, LeaseSetup};
 use crate::{links, NetError};
 
-/// RFC 2131 §4.1: 4 s before the first retransmission, doubling up to 64 s,
-/// each randomized by ±1 s so that a rack of machines powered on together
-/// does not retransmit in lockstep.
+/// RFC 2131 §4.1: 4 s before the first retransmission, doubling, each
+/// randomized by ±1 s so that a rack of machines powered on together does
+/// not retransmit in lockstep. The RFC lets it grow to 64 s; we stop at
+/// 8 s, as udhcpc retries every few seconds: a switch port that starts
+/// forwarding after spanning tree's 30 s must not leave the machine
+/// waiting 30 s more for its next DISCOVER.
 const FIRST_RETRANSMIT: Duration = Duration::from_secs(4);
-const MAX_RETRANSMIT: Duration = Duration::from_secs(64);
+const MAX_RETRANSMIT: Duration = Duration::from_secs(8);
 /// REQUESTs sent for one OFFER before discovering again.
 const REQUEST_TRIES: u32 = 3;
 /// How long a fresh link may take to report carrier before we send anyway.
@@ -98,27 +101,47 @@ pub async fn dhcp_first_lease(links: &[String], timeout: Duration) -> Result<Lea
             reason: failures.join("; "),
         })
     };
-    let lease = time::timeout(timeout, with_progress(&names, &attempts, race))
-        .await
-        .map_err(|_| NetError::DhcpTimeout {
-            links: links.to_vec(),
-            waited: timeout,
-        })??;
+    let lease = time::timeout(
+        timeout,
+        with_progress(&names, &attempts, Some(timeout), race),
+    )
+    .await
+    .map_err(|_| NetError::DhcpTimeout {
+        links: links.to_vec(),
+        waited: timeout,
+    })??;
     info!("DHCP: got {lease}");
     Ok(lease)
 }
 
-/// Logs that we are still waiting every few seconds, not per packet.
-async fn with_progress<T>(what: &str, attempts: &AtomicU32, work: impl Future<Output = T>) -> T {
+/// Logs that we are still waiting every few seconds, not per packet, and
+/// for how long at most (`b2c.dhcp_timeout`), when there is a bound.
+async fn with_progress<T>(
+    what: &str,
+    attempts: &AtomicU32,
+    timeout: Option<Duration>,
+    work: impl Future<Output = T>,
+) -> T {
     let mut work = pin!(work);
-    let mut ticker = interval_at(Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
+    let start = Instant::now();
+    let mut ticker = interval_at(start + PROGRESS_EVERY, PROGRESS_EVERY);
     loop {
         tokio::select! {
             out = &mut work => return out,
-            _ = ticker.tick() => match attempts.load(Relaxed) {
-                0 => info!("DHCP: waiting for carrier on {what}"),
-                n => info!("DHCP: waiting for a lease on {what} (attempt {n})"),
-            },
+            _ = ticker.tick() => {
+                let waited = match timeout {
+                    Some(t) => format!(
+                        "{} s of up to {} s, b2c.dhcp_timeout",
+                        start.elapsed().as_secs(),
+                        t.as_secs()
+                    ),
+                    None => format!("{} s", start.elapsed().as_secs()),
+                };
+                match attempts.load(Relaxed) {
+                    0 => info!("DHCP: waiting for carrier on {what} ({waited})"),
+                    n => info!("DHCP: waiting for a lease on {what} (attempt {n}; {waited})"),
+                }
+            }
         }
     }
 }
@@ -347,7 +370,7 @@ async fn remove_old(lease: &Lease) {
 async fn rediscover(iface: &str) -> Lease {
     let attempts = AtomicU32::new(0);
     loop {
-        match with_progress(iface, &attempts, acquire(iface, &attempts)).await {
+        match with_progress(iface, &attempts, None, acquire(iface, &attempts)).await {
             Ok(lease) => {
                 info!("DHCP: got {lease}");
                 return lease;
@@ -434,8 +457,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_4_to_64_s_with_jitter() {
-        for (attempt, base) in [(1, 4), (2, 8), (3, 16), (4, 32), (5, 64), (6, 64), (40, 64)] {
+    fn backoff_doubles_from_4_to_8_s_with_jitter() {
+        for (attempt, base) in [(1, 4), (2, 8), (3, 8), (6, 8), (40, 8)] {
             for _ in 0..20 {
                 let d = backoff(attempt);
                 let base = Duration::from_secs(base);
