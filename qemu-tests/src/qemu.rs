@@ -21,7 +21,7 @@ pub struct BootOptions {
     pub name: String,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    /// Appended to `console=ttyS0 panic=-1`.
+    /// Appended to `console=ttyS0 panic=-1 no_timer_check`.
     pub append: String,
     /// QEMU is killed after this long; the boot then has `exited == false`.
     /// Counted from QEMU's start, not from waiting for a free slot.
@@ -250,7 +250,9 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         .arg("-initrd")
         .arg(&opts.initramfs)
         .arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 {}", opts.append))
+        // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
+        // timer check can fail and panic the boot before /init runs.
+        .arg(format!("console=ttyS0 panic=-1 no_timer_check {}", opts.append))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args([
             "-device",
