@@ -57,7 +57,12 @@ pub fn block_devices() {
 pub fn plan() -> Result<(String, BootPlan), BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| BootError::Early(b2c_system::Error::io("/proc/cmdline", e)))?;
-    info!("kernel command line: {}", cmdline.trim());
+    // S3 keys (b2c.minio, b2c.volume's encrypt_key/fscrypt_key) never
+    // reach the console.
+    info!(
+        "kernel command line: {}",
+        b2c_cmdline::redact_cmdline(cmdline.trim())
+    );
     let plan = b2c_cmdline::plan(&cmdline).map_err(BootError::Plan)?;
     Ok((cmdline, plan))
 }
