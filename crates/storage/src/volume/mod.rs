@@ -2,3 +2,5 @@
 //! as boot2container does it with `mc mirror`.
 
 pub mod mirror;
+pub mod s3;
+pub mod sync;
