@@ -64,7 +64,7 @@ impl Retryable for Failure {
 /// last failure and how many attempts were made.
 pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
-    what: &dyn fmt::Display,
+    what: &(dyn fmt::Display + Sync),
     mut attempt: F,
 ) -> Result<T, (E, u32)>
 where

@@ -69,9 +69,19 @@ impl MirrorPlan {
     }
 }
 
-/// Whether `source` must replace `target` (`mc`'s "differ").
+/// Whether `source` must replace `target` (`mc`'s "differ"). Times are
+/// compared in milliseconds: S3 listings have no finer ones, and a file
+/// uploaded within the millisecond it was written must not look newer
+/// than its object.
 pub fn differs(source: &Entry, target: &Entry) -> bool {
-    source.size != target.size || source.mtime > target.mtime
+    source.size != target.size || millis(source.mtime) > millis(target.mtime)
+}
+
+fn millis(t: SystemTime) -> i128 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_millis() as i128,
+        Err(e) => -(e.duration().as_millis() as i128),
+    }
 }
 
 /// Compares `source` and `target` (in any order) as `mc mirror` does.
@@ -210,6 +220,12 @@ mod tests {
         assert!(!differs(&e("f", 5, 50), &dst));
         // Same size, source newer: changed since it was copied.
         assert!(differs(&e("f", 5, 101), &dst));
+        // Listings have milliseconds: a source newer by less is the same.
+        let mut sub_ms = e("f", 5, 100);
+        sub_ms.mtime += Duration::from_micros(400);
+        assert!(!differs(&sub_ms, &dst));
+        sub_ms.mtime += Duration::from_micros(700);
+        assert!(differs(&sub_ms, &dst));
         // Any size difference, whatever the times.
         assert!(differs(&e("f", 4, 50), &dst));
         assert!(differs(&e("f", 6, 100), &dst));

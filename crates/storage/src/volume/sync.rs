@@ -278,41 +278,26 @@ async fn transfer(
     let files_done = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
     let first_error = std::sync::Mutex::new(None::<String>);
-    let one = |entry| {
-        let progress = progress.clone();
-        let (stop, files_done, first_error) = (&stop, &files_done, &first_error);
-        async move {
-            let entry: &Entry = entry;
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let result = match direction {
-                Direction::Push => push_one(options, dir, bucket, entry, &progress).await,
-                Direction::Pull => pull_one(options, dir, bucket, entry, &progress).await,
-            };
-            match result {
-                Ok(()) => {
-                    files_done.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    let fatal = e.fatal;
-                    let mut first = first_error.lock().unwrap_or_else(|p| p.into_inner());
-                    if fatal {
-                        stop.store(true, Ordering::Relaxed);
-                    }
-                    if first.is_none() {
-                        *first = Some(e.message);
-                    } else {
-                        warn!("volume {}: {}", options.name, e.message);
-                    }
-                }
-            }
-        }
+    let shared = Shared {
+        stop: &stop,
+        files_done: &files_done,
+        first_error: &first_error,
     };
     let started = Instant::now();
     {
-        let all = futures_util::stream::iter(plan.transfers())
-            .map(one)
+        let entries: Vec<Entry> = plan.transfers().cloned().collect();
+        let all = futures_util::stream::iter(entries)
+            .map(|entry| {
+                one(
+                    direction,
+                    options,
+                    dir,
+                    bucket,
+                    entry,
+                    progress.clone(),
+                    &shared,
+                )
+            })
             .buffer_unordered(CONCURRENCY)
             .collect::<Vec<()>>();
         let mut all = std::pin::pin!(all);
@@ -342,6 +327,47 @@ async fn transfer(
         files,
         bytes,
         error: first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
+    }
+}
+
+struct Shared<'s> {
+    stop: &'s AtomicBool,
+    files_done: &'s AtomicUsize,
+    first_error: &'s std::sync::Mutex<Option<String>>,
+}
+
+async fn one(
+    direction: Direction,
+    options: &VolumeOptions,
+    dir: &Path,
+    bucket: &Bucket<'_>,
+    entry: Entry,
+    progress: Progress,
+    shared: &Shared<'_>,
+) {
+    let entry = &entry;
+    if shared.stop.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = match direction {
+        Direction::Push => push_one(options, dir, bucket, entry, &progress).await,
+        Direction::Pull => pull_one(options, dir, bucket, entry, &progress).await,
+    };
+    match result {
+        Ok(()) => {
+            shared.files_done.fetch_add(1, Ordering::Relaxed);
+        }
+        Err(e) => {
+            if e.fatal {
+                shared.stop.store(true, Ordering::Relaxed);
+            }
+            let mut first = shared.first_error.lock().unwrap_or_else(|p| p.into_inner());
+            if first.is_none() {
+                *first = Some(e.message);
+            } else {
+                warn!("volume {}: {}", options.name, e.message);
+            }
+        }
     }
 }
 
@@ -421,11 +447,9 @@ async fn pull_one(
             .map(parse_mc_attrs);
         // mtime: the preserved one, else the object's: a file pulled and
         // not touched since is not pushed back as "newer".
-        let mtime = attrs
-            .as_ref()
-            .and_then(|a| a.mtime)
-            .or(got.last_modified)
-            .unwrap_or(entry.mtime);
+        // (The listing's time, which later comparisons use, rather than
+        // the GET's Last-Modified, which has whole seconds only.)
+        let mtime = attrs.as_ref().and_then(|a| a.mtime).unwrap_or(entry.mtime);
         file.set_times(
             std::fs::FileTimes::new()
                 .set_modified(mtime)
