@@ -47,12 +47,20 @@ struct GetPolicyExArg {
 }
 
 // _IOWR('f', 23, struct fscrypt_add_key_arg) with its 80-byte header.
-nix::ioctl_readwrite_bad!(add_key, 0xc050_6617, AddKeyArg);
+nix::ioctl_readwrite_bad!(
+    add_key,
+    nix::request_code_readwrite!(b'f', 23, 80),
+    AddKeyArg
+);
 // _IOR('f', 19, struct fscrypt_policy_v1): the v2 policy goes through the
 // same number.
-nix::ioctl_write_ptr_bad!(set_policy, 0x800c_6613, PolicyV2);
+nix::ioctl_write_ptr_bad!(set_policy, nix::request_code_read!(b'f', 19, 12), PolicyV2);
 // _IOWR('f', 22, __u8[9]).
-nix::ioctl_readwrite_bad!(get_policy_ex, 0xc009_6616, GetPolicyExArg);
+nix::ioctl_readwrite_bad!(
+    get_policy_ex,
+    nix::request_code_readwrite!(b'f', 22, 9),
+    GetPolicyExArg
+);
 
 /// What became of the volume directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
