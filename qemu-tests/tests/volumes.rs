@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{assert_verdict, boot_on, options, run_img, start_net};
+use common::{assert_verdict, boot_on, img, opt, options, start_net};
 use qemu_tests::disk::{self, SECTOR};
 use qemu_tests::{Boot, NetOptions, TestNet, FILE_SERVER, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER};
 
@@ -24,6 +24,15 @@ fn net_with_s3() -> TestNet {
     let mut net = start_net(&NetOptions::default());
     net.start_s3().unwrap_or_else(|e| panic!("s3: {e}"));
     net
+}
+
+/// `b2c.run` of the busybox image with `-v VOLUME:DEST` and `command`.
+fn run_with(volume: &str, command: &str) -> String {
+    opt("b2c.run", &format!("-v {volume} {} {command}", img()))
+}
+
+fn run_img(command: &str) -> String {
+    opt("b2c.run", &format!("{} {command}", img()))
 }
 
 fn read(path: &Path) -> String {
@@ -57,7 +66,8 @@ fn objects(dir: &Path) -> Vec<String> {
 fn assert_no_secret(boot: &Boot, secret: &str) {
     let leaks: Vec<&str> = boot
         .lines()
-        .filter(|l| l.contains(secret) && !l.contains("Command line:"))
+        .filter(|l| l.contains(secret))
+        .filter(|l| !l.contains("] Command line:") && !l.contains("] Kernel command line:"))
         .collect();
     assert!(
         leaks.is_empty(),
@@ -97,15 +107,16 @@ fn the_real_line_pulls_inputs_pushes_changes_and_results_then_expires() {
          push_on=changes,overwrite,exclude=install/*,exclude=*.shader_cache,remove,\
          expiration=pipeline_end,preserve\" {}",
         minio(S3_SECRET_KEY),
-        run_img(&format!("-v job-4242-results:/results {script}"))
+        run_with("job-4242-results:/results", &script)
     );
     let mut opts = options("volumes-real-line", &append);
     opts.timeout = Duration::from_secs(240);
+    let over = std::sync::atomic::AtomicBool::new(false);
     let boot = std::thread::scope(|scope| {
         let watcher = scope.spawn(|| {
-            // Until the guest pushed mid.txt (or gave up: the boot ends).
+            // Until the guest pushed mid.txt, or the boot is over.
             let mid = bucket.join("mid.txt");
-            for _ in 0..2400 {
+            while !over.load(std::sync::atomic::Ordering::Relaxed) {
                 if mid.exists() {
                     net.serve_file("go", "go").unwrap();
                     return true;
@@ -115,6 +126,7 @@ fn the_real_line_pulls_inputs_pushes_changes_and_results_then_expires() {
             false
         });
         let boot = boot_on(&net, &opts);
+        over.store(true, std::sync::atomic::Ordering::Relaxed);
         (boot, watcher.join().unwrap())
     });
     let (boot, mid_seen) = boot;
@@ -181,7 +193,10 @@ fn nothing_is_lost_when_the_final_push_fails() {
     let bucket = net.s3_bucket("job-7");
     let disk = disk_path("volumes-owed");
     let volume = "b2c.volume=res,mirror=gateway/job-7,push_on=pipeline_end,expiration=pipeline_end";
-    let job = run_img("-v res:/res sh -c 'echo result-$((40+2)) > /res/result.txt'");
+    let job = run_with(
+        "res:/res",
+        "sh -c 'echo result-$((40+2)) > /res/result.txt'",
+    );
     let boot_with = |net: &TestNet, name: &str, secret: &str, job: &str| {
         let append = format!("b2c.cache_device=auto {} {volume} {job}", minio(secret));
         boot_on(net, &options(name, &append).with_disk(&disk))
@@ -265,7 +280,10 @@ fn an_fscrypt_volume_is_encrypted_at_rest_and_readable_with_its_key() {
     };
     let first = boot(
         "volumes-fscrypt-1",
-        &run_img("-v traces:/t sh -c 'cat /t/trace-input.bin; echo SECRET-$((40+2))-RESULT > /t/secret-result.txt'"),
+        &run_with(
+            "traces:/t",
+            "sh -c 'cat /t/trace-input.bin; echo SECRET-$((40+2))-RESULT > /t/secret-result.txt'",
+        ),
     );
     assert_verdict(&first, 0);
     assert!(first.has_line("TRACE-INPUT-CONTENT"), "{first}");
@@ -292,7 +310,7 @@ fn an_fscrypt_volume_is_encrypted_at_rest_and_readable_with_its_key() {
     }
     let second = boot(
         "volumes-fscrypt-2",
-        &run_img("-v traces:/t cat /t/secret-result.txt"),
+        &run_with("traces:/t", "cat /t/secret-result.txt"),
     );
     assert_verdict(&second, 0);
     assert!(second.has_line("SECRET-42-RESULT"), "{second}");
