@@ -3,6 +3,8 @@
 
 CARGO ?= cargo
 MUSL_TARGET := x86_64-unknown-linux-musl
+S3S_FS_VERSION := 0.14.1
+S3S_FS := $(HOME)/.cargo/bin/s3s-fs
 # Debian packages the build, the QEMU boot and the tests need.
 DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony \
 	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
@@ -25,6 +27,11 @@ deps:
 	fi
 	@apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -q
 	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@# The S3 server of the volume tests (storage and QEMU): a real one that
+	@# checks SigV4, pinned (0.14.1 is the last to build with rustc 1.95;
+	@# about 5 minutes, once per machine).
+	@$(S3S_FS) --version 2>/dev/null | grep -q ' $(S3S_FS_VERSION)$$' || \
+		$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked
 
 kernel: deps
 	$(CARGO) xtask kernel

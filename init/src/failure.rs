@@ -30,6 +30,9 @@ pub enum BootError {
         source: EnvFileSource,
         error: Box<EnvFileError>,
     },
+    /// A `b2c.volume` could not be set up, or its `pipeline_start` sync
+    /// failed (as in boot2container, the containers then do not run).
+    Volume(b2c_storage::volume::VolumeError),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,7 @@ impl BootError {
             BootError::ExtraArgs(_) => Some("check b2c.extra_args_url and the server behind it"),
             BootError::ExtraArgsInvalid { .. } => Some("fix that option at b2c.extra_args_url"),
             BootError::EnvFile { .. } => Some("check --env-file in the container options"),
+            BootError::Volume(_) => Some("check b2c.volume, b2c.minio and the S3 server"),
         }
     }
 }
@@ -83,6 +87,7 @@ impl fmt::Display for BootError {
                 "b2c.extra_args_url: the options fetched from {url} are invalid: {source}"
             ),
             BootError::EnvFile { source, error } => write!(f, "--env-file {source}: {error}"),
+            BootError::Volume(e) => write!(f, "{e}"),
         }?;
         if let Some(hint) = self.hint() {
             write!(f, " ({hint})")?;
@@ -103,6 +108,7 @@ impl StdError for BootError {
             BootError::Cache(e) => Some(e),
             BootError::EnvFile { error, .. } => Some(error.as_ref()),
             BootError::CaCert(e) => Some(e),
+            BootError::Volume(e) => Some(e),
         }
     }
 }

@@ -73,6 +73,7 @@ fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
         phases::make_room(&plan, &storage);
         let images = phases::pull(&plan, &storage.store, &trust).await;
         let env_files = phases::env_files(&plan, &trust).await?;
+        let mut volumes = phases::volumes(&plan, &trust).await?;
         let prepared = Prepared {
             images: &images,
             env_files: &env_files,
@@ -82,11 +83,16 @@ fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
             etc: Path::new("/etc"),
             hostname: &hostname,
         };
+        let hooks = phases::VolumeHooks {
+            set: &volumes,
+            runtime: tokio::runtime::Handle::current(),
+        };
         // crun and the reaper block: keep them off the async workers, which
         // go on renewing the lease.
-        Ok(tokio::task::block_in_place(|| {
-            b2c_runtime::run_pipeline(&plan, &prepared, &site)
-        }))
+        let outcome = tokio::task::block_in_place(|| {
+            b2c_runtime::run_pipeline_with(&plan, &prepared, &site, &hooks)
+        });
+        Ok(phases::volumes_end(&mut volumes, outcome).await)
     };
     let outcome = runtime.block_on(async {
         // A stop request during the setup (a DHCP wait, a long pull) ends

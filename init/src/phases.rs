@@ -5,10 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{BootPlan, EnvFileSource, ImagePlan, NtpPeer};
+use b2c_cmdline::{BootPlan, ContainerPlan, EnvFileSource, ImagePlan, NtpPeer, SyncEvent};
 use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
 use b2c_oci::{Credential, LayerStore, PullError, PulledImage, RegistryOptions};
+use b2c_runtime::{ContainerHooks, Outcome, PipelineStatus};
+use b2c_storage::volume::VolumeSet;
 use b2c_storage::CacheSetup;
 use b2c_system::info;
 use b2c_system::log::Section;
@@ -59,9 +61,10 @@ pub fn block_devices() {
 pub fn plan() -> Result<(String, BootPlan), BootError> {
     let cmdline = std::fs::read_to_string("/proc/cmdline")
         .map_err(|e| BootError::Early(b2c_system::Error::io("/proc/cmdline", e)))?;
+    // Secrets (--creds passwords, S3 keys) never reach the console.
     info!(
         "kernel command line: {}",
-        b2c_cmdline::redact(cmdline.trim())
+        b2c_cmdline::redact(&b2c_cmdline::redact_cmdline(cmdline.trim()))
     );
     let plan = b2c_cmdline::plan(&cmdline).map_err(BootError::Plan)?;
     Ok((cmdline, plan))
@@ -440,4 +443,65 @@ pub async fn env_files(
         files.push(b2c_cmdline::parse_env_file(&text).map_err(|e| bad(EnvFileError::Parse(e)))?);
     }
     Ok(files)
+}
+
+/// `b2c.volume`: expired volumes deleted, declared ones created (mounted,
+/// encrypted), pushes owed by an earlier boot done, then the
+/// `pipeline_start` syncs and the `push_on=changes` watchers. A failure
+/// here means no container runs, as in boot2container.
+pub async fn volumes(plan: &BootPlan, trust: &Trust) -> Result<VolumeSet, BootError> {
+    let reach = b2c_storage::volume::Reach {
+        trust,
+        proxy: &plan.trust.proxy,
+        retry: b2c_storage::volume::RETRY,
+    };
+    let mut set = b2c_storage::volume::setup(plan, &reach)
+        .await
+        .map_err(BootError::Volume)?;
+    set.event(SyncEvent::PipelineStart)
+        .await
+        .map_err(|e| BootError::Volume(Box::new(e).into()))?;
+    set.start_watchers();
+    Ok(set)
+}
+
+/// The `container_start` / `container_end` syncs, run from the pipeline's
+/// thread on the boot's runtime.
+pub struct VolumeHooks<'a> {
+    pub set: &'a VolumeSet,
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl VolumeHooks<'_> {
+    fn sync(&self, event: SyncEvent) -> Result<(), String> {
+        if !self.set.wants(event) {
+            return Ok(());
+        }
+        // Each failure was an ERROR line naming its volume already.
+        self.runtime
+            .block_on(self.set.event(event))
+            .map_err(|_| "a volume sync failed".to_string())
+    }
+}
+
+impl ContainerHooks for VolumeHooks<'_> {
+    fn container_start(&self, _: &ContainerPlan) -> Result<(), String> {
+        self.sync(SyncEvent::ContainerStart)
+    }
+    fn container_end(&self, _: &ContainerPlan) -> Result<(), String> {
+        self.sync(SyncEvent::ContainerEnd)
+    }
+}
+
+/// After the pipeline: the final pushes, then expired volumes deleted. A
+/// failed push fails a pipeline that passed (boot2container's pipeline_end
+/// hooks do the same); the volume is kept and pushed by the next boot.
+pub async fn volumes_end(set: &mut VolumeSet, outcome: Outcome) -> Outcome {
+    if set.finish().await || outcome.status.failed() {
+        return outcome;
+    }
+    Outcome {
+        status: PipelineStatus::Failed(1),
+        ..outcome
+    }
 }

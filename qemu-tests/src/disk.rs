@@ -228,6 +228,19 @@ fn parse_pairs(line: &str) -> Vec<(String, String)> {
     pairs
 }
 
+/// `debugfs -R COMMAND` on the ext4 `offset` bytes into `image`: its
+/// output (read-only; for what the guest left on its disk).
+pub fn debugfs(image: &Path, offset: u64, command: &str) -> Result<String> {
+    let out = run(
+        Command::new("debugfs")
+            .arg("-R")
+            .arg(command)
+            .arg(format!("{}?offset={offset}", image.display())),
+        "debugfs",
+    )?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

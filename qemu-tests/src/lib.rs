@@ -53,6 +53,7 @@ pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
     REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,
+    S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
 pub use qemu::{Boot, BootOptions};
 

@@ -31,6 +31,12 @@ pub const REGISTRY_AUTH_PASSWORD: &str = "pw-9f4e-not-to-be-shown";
 pub const FILE_SERVER: &str = "10.99.0.1:8080";
 /// The same files over HTTPS, with the registry's certificate (test CA).
 pub const HTTPS_FILE_SERVER: &str = "10.99.0.1:8443";
+/// The S3 server of [`TestNet::start_s3`] (s3s-fs: SigV4 checked, objects
+/// stored as plain files under [`TestNet::s3_bucket`]).
+pub const S3_SERVER: &str = "10.99.0.1:9000";
+/// Its keys.
+pub const S3_ACCESS_KEY: &str = "b2c-dut";
+pub const S3_SECRET_KEY: &str = "Xk3pQ9sLr2Tz-test";
 
 const NS_PREFIX: &str = "b2c-t-";
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -318,6 +324,50 @@ impl TestNet {
             .filter_map(|s| matches!(s.child.try_wait(), Ok(None)).then_some(s))
             .map(|s| s.child.id())
             .collect()
+    }
+
+    /// Starts s3s-fs (`make deps` installs it; `$B2C_S3S_FS` overrides)
+    /// on [`S3_SERVER`], or starts it again after [`TestNet::stop_s3`]
+    /// with the same objects.
+    pub fn start_s3(&mut self) -> Result<()> {
+        let root = self.s3_root();
+        std::fs::create_dir_all(&root).context(|| format!("create {}", root.display()))?;
+        let binary = s3s_fs_binary()?;
+        let args = [
+            "--host".to_string(),
+            "10.99.0.1".into(),
+            "--port".into(),
+            "9000".into(),
+            "--access-key".into(),
+            S3_ACCESS_KEY.into(),
+            "--secret-key".into(),
+            S3_SECRET_KEY.into(),
+            root.display().to_string(),
+        ];
+        self.spawn("s3", &binary.display().to_string(), &args)?;
+        self.wait_ready("s3", || tcp_probe(9000))
+    }
+
+    /// Makes the S3 server unreachable (connections refused).
+    pub fn stop_s3(&mut self) {
+        for service in &mut self.services {
+            if service.name == "s3" {
+                service.stop();
+            }
+        }
+        self.services.retain(|s| s.name != "s3");
+    }
+
+    /// The directory of a bucket (created): each object is the file at
+    /// its key.
+    pub fn s3_bucket(&self, name: &str) -> PathBuf {
+        let dir = self.s3_root().join(name);
+        let _ = std::fs::create_dir_all(&dir);
+        dir
+    }
+
+    fn s3_root(&self) -> PathBuf {
+        self.dir().join("s3")
     }
 
     fn log_path(&self, service: &str) -> PathBuf {
@@ -647,6 +697,19 @@ pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Resul
             .join()
             .expect("netns thread panicked")
     })
+}
+
+fn s3s_fs_binary() -> Result<PathBuf> {
+    if let Some(p) = std::env::var_os("B2C_S3S_FS") {
+        return Ok(p.into());
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let home = std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo/bin"));
+    std::env::split_paths(&path)
+        .chain(home)
+        .map(|d| d.join("s3s-fs"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| Error::new("s3s-fs is not installed: run `make deps`"))
 }
 
 fn tcp_probe(port: u16) -> std::io::Result<()> {

@@ -252,7 +252,10 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         .arg("-append")
         // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
         // timer check can fail and panic the boot before /init runs.
-        .arg(format!("console=ttyS0 panic=-1 no_timer_check {}", opts.append))
+        .arg(format!(
+            "console=ttyS0 panic=-1 no_timer_check {}",
+            opts.append
+        ))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args([
             "-device",

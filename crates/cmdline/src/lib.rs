@@ -11,6 +11,7 @@ mod proxy;
 mod registry;
 mod storage;
 mod tokenize;
+mod volume;
 
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ pub use network::{
 };
 pub use plan::{
     derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
-    ImagePlan, Layout, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan, VolumePlan,
+    ImagePlan, Layout, NamedVolume, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan,
+    VolumePlan,
 };
 pub use proxy::{Proxy, ProxyUrl};
 pub use registry::{split_host_port, Mirror, Registries};
@@ -33,6 +35,10 @@ pub use storage::{
     SwapSpace,
 };
 pub use tokenize::{tokenize, Token};
+pub use volume::{
+    parse_minio, parse_volume, redact_cmdline, redact_value, valid_volume_name, Expiration,
+    FscryptKey, MinioAlias, Remote, Secret, SseKey, SyncEvent, VolumeOptions,
+};
 
 pub const DEFAULT_HOSTNAME: &str = "boot2container";
 
@@ -93,6 +99,10 @@ pub struct Config {
     pub swap: Option<Swap>,
     /// `b2c.filesystem` entries.
     pub filesystems: Vec<Filesystem>,
+    /// `b2c.minio`: S3 endpoints by alias (the last one of an alias wins).
+    pub minio: Vec<MinioAlias>,
+    /// `b2c.volume`: named volumes (the last one of a name wins).
+    pub volumes: Vec<VolumeOptions>,
     /// `b2c.log=debug`.
     pub debug: bool,
     /// `b2c.gitlab_sections`: GitLab collapsible-section markers around
@@ -132,6 +142,8 @@ impl Default for Config {
             cache_device: CacheDevice::None,
             swap: None,
             filesystems: Vec::new(),
+            minio: Vec::new(),
+            volumes: Vec::new(),
             debug: false,
             gitlab_sections: true,
             debug_panic: None,
@@ -148,10 +160,6 @@ pub struct Error {
     pub value: String,
     pub problem: String,
 }
-
-/// Options of boot2container that belong to later work: accepted with a
-/// warning so that existing APPEND lines still boot.
-const NOT_YET_IMPLEMENTED: &[&str] = &["b2c.minio", "b2c.volume"];
 
 /// Parses a whole kernel command line. Checks that need several options
 /// together are [`derive`]'s: see [`plan`].
@@ -204,10 +212,11 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
         if !key.starts_with("b2c.") {
             continue;
         }
+        // Values that hold keys are shown without them.
         let bad = |problem: String| Error {
             key: key.clone(),
-            // Errors are printed: no `--creds` password in them.
-            value: redact(value.as_deref().unwrap_or_default()),
+            // Errors are printed: no `--creds` password or S3 key in them.
+            value: redact(&redact_value(&key, value.as_deref().unwrap_or_default())),
             problem,
         };
         let need = || {
@@ -326,6 +335,17 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                     value.clone().unwrap_or_default()
                 )),
             },
+            "b2c.minio" => {
+                let alias = parse_minio(&need()?).map_err(bad)?;
+                config.minio.retain(|m| m.alias != alias.alias);
+                config.minio.push(alias);
+            }
+            "b2c.volume" => {
+                let (volume, warnings) = parse_volume(&need()?).map_err(bad)?;
+                config.warnings.extend(warnings);
+                config.volumes.retain(|v| v.name != volume.name);
+                config.volumes.push(volume);
+            }
             "b2c.debug_panic" => match need()?.as_str() {
                 "pipeline" => config.debug_panic = Some(DebugPanic::Pipeline),
                 other => config.warnings.push(format!(
@@ -335,9 +355,6 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             "b2c.keymap" => config
                 .warnings
                 .push("b2c.keymap is ignored: the serial console needs no keymap".into()),
-            k if NOT_YET_IMPLEMENTED.contains(&k) => config
-                .warnings
-                .push(format!("{key} is not supported yet and is ignored")),
             _ => config
                 .warnings
                 .push(format!("unknown option {key} is ignored")),

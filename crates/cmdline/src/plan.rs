@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::{
-    CacheDevice, Config, ContainerArgs, Credentials, DebugPanic, Error, Filesystem, IfaceConfig,
-    ImageRef, KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Registries, Swap, VolumeSource,
+    CacheDevice, Config, ContainerArgs, Credentials, DebugPanic, Error, Expiration, Filesystem,
+    IfaceConfig, ImageRef, KernelIp, MinioAlias, NtpPeer, Proxy, PullPolicy, ReferenceError,
+    Registries, Remote, Swap, VolumeOptions, VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -70,7 +71,19 @@ impl Layout {
 
     /// Named volumes: one directory each, shared by the containers naming it.
     pub fn volume(&self, name: &str) -> PathBuf {
-        self.root.join("volumes").join(name)
+        self.volumes().join(name)
+    }
+
+    /// Where every named volume lives.
+    pub fn volumes(&self) -> PathBuf {
+        self.root.join("volumes")
+    }
+
+    /// What b2c remembers about the volumes across boots (expiration, a
+    /// push still owed): a name no volume can have (volume names start
+    /// with a letter or digit).
+    pub fn volume_state(&self) -> PathBuf {
+        self.volumes().join(".b2c")
     }
 }
 
@@ -226,6 +239,25 @@ pub struct StoragePlan {
     pub swap: Option<Swap>,
 }
 
+/// A `b2c.volume`, checked against the `b2c.minio` aliases and the
+/// `b2c.filesystem`s, with its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedVolume {
+    pub options: VolumeOptions,
+    /// [`Layout::volume`] of its name.
+    pub path: PathBuf,
+    /// Synced with S3: boot2container syncs a volume only when both a pull
+    /// and a push location are known (`mirror=`, or both `pull_from=` and
+    /// `push_to=`), and then both aliases are declared.
+    pub syncs: bool,
+}
+
+impl NamedVolume {
+    pub fn name(&self) -> &str {
+        &self.options.name
+    }
+}
+
 /// How registries and URLs are reached.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TrustPlan {
@@ -265,6 +297,11 @@ pub struct BootPlan {
     pub env_files: Vec<EnvFileSource>,
     /// Services, then `b2c.run`, then post containers, each in order.
     pub containers: Vec<ContainerPlan>,
+    /// `b2c.minio`: the S3 endpoints volumes sync with. The keys are
+    /// [`crate::Secret`]s: printing the plan never shows them.
+    pub minio: Vec<MinioAlias>,
+    /// `b2c.volume`, in the order written.
+    pub volumes: Vec<NamedVolume>,
     pub pipefail: bool,
     pub end: EndPlan,
     /// `b2c.log=debug`.
@@ -284,6 +321,11 @@ impl BootPlan {
 
     pub fn stage(&self, stage: Stage) -> impl Iterator<Item = &ContainerPlan> {
         self.containers.iter().filter(move |c| c.stage == stage)
+    }
+
+    /// The `b2c.minio` endpoint of an alias.
+    pub fn endpoint(&self, alias: &str) -> Option<&MinioAlias> {
+        self.minio.iter().find(|m| m.alias == alias)
     }
 }
 
@@ -327,6 +369,14 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         }
     }
     let layout = Layout::default();
+    let mut warnings = config.warnings;
+    let volumes = derive_volumes(
+        config.volumes,
+        &config.minio,
+        &config.filesystems,
+        &layout,
+        &mut warnings,
+    )?;
     let mut images: Vec<ImagePlan> = Vec::new();
     let mut env_files: Vec<EnvFileSource> = Vec::new();
     let mut containers = Vec::new();
@@ -409,6 +459,8 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         images,
         env_files,
         containers,
+        minio: config.minio,
+        volumes,
         pipefail: config.pipefail,
         end: EndPlan {
             shell: config.shell,
@@ -419,7 +471,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         debug: config.debug,
         gitlab_sections: config.gitlab_sections,
         debug_panic: config.debug_panic,
-        warnings: config.warnings,
+        warnings,
     })
 }
 
@@ -428,6 +480,68 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
 fn same_pull(a: &ImagePlan, b: &ImagePlan) -> bool {
     (&a.reference, a.policy, a.tls_verify, &a.creds, &a.authfile)
         == (&b.reference, b.policy, b.tls_verify, &b.creds, &b.authfile)
+}
+
+fn derive_volumes(
+    volumes: Vec<VolumeOptions>,
+    minio: &[MinioAlias],
+    filesystems: &[Filesystem],
+    layout: &Layout,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<NamedVolume>, PlanError> {
+    let mut out = Vec::with_capacity(volumes.len());
+    for options in volumes {
+        let name = options.name.clone();
+        let bad = |problem: String| Error {
+            key: "b2c.volume".into(),
+            value: name.clone(),
+            problem,
+        };
+        if let Some(fs) = &options.filesystem {
+            if !filesystems.iter().any(|f| &f.name == fs) {
+                return Err(
+                    bad(format!("filesystem={fs}: no b2c.filesystem has this name")).into(),
+                );
+            }
+        }
+        let syncs = match (&options.pull_from, &options.push_to) {
+            (Some(pull), Some(push)) => {
+                for remote in [pull, push] {
+                    if !minio.iter().any(|m| m.alias == remote.alias) {
+                        return Err(bad(format!(
+                            "{remote}: no b2c.minio declares the alias {:?}",
+                            remote.alias
+                        ))
+                        .into());
+                    }
+                }
+                true
+            }
+            (None, None) => false,
+            (pull, _) => {
+                warnings.push(format!(
+                    "b2c.volume={name}: only {} is set: as in boot2container, the volume is                      synced only when both a pull and a push location are known (use mirror=)",
+                    if pull.is_some() { "pull_from" } else { "push_to" }
+                ));
+                false
+            }
+        };
+        if syncs
+            && options.pull_on.is_empty()
+            && options.push_on.is_empty()
+            && !options.push_on_changes
+        {
+            warnings.push(format!(
+                "b2c.volume={name}: no pull_on or push_on event: it is never synced"
+            ));
+        }
+        out.push(NamedVolume {
+            path: layout.volume(&name),
+            options,
+            syncs,
+        });
+    }
+    Ok(out)
 }
 
 /// The position of `item` in `list`, appended if no entry is `same`.
@@ -500,6 +614,15 @@ impl fmt::Display for BootPlan {
                 ),
             )?,
         }
+        for m in &self.minio {
+            step(
+                f,
+                format_args!("S3 endpoint {}: {} (keys hidden)", m.alias, m.url),
+            )?;
+        }
+        for v in &self.volumes {
+            step(f, format_args!("volume {}", describe_volume(v)))?;
+        }
         if self.images.is_empty() {
             step(f, format_args!("no container to run"))?;
         }
@@ -537,6 +660,68 @@ impl fmt::Display for BootPlan {
             ),
         }
     }
+}
+
+fn describe_volume(v: &NamedVolume) -> String {
+    let o = &v.options;
+    let mut s = format!("{} ({})", o.name, v.path.display());
+    let events =
+        |evs: &[crate::SyncEvent]| evs.iter().map(|e| e.name()).collect::<Vec<_>>().join("|");
+    let side = |remote: &Option<Remote>| remote.as_ref().map(|r| r.to_string()).unwrap_or_default();
+    if v.syncs {
+        if !o.pull_on.is_empty() {
+            s.push_str(&format!(
+                ": pull from {} on {}",
+                side(&o.pull_from),
+                events(&o.pull_on)
+            ));
+        }
+        if o.push_on_changes {
+            s.push_str(&format!(
+                ": push to {} as files change, and at pipeline_end",
+                side(&o.push_to)
+            ));
+        } else if !o.push_on.is_empty() {
+            s.push_str(&format!(
+                ": push to {} on {}",
+                side(&o.push_to),
+                events(&o.push_on)
+            ));
+        }
+        let mut flags: Vec<String> = Vec::new();
+        if o.overwrite {
+            flags.push("overwrite".into());
+        }
+        if o.remove {
+            flags.push("remove".into());
+        }
+        if o.preserve {
+            flags.push("preserve".into());
+        }
+        for e in &o.exclude {
+            flags.push(format!("exclude={e}"));
+        }
+        if o.encrypt_key.is_some() {
+            flags.push("SSE-C".into());
+        }
+        if !flags.is_empty() {
+            s.push_str(&format!(" [{}]", flags.join(", ")));
+        }
+    }
+    if o.fscrypt_key.is_some() {
+        s.push_str(if o.fscrypt_reset_key {
+            "; fscrypt-encrypted (reset if under another key)"
+        } else {
+            "; fscrypt-encrypted"
+        });
+    }
+    if let Some(fs) = &o.filesystem {
+        s.push_str(&format!("; on b2c.filesystem {fs}"));
+    }
+    if o.expiration == Expiration::PipelineEnd {
+        s.push_str("; deleted after the pipeline");
+    }
+    s
 }
 
 fn describe(args: &ContainerArgs) -> String {
@@ -710,5 +895,94 @@ mod tests {
             p.contains("pull docker.io/library/alpine:3 (--pull=always)"),
             "{p}"
         );
+    }
+
+    const MINIO: &str = "b2c.minio=\"gateway,http://10.42.0.1:9000,job-4242-dut,Xk3pQ9sLr2Tz\"";
+
+    #[test]
+    fn volumes_are_typed_and_their_keys_never_printed() {
+        let line = format!(
+            "{MINIO} b2c.volume=\"job-4242-results,mirror=gateway/job-4242,pull_on=pipeline_start,\
+             push_on=changes,overwrite,exclude=install/*,exclude=*.shader_cache,remove,\
+             expiration=pipeline_end,preserve\" b2c.volume=scratch \
+             b2c.run=\"-v job-4242-results:/results registry.example/mesa/test:42 ./run-tests\""
+        );
+        let p = plan(&line).unwrap();
+        assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+        assert_eq!(p.volumes.len(), 2);
+        let v = &p.volumes[0];
+        assert!(v.syncs);
+        assert_eq!(v.path, Path::new("/storage/volumes/job-4242-results"));
+        assert_eq!(p.containers[0].volumes[0].source, v.path);
+        assert_eq!(
+            p.endpoint("gateway").unwrap().secret_key.expose(),
+            "Xk3pQ9sLr2Tz"
+        );
+        assert!(!p.volumes[1].syncs);
+        let shown = format!("{p}\n{p:#?}");
+        for secret in ["Xk3pQ9sLr2Tz", "job-4242-dut"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(
+            shown.contains("volume job-4242-results (/storage/volumes/job-4242-results): pull from gateway/job-4242 on pipeline_start: push to gateway/job-4242 as files change, and at pipeline_end [overwrite, remove, preserve, exclude=install/*, exclude=*.shader_cache]; deleted after the pipeline"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("S3 endpoint gateway: http://10.42.0.1:9000 (keys hidden)"),
+            "{shown}"
+        );
+        assert_eq!(
+            Layout::default().volume_state(),
+            Path::new("/storage/volumes/.b2c")
+        );
+    }
+
+    #[test]
+    fn volume_errors_name_the_option_and_hide_the_keys() {
+        for (line, key, why) in [
+            (
+                "b2c.volume=v,mirror=nowhere/bkt",
+                "b2c.volume",
+                "no b2c.minio declares the alias \"nowhere\"",
+            ),
+            (
+                "b2c.volume=v,filesystem=nfs",
+                "b2c.volume",
+                "no b2c.filesystem",
+            ),
+            ("b2c.minio=gw,http://h,AK", "b2c.minio", "4 fields"),
+            (
+                "b2c.volume=v,expiration=tomorrow",
+                "b2c.volume",
+                "expiration",
+            ),
+        ] {
+            let e = plan(&format!("{MINIO} {line}")).unwrap_err();
+            assert_eq!(e.key(), key, "{line}");
+            assert!(e.to_string().contains(why), "{line}: {e}");
+        }
+        let e = plan("b2c.minio=\"gw,ftp://h,AKIA-SECRET,SK-SECRET\"").unwrap_err();
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        // One side only: boot2container syncs nothing, and says so.
+        let p = plan(&format!(
+            "{MINIO} b2c.volume=v,pull_from=gateway/bkt,pull_on=pipeline_start"
+        ))
+        .unwrap();
+        assert!(!p.volumes[0].syncs);
+        assert!(
+            p.warnings[0].contains("only pull_from is set"),
+            "{:?}",
+            p.warnings
+        );
+        // The last declaration of a name or alias wins.
+        let p = plan(&format!(
+            "{MINIO} b2c.minio=gateway,http://other:9000,a,b b2c.volume=v,remove b2c.volume=v,overwrite"
+        ))
+        .unwrap();
+        assert_eq!(p.minio.len(), 1);
+        assert_eq!(p.minio[0].url, "http://other:9000");
+        assert_eq!(p.volumes.len(), 1);
+        assert!(p.volumes[0].options.overwrite && !p.volumes[0].options.remove);
     }
 }

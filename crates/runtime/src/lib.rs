@@ -15,6 +15,6 @@ pub mod user;
 pub use engine::{Engine, Inputs, RunError, Service};
 pub use host::{Host, System};
 pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
-pub use run::{run_pipeline, Outcome, Prepared, Site};
+pub use run::{run_pipeline, run_pipeline_with, ContainerHooks, NoHooks, Outcome, Prepared, Site};
 pub use spec::{runtime_spec, HostFiles, SpecError, SpecInputs};
 pub use stop::{stop_running, STOP_GRACE};

@@ -61,8 +61,38 @@ pub struct Site<'a, H: Host> {
     pub hostname: &'a str,
 }
 
+/// What runs around each `b2c.run` and post container (boot2container's
+/// `container_start` and `container_end` hooks: the volume syncs).
+pub trait ContainerHooks {
+    /// Before the container; an error counts as the container failing to
+    /// start, as in boot2container.
+    fn container_start(&self, _container: &ContainerPlan) -> Result<(), String> {
+        Ok(())
+    }
+    /// After it, whatever its status; an error is reported.
+    fn container_end(&self, _container: &ContainerPlan) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// No hooks.
+pub struct NoHooks;
+
+impl ContainerHooks for NoHooks {}
+
 /// Runs every container of the plan as boot2container does.
 pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H>) -> Outcome {
+    run_pipeline_with(plan, prepared, site, &NoHooks)
+}
+
+/// [`run_pipeline`], with `hooks` around each `b2c.run` and post
+/// container.
+pub fn run_pipeline_with<H: Host>(
+    plan: &BootPlan,
+    prepared: &Prepared,
+    site: &Site<H>,
+    hooks: &dyn ContainerHooks,
+) -> Outcome {
     let engine = Engine::new(site.host, &plan.layout, site.etc, site.hostname);
     let mut pipeline = Pipeline::new(plan.pipefail);
     // Err: the image could not be pulled.
@@ -121,6 +151,12 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
             );
             continue;
         }
+        if let Err(e) = hooks.container_start(c) {
+            error!("{}: container_start: {e}", c.id);
+            info!("{} exited with status 1", c.id);
+            pipeline.record(c.stage, c.option_value(), ContainerEnd::NotStarted);
+            continue;
+        }
         // The job's own output: folded in a GitLab log, but open.
         let _section = Section::start(
             &format!("b2c_{}", c.id),
@@ -142,6 +178,9 @@ pub fn run_pipeline<H: Host>(plan: &BootPlan, prepared: &Prepared, site: &Site<H
                 ContainerEnd::NotStarted
             }
         };
+        if let Err(e) = hooks.container_end(c) {
+            error!("{}: container_end: {e}", c.id);
+        }
         pipeline.record(c.stage, c.option_value(), end);
     }
 
@@ -494,5 +533,53 @@ mod tests {
         );
         assert_eq!(r.outcome.mode, ShutdownMode::Reboot);
         assert_eq!(r.outcome.status.code(), 129);
+    }
+
+    struct Recorder(std::cell::RefCell<Vec<String>>);
+
+    impl ContainerHooks for Recorder {
+        fn container_start(&self, c: &ContainerPlan) -> Result<(), String> {
+            self.0.borrow_mut().push(format!("start {}", c.id));
+            if c.id.as_str() == "run-1" {
+                return Err("the pull failed".into());
+            }
+            Ok(())
+        }
+        fn container_end(&self, c: &ContainerPlan) -> Result<(), String> {
+            self.0.borrow_mut().push(format!("end {}", c.id));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn hooks_run_around_runs_and_posts_and_a_failed_start_fails_the_container() {
+        let plan = b2c_cmdline::plan("b2c.run_service=s b2c.run=a b2c.run=b b2c.post_container=p")
+            .unwrap();
+        let images: Vec<Result<PulledImage, PullError>> =
+            plan.images.iter().map(|_| Ok(image("/bin/true"))).collect();
+        let prepared = Prepared {
+            images: &images,
+            env_files: &[],
+        };
+        let host = FakeHost::default();
+        let site = Site {
+            host: &host,
+            etc: Path::new("/etc"),
+            hostname: "dut",
+        };
+        let hooks = Recorder(Default::default());
+        let outcome = run_pipeline_with(&plan, &prepared, &site, &hooks);
+        assert_eq!(
+            *hooks.0.borrow(),
+            [
+                "start run-0",
+                "end run-0",
+                "start run-1",
+                "start post-0",
+                "end post-0"
+            ]
+        );
+        assert!(!host.calls().contains(&"run run-1".to_string()));
+        assert_eq!(outcome.status, PipelineStatus::NotStarted);
     }
 }

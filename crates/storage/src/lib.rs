@@ -26,6 +26,7 @@ mod loop_tests;
 mod mount;
 mod partition;
 mod swap;
+pub mod volume;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

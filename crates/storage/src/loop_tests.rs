@@ -463,3 +463,66 @@ fn a_swap_device() {
     assert!(!in_proc_swaps(&lo.dev));
     assert!(lo.dev.exists());
 }
+
+#[test]
+fn fscrypt_volumes_on_the_cache() {
+    use crate::volume::fscrypt::{encrypt_dir, is_encrypted, Encrypted, FscryptError};
+    let _l = locked();
+    let Some(lo) = Loop::new(256) else { return };
+    let cache = cache_on(&lo.dev, &lo.mnt());
+    let key = |byte: u8| {
+        let b64 = {
+            // 64 bytes of `byte`, base64.
+            let raw = [byte; 64];
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            let mut s = String::new();
+            for c in raw.chunks(3) {
+                let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+                let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+                for i in 0..4 {
+                    s.push(if i <= c.len() {
+                        T[(n >> (18 - 6 * i) & 63) as usize] as char
+                    } else {
+                        '='
+                    });
+                }
+            }
+            s
+        };
+        b2c_cmdline::parse_volume(&format!("v,fscrypt_key={b64}"))
+            .unwrap()
+            .0
+            .fscrypt_key
+            .unwrap()
+    };
+    let dir = cache.mountpoint.join("volumes/v");
+    std::fs::create_dir_all(&dir).unwrap();
+    assert!(!is_encrypted(&dir).unwrap());
+    assert_eq!(encrypt_dir(&dir, &key(1), false).unwrap(), Encrypted::New);
+    std::fs::write(dir.join("secret.txt"), b"plain").unwrap();
+    assert!(is_encrypted(&dir).unwrap());
+    assert_eq!(
+        encrypt_dir(&dir, &key(1), false).unwrap(),
+        Encrypted::AsBefore
+    );
+    assert_eq!(std::fs::read(dir.join("secret.txt")).unwrap(), b"plain");
+    // Another key: refused, unless asked to start over.
+    let e = encrypt_dir(&dir, &key(2), false).unwrap_err();
+    assert!(matches!(e, FscryptError::OtherKey(_)), "{e}");
+    assert_eq!(
+        encrypt_dir(&dir, &key(2), true).unwrap(),
+        Encrypted::Emptied
+    );
+    assert!(std::fs::read_dir(&dir).unwrap().next().is_none());
+    // An unencrypted volume that gets a key is emptied first (a policy
+    // needs an empty directory), as boot2container does.
+    let plain = cache.mountpoint.join("volumes/p");
+    std::fs::create_dir_all(&plain).unwrap();
+    std::fs::write(plain.join("old"), b"x").unwrap();
+    assert_eq!(
+        encrypt_dir(&plain, &key(3), false).unwrap(),
+        Encrypted::Emptied
+    );
+    teardown(Some(&cache), None);
+}

@@ -35,7 +35,9 @@ use crate::NetError;
 pub use body::{deadline, read_bounded, BodyError, BodyLimit};
 pub use failure::{redact, Failure, FailureKind};
 pub use proxy::{Proxies, ProxyError, ProxyFields};
-pub use retry::{parse_retry_after, with_retries, RetryPolicy, Retryable, MAX_RETRY_AFTER};
+pub use retry::{
+    parse_http_date, parse_retry_after, with_retries, RetryPolicy, Retryable, MAX_RETRY_AFTER,
+};
 pub use trust::{Trust, TrustError};
 
 pub const USER_AGENT: &str = concat!("b2c/", env!("CARGO_PKG_VERSION"));
@@ -149,6 +151,27 @@ fn client(opts: &FetchOptions, proxies: &Proxies) -> Result<Client, Failure> {
         .connect_timeout(opts.connect_timeout)
         .read_timeout(READ_TIMEOUT)
         .timeout(opts.timeout)
+        .user_agent(USER_AGENT);
+    proxies.apply(builder)?.build().map_err(setup)
+}
+
+/// A client for long transfers (S3 volumes): the boot's trust roots and
+/// `b2c.proxy`, [`CONNECT_TIMEOUT`] and [`READ_TIMEOUT`] (a stalled
+/// transfer fails and is retried), but no bound on a whole request, which
+/// may carry gigabytes. Bodies are the caller's to stream.
+pub fn transfer_client(trust: &Trust, proxy: &Proxy) -> Result<Client, Failure> {
+    let proxies = Proxies::new(proxy).map_err(|e| Failure::other(format!("b2c.proxy: {e}")))?;
+    use_ring();
+    let setup = |e: reqwest::Error| {
+        Failure::other(format!(
+            "setting up the HTTP client: {}",
+            proxies.scrub(b2c_system::error_chain::error_chain(&e))
+        ))
+    };
+    let builder = Client::builder()
+        .tls_certs_only(trust.reqwest_roots().map_err(setup)?)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
         .user_agent(USER_AGENT);
     proxies.apply(builder)?.build().map_err(setup)
 }

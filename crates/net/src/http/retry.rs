@@ -64,7 +64,7 @@ impl Retryable for Failure {
 /// last failure and how many attempts were made.
 pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
-    what: &dyn fmt::Display,
+    what: &(dyn fmt::Display + Sync),
     mut attempt: F,
 ) -> Result<T, (E, u32)>
 where
@@ -112,7 +112,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// The three forms of RFC 9110's HTTP-date: `Sun, 06 Nov 1994 08:49:37 GMT`
 /// (the one servers send), `Sunday, 06-Nov-94 08:49:37 GMT` and
 /// `Sun Nov  6 08:49:37 1994`.
-fn parse_http_date(s: &str) -> Option<SystemTime> {
+pub fn parse_http_date(s: &str) -> Option<SystemTime> {
     let words: Vec<&str> = s.split_whitespace().collect();
     let (day, month, year, time) = match words.as_slice() {
         [_, d, m, y, t, "GMT"] if words[0].ends_with(',') => (*d, *m, y.parse().ok()?, *t),
