@@ -7,14 +7,16 @@ mod container;
 mod image;
 mod network;
 mod plan;
+mod podman;
 mod storage;
 mod tokenize;
 
 use std::time::Duration;
 
 pub use container::{
-    parse_container_args, parse_env_file, ContainerArgs, ContainerArgsError, Dns, PullPolicy,
-    VolumeMount, VolumeSource,
+    parse_container_args, parse_env_file, ContainerArgs, ContainerArgsError, Credentials,
+    DeviceArg, DeviceRule, Dns, EnvArg, Namespace, Namespaces, Platform, PullPolicy, Resources,
+    Secret, Security, Ulimits, VolumeMount, VolumeSource,
 };
 pub use image::{ImageRef, ReferenceError};
 pub use network::{
@@ -24,6 +26,7 @@ pub use plan::{
     derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
     ImagePlan, Layout, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan, VolumePlan,
 };
+pub use podman::CAPABILITIES;
 pub use storage::{
     parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
     SwapSpace,
@@ -215,11 +218,24 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             Some("0") | Some("false") | Some("no") => Ok(false),
             Some(_) => Err(bad("expected no value, true or false".into())),
         };
-        let container = || parse_container_args(&need()?).map_err(|e| bad(e.to_string()));
+        let container = |warnings: &mut Vec<String>| {
+            let args = parse_container_args(&need()?).map_err(|e| bad(e.to_string()))?;
+            container_warnings(&key, &args, warnings);
+            Ok::<_, Error>(args)
+        };
         match key.as_str() {
-            "b2c.run" | "b2c.container" => config.containers.push(container()?),
-            "b2c.run_service" | "b2c.service" => config.services.push(container()?),
-            "b2c.post_container" | "b2c.run_post" => config.post_containers.push(container()?),
+            "b2c.run" | "b2c.container" => {
+                let args = container(&mut config.warnings)?;
+                config.containers.push(args)
+            }
+            "b2c.run_service" | "b2c.service" => {
+                let args = container(&mut config.warnings)?;
+                config.services.push(args)
+            }
+            "b2c.post_container" | "b2c.run_post" => {
+                let args = container(&mut config.warnings)?;
+                config.post_containers.push(args)
+            }
             "b2c.pipefail" => config.pipefail = flag()?,
             "b2c.shell" => config.shell = flag()?,
             "b2c.iface" => {
@@ -340,6 +356,19 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
     Ok(config)
 }
 
+/// What a container's arguments accepted without acting on them: one line
+/// for the flags without effect, one per value taken in its nearest meaning.
+fn container_warnings(key: &str, args: &ContainerArgs, warnings: &mut Vec<String>) {
+    if !args.ignored.is_empty() {
+        warnings.push(format!(
+            "{key}: {} accepted, without effect here ({})",
+            args.ignored.join(", "),
+            args.image
+        ));
+    }
+    warnings.extend(args.warnings.iter().map(|w| format!("{key}: {w}")));
+}
+
 /// `URL` (for both schemes) or `http=URL,https=URL,no_proxy=HOSTS`.
 fn parse_proxy(v: &str) -> Result<Proxy, String> {
     if v.contains("://") && !v.split("://").next().unwrap_or("").contains('=') {
@@ -427,7 +456,7 @@ mod tests {
         assert_eq!(c.containers[0].command, ["/job/run.sh"]);
         assert_eq!(
             c.containers[0].env,
-            [("CI_JOB_ID".to_string(), "123".to_string())]
+            [EnvArg::Set("CI_JOB_ID".into(), "123".into())]
         );
         assert_eq!(c.services[0].image, "docker.io/library/telegraf:latest");
         assert_eq!(c.post_containers[0].image, "alpine:3");

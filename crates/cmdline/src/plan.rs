@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::{
     CacheDevice, Config, ContainerArgs, DebugPanic, Error, Filesystem, IfaceConfig, ImageRef,
-    KernelIp, NtpPeer, Proxy, PullPolicy, ReferenceError, Swap, VolumeSource,
+    KernelIp, NtpPeer, Platform, Proxy, PullPolicy, ReferenceError, Swap, VolumeMount,
+    VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -122,6 +123,9 @@ pub struct ImagePlan {
     pub policy: PullPolicy,
     /// `--tls-verify`; `b2c.insecure_registry` applies on top, per host.
     pub tls_verify: bool,
+    /// `--platform`/`--arch`/`--os`/`--variant`: which manifest of an
+    /// image index (the default: this machine's).
+    pub platform: Platform,
 }
 
 /// Where an `--env-file` is read from.
@@ -142,15 +146,25 @@ impl fmt::Display for EnvFileSource {
     }
 }
 
-/// A `-v` resolved to a host path.
+/// A `-v`, `--mount` or `--tmpfs` resolved to what is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumePlan {
+    /// The host path bound; for a kernel filesystem, its type.
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
-    /// A named volume (created on first use) rather than a host path
-    /// (which must exist).
+    /// A named or anonymous volume (created on first use) rather than a
+    /// host path (which must exist).
     pub named: bool,
+    /// `Some("tmpfs")` (or `ramfs`, `devpts`) for a kernel filesystem
+    /// mounted fresh; `None` for a bind mount.
+    pub filesystem: Option<String>,
+    /// Further mount options (`nosuid`, `rprivate`, `size=64m`…).
+    pub options: Vec<String>,
+    /// Bind mounts: `rbind` rather than `bind`.
+    pub recursive: bool,
+    /// `U`: chown the source to the container's user first.
+    pub chown: bool,
 }
 
 /// One container of the pipeline.
@@ -308,9 +322,11 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
                 written: args.image.clone(),
                 policy: args.pull,
                 tls_verify: args.tls_verify,
+                platform: args.platform.clone(),
             };
             let image = ImageId(index_of(&mut images, image, |a, b| {
-                (&a.reference, a.policy, a.tls_verify) == (&b.reference, b.policy, b.tls_verify)
+                (&a.reference, a.policy, a.tls_verify, &a.platform)
+                    == (&b.reference, b.policy, b.tls_verify, &b.platform)
             }));
             let files = args
                 .env_files
@@ -321,20 +337,8 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
             let volumes = args
                 .volumes
                 .iter()
-                .map(|v| match &v.source {
-                    VolumeSource::Named(name) => VolumePlan {
-                        source: layout.volume(name),
-                        destination: v.destination.clone(),
-                        read_only: v.read_only,
-                        named: true,
-                    },
-                    VolumeSource::HostPath(path) => VolumePlan {
-                        source: PathBuf::from(path),
-                        destination: v.destination.clone(),
-                        read_only: v.read_only,
-                        named: false,
-                    },
-                })
+                .enumerate()
+                .map(|(n, v)| volume_plan(&layout, &id, n, v))
                 .collect();
             containers.push(ContainerPlan {
                 id,
@@ -381,6 +385,27 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
         debug_panic: config.debug_panic,
         warnings: config.warnings,
     })
+}
+
+/// Where one mount of container `id` comes from.
+fn volume_plan(layout: &Layout, id: &ContainerId, n: usize, v: &VolumeMount) -> VolumePlan {
+    let (source, named, filesystem) = match &v.source {
+        VolumeSource::Named(name) => (layout.volume(name), true, None),
+        VolumeSource::HostPath(path) => (PathBuf::from(path), false, None),
+        // Inside the container's directory: gone with it.
+        VolumeSource::Anonymous => (layout.container(id).join(format!("volume-{n}")), true, None),
+        VolumeSource::Filesystem(fs) => (PathBuf::from(fs), false, Some(fs.clone())),
+    };
+    VolumePlan {
+        source,
+        destination: v.destination.clone(),
+        read_only: v.read_only,
+        named,
+        filesystem,
+        options: v.options.clone(),
+        recursive: v.recursive,
+        chown: v.chown,
+    }
 }
 
 /// The position of `item` in `list`, appended if no entry is `same`.
@@ -454,10 +479,22 @@ impl fmt::Display for BootPlan {
             step(f, format_args!("no container to run"))?;
         }
         for image in &self.images {
-            step(
-                f,
-                format_args!("pull {} ({})", image.reference, image.policy.flag()),
-            )?;
+            if image.platform.is_default() {
+                step(
+                    f,
+                    format_args!("pull {} ({})", image.reference, image.policy.flag()),
+                )?;
+            } else {
+                step(
+                    f,
+                    format_args!(
+                        "pull {} ({}, platform {})",
+                        image.reference,
+                        image.policy.flag(),
+                        image.platform
+                    ),
+                )?;
+            }
         }
         for c in &self.containers {
             let verb = match c.stage {
@@ -487,8 +524,8 @@ impl fmt::Display for BootPlan {
 
 fn describe(args: &ContainerArgs) -> String {
     let mut s = args.image.clone();
-    if let Some(e) = &args.entrypoint {
-        s.push_str(&format!(" (entrypoint {e})"));
+    if let Some(e) = args.entrypoint_words() {
+        s.push_str(&format!(" (entrypoint {e:?})"));
     }
     if !args.command.is_empty() {
         s.push_str(&format!(" {:?}", args.command));

@@ -103,8 +103,8 @@ pub enum SpecError {
 /// entrypoint and drops its `Cmd`; a command after the image replaces `Cmd`.
 pub fn process_args(args: &ContainerArgs, image: &ImageConfiguration) -> Vec<String> {
     let config = image.config().as_ref();
-    let (entrypoint, default_cmd) = match &args.entrypoint {
-        Some(e) => (vec![e.clone()], Vec::new()),
+    let (entrypoint, default_cmd) = match args.entrypoint_words() {
+        Some(e) => (e, Vec::new()),
         None => (
             config
                 .and_then(|c| c.entrypoint().clone())
@@ -136,7 +136,15 @@ pub fn process_env(
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.insert(0, DEFAULT_PATH.to_string());
     }
-    let user = env_file.iter().chain(&args.env).chain(extra);
+    let set: Vec<(String, String)> = args
+        .env
+        .iter()
+        .filter_map(|e| match e {
+            b2c_cmdline::EnvArg::Set(k, v) => Some((k.clone(), v.clone())),
+            b2c_cmdline::EnvArg::FromHost(_) => None,
+        })
+        .collect();
+    let user = env_file.iter().chain(&set).chain(extra);
     for (key, value) in user {
         let prefix = format!("{key}=");
         env.retain(|e| !e.starts_with(&prefix));
@@ -359,6 +367,10 @@ mod tests {
                 destination: "/job".into(),
                 read_only: true,
                 named: true,
+                filesystem: None,
+                options: Vec::new(),
+                recursive: true,
+                chown: false,
             }],
             user: (0, 0),
             env_file: &[],
