@@ -287,18 +287,16 @@ impl PlanError {
 
 /// Derives the plan from parsed options, checking everything that needs
 /// no I/O.
-pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
+pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
     if let CacheDevice::Filesystem(name) = &config.cache_device {
         if !config.filesystems.iter().any(|f| &f.name == name) {
-            return Err(Error {
-                key: "b2c.cache_device".into(),
-                value: name.clone(),
-                problem: format!(
-                    "no b2c.filesystem is named {name:?} (expected none, auto, reset, \
-                     /dev/DEVICE or a b2c.filesystem name)"
-                ),
-            }
-            .into());
+            // boot2container: "neither 'none', 'auto', a path to a block
+            // device, or a valid b2c.filesystem name. Defaulting to 'none'".
+            config.warnings.push(format!(
+                "b2c.cache_device={name}: no b2c.filesystem is named {name:?} (expected none, \
+                 auto, reset, /dev/DEVICE or a b2c.filesystem name): no cache"
+            ));
+            config.cache_device = CacheDevice::None;
         }
     }
     let layout = Layout::default();
@@ -641,12 +639,19 @@ mod tests {
     }
 
     #[test]
-    fn cache_on_an_unknown_filesystem_is_refused() {
-        assert_eq!(
-            plan("b2c.cache_device=nfs").unwrap_err().key(),
-            "b2c.cache_device"
+    fn cache_on_an_unknown_filesystem_warns_and_uses_none() {
+        let p = plan("b2c.cache_device=nfs").unwrap();
+        assert_eq!(p.storage.cache_device, CacheDevice::None);
+        assert!(
+            p.warnings[0].contains("b2c.cache_device=nfs"),
+            "{:?}",
+            p.warnings
         );
-        assert!(plan("b2c.filesystem=nfs,src=h:/x b2c.cache_device=nfs").is_ok());
+        let p = plan("b2c.filesystem=nfs,src=h:/x b2c.cache_device=nfs").unwrap();
+        assert_eq!(
+            p.storage.cache_device,
+            CacheDevice::Filesystem("nfs".into())
+        );
     }
 
     #[test]
