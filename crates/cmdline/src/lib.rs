@@ -26,7 +26,7 @@ pub use plan::{
     derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
     ImagePlan, Layout, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan, VolumePlan,
 };
-pub use podman::CAPABILITIES;
+pub use podman::{signal_name, CAPABILITIES};
 pub use storage::{
     parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
     SwapSpace,

@@ -333,6 +333,16 @@ pub(crate) fn parse_signal(value: &str) -> Result<i32, String> {
     n.ok_or_else(bad)
 }
 
+/// The name crun takes for signal `n` (`TERM`, `RTMIN+3`), as
+/// [`parse_signal`] read it.
+pub fn signal_name(n: i32) -> String {
+    match SIGNALS.iter().find(|(_, number)| *number == n) {
+        Some((name, _)) => (*name).to_string(),
+        None if (SIGRTMIN..=SIGRTMAX).contains(&n) => format!("RTMIN+{}", n - SIGRTMIN),
+        None => n.to_string(),
+    }
+}
+
 /// Every capability of Linux 6.x, as the OCI spec names them.
 pub const CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
@@ -542,6 +552,9 @@ mod tests {
         }
         for bad in ["", "SIGNOPE", "0", "65", "RTMIN+40"] {
             assert!(parse_signal(bad).is_err(), "{bad}");
+        }
+        for name in ["TERM", "INT", "KILL", "RTMIN+3", "PWR"] {
+            assert_eq!(signal_name(parse_signal(name).unwrap()), name);
         }
     }
 
