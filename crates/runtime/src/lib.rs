@@ -3,6 +3,7 @@
 //! all when the machine must stop ([`stop_running`]).
 
 pub mod console;
+pub mod container_init;
 pub mod crun;
 pub mod engine;
 pub mod host;
