@@ -308,6 +308,14 @@ fn mounts(inputs: &SpecInputs) -> Vec<Mount> {
         // Privileged: the host's devices, including devpts, shm and mqueue.
         bind("/dev", "/dev", true, false),
         bind("/sys", "/sys", true, false),
+        // As podman: cgroup2 mounted afresh, so that in its own cgroup
+        // namespace a container reads its own limits there.
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            strings(&["rw", "nosuid", "noexec", "nodev", "relatime"]),
+        ),
     ];
     if let Some(bytes) = args.shm_size {
         mounts.push(mount(

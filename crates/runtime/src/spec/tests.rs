@@ -278,6 +278,8 @@ fn privileged_host_network_spec() {
     assert!(s["linux"].get("seccomp").is_none());
     assert_eq!(s["root"]["readonly"], false);
     assert!(mount_at(&s, "/dev").is_some() && mount_at(&s, "/etc/resolv.conf").is_some());
+    // The container reads its own cgroup limits at /sys/fs/cgroup.
+    assert_eq!(mount_at(&s, "/sys/fs/cgroup").unwrap()["type"], "cgroup");
     let job = s["mounts"].as_array().unwrap().last().unwrap();
     assert_eq!(job["destination"], "/job");
     assert_eq!(job["source"], "/storage/volumes/job");
