@@ -349,6 +349,7 @@ pub async fn pull(
             proxy: proxy.clone(),
             insecure_registries: plan.trust.insecure_registries.clone(),
             mirrors: plan.trust.registry_mirrors.clone(),
+            platform: image.platform.clone(),
             ..Default::default()
         };
         let reference = b2c_oci::to_reference(&image.reference);

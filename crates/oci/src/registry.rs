@@ -54,6 +54,9 @@ pub struct RegistryOptions {
     /// proxy projects do). Several mirrors of a registry are tried in order,
     /// then the registry itself; see [`crate::pull`].
     pub mirrors: Vec<(String, String)>,
+    /// `--platform`/`--arch`/`--os`/`--variant`: the manifest of an image
+    /// index to take; this machine's by default.
+    pub platform: b2c_cmdline::Platform,
 }
 
 impl Default for RegistryOptions {
@@ -65,6 +68,7 @@ impl Default for RegistryOptions {
             proxy: None,
             insecure_registries: Vec::new(),
             mirrors: Vec::new(),
+            platform: b2c_cmdline::Platform::default(),
         }
     }
 }
