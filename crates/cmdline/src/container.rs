@@ -531,6 +531,11 @@ fn finish(
         return Err(ContainerArgsError::NoImage);
     }
     args.command = command;
+    if args.namespaces.uts == Namespace::Host && args.hostname.is_some() {
+        // podman refuses it; the nearest meaning is the host's name.
+        args.warnings
+            .push("--hostname with --uts=host: the container keeps the host's name".into());
+    }
     Ok(args)
 }
 

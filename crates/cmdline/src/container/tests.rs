@@ -392,6 +392,7 @@ fn namespaces_devices_capabilities_security() {
         a.ignored,
         a.warnings
     );
+    assert_eq!(parse("--uts=host --hostname x img").warnings.len(), 1);
     let a = parse("--pid=ns:/proc/1/ns/pid --ipc=container:db --network=bridge img");
     assert_eq!(a.namespaces.pid, Namespace::Path("/proc/1/ns/pid".into()));
     assert_eq!(a.namespaces.ipc, Namespace::Private);
