@@ -18,6 +18,11 @@ use log::{error, info, warn};
 use crate::failure::BootError;
 
 fn main() {
+    // Bound into a container by `--init`, b2c is that container's init:
+    // nothing of PID 1's duties applies there.
+    if let Some(code) = b2c_runtime::container_init::run_if_invoked() {
+        std::process::exit(code);
+    }
     // Before anything can log: /dev, /proc and friends.
     let early = b2c_system::mounts::mount_early();
     b2c_system::log::init(false);

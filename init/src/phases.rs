@@ -363,6 +363,7 @@ pub async fn pull(
             trust: trust.clone(),
             proxy: plan.trust.proxy.clone(),
             registries: plan.trust.registries.clone(),
+            platform: image.platform.clone(),
             ..Default::default()
         };
         let reference = b2c_oci::to_reference(&image.reference);
@@ -411,7 +412,10 @@ async fn credentials(
         out.push(Credential {
             scope: format!("{}/{}", reference.registry(), reference.repository()),
             username: creds.username.clone(),
-            password: creds.password.clone(),
+            password: creds
+                .password
+                .as_ref()
+                .map_or_else(String::new, |p| p.expose().to_string()),
         });
     }
     Ok(out)

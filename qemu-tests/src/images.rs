@@ -271,6 +271,20 @@ impl Blobs<'_> {
     }
 
     fn image_with(&self, layers: &[Vec<u8>], compression: flate2::Compression) -> Result<Value> {
+        let config = json!({
+            "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+            "Cmd": ["/bin/sh"],
+        });
+        self.image_configured(layers, compression, config)
+    }
+
+    /// An image whose configuration's `config` is `config`.
+    fn image_configured(
+        &self,
+        layers: &[Vec<u8>],
+        compression: flate2::Compression,
+        config: Value,
+    ) -> Result<Value> {
         let mut diff_ids = Vec::new();
         let mut descriptors = Vec::new();
         for tar in layers {
@@ -288,10 +302,7 @@ impl Blobs<'_> {
             "created": "2023-11-14T22:13:20Z",
             "architecture": "amd64",
             "os": "linux",
-            "config": {
-                "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-                "Cmd": ["/bin/sh"],
-            },
+            "config": config,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
         }))
         .expect("json");
@@ -463,6 +474,94 @@ fn build_big(out: &Path) -> Result<BigLayout> {
         dir: out.to_path_buf(),
         file_sha256,
     })
+}
+
+/// Busybox with stand-ins for the programs of the images real CI lines
+/// run (machine registration's `check`/`setup`/`register`, `bash`, `curl`;
+/// busybox's shell runs its own applets first, so a stand-in cannot
+/// replace `tar`), for booting lines of the command-line corpus.
+/// Its default command writes a result into a job's results directory
+/// (`/builds/mesa/mesa/results`) and, as an artifact collector, lists
+/// `/results`. Only in registries that asked for it
+/// ([`crate::TestNet::push_ci_images`]).
+pub const CI_TOOLS_IMAGE: &str = "b2c/ci-tools:latest";
+/// Busybox whose default command, as a monitoring service would, looks at
+/// the machine: it writes `telegraf stand-in: PID 1 is <exe>` to
+/// /dev/shm/telegraf (the host's /dev), then sleeps.
+pub const CI_TELEGRAF_IMAGE: &str = "b2c/ci-telegraf:latest";
+
+pub(crate) const CI_TOOLS: TestImage = TestImage {
+    name: CI_TOOLS_IMAGE,
+    layout_ref: "ci-tools",
+    docker_v2s2: false,
+};
+
+pub(crate) const CI_TELEGRAF: TestImage = TestImage {
+    name: CI_TELEGRAF_IMAGE,
+    layout_ref: "ci-telegraf",
+    docker_v2s2: false,
+};
+
+fn script(path: &str, body: &str) -> Entry {
+    file(path, format!("#!/bin/sh\n{body}\n").into_bytes(), 0o755)
+}
+
+fn ci_tools_layer() -> Vec<Entry> {
+    let mars = "echo \"machine-registration stand-in: $(basename $0) $*: stdout $(readlink /proc/$$/fd/1)\"";
+    vec![
+        dir("usr", 0o755),
+        dir("usr/bin", 0o755),
+        script("usr/bin/check", mars),
+        script("usr/bin/setup", mars),
+        script("usr/bin/register", mars),
+        script("usr/bin/bash", "exec /bin/sh \"$@\""),
+        // The URL is the last argument; options are curl's.
+        script("usr/bin/curl", "for a; do url=$a; done\nexec wget -q -O - \"$url\""),
+        script(
+            "usr/bin/ci-default",
+            "if [ -d /builds/mesa/mesa/results ]; then echo passed > /builds/mesa/mesa/results/junit.xml; fi\n\
+             if [ -d /results ]; then echo \"artifact-reaper stand-in: job $CI_JOB_ID: $(ls /results)\"; fi",
+        ),
+    ]
+}
+
+fn build_ci(dir: &Path) -> Result<PathBuf> {
+    let blobs = Blobs { dir };
+    let busybox = tar(&busybox_layer()?)?;
+    let tools = tar(&ci_tools_layer())?;
+    let env = json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
+    let mut manifests = Vec::new();
+    for (image, config) in [
+        (
+            &CI_TOOLS,
+            json!({"Env": env, "Cmd": ["/usr/bin/ci-default"]}),
+        ),
+        (
+            &CI_TELEGRAF,
+            json!({"Env": env, "Cmd": ["/bin/sh", "-c",
+                "echo telegraf stand-in: PID 1 is $(readlink /proc/1/exe) > /dev/shm/telegraf; exec sleep 3600"]}),
+        ),
+    ] {
+        let layers = [busybox.clone(), tools.clone()];
+        let mut descriptor =
+            blobs.image_configured(&layers, flate2::Compression::default(), config)?;
+        descriptor["annotations"] =
+            json!({ "org.opencontainers.image.ref.name": image.layout_ref });
+        manifests.push(descriptor);
+    }
+    write_index(dir, manifests)?;
+    Ok(dir.to_path_buf())
+}
+
+/// The OCI layout of [`CI_TOOLS_IMAGE`] and [`CI_TELEGRAF_IMAGE`], built
+/// once per process under `target/qemu-tests/images-ci`.
+pub fn ci_layout() -> Result<&'static Path> {
+    static LAYOUT: OnceLock<Result<PathBuf>> = OnceLock::new();
+    LAYOUT
+        .get_or_init(|| build_ci(&crate::output_dir().join("images-ci")))
+        .as_ref()
+        .map(PathBuf::as_path)
+        .map_err(Clone::clone)
 }
 
 /// The digest of `image`'s manifest as its TestNet's registry serves it

@@ -148,6 +148,75 @@ pub fn initramfs_with_ca() -> Result<PathBuf> {
         .clone()
 }
 
+/// The default initramfs followed by a second, uncompressed archive with
+/// `files` (path, content; their directories made too), as CI-tron boots
+/// boot2container with job files (`/user/job.env`) in an extra archive:
+/// the kernel unpacks both. Written to `target/qemu-tests/<name>.cpio`.
+pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBuf> {
+    let base = default_initramfs();
+    let mut data = std::fs::read(&base).context(|| format!("read {}", base.display()))?;
+    // Each archive starts on a 4-byte boundary; the kernel skips zeros.
+    data.resize(data.len().next_multiple_of(4), 0);
+    let mut entries: Vec<(String, u32, &[u8])> = Vec::new();
+    for (path, content) in files {
+        let mut dir = String::new();
+        for part in path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .rev()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            dir = if dir.is_empty() {
+                part.to_string()
+            } else {
+                format!("{dir}/{part}")
+            };
+            if !entries.iter().any(|(p, _, _)| *p == dir) {
+                entries.push((dir.clone(), 0o040755, b""));
+            }
+        }
+        entries.push((
+            path.trim_start_matches('/').to_string(),
+            0o100644,
+            content.as_bytes(),
+        ));
+    }
+    entries.push(("TRAILER!!!".to_string(), 0, b""));
+    for (ino, (path, mode, content)) in entries.iter().enumerate() {
+        let fields = [
+            ino as u32 + 1,
+            *mode,
+            0,
+            0,
+            1,
+            0,
+            content.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            path.len() as u32 + 1,
+            0,
+        ];
+        data.extend_from_slice(b"070701");
+        for f in fields {
+            data.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        data.extend_from_slice(path.as_bytes());
+        data.push(0);
+        data.resize(data.len().next_multiple_of(4), 0);
+        data.extend_from_slice(content);
+        data.resize(data.len().next_multiple_of(4), 0);
+    }
+    let out = output_dir().join(format!("{name}.cpio"));
+    std::fs::create_dir_all(output_dir()).context(|| "create the output dir".to_string())?;
+    std::fs::write(&out, data).context(|| format!("write {}", out.display()))?;
+    Ok(out)
+}
+
 /// Runs a command to completion; a non-zero exit is an error carrying the
 /// end of its stderr.
 pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Output> {

@@ -142,6 +142,14 @@ impl TestNet {
         self.push(&images::BIG, images::big_layout()?)
     }
 
+    /// Pushes [`images::CI_TOOLS_IMAGE`] and [`images::CI_TELEGRAF_IMAGE`],
+    /// the stand-ins for booting real CI lines.
+    pub fn push_ci_images(&self) -> Result<()> {
+        let layout = images::ci_layout()?;
+        self.push(&images::CI_TOOLS, layout)?;
+        self.push(&images::CI_TELEGRAF, layout)
+    }
+
     /// Caps what reaches the guest (the tap's egress: downloads) at
     /// `bytes_per_second`, with a token bucket (`tc … tbf`); `None` lifts
     /// the cap. For tests that must catch a download in the middle

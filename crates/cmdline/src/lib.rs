@@ -7,6 +7,7 @@ mod container;
 mod image;
 mod network;
 mod plan;
+mod podman;
 mod proxy;
 mod registry;
 mod storage;
@@ -17,7 +18,8 @@ use std::time::Duration;
 
 pub use container::{
     parse_container_args, parse_env_file, redact, ContainerArgs, ContainerArgsError, Credentials,
-    Dns, PullPolicy, VolumeMount, VolumeSource,
+    DeviceArg, DeviceRule, Dns, EnvArg, Namespace, Namespaces, Platform, PullPolicy, Resources,
+    Security, Ulimits, VolumeMount, VolumeSource,
 };
 pub use image::{ImageRef, ReferenceError};
 pub use network::{
@@ -28,6 +30,7 @@ pub use plan::{
     ImagePlan, Layout, NamedVolume, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan,
     VolumePlan,
 };
+pub use podman::{signal_name, CAPABILITIES};
 pub use proxy::{Proxy, ProxyUrl};
 pub use registry::{split_host_port, Mirror, Registries};
 pub use storage::{
@@ -229,13 +232,28 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             Some("0") | Some("false") | Some("no") => Ok(false),
             Some(_) => Err(bad("expected no value, true or false".into())),
         };
-        let container = || parse_container_args(&need()?).map_err(|e| bad(e.to_string()));
+        let container = |warnings: &mut Vec<String>| {
+            let args = parse_container_args(&need()?).map_err(|e| bad(e.to_string()))?;
+            container_warnings(&key, &args, warnings);
+            Ok::<_, Error>(args)
+        };
         match key.as_str() {
-            "b2c.run" | "b2c.container" => config.containers.push(container()?),
-            "b2c.run_service" | "b2c.service" => config.services.push(container()?),
-            "b2c.post_container" | "b2c.run_post" => config.post_containers.push(container()?),
-            "b2c.pipefail" => config.pipefail = flag()?,
-            "b2c.shell" => config.shell = flag()?,
+            "b2c.run" | "b2c.container" => {
+                let args = container(&mut config.warnings)?;
+                config.containers.push(args)
+            }
+            "b2c.run_service" | "b2c.service" => {
+                let args = container(&mut config.warnings)?;
+                config.services.push(args)
+            }
+            "b2c.post_container" | "b2c.run_post" => {
+                let args = container(&mut config.warnings)?;
+                config.post_containers.push(args)
+            }
+            "b2c.pipefail" => {
+                config.pipefail = lenient(flag(), &mut config.warnings, false, "not set")
+            }
+            "b2c.shell" => config.shell = lenient(flag(), &mut config.warnings, false, "not set"),
             "b2c.iface" => {
                 let (iface, warnings) = parse_iface(&need()?).map_err(bad)?;
                 config.warnings.extend(warnings);
@@ -251,8 +269,13 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 )),
             },
             "b2c.ntp_peer" => {
-                config.ntp_peer = match need()?.as_str() {
-                    "" => return Err(bad("expected none, auto or a host name".into())),
+                config.ntp_peer = match value.as_deref().unwrap_or_default() {
+                    "" => {
+                        config
+                            .warnings
+                            .push("b2c.ntp_peer has no value: using the default (auto)".into());
+                        NtpPeer::Auto
+                    }
                     "none" => NtpPeer::None,
                     "auto" => NtpPeer::Auto,
                     host => NtpPeer::Host(host.to_string()),
@@ -266,22 +289,22 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                 config.extra_args_url = Some(url);
             }
             "b2c.hostname" => {
-                let name = need()?;
-                if !valid_hostname(&name) {
-                    return Err(bad(
-                        "expected a host name: 1 to 64 letters, digits, '-' or '.'".into(),
-                    ));
-                }
+                let (name, warning) = hostname(value.as_deref().unwrap_or_default());
+                config.warnings.extend(warning);
                 config.hostname = name;
             }
             "b2c.poweroff_delay" => {
-                let v = need()?;
-                config.poweroff_delay = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64)
-                    .ok_or_else(|| bad("expected a number of seconds, such as 15".into()))?;
+                let v = value.as_deref().unwrap_or_default();
+                config.poweroff_delay = match parse_sleep(v) {
+                    Some(delay) => delay,
+                    None => {
+                        config.warnings.push(format!(
+                            "invalid b2c.poweroff_delay={v:?}: expected seconds as `sleep` \
+                             reads them (15, 15s, 1.5m, 1h); no delay"
+                        ));
+                        Duration::ZERO
+                    }
+                };
             }
             "b2c.shutdown_cmd" => config.shutdown_cmd = Some(need()?).filter(|c| !c.is_empty()),
             "b2c.reboot_cmd" => config.reboot_cmd = Some(need()?).filter(|c| !c.is_empty()),
@@ -308,25 +331,40 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                     .map(String::from),
             ),
             "b2c.log" => {
-                config.debug = match need()?.as_str() {
-                    "debug" => true,
-                    "info" => false,
-                    _ => return Err(bad("expected debug or info".into())),
-                }
+                let level = match need()?.as_str() {
+                    "debug" => Ok(true),
+                    "info" => Ok(false),
+                    _ => Err(bad("expected debug or info".into())),
+                };
+                config.debug = lenient(level, &mut config.warnings, false, "using info");
             }
             "b2c.cache_device" => {
-                config.cache_device = parse_cache_device(&need()?).map_err(bad)?
+                let device = need().and_then(|v| parse_cache_device(&v).map_err(bad));
+                config.cache_device = lenient(
+                    device,
+                    &mut config.warnings,
+                    CacheDevice::None,
+                    "no cache (none), as boot2container defaults to",
+                )
             }
             "b2c.swap" => {
-                let (swap, warnings) = parse_swap(&need()?).map_err(bad)?;
-                config.warnings.extend(warnings);
-                config.swap = Some(swap);
+                let swap = need().and_then(|v| parse_swap(&v).map_err(bad));
+                if let Some((swap, warnings)) =
+                    lenient(swap.map(Some), &mut config.warnings, None, "no swap")
+                {
+                    config.warnings.extend(warnings);
+                    config.swap = Some(swap);
+                }
             }
             "b2c.filesystem" => {
-                let (fs, warnings) = parse_filesystem(&need()?).map_err(bad)?;
-                config.warnings.extend(warnings);
-                config.filesystems.retain(|f| f.name != fs.name);
-                config.filesystems.push(fs);
+                let fs = need().and_then(|v| parse_filesystem(&v).map_err(bad));
+                if let Some((fs, warnings)) =
+                    lenient(fs.map(Some), &mut config.warnings, None, "ignored")
+                {
+                    config.warnings.extend(warnings);
+                    config.filesystems.retain(|f| f.name != fs.name);
+                    config.filesystems.push(fs);
+                }
             }
             "b2c.gitlab_sections" => match flag() {
                 Ok(on) => config.gitlab_sections = on,
@@ -363,6 +401,19 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
     Ok(config)
 }
 
+/// What a container's arguments accepted without acting on them: one line
+/// for the flags without effect, one per value taken in its nearest meaning.
+fn container_warnings(key: &str, args: &ContainerArgs, warnings: &mut Vec<String>) {
+    if !args.ignored.is_empty() {
+        warnings.push(format!(
+            "{key}: {} accepted, without effect here ({})",
+            args.ignored.join(", "),
+            args.image
+        ));
+    }
+    warnings.extend(args.warnings.iter().map(|w| format!("{key}: {w}")));
+}
+
 /// A duration as busybox `sleep` reads it: seconds (`70`, `2.5`), with an
 /// optional unit `s`, `m`, `h` or `d`.
 fn parse_seconds(v: &str) -> Option<Duration> {
@@ -384,11 +435,73 @@ fn parse_seconds(v: &str) -> Option<Duration> {
         .then(|| Duration::from_secs_f64(secs))
 }
 
-fn valid_hostname(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+/// A value that boot2container would have taken, and b2c cannot: a
+/// warning naming the key, and the nearest meaning instead.
+fn lenient<T>(result: Result<T, Error>, warnings: &mut Vec<String>, nearest: T, what: &str) -> T {
+    result.unwrap_or_else(|e| {
+        warnings.push(format!("{e}; {what}"));
+        nearest
+    })
+}
+
+/// `b2c.hostname`: set as is when the kernel takes it (1 to 64 bytes, as
+/// `hostname` in boot2container); else the nearest name, with a warning.
+fn hostname(name: &str) -> (String, Option<String>) {
+    let mut clean: String = name
+        .chars()
+        .map(|c| if c.is_control() { '-' } else { c })
+        .collect();
+    if clean.is_empty() {
+        return (
+            DEFAULT_HOSTNAME.to_string(),
+            Some(format!("b2c.hostname is empty: using {DEFAULT_HOSTNAME}")),
+        );
+    }
+    let mut warning = (clean != name)
+        .then(|| format!("b2c.hostname={name:?}: control characters replaced by '-'"));
+    if clean.len() > 64 {
+        let mut end = 64;
+        while !clean.is_char_boundary(end) {
+            end -= 1;
+        }
+        clean.truncate(end);
+        warning = Some(format!(
+            "b2c.hostname={name:?} is longer than the kernel's 64 bytes: using {clean:?}"
+        ));
+    }
+    (clean, warning)
+}
+
+/// busybox `sleep`'s durations, as boot2container's `sleep
+/// $ARG_POWEROFF_DELAY` reads them: numbers with an optional fraction and
+/// an `s`, `m`, `h` or `d` suffix, several adding up (`1m 30s`); `inf`
+/// waits forever. None when sleep would refuse it.
+pub fn parse_sleep(value: &str) -> Option<Duration> {
+    let mut total = Duration::ZERO;
+    let mut any = false;
+    for word in value.split_whitespace() {
+        any = true;
+        let lower = word.to_ascii_lowercase();
+        if lower == "inf" || lower == "infinity" {
+            return Some(Duration::MAX);
+        }
+        let (number, unit) = match lower.char_indices().last() {
+            Some((i, c)) if "smhd".contains(c) => (&lower[..i], c),
+            _ => (lower.as_str(), 's'),
+        };
+        let scale = match unit {
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            _ => 1.0,
+        };
+        if number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return None;
+        }
+        let seconds = number.parse::<f64>().ok()? * scale;
+        total = total.checked_add(Duration::try_from_secs_f64(seconds).ok()?)?;
+    }
+    any.then_some(total)
 }
 
 #[cfg(test)]
@@ -438,7 +551,7 @@ mod tests {
         assert_eq!(c.containers[0].command, ["/job/run.sh"]);
         assert_eq!(
             c.containers[0].env,
-            [("CI_JOB_ID".to_string(), "123".to_string())]
+            [EnvArg::Set("CI_JOB_ID".into(), "123".into())]
         );
         assert_eq!(c.services[0].image, "docker.io/library/telegraf:latest");
         assert_eq!(c.post_containers[0].image, "alpine:3");
@@ -504,8 +617,8 @@ mod tests {
         assert_eq!(images, ["a:1", "b:2"]);
         assert_eq!(c.ntp_peer, NtpPeer::None);
         assert_eq!(keys, ["b2c.hostname", "b2c.run", "b2c.ntp_peer"]);
-        let e = parse_with_extra("", "b2c.poweroff_delay=x").unwrap_err();
-        assert_eq!(e.key, "b2c.poweroff_delay");
+        let e = parse_with_extra("", "b2c.run=\"--bogus img\"").unwrap_err();
+        assert_eq!(e.key, "b2c.run");
     }
 
     #[test]
@@ -534,6 +647,98 @@ mod tests {
         let c = parse("b2c.debug_panic=pull").unwrap();
         assert_eq!(c.debug_panic, None);
         assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    }
+
+    /// B2C-OPTIONS' leniency rule: a value boot2container would have taken
+    /// warns, naming the key, and takes its nearest meaning.
+    #[test]
+    fn values_boot2container_takes_warn_and_take_their_nearest_meaning() {
+        let warned = |line: &str, key: &str| -> Config {
+            let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert!(
+                c.warnings.iter().any(|w| w.contains(key)),
+                "{line}: no warning naming {key}: {:?}",
+                c.warnings
+            );
+            c
+        };
+        // Farm names with '_': any 1 to 64 bytes the kernel takes, as is.
+        let c = parse("b2c.hostname=dut-my_farm-1").unwrap();
+        assert_eq!(c.hostname, "dut-my_farm-1");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        assert_eq!(
+            parse("b2c.hostname=\"lab dut 7\"").unwrap().hostname,
+            "lab dut 7"
+        );
+        let long = "x".repeat(70);
+        assert_eq!(
+            warned(&format!("b2c.hostname={long}"), "b2c.hostname").hostname,
+            "x".repeat(64)
+        );
+        assert_eq!(
+            warned("b2c.hostname=", "b2c.hostname").hostname,
+            DEFAULT_HOSTNAME
+        );
+        // busybox sleep's syntax.
+        for (v, secs) in [
+            ("15s", 15.0),
+            ("15", 15.0),
+            ("1.5m", 90.0),
+            ("2h", 7200.0),
+            ("1d", 86400.0),
+            ("0.25", 0.25),
+        ] {
+            let c = parse(&format!("b2c.poweroff_delay={v}")).unwrap();
+            assert_eq!(c.poweroff_delay, Duration::from_secs_f64(secs), "{v}");
+            assert!(c.warnings.is_empty(), "{v}: {:?}", c.warnings);
+        }
+        assert_eq!(
+            parse("b2c.poweroff_delay=\"1m 30s\"")
+                .unwrap()
+                .poweroff_delay,
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            parse("b2c.poweroff_delay=inf").unwrap().poweroff_delay,
+            Duration::MAX
+        );
+        for v in ["soon", "-1", "", "1x"] {
+            let c = warned(&format!("b2c.poweroff_delay={v}"), "b2c.poweroff_delay");
+            assert_eq!(c.poweroff_delay, Duration::ZERO, "{v}");
+        }
+        // An empty NTP peer is the default.
+        assert_eq!(
+            warned("b2c.ntp_peer=", "b2c.ntp_peer").ntp_peer,
+            NtpPeer::Auto
+        );
+        assert_eq!(
+            warned("b2c.ntp_peer=none b2c.ntp_peer", "b2c.ntp_peer").ntp_peer,
+            NtpPeer::Auto
+        );
+        // An address without a prefix is a /32, as `ip addr add` makes it.
+        let c = warned("b2c.iface=eth0,address=192.168.1.7", "address=192.168.1.7");
+        assert_eq!(
+            c.ifaces[0].mode,
+            IfaceMode::Static {
+                address: "192.168.1.7/32".parse().unwrap(),
+                gateway: None
+            }
+        );
+        // Container values podman takes.
+        let c = parse("b2c.run=\"-e VAR -v /srv:/srv:z img\"").unwrap();
+        assert_eq!(c.containers[0].env, [EnvArg::FromHost("VAR".into())]);
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+        // Flags and switches boot2container ignores or shrugs off.
+        assert!(!warned("b2c.pipefail=maybe", "b2c.pipefail").pipefail);
+        assert!(!warned("b2c.log=loud", "b2c.log").debug);
+        assert_eq!(
+            warned("b2c.cache_device=/srv/x", "b2c.cache_device").cache_device,
+            CacheDevice::None
+        );
+        assert_eq!(warned("b2c.swap=lots", "b2c.swap").swap, None);
+        assert!(warned("b2c.filesystem=x,type=ext4", "b2c.filesystem")
+            .filesystems
+            .is_empty());
     }
 
     #[test]
@@ -591,17 +796,12 @@ mod tests {
 
     #[test]
     fn malformed_values_name_the_key() {
+        // Only what cannot mean anything: no image, a flag podman does not
+        // know, and our own options' syntax.
         for (line, key) in [
             ("b2c.run=\"--no-such-flag img\"", "b2c.run"),
             ("b2c.run", "b2c.run"),
             ("b2c.container=\"\"", "b2c.container"),
-            ("b2c.poweroff_delay=soon", "b2c.poweroff_delay"),
-            ("b2c.poweroff_delay=-1", "b2c.poweroff_delay"),
-            ("b2c.hostname=bad_name!", "b2c.hostname"),
-            ("b2c.ntp_peer=", "b2c.ntp_peer"),
-            ("b2c.log=loud", "b2c.log"),
-            ("b2c.pipefail=maybe", "b2c.pipefail"),
-            ("b2c.iface=eth0,address=1.2.3.4", "b2c.iface"),
             ("ip=10.0.0.300", "ip"),
             ("b2c.extra_args_url=ftp://x", "b2c.extra_args_url"),
             ("b2c.registry_mirror=docker.io", "b2c.registry_mirror"),
@@ -618,8 +818,7 @@ mod tests {
             ("b2c.proxy=https=http://proxy.test:31x", "b2c.proxy"),
             ("b2c.run_service=\"--bogus img\"", "b2c.run_service"),
             ("b2c.post_container", "b2c.post_container"),
-            ("b2c.swap=lots", "b2c.swap"),
-            ("b2c.filesystem=x,type=ext4", "b2c.filesystem"),
+            ("b2c.iface=eth0,address=1.2.3.400", "b2c.iface"),
         ] {
             let e = parse(line).unwrap_err();
             assert_eq!(e.key, key, "{line}");

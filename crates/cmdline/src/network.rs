@@ -91,7 +91,7 @@ pub fn parse_iface(value: &str) -> Result<(IfaceConfig, Vec<String>), String> {
                 .map_err(|_| format!("{key}={v:?} is not an IPv4 address"))
         };
         match key {
-            "address" => address = Some(val.parse::<Ipv4Cidr>()?),
+            "address" => address = Some(cidr_or_host(key, val, &mut warnings)?),
             "gateway" => gateway = Some(ip(val)?),
             "nameserver" => config.nameservers.push(ip(val)?),
             "route" => {
@@ -99,7 +99,7 @@ pub fn parse_iface(value: &str) -> Result<(IfaceConfig, Vec<String>), String> {
                     .rsplit_once(':')
                     .ok_or_else(|| format!("route={val:?} is not NETWORK/PREFIX:GATEWAY"))?;
                 config.routes.push(Route {
-                    destination: net.parse()?,
+                    destination: cidr_or_host(key, net, &mut warnings)?,
                     gateway: ip(gw)?,
                 });
             }
@@ -121,6 +121,26 @@ pub fn parse_iface(value: &str) -> Result<(IfaceConfig, Vec<String>), String> {
         }
     };
     Ok((config, warnings))
+}
+
+/// `ADDRESS/PREFIX`, or a bare address: boot2container gives it to `ip
+/// address add` / `ip route replace`, which take it as a /32, so b2c does
+/// too, with a warning.
+fn cidr_or_host(key: &str, value: &str, warnings: &mut Vec<String>) -> Result<Ipv4Cidr, String> {
+    if value.contains('/') {
+        return value.parse();
+    }
+    let address = value
+        .parse()
+        .map_err(|_| format!("{key}={value:?} is not an IPv4 address"))?;
+    warnings.push(format!(
+        "b2c.iface: {key}={value} has no prefix length: using {value}/32, as `ip` does \
+         (write {value}/24 for a /24 network)"
+    ));
+    Ok(Ipv4Cidr {
+        address,
+        prefix_len: 32,
+    })
 }
 
 /// The kernel's `ip=` option.
@@ -231,6 +251,25 @@ mod tests {
     }
 
     #[test]
+    fn an_address_without_prefix_is_a_host_address_with_a_warning() {
+        let (c, w) = parse_iface("eth0,address=10.0.0.7,route=10.1.0.9:10.0.0.1").unwrap();
+        assert_eq!(
+            c.mode,
+            IfaceMode::Static {
+                address: "10.0.0.7/32".parse().unwrap(),
+                gateway: None
+            }
+        );
+        assert_eq!(c.routes[0].destination.to_string(), "10.1.0.9/32");
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].contains("address=10.0.0.7") && w[0].contains("/32"),
+            "{w:?}"
+        );
+        assert!(parse_iface("eth0,address=10.0.0.300").is_err());
+    }
+
+    #[test]
     fn iface_dhcp_forms() {
         for v in [
             "eth1",
@@ -247,7 +286,6 @@ mod tests {
         for v in [
             "",
             "address=1.2.3.4/24",
-            "eth0,address=1.2.3.4",
             "eth0,address=1.2.3.4/33",
             "eth0,address=1.2.3.4/24,dhcp",
             "eth0,gateway=1.2.3.4",

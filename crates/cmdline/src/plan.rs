@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use crate::{
     CacheDevice, Config, ContainerArgs, Credentials, DebugPanic, Error, Expiration, Filesystem,
-    IfaceConfig, ImageRef, KernelIp, MinioAlias, NtpPeer, Proxy, PullPolicy, ReferenceError,
-    Registries, Remote, Swap, VolumeOptions, VolumeSource,
+    IfaceConfig, ImageRef, KernelIp, MinioAlias, NtpPeer, Platform, Proxy, PullPolicy,
+    ReferenceError, Registries, Remote, Swap, VolumeMount, VolumeOptions, VolumeSource,
 };
 
 /// Where the boot keeps images, container scratch and volumes: the cache
@@ -155,6 +155,9 @@ pub struct ImagePlan {
     pub creds: Option<Credentials>,
     /// `--authfile`: podman's auth.json, a file of the initramfs or a URL.
     pub authfile: Option<EnvFileSource>,
+    /// `--platform`/`--arch`/`--os`/`--variant`: which manifest of an
+    /// image index (the default: this machine's).
+    pub platform: Platform,
 }
 
 /// Where an `--env-file` is read from.
@@ -175,15 +178,25 @@ impl fmt::Display for EnvFileSource {
     }
 }
 
-/// A `-v` resolved to a host path.
+/// A `-v`, `--mount` or `--tmpfs` resolved to what is mounted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumePlan {
+    /// The host path bound; for a kernel filesystem, its type.
     pub source: PathBuf,
     pub destination: String,
     pub read_only: bool,
-    /// A named volume (created on first use) rather than a host path
-    /// (which must exist).
+    /// A named or anonymous volume (created on first use) rather than a
+    /// host path (which must exist).
     pub named: bool,
+    /// `Some("tmpfs")` (or `ramfs`, `devpts`) for a kernel filesystem
+    /// mounted fresh; `None` for a bind mount.
+    pub filesystem: Option<String>,
+    /// Further mount options (`nosuid`, `rprivate`, `size=64m`…).
+    pub options: Vec<String>,
+    /// Bind mounts: `rbind` rather than `bind`.
+    pub recursive: bool,
+    /// `U`: chown the source to the container's user first.
+    pub chown: bool,
 }
 
 /// One container of the pipeline.
@@ -354,18 +367,16 @@ impl PlanError {
 
 /// Derives the plan from parsed options, checking everything that needs
 /// no I/O.
-pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
+pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
     if let CacheDevice::Filesystem(name) = &config.cache_device {
         if !config.filesystems.iter().any(|f| &f.name == name) {
-            return Err(Error {
-                key: "b2c.cache_device".into(),
-                value: name.clone(),
-                problem: format!(
-                    "no b2c.filesystem is named {name:?} (expected none, auto, reset, \
-                     /dev/DEVICE or a b2c.filesystem name)"
-                ),
-            }
-            .into());
+            // boot2container: "neither 'none', 'auto', a path to a block
+            // device, or a valid b2c.filesystem name. Defaulting to 'none'".
+            config.warnings.push(format!(
+                "b2c.cache_device={name}: no b2c.filesystem is named {name:?} (expected none, \
+                 auto, reset, /dev/DEVICE or a b2c.filesystem name): no cache"
+            ));
+            config.cache_device = CacheDevice::None;
         }
     }
     let layout = Layout::default();
@@ -399,6 +410,7 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
                 tls_verify: args.tls_verify,
                 creds: args.creds.clone(),
                 authfile: args.authfile.as_deref().map(env_file_source),
+                platform: args.platform.clone(),
             };
             let image = ImageId(index_of(&mut images, image, same_pull));
             let files = args
@@ -410,20 +422,8 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
             let volumes = args
                 .volumes
                 .iter()
-                .map(|v| match &v.source {
-                    VolumeSource::Named(name) => VolumePlan {
-                        source: layout.volume(name),
-                        destination: v.destination.clone(),
-                        read_only: v.read_only,
-                        named: true,
-                    },
-                    VolumeSource::HostPath(path) => VolumePlan {
-                        source: PathBuf::from(path),
-                        destination: v.destination.clone(),
-                        read_only: v.read_only,
-                        named: false,
-                    },
-                })
+                .enumerate()
+                .map(|(n, v)| volume_plan(&layout, &id, n, v))
                 .collect();
             containers.push(ContainerPlan {
                 id,
@@ -478,8 +478,21 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
 /// Whether two images are pulled once: same reference and same pull
 /// settings (policy, TLS, credentials).
 fn same_pull(a: &ImagePlan, b: &ImagePlan) -> bool {
-    (&a.reference, a.policy, a.tls_verify, &a.creds, &a.authfile)
-        == (&b.reference, b.policy, b.tls_verify, &b.creds, &b.authfile)
+    (
+        &a.reference,
+        a.policy,
+        a.tls_verify,
+        &a.creds,
+        &a.authfile,
+        &a.platform,
+    ) == (
+        &b.reference,
+        b.policy,
+        b.tls_verify,
+        &b.creds,
+        &b.authfile,
+        &b.platform,
+    )
 }
 
 fn derive_volumes(
@@ -542,6 +555,27 @@ fn derive_volumes(
         });
     }
     Ok(out)
+}
+
+/// Where one mount of container `id` comes from.
+fn volume_plan(layout: &Layout, id: &ContainerId, n: usize, v: &VolumeMount) -> VolumePlan {
+    let (source, named, filesystem) = match &v.source {
+        VolumeSource::Named(name) => (layout.volume(name), true, None),
+        VolumeSource::HostPath(path) => (PathBuf::from(path), false, None),
+        // Inside the container's directory: gone with it.
+        VolumeSource::Anonymous => (layout.container(id).join(format!("volume-{n}")), true, None),
+        VolumeSource::Filesystem(fs) => (PathBuf::from(fs), false, Some(fs.clone())),
+    };
+    VolumePlan {
+        source,
+        destination: v.destination.clone(),
+        read_only: v.read_only,
+        named,
+        filesystem,
+        options: v.options.clone(),
+        recursive: v.recursive,
+        chown: v.chown,
+    }
 }
 
 /// The position of `item` in `list`, appended if no entry is `same`.
@@ -633,6 +667,9 @@ impl fmt::Display for BootPlan {
             }
             if let Some(file) = &image.authfile {
                 how.push_str(&format!(", --authfile {file}"));
+            }
+            if !image.platform.is_default() {
+                how.push_str(&format!(", platform {}", image.platform));
             }
             step(f, format_args!("pull {} ({how})", image.reference))?;
         }
@@ -726,8 +763,8 @@ fn describe_volume(v: &NamedVolume) -> String {
 
 fn describe(args: &ContainerArgs) -> String {
     let mut s = args.image.clone();
-    if let Some(e) = &args.entrypoint {
-        s.push_str(&format!(" (entrypoint {e})"));
+    if let Some(e) = args.entrypoint_words() {
+        s.push_str(&format!(" (entrypoint {e:?})"));
     }
     if !args.command.is_empty() {
         s.push_str(&format!(" {:?}", args.command));
@@ -837,7 +874,16 @@ mod tests {
         // Same image with other credentials: pulled apart; the same twice: once.
         let images: Vec<usize> = p.containers.iter().map(|c| c.image.0).collect();
         assert_eq!(images, [0, 1, 0]);
-        assert_eq!(p.images[0].creds.as_ref().unwrap().password, "s3cr3t");
+        assert_eq!(
+            p.images[0]
+                .creds
+                .as_ref()
+                .unwrap()
+                .password
+                .as_ref()
+                .map(|s| s.expose()),
+            Some("s3cr3t")
+        );
         assert_eq!(
             p.images[1].authfile,
             Some(EnvFileSource::Url("http://h/auth.json".into()))
@@ -870,12 +916,19 @@ mod tests {
     }
 
     #[test]
-    fn cache_on_an_unknown_filesystem_is_refused() {
-        assert_eq!(
-            plan("b2c.cache_device=nfs").unwrap_err().key(),
-            "b2c.cache_device"
+    fn cache_on_an_unknown_filesystem_warns_and_uses_none() {
+        let p = plan("b2c.cache_device=nfs").unwrap();
+        assert_eq!(p.storage.cache_device, CacheDevice::None);
+        assert!(
+            p.warnings[0].contains("b2c.cache_device=nfs"),
+            "{:?}",
+            p.warnings
         );
-        assert!(plan("b2c.filesystem=nfs,src=h:/x b2c.cache_device=nfs").is_ok());
+        let p = plan("b2c.filesystem=nfs,src=h:/x b2c.cache_device=nfs").unwrap();
+        assert_eq!(
+            p.storage.cache_device,
+            CacheDevice::Filesystem("nfs".into())
+        );
     }
 
     #[test]

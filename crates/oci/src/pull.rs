@@ -191,6 +191,43 @@ pub async fn pull(
     }
 }
 
+/// The manifest of an image index for `wanted` (podman's `--platform`,
+/// `--arch`, `--os`, `--variant`), this machine's when nothing was asked:
+/// the OS and the architecture must match; among those, the asked variant
+/// is preferred, else the first one is taken.
+fn platform_manifest(
+    manifests: &[oci_client::manifest::ImageIndexEntry],
+    wanted: &b2c_cmdline::Platform,
+) -> Option<String> {
+    if wanted.is_default() {
+        return current_platform_resolver(manifests);
+    }
+    let os = wanted
+        .os
+        .clone()
+        .unwrap_or_else(|| oci_spec::image::Os::default().to_string());
+    let arch = wanted
+        .architecture
+        .clone()
+        .unwrap_or_else(|| oci_spec::image::Arch::default().to_string());
+    let matching: Vec<_> = manifests
+        .iter()
+        .filter(|e| {
+            e.platform
+                .as_ref()
+                .is_some_and(|p| p.os.to_string() == os && p.architecture.to_string() == arch)
+        })
+        .collect();
+    matching
+        .iter()
+        .find(|e| {
+            wanted.variant.is_some()
+                && e.platform.as_ref().and_then(|p| p.variant.as_ref()) == wanted.variant.as_ref()
+        })
+        .or(matching.first())
+        .map(|e| e.digest.clone())
+}
+
 /// A stored image as a [`PulledImage`]; says so unless `why` is empty.
 fn from_store(store: &LayerStore, s: StoredImage, source: ImageSource, why: &str) -> PulledImage {
     store.mark_used(&s.layers);
@@ -357,15 +394,16 @@ async fn pull_from(
             stored: false,
         },
         Ok(OciManifest::ImageIndex(index)) => {
-            let Some(platform) = current_platform_resolver(&index.manifests) else {
+            let Some(platform) = platform_manifest(&index.manifests, &opts.platform) else {
+                let wanted = if opts.platform.is_default() {
+                    format!("this machine (linux/{})", std::env::consts::ARCH)
+                } else {
+                    format!("{} (--platform)", opts.platform)
+                };
                 return Err(PullError::NotFound {
                     image,
                     registry: registry.clone(),
-                    detail: format!(
-                        "the image index {top_digest} has no manifest for this machine \
-                         (linux/{})",
-                        std::env::consts::ARCH
-                    ),
+                    detail: format!("the image index {top_digest} has no manifest for {wanted}"),
                 });
             };
             let digest: Digest = platform
@@ -851,4 +889,62 @@ async fn pump(
 
 fn short(digest: &str) -> &str {
     digest.get(..19).unwrap_or(digest)
+}
+
+#[cfg(test)]
+mod platform_tests {
+    use super::*;
+
+    fn index() -> Vec<oci_client::manifest::ImageIndexEntry> {
+        let entry = |digest: &str, arch: &str, variant: Option<&str>| {
+            let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
+            if let Some(v) = variant {
+                platform["variant"] = v.into();
+            }
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest, "size": 1, "platform": platform,
+            })
+        };
+        serde_json::from_value(serde_json::json!([
+            entry("sha256:amd64", "amd64", None),
+            entry("sha256:armv6", "arm", Some("v6")),
+            entry("sha256:armv7", "arm", Some("v7")),
+            entry("sha256:arm64", "arm64", Some("v8")),
+        ]))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_asked_platform_is_taken_from_an_index() {
+        let want = |arch: &str, variant: Option<&str>| b2c_cmdline::Platform {
+            os: Some("linux".into()),
+            architecture: Some(arch.into()),
+            variant: variant.map(String::from),
+        };
+        let m = index();
+        assert_eq!(
+            platform_manifest(&m, &want("arm64", None)).as_deref(),
+            Some("sha256:arm64")
+        );
+        assert_eq!(
+            platform_manifest(&m, &want("arm", Some("v7"))).as_deref(),
+            Some("sha256:armv7")
+        );
+        // No variant asked, or one the index lacks: the first of the arch.
+        assert_eq!(
+            platform_manifest(&m, &want("arm", None)).as_deref(),
+            Some("sha256:armv6")
+        );
+        assert_eq!(
+            platform_manifest(&m, &want("arm", Some("v5"))).as_deref(),
+            Some("sha256:armv6")
+        );
+        assert_eq!(platform_manifest(&m, &want("riscv64", None)), None);
+        // Nothing asked: this machine's.
+        let here = platform_manifest(&m, &b2c_cmdline::Platform::default());
+        if std::env::consts::ARCH == "x86_64" {
+            assert_eq!(here.as_deref(), Some("sha256:amd64"));
+        }
+    }
 }

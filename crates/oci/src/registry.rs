@@ -46,6 +46,9 @@ pub struct RegistryOptions {
     /// scope first; anonymous elsewhere. The passwords are scrubbed from
     /// every message.
     pub credentials: Vec<Credential>,
+    /// `--platform`/`--arch`/`--os`/`--variant`: the manifest of an image
+    /// index to take; this machine's by default.
+    pub platform: b2c_cmdline::Platform,
 }
 
 impl Default for RegistryOptions {
@@ -57,6 +60,7 @@ impl Default for RegistryOptions {
             proxy: Proxy::default(),
             registries: Registries::default(),
             credentials: Vec::new(),
+            platform: b2c_cmdline::Platform::default(),
         }
     }
 }

@@ -16,12 +16,14 @@ pub fn crun_binary() -> PathBuf {
 }
 
 /// `crun run --no-pivot`: an initramfs root cannot be pivoted away from.
-/// The container shares our console for its stdio.
-pub(crate) fn command(bundle: &Path, id: &str) -> Command {
+/// With a console socket (`-t`), crun sends the pty master there.
+pub(crate) fn command(bundle: &Path, id: &str, console_socket: Option<&Path>) -> Command {
     let mut cmd = Command::new(crun_binary());
-    cmd.args(["--root", CRUN_ROOT, "run", "--no-pivot", "--bundle"])
-        .arg(bundle)
-        .arg(id);
+    cmd.args(["--root", CRUN_ROOT, "run", "--no-pivot"]);
+    if let Some(socket) = console_socket {
+        cmd.arg("--console-socket").arg(socket);
+    }
+    cmd.arg("--bundle").arg(bundle).arg(id);
     cmd
 }
 

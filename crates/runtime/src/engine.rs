@@ -5,14 +5,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use b2c_cmdline::{ContainerPlan, Dns, Layout, VolumePlan};
+use b2c_cmdline::{ContainerArgs, ContainerPlan, Dns, Layout, Namespace, VolumePlan};
 use b2c_oci::PulledImage;
 use b2c_system::reaper::ExitCode;
 use log::{info, warn};
 
-use crate::host::{Host, OverlayDirs};
+use crate::console::Stdio;
+use crate::host::{Host, Launch, OverlayDirs};
 use crate::servicelog::TAIL_LINES;
 use crate::spec::{runtime_spec, user_spec, HostFiles, SpecError, SpecInputs};
+use crate::stop::StopPolicy;
 use crate::user::UserError;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +34,8 @@ pub enum RunError {
         "volume {path}:{destination}: {path} does not exist on the host (check -v in b2c.run)"
     )]
     MissingHostPath { path: String, destination: String },
+    #[error("device {0} does not exist on the host (check --device in b2c.run)")]
+    MissingDevice(String),
     #[error(transparent)]
     Crun(#[from] b2c_system::Error),
 }
@@ -76,7 +80,7 @@ impl<'h, H: Host> Engine<'h, H> {
     /// exit code.
     pub fn run(&self, c: &ContainerPlan, inputs: &Inputs) -> Result<i32, RunError> {
         let bundle = self.prepare(c, inputs)?;
-        let code = self.host.run(&bundle.dir, c.id.as_str())?;
+        let code = self.host.run(&launch(&bundle.dir, c))?;
         Ok(code.0)
     }
 
@@ -87,14 +91,22 @@ impl<'h, H: Host> Engine<'h, H> {
         let logs = self.layout.logs();
         self.host.create_dir_all(&logs).map_err(io(&logs))?;
         let log = self.layout.log(&c.id);
-        let process = self.host.spawn(&bundle.dir, c.id.as_str(), &log)?;
-        info!("{}'s output goes to {}", c.id, log.display());
+        let launch = Launch {
+            log: Some(&log),
+            ..launch(&bundle.dir, c)
+        };
+        let process = self.host.spawn(&launch)?;
+        let stop = launch.stop;
+        if !launch.stdio.tty {
+            info!("{}'s output goes to {}", c.id, log.display());
+        }
         Ok(Service {
             id: c.id.to_string(),
             name: c.name().to_string(),
             log,
             process,
             ended: None,
+            stop,
             _bundle: bundle,
         })
     }
@@ -114,42 +126,56 @@ impl<'h, H: Host> Engine<'h, H> {
         bundle.mounted = true;
         self.volumes(&c.volumes)?;
 
+        self.devices(&c.args)?;
+
         // Per-container files where the options ask for their own.
         let args = &c.args;
-        let hostname_file = match &args.hostname {
-            Some(name) => self.write(&bundle.dir.join("hostname"), &format!("{name}\n"))?,
-            None => self.etc.join("hostname"),
-        };
-        let resolv_conf = match &args.dns {
-            None => Some(self.etc.join("resolv.conf")),
-            Some(Dns::None) => None,
-            Some(Dns::Servers(servers)) => {
-                let text: String = servers
-                    .iter()
-                    .map(|s| format!("nameserver {s}\n"))
-                    .collect();
-                Some(self.write(&bundle.dir.join("resolv.conf"), &text)?)
+        let hostname_file = match (&args.hostname, &args.namespaces.uts) {
+            (Some(name), ns) if *ns != Namespace::Host => {
+                self.write(&bundle.dir.join("hostname"), &format!("{name}\n"))?
             }
+            _ => self.etc.join("hostname"),
         };
-        let hosts = self.etc.join("hosts");
+        let resolv_conf = self.resolv_conf(args, &bundle.dir)?;
+        let hosts = self.hosts(args, &bundle.dir)?;
         let config = &inputs.image.config;
         let rootfs = &dirs.rootfs;
-        let user = self.host.resolve_user(&user_spec(args, config), rootfs)?;
+        let user = self
+            .host
+            .resolve_user(&user_spec(args, config), &args.group_add, rootfs)?;
+        for v in c.volumes.iter().filter(|v| v.chown) {
+            self.host
+                .chown_tree(&v.source, user.uid, user.gid)
+                .map_err(io(&v.source))?;
+        }
+        let init = args.init.then(|| {
+            args.init_path
+                .as_ref()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| self.host.init_binary())
+        });
+        let host_env = self.host.environment();
+        let hostname = match (&args.hostname, &args.namespaces.uts) {
+            (Some(name), ns) if *ns != Namespace::Host => name.as_str(),
+            _ => &self.hostname,
+        };
         let spec = runtime_spec(
             &SpecInputs {
                 args,
                 image: config,
                 rootfs,
-                hostname: args.hostname.as_deref().unwrap_or(&self.hostname),
+                hostname,
                 host_files: HostFiles {
                     resolv_conf: resolv_conf.as_deref(),
                     hostname: &hostname_file,
-                    hosts: &hosts,
+                    hosts: hosts.as_deref(),
                 },
                 volumes: &c.volumes,
-                user,
+                user: &user,
                 env_file: &inputs.env_file,
                 extra_env: &inputs.env,
+                host_env: &host_env,
+                init: init.as_deref(),
             },
             c.id.as_str(),
         )?;
@@ -160,10 +186,103 @@ impl<'h, H: Host> Engine<'h, H> {
         Ok(bundle)
     }
 
+    /// `--device`: the host's node must exist (podman refuses to start
+    /// the container otherwise).
+    fn devices(&self, args: &ContainerArgs) -> Result<(), RunError> {
+        match args
+            .devices
+            .iter()
+            .find(|d| !self.host.exists(Path::new(&d.host)))
+        {
+            Some(d) => Err(RunError::MissingDevice(d.host.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The host's resolv.conf, or the container's own: `--dns` servers,
+    /// `--dns-search` domains (`.` for none) and `--dns-option`s replace
+    /// the host's lines of that kind; `--dns=none` keeps the image's.
+    fn resolv_conf(
+        &self,
+        args: &ContainerArgs,
+        bundle: &Path,
+    ) -> Result<Option<PathBuf>, RunError> {
+        let host = self.etc.join("resolv.conf");
+        if matches!(args.dns, Some(Dns::None)) {
+            return Ok(None);
+        }
+        if args.dns.is_none() && args.dns_search.is_empty() && args.dns_options.is_empty() {
+            return Ok(Some(host));
+        }
+        let base = String::from_utf8_lossy(&self.host.read(&host).unwrap_or_default()).into_owned();
+        let kind = |line: &str| line.split_whitespace().next().unwrap_or("").to_string();
+        let mut text = String::new();
+        match &args.dns {
+            Some(Dns::Servers(servers)) => {
+                for s in servers {
+                    text.push_str(&format!("nameserver {s}\n"));
+                }
+            }
+            _ => {
+                for line in base.lines().filter(|l| kind(l) == "nameserver") {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+        let search: Vec<&str> = args
+            .dns_search
+            .iter()
+            .map(String::as_str)
+            .filter(|d| *d != ".")
+            .collect();
+        if args.dns_search.is_empty() {
+            for line in base
+                .lines()
+                .filter(|l| matches!(kind(l).as_str(), "search" | "domain"))
+            {
+                text.push_str(line);
+                text.push('\n');
+            }
+        } else if !search.is_empty() {
+            text.push_str(&format!("search {}\n", search.join(" ")));
+        }
+        if args.dns_options.is_empty() {
+            for line in base.lines().filter(|l| kind(l) == "options") {
+                text.push_str(line);
+                text.push('\n');
+            }
+        } else {
+            text.push_str(&format!("options {}\n", args.dns_options.join(" ")));
+        }
+        Ok(Some(self.write(&bundle.join("resolv.conf"), &text)?))
+    }
+
+    /// The host's /etc/hosts; with `--add-host`, the container's own copy
+    /// with those entries first; none with `--no-hosts`.
+    fn hosts(&self, args: &ContainerArgs, bundle: &Path) -> Result<Option<PathBuf>, RunError> {
+        let host = self.etc.join("hosts");
+        if args.no_hosts {
+            return Ok(None);
+        }
+        if args.add_hosts.is_empty() {
+            return Ok(Some(host));
+        }
+        let mut text: String = args
+            .add_hosts
+            .iter()
+            .map(|(name, ip)| format!("{ip}\t{name}\n"))
+            .collect();
+        text.push_str(&String::from_utf8_lossy(
+            &self.host.read(&host).unwrap_or_default(),
+        ));
+        Ok(Some(self.write(&bundle.join("hosts"), &text)?))
+    }
+
     /// Named volumes are created on first use and shared by every
     /// container that names them; host paths must exist.
     fn volumes(&self, volumes: &[VolumePlan]) -> Result<(), RunError> {
-        for v in volumes {
+        for v in volumes.iter().filter(|v| v.filesystem.is_none()) {
             if v.named {
                 self.host.create_dir_all(&v.source).map_err(io(&v.source))?;
             } else if !self.host.exists(&v.source) {
@@ -181,6 +300,17 @@ impl<'h, H: Host> Engine<'h, H> {
             .write(path, content.as_bytes())
             .map_err(io(path))?;
         Ok(path.to_path_buf())
+    }
+}
+
+/// How crun starts container `c`.
+fn launch<'a>(bundle: &'a Path, c: &'a ContainerPlan) -> Launch<'a> {
+    Launch {
+        bundle,
+        id: c.id.as_str(),
+        stdio: Stdio::of(&c.args),
+        stop: StopPolicy::of(&c.args),
+        log: None,
     }
 }
 
@@ -218,6 +348,8 @@ pub struct Service<'h, H: Host> {
     process: H::Process,
     /// How it ended by itself, once noticed (and reported).
     ended: Option<ExitCode>,
+    /// `--stop-signal` and `--stop-timeout`.
+    stop: StopPolicy,
     // Dropped last: the container must be gone before its root is.
     _bundle: Bundle<'h, H>,
 }
@@ -268,17 +400,23 @@ impl<H: Host> Service<'_, H> {
         }
     }
 
-    /// Stops it: SIGTERM, then SIGKILL after `grace`. Returns how it ended.
+    /// Stops it: its stop signal (SIGTERM unless `--stop-signal`), then
+    /// SIGKILL after its `--stop-timeout`, else `grace`. Returns how it
+    /// ended.
     pub fn stop(mut self, grace: Duration) -> ExitCode {
         let host = self._bundle.host;
         if let Some(code) = self.check() {
             return code;
         }
-        host.kill(&self.id, "TERM");
+        let grace = self.stop.grace(grace);
+        host.kill(&self.id, &self.stop.signal);
         if let Some(code) = host.wait_timeout(&self.process, grace) {
             return code;
         }
-        info!("service {} ignored SIGTERM: killing it", self.id);
+        info!(
+            "service {} ignored SIG{}: killing it",
+            self.id, self.stop.signal
+        );
         host.kill(&self.id, "KILL");
         host.wait_timeout(&self.process, grace)
             .unwrap_or(ExitCode(137))

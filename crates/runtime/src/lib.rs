@@ -2,6 +2,8 @@
 //! ([`run_pipeline`]) over a [`b2c_cmdline::BootPlan`], and stopping them
 //! all when the machine must stop ([`stop_running`]).
 
+pub mod console;
+pub mod container_init;
 pub mod crun;
 pub mod engine;
 pub mod host;
@@ -12,9 +14,10 @@ pub mod spec;
 pub mod stop;
 pub mod user;
 
+pub use console::Stdio;
 pub use engine::{Engine, Inputs, RunError, Service};
-pub use host::{Host, System};
+pub use host::{Host, Launch, System};
 pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
 pub use run::{run_pipeline, run_pipeline_with, ContainerHooks, NoHooks, Outcome, Prepared, Site};
 pub use spec::{runtime_spec, HostFiles, SpecError, SpecInputs};
-pub use stop::{stop_running, STOP_GRACE};
+pub use stop::{stop_running, StopPolicy, STOP_GRACE};

@@ -520,6 +520,140 @@ mod tests {
     }
 
     #[test]
+    fn per_container_hosts_and_resolv_conf() {
+        let mut host = FakeHost::default();
+        host.host_files.insert(
+            "/etc/resolv.conf".into(),
+            "nameserver 10.0.0.1\nsearch lab.test\noptions ndots:1\n".into(),
+        );
+        host.host_files
+            .insert("/etc/hosts".into(), "127.0.0.1\tlocalhost\n".into());
+        let r = run(
+            "b2c.run=\"--add-host gw:10.0.0.254 --dns-search farm.test --dns-option edns0 a\" \
+             b2c.run=\"--dns-search . --no-hosts b\" b2c.run=\"--dns 9.9.9.9 c\"",
+            host,
+        );
+        assert_eq!(
+            r.host.file("/storage/containers/run-0/hosts"),
+            "10.0.0.254\tgw\n127.0.0.1\tlocalhost\n"
+        );
+        assert_eq!(
+            r.host.file("/storage/containers/run-0/resolv.conf"),
+            "nameserver 10.0.0.1\nsearch farm.test\noptions edns0\n"
+        );
+        let spec = config(&r.host, "run-0");
+        let mounts = spec["mounts"].to_string();
+        assert!(
+            mounts.contains("/storage/containers/run-0/hosts"),
+            "{mounts}"
+        );
+        assert_eq!(
+            r.host.file("/storage/containers/run-1/resolv.conf"),
+            "nameserver 10.0.0.1\noptions ndots:1\n"
+        );
+        assert!(!config(&r.host, "run-1")["mounts"]
+            .to_string()
+            .contains("/etc/hosts"));
+        assert_eq!(
+            r.host.file("/storage/containers/run-2/resolv.conf"),
+            "nameserver 9.9.9.9\nsearch lab.test\noptions ndots:1\n"
+        );
+    }
+
+    #[test]
+    fn stdio_stop_policy_init_and_the_environment_reach_the_host() {
+        let host = FakeHost {
+            environment: vec![("CI_JOB_ID".into(), "42".into())],
+            ..FakeHost::default()
+        };
+        let r = run(
+            "b2c.run_service=\"-t --stop-signal=SIGINT --stop-timeout=2 svc\" \
+             b2c.run=\"-ti --init -e CI_JOB_ID -u mesa --group-add video a\" b2c.run=b",
+            host,
+        );
+        let launches = r.host.launches.borrow().clone();
+        let (id, stdio, stop) = &launches[0];
+        assert_eq!(id, "service-0");
+        assert!(stdio.tty && !stdio.interactive);
+        assert_eq!(stop.signal, "INT");
+        assert_eq!(stop.timeout, Some(Duration::from_secs(2)));
+        assert_eq!(
+            launches[1].1,
+            crate::Stdio {
+                tty: true,
+                interactive: true
+            }
+        );
+        assert_eq!(launches[2].1, crate::Stdio::default());
+        assert_eq!(launches[2].2, crate::StopPolicy::default());
+        // The service was stopped with its own signal.
+        assert!(
+            r.host.calls().contains(&"kill service-0 INT".to_string()),
+            "{:?}",
+            r.host.calls()
+        );
+        let spec = config(&r.host, "run-0");
+        assert_eq!(spec["process"]["args"][0], crate::spec::INIT_IN_CONTAINER);
+        assert_eq!(spec["process"]["terminal"], true);
+        assert_eq!(spec["process"]["user"]["uid"], 1000);
+        assert_eq!(
+            spec["process"]["user"]["additionalGids"],
+            serde_json::json!([44])
+        );
+        let env = spec["process"]["env"].to_string();
+        for want in [
+            "CI_JOB_ID=42",
+            "HOME=/home/mesa",
+            "TERM=xterm",
+            "container=podman",
+        ] {
+            assert!(env.contains(want), "{want} not in {env}");
+        }
+        let init = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == crate::spec::INIT_IN_CONTAINER)
+            .unwrap()
+            .clone();
+        assert_eq!(init["source"], "/init");
+    }
+
+    #[test]
+    fn devices_must_exist_and_u_volumes_are_chowned() {
+        let r = run("b2c.run=\"--device /dev/nope a\"", FakeHost::default());
+        assert_eq!(r.outcome.status, PipelineStatus::NotStarted);
+        assert!(!r.host.calls().iter().any(|c| c.starts_with("run ")));
+        let mut host = FakeHost::default();
+        host.host_paths.insert("/dev/kvm".into());
+        let r = run(
+            "b2c.run=\"--device /dev/kvm -u 1000:44 -v cache:/cache:U -v /scratch --tmpfs /t a\"",
+            host,
+        );
+        assert_eq!(
+            r.outcome.status,
+            PipelineStatus::Passed,
+            "{:?}",
+            r.host.calls()
+        );
+        assert!(r
+            .host
+            .calls()
+            .contains(&"chown 1000:44 /storage/volumes/cache".to_string()));
+        // The anonymous volume lives in the container's directory.
+        assert!(r
+            .host
+            .calls()
+            .contains(&"remove /storage/containers/run-0".to_string()));
+        let spec = config(&r.host, "run-0");
+        let mounts = spec["mounts"].to_string();
+        assert!(
+            mounts.contains("/storage/containers/run-0/volume-1"),
+            "{mounts}"
+        );
+    }
+
+    #[test]
     fn a_stubborn_service_is_killed_and_a_reboot_request_is_the_end() {
         let mut host = FakeHost::default();
         host.stubborn.insert("service-0".into());

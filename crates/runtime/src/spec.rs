@@ -3,64 +3,42 @@
 //!
 //! Containers run privileged on the host network, as with boot2container:
 //! the job is hardware testing, so it needs every capability, the host's
-//! devices and a writable /sys.
+//! devices and a writable /sys. The podman flags of [`ContainerArgs`]
+//! change that spec as podman would: namespaces shared with the host,
+//! capabilities dropped, limits, mounts, the environment podman gives.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use b2c_cmdline::{ContainerArgs, VolumePlan};
+use b2c_cmdline::{ContainerArgs, EnvArg, Namespace, VolumePlan, CAPABILITIES};
 use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{
-    Capabilities, LinuxBuilder, LinuxDeviceCgroupBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxResourcesBuilder, Mount, MountBuilder, PosixRlimitBuilder,
-    PosixRlimitType, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capabilities, LinuxBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxResources, Mount, MountBuilder, PosixRlimit, ProcessBuilder, RootBuilder, Spec,
+    SpecBuilder, UserBuilder,
 };
+use serde_json::json;
 
-const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+use crate::user::ResolvedUser;
 
-/// Every capability of Linux 6.x; crun drops those the running kernel
-/// doesn't know.
-const ALL_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where `--init` puts its init in the container, as podman does.
+pub const INIT_IN_CONTAINER: &str = "/run/podman-init";
+
+/// The ambient capabilities a process that is not root keeps.
+const AMBIENT: &[&str] = &["CAP_KILL", "CAP_AUDIT_WRITE", "CAP_NET_BIND_SERVICE"];
+
+/// Variables podman passes from its own environment with `--http-proxy`.
+const PROXY_VARS: &[&str] = &[
+    "http_proxy",
+    "https_proxy",
+    "ftp_proxy",
+    "no_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "FTP_PROXY",
+    "NO_PROXY",
 ];
 
 /// The /etc files a container gets from the host.
@@ -69,7 +47,8 @@ pub struct HostFiles<'a> {
     /// `None` with `--dns=none`: the image keeps its own.
     pub resolv_conf: Option<&'a Path>,
     pub hostname: &'a Path,
-    pub hosts: &'a Path,
+    /// `None` with `--no-hosts`.
+    pub hosts: Option<&'a Path>,
 }
 
 /// What the spec is made from.
@@ -81,14 +60,19 @@ pub struct SpecInputs<'a> {
     pub rootfs: &'a Path,
     pub hostname: &'a str,
     pub host_files: HostFiles<'a>,
-    /// Volumes (`-v`), already resolved to host paths.
+    /// Volumes (`-v`, `--mount`, `--tmpfs`), already resolved.
     pub volumes: &'a [VolumePlan],
-    /// The process's `(uid, gid)`, from [`user_spec`] resolved in the image.
-    pub user: (u32, u32),
+    /// From `-u`/`User` and `--group-add`, resolved in the image.
+    pub user: &'a ResolvedUser,
     /// From `--env-file`: after the image's variables, before `-e`.
     pub env_file: &'a [(String, String)],
     /// Set after the image's and the user's variables: the pipeline's.
     pub extra_env: &'a [(String, String)],
+    /// b2c's own environment: `-e NAME`, `--env-host`, `--http-proxy`.
+    pub host_env: &'a [(String, String)],
+    /// `--init`: the init binary on the host, bound at
+    /// [`INIT_IN_CONTAINER`].
+    pub init: Option<&'a Path>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,14 +81,16 @@ pub enum SpecError {
     NoCommand(String),
     #[error("cannot build the runtime spec: {0}")]
     Oci(#[from] oci_spec::OciSpecError),
+    #[error("cannot build the runtime spec: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
 /// The command line, podman's way: `--entrypoint` replaces the image's
 /// entrypoint and drops its `Cmd`; a command after the image replaces `Cmd`.
 pub fn process_args(args: &ContainerArgs, image: &ImageConfiguration) -> Vec<String> {
     let config = image.config().as_ref();
-    let (entrypoint, default_cmd) = match &args.entrypoint {
-        Some(e) => (vec![e.clone()], Vec::new()),
+    let (entrypoint, default_cmd) = match args.entrypoint_words() {
+        Some(e) => (e, Vec::new()),
         None => (
             config
                 .and_then(|c| c.entrypoint().clone())
@@ -120,69 +106,281 @@ pub fn process_args(args: &ContainerArgs, image: &ImageConfiguration) -> Vec<Str
     entrypoint.into_iter().chain(cmd).collect()
 }
 
-/// The environment: the image's, then `--env-file`, then `-e`, then
-/// `extra`; later wins.
-pub fn process_env(
-    args: &ContainerArgs,
-    image: &ImageConfiguration,
-    env_file: &[(String, String)],
-    extra: &[(String, String)],
-) -> Vec<String> {
-    let mut env: Vec<String> = image
+/// An ordered environment where setting a variable replaces it in place.
+#[derive(Default)]
+struct Env(Vec<(String, String)>);
+
+impl Env {
+    fn set(&mut self, key: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.to_string(),
+            None => self.0.push((key.to_string(), value.to_string())),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    /// `${NAME}` and `$NAME` replaced by their current values.
+    fn expand(&self, text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find('$') {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 1..];
+            let (name, len) = if let Some(braced) = after.strip_prefix('{') {
+                match braced.find('}') {
+                    Some(end) => (&braced[..end], end + 2),
+                    None => ("", 0),
+                }
+            } else {
+                let end = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..end], end)
+            };
+            if name.is_empty() {
+                out.push('$');
+                rest = after;
+            } else {
+                out.push_str(self.get(name).unwrap_or(""));
+                rest = &after[len..];
+            }
+        }
+        out.push_str(rest);
+        out
+    }
+}
+
+/// The environment podman gives, in its order: b2c's own (`--env-host`,
+/// else the proxy variables of `--http-proxy`), podman's defaults (`PATH`,
+/// `TERM=xterm`, `container=podman`), the image's, `--env-merge`,
+/// `--env-file`, `-e`, then `HOSTNAME` and `HOME` when still unset, and the
+/// pipeline's variables last.
+pub fn process_env(inputs: &SpecInputs) -> Vec<String> {
+    let args = inputs.args;
+    let host = inputs.host_env;
+    let mut env = Env::default();
+    if args.env_host {
+        for (k, v) in host {
+            env.set(k, v);
+        }
+    } else if args.http_proxy {
+        for (k, v) in host
+            .iter()
+            .filter(|(k, _)| PROXY_VARS.contains(&k.as_str()))
+        {
+            env.set(k, v);
+        }
+    }
+    env.set("PATH", DEFAULT_PATH);
+    env.set("TERM", "xterm");
+    env.set("container", "podman");
+    let image_env = inputs
+        .image
         .config()
         .as_ref()
         .and_then(|c| c.env().clone())
         .unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("PATH=")) {
-        env.insert(0, DEFAULT_PATH.to_string());
+    for entry in &image_env {
+        let (k, v) = entry.split_once('=').unwrap_or((entry, ""));
+        env.set(k, v);
     }
-    let user = env_file.iter().chain(&args.env).chain(extra);
-    for (key, value) in user {
-        let prefix = format!("{key}=");
-        env.retain(|e| !e.starts_with(&prefix));
-        env.push(format!("{key}={value}"));
+    if args.unsetenv_all {
+        env = Env::default();
     }
-    env
+    for name in &args.unsetenv {
+        env.remove(name);
+    }
+    for (k, v) in &args.env_merge {
+        let value = env.expand(v);
+        env.set(k, &value);
+    }
+    if let Some(tz) = &args.tz {
+        let host_tz = host
+            .iter()
+            .find(|(k, _)| k == "TZ")
+            .map(|(_, v)| v.as_str());
+        match (tz.as_str(), host_tz) {
+            ("local", Some(v)) => env.set("TZ", v),
+            ("local", None) => {}
+            (zone, _) => env.set("TZ", zone),
+        }
+    }
+    for (k, v) in inputs.env_file {
+        env.set(k, v);
+    }
+    for e in &args.env {
+        match e {
+            EnvArg::Set(k, v) => env.set(k, v),
+            EnvArg::FromHost(pattern) => match pattern.strip_suffix('*') {
+                Some(prefix) => {
+                    for (k, v) in host.iter().filter(|(k, _)| k.starts_with(prefix)) {
+                        env.set(k, v);
+                    }
+                }
+                // Dropped when b2c does not have it, as podman does.
+                None => {
+                    if let Some((_, v)) = host.iter().find(|(k, _)| k == pattern) {
+                        env.set(pattern, v);
+                    }
+                }
+            },
+        }
+    }
+    let unset = |name: &str| args.unsetenv_all || args.unsetenv.iter().any(|u| u == name);
+    if env.get("HOSTNAME").is_none() && !unset("HOSTNAME") {
+        env.set("HOSTNAME", inputs.hostname);
+    }
+    if env.get("HOME").is_none() && !unset("HOME") {
+        env.set("HOME", inputs.user.home.as_deref().unwrap_or("/"));
+    }
+    for (k, v) in inputs.extra_env {
+        env.set(k, v);
+    }
+    env.0.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
+}
+
+/// Every capability, less `--cap-drop`, plus `--cap-add` (which only
+/// matters after `--cap-drop=ALL`), as containers/common merges them.
+pub fn capabilities(args: &ContainerArgs) -> Vec<String> {
+    let all = || CAPABILITIES.iter().map(|c| c.to_string());
+    let drops: Vec<&str> = args.cap_drop.iter().map(String::as_str).collect();
+    if args.cap_add.iter().any(|c| c == "ALL") {
+        return all().filter(|c| !drops.contains(&c.as_str())).collect();
+    }
+    let mut caps: Vec<String> = if drops.contains(&"ALL") {
+        Vec::new()
+    } else {
+        all().filter(|c| !drops.contains(&c.as_str())).collect()
+    };
+    for add in &args.cap_add {
+        if !caps.contains(add) {
+            caps.push(add.clone());
+        }
+    }
+    caps
+}
+
+fn mount(destination: &str, typ: &str, source: impl Into<PathBuf>, options: Vec<String>) -> Mount {
+    MountBuilder::default()
+        .destination(destination)
+        .typ(typ)
+        .source(source.into())
+        .options(options)
+        .build()
+        .expect("a mount has every field")
 }
 
 fn bind(source: impl Into<PathBuf>, destination: &str, recursive: bool, read_only: bool) -> Mount {
     let kind = if recursive { "rbind" } else { "bind" };
     let access = if read_only { "ro" } else { "rw" };
-    MountBuilder::default()
-        .destination(destination)
-        .typ("bind")
-        .source(source.into())
-        .options(vec![kind.to_string(), access.to_string()])
-        .build()
-        .expect("a bind mount has every field")
+    mount(
+        destination,
+        "bind",
+        source,
+        vec![kind.to_string(), access.to_string()],
+    )
 }
 
-fn mounts(files: &HostFiles, volumes: &[VolumePlan]) -> Vec<Mount> {
-    let proc_mount = MountBuilder::default()
-        .destination("/proc")
-        .typ("proc")
-        .source("proc")
-        .options(vec!["nosuid".into(), "noexec".into(), "nodev".into()])
-        .build()
-        .expect("proc mount has every field");
+fn strings(items: &[&str]) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn mounts(inputs: &SpecInputs) -> Vec<Mount> {
+    let args = inputs.args;
+    let files = &inputs.host_files;
     let mut mounts = vec![
-        proc_mount,
+        mount(
+            "/proc",
+            "proc",
+            "proc",
+            strings(&["nosuid", "noexec", "nodev"]),
+        ),
         // Privileged: the host's devices, including devpts, shm and mqueue.
         bind("/dev", "/dev", true, false),
         bind("/sys", "/sys", true, false),
-        bind(files.hostname, "/etc/hostname", false, false),
-        bind(files.hosts, "/etc/hosts", false, false),
+        // As podman: cgroup2 mounted afresh, so that in its own cgroup
+        // namespace a container reads its own limits there.
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            strings(&["rw", "nosuid", "noexec", "nodev", "relatime"]),
+        ),
     ];
+    if let Some(bytes) = args.shm_size {
+        mounts.push(mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            vec![
+                "nosuid".into(),
+                "noexec".into(),
+                "nodev".into(),
+                "mode=1777".into(),
+                format!("size={bytes}"),
+            ],
+        ));
+    }
+    mounts.push(bind(files.hostname, "/etc/hostname", false, false));
+    if let Some(hosts) = files.hosts {
+        mounts.push(bind(hosts, "/etc/hosts", false, false));
+    }
     if let Some(resolv_conf) = files.resolv_conf {
         mounts.push(bind(resolv_conf, "/etc/resolv.conf", false, false));
     }
+    if args.read_only && args.read_only_tmpfs {
+        for dir in ["/run", "/tmp", "/var/tmp"] {
+            mounts.push(mount(
+                dir,
+                "tmpfs",
+                "tmpfs",
+                strings(&["rw", "nosuid", "nodev"]),
+            ));
+        }
+    }
+    if let Some(init) = inputs.init {
+        mounts.push(bind(init, INIT_IN_CONTAINER, false, true));
+    }
+    // `--device HOST:OTHER`: the host's node under the other name. Those
+    // under their own name are there already, with the host's /dev.
+    for d in args.devices.iter().filter(|d| d.host != d.container) {
+        mounts.push(bind(
+            &d.host,
+            &d.container,
+            true,
+            !d.permissions.contains('w'),
+        ));
+    }
     // Volumes last: they may sit below any of the above.
-    mounts.extend(
-        volumes
-            .iter()
-            .map(|v| bind(&v.source, &v.destination, true, v.read_only)),
-    );
+    mounts.extend(inputs.volumes.iter().map(volume_mount));
     mounts
+}
+
+fn volume_mount(v: &VolumePlan) -> Mount {
+    let access = if v.read_only { "ro" } else { "rw" };
+    match &v.filesystem {
+        Some(fs) => {
+            let mut options = vec![access.to_string()];
+            options.extend(v.options.iter().cloned());
+            mount(&v.destination, fs, fs, options)
+        }
+        None => {
+            let kind = if v.recursive { "rbind" } else { "bind" };
+            let mut options = vec![kind.to_string(), access.to_string()];
+            options.extend(v.options.iter().cloned());
+            mount(&v.destination, "bind", &v.source, options)
+        }
+    }
 }
 
 /// `-u`, else the image's `User`: resolved against the image's own files.
@@ -193,232 +391,208 @@ pub fn user_spec(args: &ContainerArgs, image: &ImageConfiguration) -> String {
         .unwrap_or_default()
 }
 
-/// Builds the runtime spec (config.json) of one container.
-pub fn runtime_spec(plan: &SpecInputs, id: &str) -> Result<Spec, SpecError> {
-    let args = process_args(plan.args, plan.image);
-    if args.is_empty() {
-        return Err(SpecError::NoCommand(plan.args.image.clone()));
+fn namespaces(args: &ContainerArgs) -> Result<Vec<LinuxNamespace>, SpecError> {
+    let ns = &args.namespaces;
+    let mut out = vec![LinuxNamespaceBuilder::default()
+        .typ(LinuxNamespaceType::Mount)
+        .build()?];
+    for (mode, typ) in [
+        (&ns.pid, LinuxNamespaceType::Pid),
+        (&ns.ipc, LinuxNamespaceType::Ipc),
+        (&ns.uts, LinuxNamespaceType::Uts),
+        (&ns.cgroup, LinuxNamespaceType::Cgroup),
+        (&ns.network, LinuxNamespaceType::Network),
+    ] {
+        match mode {
+            // No entry: the host's (b2c's) namespace.
+            Namespace::Host => {}
+            Namespace::Private => out.push(LinuxNamespaceBuilder::default().typ(typ).build()?),
+            Namespace::Path(path) => out.push(
+                LinuxNamespaceBuilder::default()
+                    .typ(typ)
+                    .path(PathBuf::from(path))
+                    .build()?,
+            ),
+        }
     }
-    let image_config = plan.image.config().as_ref();
-    let cwd = plan
-        .args
+    Ok(out)
+}
+
+fn rlimits(args: &ContainerArgs) -> Result<Vec<PosixRlimit>, SpecError> {
+    // `--ulimit host`: none set, crun passes b2c's own on.
+    let mut limits: Vec<(String, u64, u64)> = if args.ulimits.host {
+        Vec::new()
+    } else {
+        vec![("RLIMIT_NOFILE".into(), 1_048_576, 1_048_576)]
+    };
+    for (name, soft, hard) in &args.ulimits.limits {
+        limits.retain(|(n, _, _)| n != name);
+        limits.push((name.clone(), *soft, *hard));
+    }
+    limits
+        .into_iter()
+        .map(|(typ, soft, hard)| {
+            Ok(serde_json::from_value(
+                json!({"type": typ, "soft": soft, "hard": hard}),
+            )?)
+        })
+        .collect()
+}
+
+/// `linux.resources`: every device allowed (privileged), and the cgroup
+/// limits asked for.
+fn resources(args: &ContainerArgs) -> Result<LinuxResources, SpecError> {
+    let r = &args.resources;
+    let mut devices = vec![json!({"allow": true, "access": "rwm"})];
+    for rule in &r.device_rules {
+        devices.push(json!({
+            "allow": true,
+            "type": rule.kind.to_string(),
+            "major": rule.major,
+            "minor": rule.minor,
+            "access": rule.access,
+        }));
+    }
+    let mut res = json!({ "devices": devices });
+    let mut memory = serde_json::Map::new();
+    let put =
+        |map: &mut serde_json::Map<String, serde_json::Value>, key: &str, v: serde_json::Value| {
+            if !v.is_null() {
+                map.insert(key.into(), v);
+            }
+        };
+    put(&mut memory, "limit", json!(r.memory));
+    put(&mut memory, "reservation", json!(r.memory_reservation));
+    put(&mut memory, "swap", json!(r.memory_swap));
+    put(&mut memory, "swappiness", json!(r.memory_swappiness));
+    if r.oom_kill_disable {
+        memory.insert("disableOOMKiller".into(), json!(true));
+    }
+    if !memory.is_empty() {
+        res["memory"] = memory.into();
+    }
+    let mut cpu = serde_json::Map::new();
+    put(&mut cpu, "quota", json!(r.cpu_quota));
+    put(&mut cpu, "period", json!(r.cpu_period));
+    put(&mut cpu, "shares", json!(r.cpu_shares));
+    put(&mut cpu, "realtimeRuntime", json!(r.cpu_rt_runtime));
+    put(&mut cpu, "realtimePeriod", json!(r.cpu_rt_period));
+    put(&mut cpu, "cpus", json!(r.cpuset_cpus));
+    put(&mut cpu, "mems", json!(r.cpuset_mems));
+    if !cpu.is_empty() {
+        res["cpu"] = cpu.into();
+    }
+    if let Some(limit) = r.pids_limit {
+        res["pids"] = json!({ "limit": limit });
+    }
+    if let Some(weight) = r.blkio_weight {
+        res["blockIO"] = json!({ "weight": weight });
+    }
+    if !r.unified.is_empty() {
+        let unified: HashMap<&str, &str> = r
+            .unified
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        res["unified"] = json!(unified);
+    }
+    Ok(serde_json::from_value(res)?)
+}
+
+/// Builds the runtime spec (config.json) of one container.
+pub fn runtime_spec(inputs: &SpecInputs, id: &str) -> Result<Spec, SpecError> {
+    let args = inputs.args;
+    let mut command = process_args(args, inputs.image);
+    if command.is_empty() {
+        return Err(SpecError::NoCommand(args.image.clone()));
+    }
+    if inputs.init.is_some() {
+        command.splice(0..0, [INIT_IN_CONTAINER.to_string(), "--".to_string()]);
+    }
+    let image_config = inputs.image.config().as_ref();
+    let cwd = args
         .workdir
         .clone()
         .or_else(|| image_config.and_then(|c| c.working_dir().clone()))
         .filter(|w| !w.is_empty())
         .unwrap_or_else(|| "/".to_string());
-    let (uid, gid) = plan.user;
 
-    let caps: Capabilities = serde_json::from_value(serde_json::json!(ALL_CAPABILITIES))
-        .expect("capability names are valid");
+    let cap_names = capabilities(args);
+    let caps: Capabilities = serde_json::from_value(json!(cap_names))?;
+    // oci-spec's default ambient set, less what was dropped: the kernel
+    // refuses an ambient capability that is not permitted.
+    let ambient: Capabilities = serde_json::from_value(json!(AMBIENT
+        .iter()
+        .filter(|c| cap_names.iter().any(|n| n == *c))
+        .collect::<Vec<_>>()))?;
     let capabilities = oci_spec::runtime::LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps.clone())
         .inheritable(caps)
+        .ambient(ambient)
         .build()?;
-    let process = ProcessBuilder::default()
-        .terminal(false)
-        .args(args)
-        .env(process_env(
-            plan.args,
-            plan.image,
-            plan.env_file,
-            plan.extra_env,
-        ))
+    let mut user = UserBuilder::default()
+        .uid(inputs.user.uid)
+        .gid(inputs.user.gid);
+    if !inputs.user.additional_gids.is_empty() {
+        user = user.additional_gids(inputs.user.additional_gids.clone());
+    }
+    if let Some(umask) = args.umask {
+        user = user.umask(umask);
+    }
+    let mut process = ProcessBuilder::default()
+        .terminal(args.tty)
+        .args(command)
+        .env(process_env(inputs))
         .cwd(cwd)
-        .user(UserBuilder::default().uid(uid).gid(gid).build()?)
+        .user(user.build()?)
         .capabilities(capabilities)
-        .no_new_privileges(false)
-        .rlimits(vec![PosixRlimitBuilder::default()
-            .typ(PosixRlimitType::RlimitNofile)
-            .soft(1_048_576u64)
-            .hard(1_048_576u64)
-            .build()?])
-        .build()?;
+        .no_new_privileges(args.security.no_new_privileges)
+        .rlimits(rlimits(args)?);
+    if let Some(adj) = args.oom_score_adj {
+        process = process.oom_score_adj(adj);
+    }
 
-    // No network namespace: containers share the host network.
-    let namespaces = [
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Cgroup,
-    ]
-    .into_iter()
-    .map(|typ| LinuxNamespaceBuilder::default().typ(typ).build())
-    .collect::<Result<Vec<_>, _>>()?;
-    let all_devices = LinuxDeviceCgroupBuilder::default()
-        .allow(true)
-        .access("rwm")
-        .build()?;
-    let linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(
-            LinuxResourcesBuilder::default()
-                .devices(vec![all_devices])
-                .build()?,
-        )
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces(args)?)
+        .resources(resources(args)?)
         .cgroups_path(PathBuf::from(format!("/b2c/{id}")))
-        .masked_paths(Vec::<String>::new())
-        .readonly_paths(Vec::<String>::new())
-        .build()?;
+        .masked_paths(args.security.masked_paths.clone())
+        .readonly_paths(Vec::<String>::new());
+    if !args.sysctls.is_empty() {
+        linux = linux.sysctl(args.sysctls.iter().cloned().collect::<HashMap<_, _>>());
+    }
+    if let Some(domain) = &args.personality {
+        linux = linux.personality(
+            serde_json::from_value::<oci_spec::runtime::LinuxPersonality>(
+                json!({ "domain": domain }),
+            )?,
+        );
+    }
 
-    Ok(SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .root(
             RootBuilder::default()
-                .path(plan.rootfs)
-                .readonly(false)
+                .path(inputs.rootfs)
+                .readonly(args.read_only)
                 .build()?,
         )
-        .hostname(plan.hostname)
-        .mounts(mounts(&plan.host_files, plan.volumes))
-        .process(process)
-        .linux(linux)
-        .build()?)
+        .mounts(mounts(inputs))
+        .process(process.build()?)
+        .linux(linux.build()?);
+    // A host name needs a UTS namespace of its own.
+    if args.namespaces.uts != Namespace::Host {
+        spec = spec.hostname(inputs.hostname);
+    }
+    let mut spec = spec.build()?;
+    if args.namespaces.uts == Namespace::Host {
+        // oci-spec's default has one.
+        spec.set_hostname(None);
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn image(json: serde_json::Value) -> ImageConfiguration {
-        serde_json::from_value(serde_json::json!({
-            "architecture": "amd64", "os": "linux",
-            "rootfs": {"type": "layers", "diff_ids": []},
-            "config": json
-        }))
-        .unwrap()
-    }
-
-    fn host_files() -> HostFiles<'static> {
-        HostFiles {
-            resolv_conf: Some(Path::new("/etc/resolv.conf")),
-            hostname: Path::new("/etc/hostname"),
-            hosts: Path::new("/etc/hosts"),
-        }
-    }
-
-    fn args(s: &str) -> ContainerArgs {
-        b2c_cmdline::parse_container_args(s).unwrap()
-    }
-
-    #[test]
-    fn command_follows_podman_rules() {
-        let img = image(serde_json::json!({"Entrypoint": ["/init"], "Cmd": ["--default"]}));
-        assert_eq!(process_args(&args("img"), &img), ["/init", "--default"]);
-        assert_eq!(process_args(&args("img x y"), &img), ["/init", "x", "y"]);
-        assert_eq!(
-            process_args(&args("--entrypoint /bin/sh img -c 'exit 3'"), &img),
-            ["/bin/sh", "-c", "exit 3"]
-        );
-        assert_eq!(
-            process_args(&args("--entrypoint /bin/sh img"), &img),
-            ["/bin/sh"]
-        );
-    }
-
-    #[test]
-    fn environment_is_layered() {
-        let img = image(serde_json::json!({"Env": ["PATH=/bin", "A=image", "B=image"]}));
-        let env = process_env(
-            &args("-e A=user -e C=user img"),
-            &img,
-            &[("B".into(), "file".into()), ("C".into(), "file".into())],
-            &[("B2C_PIPELINE_STATUS".into(), "0".into())],
-        );
-        assert_eq!(
-            env,
-            [
-                "PATH=/bin",
-                "B=file",
-                "A=user",
-                "C=user",
-                "B2C_PIPELINE_STATUS=0"
-            ]
-        );
-        let bare = process_env(&args("img"), &image(serde_json::json!({})), &[], &[]);
-        assert_eq!(bare, [DEFAULT_PATH]);
-    }
-
-    #[test]
-    fn privileged_host_network_spec() {
-        let root = tempfile::tempdir().unwrap();
-        let img =
-            image(serde_json::json!({"Cmd": ["/bin/sh"], "WorkingDir": "/work", "User": "0:0"}));
-        let a = args("-w /job img");
-        let plan = SpecInputs {
-            args: &a,
-            image: &img,
-            rootfs: root.path(),
-            hostname: "dut-7",
-            host_files: host_files(),
-            volumes: &[VolumePlan {
-                source: "/storage/volumes/job".into(),
-                destination: "/job".into(),
-                read_only: true,
-                named: true,
-            }],
-            user: (0, 0),
-            env_file: &[],
-            extra_env: &[],
-        };
-        let spec = runtime_spec(&plan, "c0").unwrap();
-        let json = serde_json::to_value(&spec).unwrap();
-        assert_eq!(json["process"]["cwd"], "/job");
-        assert_eq!(json["hostname"], "dut-7");
-        assert_eq!(json["process"]["noNewPrivileges"], false);
-        let caps = json["process"]["capabilities"]["bounding"]
-            .as_array()
-            .unwrap();
-        assert!(caps.contains(&serde_json::json!("CAP_SYS_ADMIN")));
-        assert_eq!(caps.len(), ALL_CAPABILITIES.len());
-        let ns: Vec<_> = json["linux"]["namespaces"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|n| n["type"].as_str().unwrap())
-            .collect();
-        assert!(!ns.contains(&"network"), "{ns:?}");
-        assert!(json["linux"].get("seccomp").is_none());
-        let dests: Vec<_> = json["mounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["destination"].as_str().unwrap())
-            .collect();
-        assert!(dests.contains(&"/dev") && dests.contains(&"/etc/resolv.conf"));
-        let job = &json["mounts"].as_array().unwrap().last().unwrap();
-        assert_eq!(job["destination"], "/job");
-        assert_eq!(job["source"], "/storage/volumes/job");
-        assert_eq!(job["options"], serde_json::json!(["rbind", "ro"]));
-        let no_dns = HostFiles {
-            resolv_conf: None,
-            ..host_files()
-        };
-        assert!(!mounts(&no_dns, &[])
-            .iter()
-            .any(|m| m.destination() == Path::new("/etc/resolv.conf")));
-    }
-
-    #[test]
-    fn no_command_at_all_is_an_error() {
-        let root = tempfile::tempdir().unwrap();
-        let img = image(serde_json::json!({}));
-        let a = args("scratch-image");
-        let plan = SpecInputs {
-            args: &a,
-            image: &img,
-            rootfs: root.path(),
-            hostname: "h",
-            host_files: host_files(),
-            volumes: &[],
-            user: (0, 0),
-            env_file: &[],
-            extra_env: &[],
-        };
-        let e = runtime_spec(&plan, "c0").unwrap_err();
-        assert!(e.to_string().contains("b2c.run"), "{e}");
-    }
-}
+mod tests;

@@ -17,12 +17,50 @@ pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 const POLL: Duration = Duration::from_millis(100);
 
-/// The containers running now: crun id, and the pid of their `crun run`.
-static RUNNING: Mutex<Vec<(String, i32)>> = Mutex::new(Vec::new());
+/// How a container is stopped: podman's `--stop-signal` and
+/// `--stop-timeout`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopPolicy {
+    /// As crun names it: `TERM`, `INT`, `RTMIN+3`.
+    pub signal: String,
+    /// Between the signal and SIGKILL; the stopper's own grace when None.
+    pub timeout: Option<Duration>,
+}
+
+impl Default for StopPolicy {
+    fn default() -> Self {
+        StopPolicy {
+            signal: "TERM".into(),
+            timeout: None,
+        }
+    }
+}
+
+impl StopPolicy {
+    pub fn of(args: &b2c_cmdline::ContainerArgs) -> StopPolicy {
+        StopPolicy {
+            signal: args
+                .stop_signal
+                .map_or_else(|| "TERM".to_string(), b2c_cmdline::signal_name),
+            timeout: args.stop_timeout.map(Duration::from_secs),
+        }
+    }
+
+    /// The time to wait after the signal: the container's, else `grace`.
+    pub fn grace(&self, grace: Duration) -> Duration {
+        self.timeout.unwrap_or(grace)
+    }
+}
+
+/// A running container: crun id, the pid of its `crun run`, how it stops.
+type Entry = (String, i32, StopPolicy);
+
+/// The containers running now.
+static RUNNING: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
 /// [`RUNNING`] without waiting for long: a panic hook may call this while
 /// the crashed thread holds the lock. None when it stays taken.
-fn running(patience: Duration) -> Option<MutexGuard<'static, Vec<(String, i32)>>> {
+fn running(patience: Duration) -> Option<MutexGuard<'static, Vec<Entry>>> {
     let deadline = Instant::now() + patience;
     loop {
         match RUNNING.try_lock() {
@@ -43,16 +81,18 @@ pub(crate) struct Running {
 }
 
 impl Running {
-    pub(crate) fn add(id: &str, pid: i32) -> Running {
-        RUNNING
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((id.to_string(), pid));
+    pub(crate) fn add(id: &str, pid: i32, policy: &StopPolicy) -> Running {
+        RUNNING.lock().unwrap_or_else(|e| e.into_inner()).push((
+            id.to_string(),
+            pid,
+            policy.clone(),
+        ));
         // A request that came just before the line above found nothing to
         // stop (the signal thread records the request before it looks).
         if signals::requested().is_some() {
             let id = id.to_string();
-            std::thread::spawn(move || stop(&id, pid, STOP_GRACE));
+            let policy = policy.clone();
+            std::thread::spawn(move || stop(&id, pid, &policy, STOP_GRACE));
         }
         Running { id: id.to_string() }
     }
@@ -63,7 +103,7 @@ impl Drop for Running {
         RUNNING
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(id, _)| *id != self.id);
+            .retain(|(id, _, _)| *id != self.id);
     }
 }
 
@@ -80,8 +120,9 @@ pub(crate) fn stop_on_request() {
     });
 }
 
-/// Stops every running container, all at the same time: SIGTERM, SIGKILL
-/// after `grace`. Returns once they ended, or after about twice `grace`.
+/// Stops every running container, all at the same time: its stop signal
+/// (SIGTERM unless `--stop-signal`), SIGKILL after its `--stop-timeout`,
+/// else `grace`. Returns once they ended, or after about twice `grace`.
 /// Safe from a panic hook once `reaper::usable()` said so: it only waits
 /// a moment for a lock.
 pub fn stop_running(grace: Duration) {
@@ -90,21 +131,23 @@ pub fn stop_running(grace: Duration) {
         return;
     };
     std::thread::scope(|scope| {
-        for (id, pid) in &running {
-            let thread = std::thread::Builder::new().spawn_scoped(scope, || stop(id, *pid, grace));
+        for (id, pid, policy) in &running {
+            let thread =
+                std::thread::Builder::new().spawn_scoped(scope, || stop(id, *pid, policy, grace));
             if thread.is_err() {
-                stop(id, *pid, grace);
+                stop(id, *pid, policy, grace);
             }
         }
     });
 }
 
-/// SIGTERM, then SIGKILL after `grace`, until the container's `crun run`
-/// ended.
-fn stop(id: &str, pid: i32, grace: Duration) {
+/// The stop signal, then SIGKILL after the grace, until the container's
+/// `crun run` ended.
+fn stop(id: &str, pid: i32, policy: &StopPolicy, grace: Duration) {
+    let grace = policy.grace(grace);
     let ended = || {
         reaper::has_exited(pid)
-            || running(POLL).is_some_and(|r| !r.iter().any(|(other, _)| other == id))
+            || running(POLL).is_some_and(|r| !r.iter().any(|(other, _, _)| other == id))
     };
     let signal_until_ended = |signal: &str, deadline: Instant| {
         // crun may still be creating the container: try until it takes.
@@ -118,15 +161,16 @@ fn stop(id: &str, pid: i32, grace: Duration) {
     if ended() {
         return;
     }
+    let signal = &policy.signal;
     info!(
-        "stopping {id}: SIGTERM, SIGKILL after {} s",
+        "stopping {id}: SIG{signal}, SIGKILL after {} s",
         grace.as_secs_f64()
     );
-    signal_until_ended("TERM", Instant::now() + grace);
+    signal_until_ended(signal, Instant::now() + grace);
     if ended() {
         return;
     }
-    info!("{id} ignored SIGTERM: killing it");
+    info!("{id} ignored SIG{signal}: killing it");
     signal_until_ended("KILL", Instant::now() + grace);
     if !ended() {
         warn!("{id} is still running after SIGKILL");
@@ -168,7 +212,7 @@ mod tests {
                 process.pid().to_string(),
             )
             .unwrap();
-            let running = Running::add(id, process.pid());
+            let running = Running::add(id, process.pid(), &StopPolicy::default());
             (process, running)
         };
         let (polite, a) = start("polite", "trap 'exit 3' TERM; while :; do sleep 0.05; done");

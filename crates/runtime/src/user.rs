@@ -15,6 +15,28 @@ pub enum UserError {
     UnknownGroup(String),
 }
 
+/// Who a container's process runs as, from the image's own files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedUser {
+    pub uid: u32,
+    pub gid: u32,
+    /// The home directory of the user's passwd entry, if it has one.
+    pub home: Option<String>,
+    /// `--group-add`, resolved.
+    pub additional_gids: Vec<u32>,
+}
+
+impl ResolvedUser {
+    pub fn root() -> ResolvedUser {
+        ResolvedUser {
+            uid: 0,
+            gid: 0,
+            home: Some("/root".into()),
+            additional_gids: Vec::new(),
+        }
+    }
+}
+
 /// Finds `name` in a passwd/group style file: returns fields 2 and 3.
 fn lookup(db: &str, name: &str) -> Option<(u32, Option<u32>)> {
     db.lines().find_map(|line| {
@@ -62,10 +84,52 @@ fn lookup_by_uid(passwd: &str, uid: u32) -> Option<u32> {
     })
 }
 
+/// The home directory of `uid` in a passwd file.
+fn home_of(passwd: &str, uid: u32) -> Option<String> {
+    passwd.lines().find_map(|line| {
+        let f: Vec<&str> = line.split(':').collect();
+        (f.get(2)?.parse::<u32>().ok()? == uid)
+            .then(|| f.get(5).map(|h| h.to_string()))
+            .flatten()
+            .filter(|h| !h.is_empty())
+    })
+}
+
+/// The user, its home (podman's `HOME`) and its `--group-add` groups.
+pub fn resolve_full(
+    spec: &str,
+    groups: &[String],
+    passwd: &str,
+    group: &str,
+) -> Result<ResolvedUser, UserError> {
+    let (uid, gid) = resolve_user_in(spec, passwd, group)?;
+    let additional_gids = groups
+        .iter()
+        .map(|g| match g.parse::<u32>() {
+            Ok(gid) => Ok(gid),
+            Err(_) => lookup(group, g)
+                .map(|(gid, _)| gid)
+                .ok_or_else(|| UserError::UnknownGroup(g.clone())),
+        })
+        .collect::<Result<_, _>>()?;
+    // podman: the passwd entry's home, else / (root's is /root by default).
+    let home = home_of(passwd, uid).or_else(|| (uid == 0).then(|| "/root".to_string()));
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        home,
+        additional_gids,
+    })
+}
+
 /// Resolves against the files of a root filesystem.
-pub fn resolve_user(spec: &str, rootfs: &Path) -> Result<(u32, u32), UserError> {
+pub fn resolve_user(
+    spec: &str,
+    groups: &[String],
+    rootfs: &Path,
+) -> Result<ResolvedUser, UserError> {
     let read = |f: &str| std::fs::read_to_string(rootfs.join(f)).unwrap_or_default();
-    resolve_user_in(spec, &read("etc/passwd"), &read("etc/group"))
+    resolve_full(spec, groups, &read("etc/passwd"), &read("etc/group"))
 }
 
 #[cfg(test)]
@@ -83,6 +147,36 @@ mod tests {
         assert_eq!(resolve_user_in("4242", PASSWD, GROUP), Ok((4242, 0)));
         assert_eq!(resolve_user_in("mesa:video", PASSWD, GROUP), Ok((1000, 44)));
         assert_eq!(resolve_user_in("5:7", "", ""), Ok((5, 7)));
+    }
+
+    #[test]
+    fn home_and_supplementary_groups() {
+        let u = resolve_full("mesa", &["video".into(), "7".into()], PASSWD, GROUP).unwrap();
+        assert_eq!(
+            u,
+            ResolvedUser {
+                uid: 1000,
+                gid: 1001,
+                home: Some("/home/mesa".into()),
+                additional_gids: vec![44, 7],
+            }
+        );
+        assert_eq!(
+            resolve_full("", &[], PASSWD, GROUP)
+                .unwrap()
+                .home
+                .as_deref(),
+            Some("/root")
+        );
+        assert_eq!(
+            resolve_full("", &[], "", "").unwrap().home.as_deref(),
+            Some("/root")
+        );
+        assert_eq!(resolve_full("4242", &[], PASSWD, GROUP).unwrap().home, None);
+        assert_eq!(
+            resolve_full("", &["render".into()], PASSWD, GROUP),
+            Err(UserError::UnknownGroup("render".into()))
+        );
     }
 
     #[test]
