@@ -16,7 +16,9 @@ use std::path::PathBuf;
 
 use common::{boot_on, options, start_net};
 use qemu_tests::images::{CI_TELEGRAF_IMAGE, CI_TOOLS_IMAGE};
-use qemu_tests::{Boot, NetOptions, TestNet, FILE_SERVER, REGISTRY_HTTP};
+use qemu_tests::{
+    Boot, NetOptions, TestNet, FILE_SERVER, REGISTRY_HTTP, S3_ACCESS_KEY, S3_SECRET_KEY,
+};
 
 const SAFE: &str = "It's now safe to turn off your computer";
 
@@ -90,8 +92,15 @@ fn mesa_ci_tron_job() {
         ),
     ];
     let job_url = "http://10.42.0.1:8005/jobs/123";
+    // The job's results volume mirrors a bucket of the gateway's S3 server:
+    // the test network's, with its keys.
     let extra = for_the_test_network(&extra.unwrap(), &images, job_url)
-        .replace("tar --zstd --extract", "tar -x");
+        .replace("tar --zstd --extract", "tar -x")
+        .replace("AKIAJOB123456EXAMPLE", S3_ACCESS_KEY)
+        .replace("wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY", S3_SECRET_KEY);
+    let mut net = net;
+    net.start_s3().unwrap_or_else(|e| panic!("s3: {e}"));
+    net.s3_bucket("job-123456");
     net.serve_file("b2c-extra-args", &extra).unwrap();
     // What Mesa's init-stage2.sh prints as the verdict CI-tron matches
     // (`hwci: mesa: exit_code: 0`), after the facts the test checks.
