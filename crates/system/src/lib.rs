@@ -1,6 +1,7 @@
 //! PID 1 duties: mounts, console logging, kernel modules, the reaper,
 //! host name and clock, and the final power-off.
 
+pub mod devices;
 pub mod error_chain;
 pub mod host;
 pub mod info;
@@ -9,6 +10,7 @@ pub mod modules;
 pub mod mounts;
 pub mod power;
 pub mod reaper;
+pub mod uevents;
 
 use std::path::{Path, PathBuf};
 
