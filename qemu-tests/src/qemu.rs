@@ -26,7 +26,9 @@ pub struct BootOptions {
     /// Counted from QEMU's start, not from waiting for a free slot.
     pub timeout: Duration,
     pub extra_qemu_args: Vec<String>,
-    /// The QEMU model of the one NIC, on the test network's tap.
+    /// The QEMU model of the one NIC, on the test network's tap (netdev
+    /// `n0`); `usb-net` comes with an xHCI controller of its own; `none`
+    /// leaves `n0` for a device added later ([`Self::monitor_when`]).
     pub nic: String,
     /// Also copy the console to our stdout as it comes, for interactive use.
     pub echo: bool,
@@ -38,6 +40,13 @@ pub struct BootOptions {
     /// flush anything; what QEMU already wrote to a disk image stays. The
     /// boot then has `exited == false` and [`Boot::killed_on`] set.
     pub kill_when: Option<String>,
+    /// Once a console line contains the first string, the second is sent
+    /// to QEMU's human monitor, once (`device_add usb-net,…`: a device
+    /// plugged in while the machine runs).
+    pub monitor_when: Option<(String, String)>,
+    /// More initramfs archives, concatenated after `initramfs` as a boot
+    /// loader does with several `initrd` lines (firmware, modules).
+    pub extra_initrds: Vec<PathBuf>,
 }
 
 impl BootOptions {
@@ -54,19 +63,103 @@ impl BootOptions {
             echo: false,
             answer: None,
             kill_when: None,
+            monitor_when: None,
+            extra_initrds: Vec::new(),
         }
     }
 
     /// Attaches a raw disk image as the next virtio disk: the first is
     /// `/dev/vda`, the second `/dev/vdb`…
-    pub fn with_disk(mut self, image: impl AsRef<Path>) -> BootOptions {
+    pub fn with_disk(self, image: impl AsRef<Path>) -> BootOptions {
+        self.with_disk_on(DiskBus::Virtio, image)
+    }
+
+    /// Attaches a raw disk image behind a controller of its own of that
+    /// kind.
+    pub fn with_disk_on(mut self, bus: DiskBus, image: impl AsRef<Path>) -> BootOptions {
         // QEMU's option syntax escapes a comma by doubling it.
         let file = image.as_ref().display().to_string().replace(',', ",,");
-        self.extra_qemu_args.extend([
-            "-drive".to_string(),
-            format!("file={file},if=virtio,format=raw"),
-        ]);
+        // Unique within this command line.
+        let n = self.extra_qemu_args.len();
+        let drive = |iface: &str| format!("file={file},if={iface},format=raw,id=disk{n}");
+        let args: Vec<String> = match bus {
+            DiskBus::Virtio => vec!["-drive".into(), drive("virtio")],
+            DiskBus::Nvme => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("nvme,drive=disk{n},serial=b2c{n}"),
+            ],
+            DiskBus::Ahci => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("ahci,id=ahci{n}"),
+                "-device".into(),
+                format!("ide-hd,drive=disk{n},bus=ahci{n}.0"),
+            ],
+            DiskBus::Usb => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("qemu-xhci,id=xhci{n}"),
+                "-device".into(),
+                format!("usb-storage,drive=disk{n},bus=xhci{n}.0"),
+            ],
+            DiskBus::Sd => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("sdhci-pci,id=sdhci{n}"),
+                "-device".into(),
+                // Its bus is named `sd-bus` whatever the id: left to QEMU.
+                format!("sd-card,drive=disk{n}"),
+            ],
+            DiskBus::VirtioScsi => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("virtio-scsi-pci,id=scsi{n}"),
+                "-device".into(),
+                format!("scsi-hd,drive=disk{n},bus=scsi{n}.0"),
+            ],
+        };
+        self.extra_qemu_args.extend(args);
         self
+    }
+}
+
+/// The disk controllers QEMU emulates and Debian's kernel drives: the
+/// storage of real test machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk: `/dev/vda`.
+    Virtio,
+    /// NVMe: `/dev/nvme0n1`.
+    Nvme,
+    /// AHCI SATA: `/dev/sda`.
+    Ahci,
+    /// A USB stick on an xHCI controller: `/dev/sda`.
+    Usb,
+    /// An SD card on an SDHCI PCI host: `/dev/mmcblk0`.
+    Sd,
+    /// virtio-scsi: `/dev/sda`.
+    VirtioScsi,
+}
+
+/// The QEMU devices of the one NIC, on netdev `n0`: a PCI NIC model
+/// (`e1000`, `rtl8139`…), `usb-net` behind an xHCI controller of its
+/// own, or `none` (for a NIC plugged in later through the monitor).
+fn nic_args(nic: &str) -> Vec<String> {
+    match nic {
+        "none" => Vec::new(),
+        "usb-net" => vec![
+            "-device".into(),
+            "qemu-xhci,id=nicxhci".into(),
+            "-device".into(),
+            "usb-net,netdev=n0,bus=nicxhci.0".into(),
+        ],
+        model => vec!["-device".into(), format!("{model},netdev=n0")],
     }
 }
 
@@ -233,6 +326,8 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut log =
         std::fs::File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
 
+    let initrd = concatenated_initrd(net, opts)?;
+    let monitor = net.dir().join("monitor.sock");
     let mut cmd = net.command("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
         // Only what we ask for: the serial console on stdout, no monitor
@@ -241,17 +336,26 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         .arg("-kernel")
         .arg(&opts.kernel)
         .arg("-initrd")
-        .arg(&opts.initramfs)
+        .arg(&initrd)
         .arg("-append")
         .arg(format!("console=ttyS0 panic=-1 {}", opts.append))
         .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .args([
-            "-device",
-            &format!("{},netdev=n0", opts.nic),
-            "-device",
-            "virtio-rng-pci",
-        ])
+        .args(nic_args(&opts.nic))
+        .args(["-device", "virtio-rng-pci"])
         .args(&opts.extra_qemu_args)
+        .args(
+            opts.monitor_when
+                .as_ref()
+                .map(|_| {
+                    let _ = std::fs::remove_file(&monitor);
+                    [
+                        "-monitor".to_string(),
+                        format!("unix:{},server=on,wait=off", monitor.display()),
+                    ]
+                })
+                .into_iter()
+                .flatten(),
+        )
         .stdin(if opts.answer.is_some() {
             Stdio::piped()
         } else {
@@ -293,6 +397,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut exited = true;
     let mut status_at = None;
     let mut killed_on = None;
+    let mut monitor_sent = false;
     loop {
         let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(line) => line,
@@ -312,6 +417,15 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
                 if let Some(stdin) = qemu.0.stdin.as_mut() {
                     let _ = stdin.write_all(text.as_bytes());
                     let _ = stdin.flush();
+                }
+            }
+        }
+        if let Some((trigger, command)) = &opts.monitor_when {
+            if !monitor_sent && line.contains(trigger.as_str()) {
+                monitor_sent = true;
+                let _ = writeln!(log, "--- qemu-tests: monitor: {command} ---");
+                if let Err(e) = send_monitor(&monitor, command) {
+                    let _ = writeln!(log, "--- qemu-tests: monitor failed: {e} ---");
                 }
             }
         }
@@ -366,6 +480,48 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         status_at,
         log_path,
     })
+}
+
+/// The initramfs with [`BootOptions::extra_initrds`] after it, as one
+/// file (QEMU's `-initrd` takes one): what a boot loader hands the kernel.
+fn concatenated_initrd(net: &TestNet, opts: &BootOptions) -> Result<PathBuf> {
+    if opts.extra_initrds.is_empty() {
+        return Ok(opts.initramfs.clone());
+    }
+    let path = net.dir().join(format!("{}.initrd", opts.name));
+    let mut out = std::fs::File::create(&path).context(|| format!("create {}", path.display()))?;
+    for part in std::iter::once(&opts.initramfs).chain(&opts.extra_initrds) {
+        let mut input = std::fs::File::open(part).context(|| format!("open {}", part.display()))?;
+        std::io::copy(&mut input, &mut out).context(|| format!("copy {}", part.display()))?;
+    }
+    Ok(path)
+}
+
+/// One command to QEMU's human monitor on its unix socket.
+fn send_monitor(socket: &Path, command: &str) -> Result<()> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .context(|| format!("connect to {}", socket.display()))?;
+    stream
+        .write_all(format!("{command}\n").as_bytes())
+        .context(|| "write to the monitor".to_string())?;
+    // The greeting ends with a prompt, and so does the command's answer:
+    // the second prompt means QEMU has done it.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .context(|| "monitor timeout".to_string())?;
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while String::from_utf8_lossy(&reply).matches("(qemu)").count() < 2 {
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    if reply.contains("Error") {
+        return Err(Error::new(format!("monitor: {command}: {reply}")));
+    }
+    Ok(())
 }
 
 /// Stdout closed, so QEMU is exiting: give it a moment, then kill it.
