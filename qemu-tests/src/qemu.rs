@@ -47,6 +47,11 @@ pub struct BootOptions {
     /// More initramfs archives, concatenated after `initramfs` as a boot
     /// loader does with several `initrd` lines (firmware, modules).
     pub extra_initrds: Vec<PathBuf>,
+    /// Boot as a netbooted machine does: no `-kernel`, `-initrd` or
+    /// `-append`; the BIOS runs the NIC's iPXE ROM, which asks DHCP what
+    /// to boot (see [`crate::NetOptions::netboot`]). `kernel`,
+    /// `initramfs` and `append` are then unused.
+    pub netboot: bool,
 }
 
 impl BootOptions {
@@ -65,6 +70,7 @@ impl BootOptions {
             kill_when: None,
             monitor_when: None,
             extra_initrds: Vec::new(),
+            netboot: false,
         }
     }
 
@@ -313,7 +319,7 @@ impl Drop for KillOnDrop {
 
 pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
-        if !path.is_file() {
+        if !path.is_file() && !opts.netboot {
             return Err(Error::new(format!(
                 "no {what} at {}: run `make initramfs kernel` (or set B2C_KERNEL / B2C_INITRAMFS)",
                 path.display()
@@ -326,20 +332,25 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut log =
         std::fs::File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
 
-    let initrd = concatenated_initrd(net, opts)?;
     let monitor = net.dir().join("monitor.sock");
     let mut cmd = net.command("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
         // Only what we ask for: the serial console on stdout, no monitor
         // that could read a terminal, no default NIC.
-        .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&opts.kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .arg("-append")
-        .arg(format!("console=ttyS0 panic=-1 {}", opts.append))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .args(["-nodefaults", "-display", "none", "-serial", "stdio"]);
+    if opts.netboot {
+        // The firmware boots from the network: the NIC's option ROM.
+        cmd.args(["-boot", "n"]);
+    } else {
+        let initrd = concatenated_initrd(net, opts)?;
+        cmd.arg("-kernel")
+            .arg(&opts.kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            .arg(format!("console=ttyS0 panic=-1 {}", opts.append));
+    }
+    cmd.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args(nic_args(&opts.nic))
         .args(["-device", "virtio-rng-pci"])
         .args(&opts.extra_qemu_args)
