@@ -8,7 +8,8 @@ use std::time::Duration;
 use b2c_cmdline::{BootPlan, EnvFileSource, NtpPeer};
 use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
-use b2c_oci::{LayerStore, PulledImage, RegistryOptions};
+use b2c_oci::DEFAULT_PULL_RETRY;
+use b2c_oci::{LayerStore, MinProgress, PulledImage, RegistryOptions, RetryPolicy};
 use b2c_storage::CacheSetup;
 use b2c_system::info;
 use b2c_system::modules::Modules;
@@ -321,7 +322,12 @@ pub async fn pull(
             proxy: plan.trust.proxy.clone(),
             insecure_registries: plan.trust.insecure_registries.clone(),
             mirrors: plan.trust.registry_mirrors.clone(),
-            ..Default::default()
+            retry: RetryPolicy::for_time(plan.trust.pull_retry.unwrap_or(DEFAULT_PULL_RETRY)),
+            min_progress: plan
+                .trust
+                .pull_stall
+                .map(|(bytes, window)| MinProgress { bytes, window })
+                .unwrap_or_default(),
         };
         let reference = b2c_oci::to_reference(&image.reference);
         let pulled = b2c_oci::pull(&reference, &options, store, image.policy)

@@ -197,6 +197,10 @@ pub struct TrustPlan {
     pub insecure_registries: Vec<String>,
     /// `b2c.registry_mirror`: (registry, mirror) pairs.
     pub registry_mirrors: Vec<(String, String)>,
+    /// `b2c.pull_retry` (`None`: the default).
+    pub pull_retry: Option<Duration>,
+    /// `b2c.pull_stall` as (bytes, window) (`None`: the default).
+    pub pull_stall: Option<(u64, Duration)>,
 }
 
 /// How the boot ends, whatever happened before.
@@ -366,6 +370,8 @@ pub fn derive(config: Config) -> Result<BootPlan, PlanError> {
             proxy: config.proxy,
             insecure_registries: config.insecure_registries,
             registry_mirrors: config.registry_mirrors,
+            pull_retry: config.pull_retry,
+            pull_stall: config.pull_stall,
         },
         images,
         env_files,
