@@ -560,7 +560,9 @@ fn shown(e: &impl fmt::Display) -> String {
 
 /// The digest of the manifest for this machine (linux and this CPU
 /// architecture) in an index, if it has one.
-fn platform_manifest(index: &ImageIndex) -> Option<Result<Digest, crate::DigestParseError>> {
+pub(crate) fn platform_manifest(
+    index: &ImageIndex,
+) -> Option<Result<Digest, crate::DigestParseError>> {
     let arch = Arch::default();
     index
         .manifests()
@@ -612,7 +614,7 @@ async fn fetch_manifest(
     Err(failures.swap_remove(pick))
 }
 
-fn check_layer(image: &str, desc: &Descriptor) -> Result<Digest, PullError> {
+pub(crate) fn check_layer(image: &str, desc: &Descriptor) -> Result<Digest, PullError> {
     let media_type = desc.media_type().to_string();
     let unsupported = |why: &str| PullError::UnsupportedLayer {
         image: image.to_string(),
