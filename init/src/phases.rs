@@ -265,10 +265,12 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
     if cache.is_none() {
         b2c_system::mounts::mount_tmpfs(root, "mode=0755,size=90%").map_err(BootError::Storage)?;
     }
-    // Container scratch left by an earlier boot of this cache is garbage.
+    // Container scratch left by an earlier boot of this cache is garbage,
+    // whatever a container made there (a tree too deep for a descriptor
+    // per level).
     let scratch = layout.containers();
     if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)
+        b2c_oci::remove_tree(&scratch)
             .map_err(|e| BootError::Storage(b2c_system::Error::io(&scratch, e)))?;
     }
     let swap = match &wanted.swap {

@@ -51,7 +51,8 @@ pub struct RegistryOptions {
     /// before the repository (`harbor.example/hub-proxy` serves
     /// `docker.io/library/alpine` as `hub-proxy/library/alpine`, as Harbor
     /// proxy projects do). Several mirrors of a registry are tried in order,
-    /// then the registry itself; see [`crate::pull`].
+    /// then the registry itself; see [`crate::pull`]. A mirror gets at most
+    /// 3 of `retry`'s attempts before the next source is tried.
     pub mirrors: Vec<(String, String)>,
 }
 

@@ -13,7 +13,7 @@ pub mod user;
 
 pub use engine::{Engine, Inputs, RunError, Service};
 pub use host::{Host, System};
-pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
+pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode, EXIT_TIMED_OUT};
 pub use run::{run_pipeline, Outcome, Prepared, Site};
 pub use spec::{runtime_spec, HostFiles, SpecError, SpecInputs};
 pub use stop::{stop_running, STOP_GRACE};
