@@ -139,20 +139,12 @@ fn parse_url(url: &str) -> Result<Url, Failure> {
 }
 
 fn client(opts: &FetchOptions, proxies: &Proxies) -> Result<Client, Failure> {
-    use_ring();
-    let setup = |e: reqwest::Error| {
-        Failure::other(format!(
-            "setting up the HTTP client: {}",
-            proxies.scrub(b2c_system::error_chain::error_chain(&e))
-        ))
-    };
-    let builder = Client::builder()
-        .tls_certs_only(opts.trust.reqwest_roots().map_err(setup)?)
-        .connect_timeout(opts.connect_timeout)
-        .read_timeout(READ_TIMEOUT)
-        .timeout(opts.timeout)
-        .user_agent(USER_AGENT);
-    proxies.apply(builder)?.build().map_err(setup)
+    build_client(
+        &opts.trust,
+        proxies,
+        opts.connect_timeout,
+        Some(opts.timeout),
+    )
 }
 
 /// A client for long transfers (S3 volumes): the boot's trust roots and
@@ -161,6 +153,17 @@ fn client(opts: &FetchOptions, proxies: &Proxies) -> Result<Client, Failure> {
 /// may carry gigabytes. Bodies are the caller's to stream.
 pub fn transfer_client(trust: &Trust, proxy: &Proxy) -> Result<Client, Failure> {
     let proxies = Proxies::new(proxy).map_err(|e| Failure::other(format!("b2c.proxy: {e}")))?;
+    build_client(trust, &proxies, CONNECT_TIMEOUT, None)
+}
+
+/// Every client of b2c: these roots only (never the OS store), `b2c.proxy`
+/// only (never the environment's), [`READ_TIMEOUT`], our user agent.
+fn build_client(
+    trust: &Trust,
+    proxies: &Proxies,
+    connect_timeout: Duration,
+    timeout: Option<Duration>,
+) -> Result<Client, Failure> {
     use_ring();
     let setup = |e: reqwest::Error| {
         Failure::other(format!(
@@ -168,11 +171,14 @@ pub fn transfer_client(trust: &Trust, proxy: &Proxy) -> Result<Client, Failure> 
             proxies.scrub(b2c_system::error_chain::error_chain(&e))
         ))
     };
-    let builder = Client::builder()
+    let mut builder = Client::builder()
         .tls_certs_only(trust.reqwest_roots().map_err(setup)?)
-        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_timeout(connect_timeout)
         .read_timeout(READ_TIMEOUT)
         .user_agent(USER_AGENT);
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(timeout);
+    }
     proxies.apply(builder)?.build().map_err(setup)
 }
 
