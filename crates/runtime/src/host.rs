@@ -467,7 +467,10 @@ pub(crate) mod fake {
         }
 
         fn launch(&self, verb: &str, launch: &Launch) -> Result<(), b2c_system::Error> {
-            self.call(format!("{verb} {}", launch.id));
+            match launch.log {
+                Some(log) => self.call(format!("{verb} {} > {}", launch.id, log.display())),
+                None => self.call(format!("{verb} {}", launch.id)),
+            }
             self.launches.borrow_mut().push((
                 launch.id.to_string(),
                 launch.stdio,
@@ -577,9 +580,6 @@ pub(crate) mod fake {
 
         fn spawn(&self, launch: &Launch) -> Result<String, b2c_system::Error> {
             self.launch("spawn", launch)?;
-            if let Some(log) = launch.log {
-                self.call(format!("log {} > {}", launch.id, log.display()));
-            }
             Ok(launch.id.to_string())
         }
 
