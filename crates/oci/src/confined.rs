@@ -9,11 +9,11 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, CWD};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, ResolveFlags, CWD};
 
 /// A path inside the tree, lexically cleaned: only normal components, `.`
 /// removed and `..` applied. Empty means the root itself.
@@ -136,7 +136,7 @@ impl Root {
 }
 
 /// What is at `name` in `dir`, without following a symlink.
-pub(crate) fn file_type_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileType>> {
+pub(crate) fn file_type_at(dir: impl AsFd, name: &OsStr) -> io::Result<Option<FileType>> {
     match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(FileType::from_raw_mode(st.st_mode))),
         Err(rustix::io::Errno::NOENT) => Ok(None),
@@ -145,43 +145,126 @@ pub(crate) fn file_type_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<Fil
 }
 
 /// Removes `name` from `dir`, recursively if it is a directory, never
-/// following symlinks.
-pub(crate) fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
-    match file_type_at(dir, name)? {
-        None => Ok(()),
-        Some(FileType::Directory) => {
-            let sub = rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())?;
-            empty_dir(&sub)?;
-            rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
-            Ok(())
+/// following symlinks; returns the disk space that freed.
+///
+/// A layer is untrusted input and may hold a tree thousands of levels
+/// deep (deeper than `PATH_MAX` through symlinked parents): the walk keeps
+/// one descriptor open whatever the depth (plus one while climbing back),
+/// and the names of the levels above in memory. Each climb through `..` is
+/// checked to land on the directory it came from.
+pub(crate) fn remove_all_at(dir: &OwnedFd, name: &OsStr) -> io::Result<u64> {
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
+        return Ok(freed_by_unlink(&st));
+    }
+    let mut freed = 0;
+    // The directories above the current one: the current one's name in
+    // its parent, and the parent's identity.
+    let mut above: Vec<(OsString, (u64, u64))> = Vec::new();
+    let mut cur = Dir::new(rustix::fs::openat(dir, name, DIR_FLAGS, Mode::empty())?)?;
+    loop {
+        match clear_files(&mut cur, &mut freed)? {
+            Some(sub) => {
+                let here = identity(&cur.fd()?)?;
+                let next =
+                    rustix::fs::openat(cur.fd()?, sub.as_os_str(), DIR_FLAGS, Mode::empty())?;
+                above.push((sub, here));
+                cur = Dir::new(next)?;
+            }
+            None => {
+                let Some((name_here, parent_id)) = above.pop() else {
+                    break;
+                };
+                freed += rustix::fs::fstat(cur.fd()?)?.st_blocks as u64 * 512;
+                let parent = rustix::fs::openat(cur.fd()?, "..", DIR_FLAGS, Mode::empty())?;
+                if identity(&parent)? != parent_id {
+                    return Err(io::Error::other(
+                        "the tree was moved while it was being removed",
+                    ));
+                }
+                rustix::fs::unlinkat(&parent, name_here.as_os_str(), AtFlags::REMOVEDIR)?;
+                cur = Dir::new(parent)?;
+            }
         }
-        Some(_) => {
-            rustix::fs::unlinkat(dir, name, AtFlags::empty())?;
-            Ok(())
+    }
+    freed += rustix::fs::fstat(cur.fd()?)?.st_blocks as u64 * 512;
+    drop(cur);
+    rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR)?;
+    Ok(freed)
+}
+
+/// Names read before unlinking them: a directory of a million files is
+/// cleared in rounds of this many, in bounded memory.
+const CLEAR_BATCH: usize = 1024;
+
+/// Unlinks everything in `dir` that is not a directory; returns one
+/// subdirectory, if there is any.
+fn clear_files(dir: &mut Dir, freed: &mut u64) -> io::Result<Option<OsString>> {
+    loop {
+        dir.rewind();
+        let mut files = Vec::new();
+        let mut sub = None;
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            let name = OsStr::from_bytes(name.to_bytes()).to_os_string();
+            let is_dir = match entry.file_type() {
+                FileType::Unknown => file_type_at(dir.fd()?, &name)? == Some(FileType::Directory),
+                t => t == FileType::Directory,
+            };
+            if !is_dir {
+                files.push(name);
+                if files.len() == CLEAR_BATCH {
+                    break;
+                }
+            } else if sub.is_none() {
+                sub = Some(name);
+            }
+        }
+        let more = files.len() == CLEAR_BATCH;
+        for name in files {
+            match rustix::fs::statat(dir.fd()?, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => {
+                    rustix::fs::unlinkat(dir.fd()?, name.as_os_str(), AtFlags::empty())?;
+                    *freed += freed_by_unlink(&st);
+                }
+                Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !more {
+            return Ok(sub);
         }
     }
 }
 
-fn empty_dir(dir: &OwnedFd) -> io::Result<()> {
-    let mut names = Vec::new();
-    let mut it = rustix::fs::Dir::read_from(dir)?;
-    while let Some(entry) = it.read() {
-        let entry = entry?;
-        let name = entry.file_name();
-        if name != c"." && name != c".." {
-            names.push(OsStr::from_bytes(name.to_bytes()).to_os_string());
-        }
+/// What unlinking a file with this status frees: its blocks if this was
+/// its last name.
+fn freed_by_unlink(st: &rustix::fs::Stat) -> u64 {
+    if st.st_nlink <= 1 {
+        st.st_blocks as u64 * 512
+    } else {
+        0
     }
-    for name in names {
-        remove_all_at(dir, &name)?;
-    }
-    Ok(())
+}
+
+fn identity(fd: &impl AsFd) -> io::Result<(u64, u64)> {
+    let st = rustix::fs::fstat(fd)?;
+    Ok((st.st_dev, st.st_ino))
 }
 
 /// Removes a whole tree given by an ordinary path (the store's own temporary
 /// directories): the top is ours, everything below is handled without
-/// following symlinks.
-pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+/// following symlinks. Returns the disk space freed.
+pub(crate) fn remove_tree(path: &Path) -> io::Result<u64> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no parent"));
     };

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::confined::remove_tree;
 use crate::digest::Digest;
-use crate::store::{disk_usage, format_time, is_temp, mb, LayerStore, StoreError};
+use crate::store::{format_time, is_temp, mb, LayerStore, StoreError};
 
 /// What [`LayerStore::evict`] did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -96,11 +96,11 @@ impl LayerStore {
                 continue;
             }
             self.forget_use(&digest);
-            let size = disk_usage(&doomed);
-            if let Err(e) = remove_tree(&doomed) {
+            let size = remove_tree(&doomed).unwrap_or_else(|e| {
                 // Removed for good when the store is next opened.
                 log::warn!("cannot remove {}: {e}", doomed.display());
-            }
+                0
+            });
             let last = if used == UNIX_EPOCH {
                 "never".to_string()
             } else {

@@ -31,10 +31,8 @@
 //! away before deleting it, so an interrupted eviction never leaves a
 //! half-deleted layer under its real name.
 
-use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -139,7 +137,10 @@ impl LayerStore {
                 let entry = entry?;
                 if is_temp(&entry.file_name().to_string_lossy()) {
                     log::info!("removing the leftover {}", entry.path().display());
-                    remove_tree(&entry.path())?;
+                    // Left for the next boot rather than failing this one.
+                    if let Err(e) = remove_tree(&entry.path()) {
+                        log::warn!("cannot remove {}: {e}", entry.path().display());
+                    }
                 }
             }
         }
@@ -377,29 +378,6 @@ pub(crate) fn write_atomic(dir: &Path, name: &str, data: &[u8]) -> Result<(), St
     result.map_err(StoreError::at(&dir.join(name)))
 }
 
-/// Disk space used by a tree (hard-linked files counted once), without
-/// following symlinks.
-pub(crate) fn disk_usage(path: &Path) -> u64 {
-    let mut total = 0;
-    let mut seen = HashSet::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(md) = fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if !md.is_dir() && md.nlink() > 1 && !seen.insert((md.dev(), md.ino())) {
-            continue;
-        }
-        total += md.blocks() * 512;
-        if md.is_dir() {
-            if let Ok(entries) = fs::read_dir(&p) {
-                stack.extend(entries.flatten().map(|e| e.path()));
-            }
-        }
-    }
-    total
-}
-
 /// A time for console lines: `2025-03-01 14:05 UTC`.
 pub(crate) fn format_time(t: SystemTime) -> String {
     let secs = t
@@ -447,17 +425,17 @@ fn unpack_into(
             check(digest, actual)?;
             Ok(stats)
         }
-        // A corrupted blob usually breaks gzip or tar before the end: when
-        // the rest can still be read, say "digest mismatch", which is the
-        // real cause, rather than "invalid gzip header".
-        Err(UnpackError::Read(e)) => match reader.finish() {
-            Ok(actual) => {
+        // Verify, then judge: a corrupted blob usually breaks gzip or tar,
+        // or reads as some odd member, before its end. When the rest can
+        // still be read, a digest mismatch is the real cause and is what
+        // is reported, rather than "invalid gzip header" or a member that
+        // "points outside the layer".
+        Err(e) => {
+            if let Ok(actual) = reader.finish() {
                 check(digest, actual)?;
-                Err(UnpackError::Read(e).into())
             }
-            Err(_) => Err(UnpackError::Read(e).into()),
-        },
-        Err(e) => Err(e.into()),
+            Err(e.into())
+        }
     }
 }
 

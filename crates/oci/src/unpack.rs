@@ -318,9 +318,9 @@ impl Unpacker {
     fn make_room(&self, dir: &OwnedFd, name: &OsStr, path: &RelPath) -> Result<(), UnpackError> {
         match file_type_at(dir, name).map_err(UnpackError::fs("inspecting", path))? {
             None => Ok(()),
-            Some(FileType::Directory) => {
-                remove_all_at(dir, name).map_err(UnpackError::fs("replacing", path))
-            }
+            Some(FileType::Directory) => remove_all_at(dir, name)
+                .map(drop)
+                .map_err(UnpackError::fs("replacing", path)),
             Some(_) => rustix::fs::unlinkat(dir, name, AtFlags::empty())
                 .map_err(UnpackError::fs("replacing", path)),
         }

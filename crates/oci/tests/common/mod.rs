@@ -9,6 +9,7 @@ use std::sync::{Mutex, Once};
 use sha2::Digest as _;
 use tar::{EntryType, Header};
 
+pub mod hostile;
 pub mod registry;
 
 /// A tarball builder that writes names verbatim: `tar::Builder`'s own
