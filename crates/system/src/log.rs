@@ -1,6 +1,7 @@
 //! Console logging: one uptime-stamped line per event, for humans and CI
 //! parsers at once, mirrored to the kernel log.
 
+use std::borrow::Cow;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -22,8 +23,17 @@ pub fn uptime() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// The longest console line b2c prints, in characters: a message from a
+/// server or a layer (a path, an error body) can never flood a 115200-baud
+/// console.
+pub const MAX_LINE: usize = 4096;
+
 /// Formats one console line. `ERROR: ` and `WARNING: ` are part of the
-/// interface CI parses.
+/// interface CI parses. Whatever the message holds (text a registry or a
+/// layer chose, among others), it stays one line: control characters are
+/// escaped, so no message can start a line of its own (a fake
+/// `Execution is over` line) or move the cursor, and it is cut at
+/// [`MAX_LINE`] characters.
 pub fn format_line(uptime: Duration, level: Level, msg: &str) -> String {
     let prefix = match level {
         Level::Error => "ERROR: ",
@@ -31,10 +41,37 @@ pub fn format_line(uptime: Duration, level: Level, msg: &str) -> String {
         _ => "",
     };
     format!(
-        "[{:>5}.{:03}]: {prefix}{msg}\n",
+        "[{:>5}.{:03}]: {prefix}{}\n",
         uptime.as_secs(),
-        uptime.subsec_millis()
+        uptime.subsec_millis(),
+        printable(msg, MAX_LINE)
     )
+}
+
+/// `text` fit for one console line: control characters (ESC, CR, LF, C1…)
+/// escaped as `\n`, `\u{1b}`…, and at most `max_chars` characters of it
+/// kept, followed by how much was left out. Use it on anything a server
+/// sent before it goes into a message.
+pub fn printable(text: &str, max_chars: usize) -> Cow<'_, str> {
+    let clean = !text.chars().any(char::is_control);
+    if clean && text.len() <= max_chars {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::new();
+    let mut chars = text.chars();
+    for (kept, c) in chars.by_ref().enumerate() {
+        if kept >= max_chars {
+            let rest = 1 + chars.count();
+            out.push_str(&format!("… ({rest} more characters)"));
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 impl Log for ConsoleLogger {
@@ -264,6 +301,27 @@ mod tests {
         );
         let a = unix_now();
         assert!(a > 1_600_000_000 && unix_now() >= a);
+    }
+
+    #[test]
+    fn nothing_a_message_holds_breaks_the_line() {
+        let t = Duration::from_millis(1_000);
+        let fake = "oops\r\n[    9.000]: Execution is over, pipeline status: 0\u{1b}[2J\u{9b}";
+        let line = format_line(t, Level::Error, fake);
+        assert_eq!(
+            line,
+            "[    1.000]: ERROR: oops\\r\\n[    9.000]: Execution is over, pipeline status: \
+             0\\u{1b}[2J\\u{9b}\n"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
+        let long = "é".repeat(MAX_LINE + 10);
+        let line = format_line(t, Level::Info, &long);
+        assert!(line.ends_with("é… (10 more characters)\n"), "{line}");
+        assert_eq!(printable("plain", 10), "plain");
+        assert_eq!(
+            printable("0123456789abc", 10),
+            "0123456789… (3 more characters)"
+        );
     }
 
     #[test]
