@@ -89,6 +89,7 @@ fn options() -> FetchOptions {
         retry: RetryPolicy {
             attempts: 3,
             first_delay: Duration::from_secs(2),
+            ..RetryPolicy::default()
         },
         ..FetchOptions::default()
     }
@@ -130,6 +131,7 @@ fn netns_child_http() {
             retry: RetryPolicy {
                 attempts: 2,
                 first_delay: Duration::from_millis(200),
+                ..RetryPolicy::default()
             },
             ..FetchOptions::default()
         };

@@ -38,6 +38,7 @@ fn slow_backoff(attempts: u32) -> FetchOptions {
         retry: RetryPolicy {
             attempts,
             first_delay: Duration::from_secs(30),
+            ..RetryPolicy::default()
         },
         ..FetchOptions::default()
     }
@@ -105,6 +106,7 @@ async fn too_many_requests_for_good_says_so() {
         retry: RetryPolicy {
             attempts: 3,
             first_delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
         },
         ..FetchOptions::default()
     };

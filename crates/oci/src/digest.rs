@@ -73,6 +73,14 @@ impl Digest {
         &self.hex
     }
 
+    /// The sha256 digest of `data`.
+    pub(crate) fn sha256_of(data: &[u8]) -> Digest {
+        Digest {
+            algorithm: Algorithm::Sha256,
+            hex: hex::encode(sha2::Sha256::digest(data)),
+        }
+    }
+
     /// The digest of `data`, with this digest's algorithm.
     pub(crate) fn of(&self, data: &[u8]) -> Digest {
         let mut h = self.hasher();

@@ -7,9 +7,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oci_client::manifest::OciImageManifest;
-use oci_client::Reference;
-use oci_spec::image::ImageConfiguration;
+use oci_spec::distribution::Reference;
+use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde_json::json;
 use sha2::Digest as _;
 
@@ -89,20 +88,23 @@ pub(crate) struct StoredManifest {
     pub(crate) layers: Vec<Digest>,
 }
 
-pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<(OciImageManifest, StoredManifest), String> {
-    let m: OciImageManifest =
-        serde_json::from_slice(bytes).map_err(|e| format!("invalid manifest: {e}"))?;
+pub(crate) fn parse_manifest(bytes: &[u8]) -> Result<(ImageManifest, StoredManifest), String> {
+    let shown =
+        |e: &dyn std::fmt::Display| b2c_system::log::printable(&e.to_string(), 300).into_owned();
+    let m: ImageManifest =
+        serde_json::from_slice(bytes).map_err(|e| format!("invalid manifest: {}", shown(&e)))?;
     let config = m
-        .config
-        .digest
+        .config()
+        .digest()
+        .to_string()
         .parse()
-        .map_err(|e| format!("manifest: {e}"))?;
+        .map_err(|e| format!("manifest: {}", shown(&e)))?;
     let layers = m
-        .layers
+        .layers()
         .iter()
-        .map(|l| l.digest.parse())
+        .map(|l| l.digest().to_string().parse())
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("manifest: {e}"))?;
+        .map_err(|e| format!("manifest: {}", shown(&e)))?;
     Ok((m, StoredManifest { config, layers }))
 }
 

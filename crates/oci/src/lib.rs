@@ -1,8 +1,9 @@
 //! b2c-oci: OCI images for b2c.
 //!
-//! Reference parsing, registry pulls with oci-client (bundled TLS roots,
-//! retries, progress on the console, proxies, insecure registries and
-//! mirrors: see [`RegistryOptions`]), pull policies ([`PullPolicy`]), a
+//! Reference parsing, registry pulls on the HTTP layer of b2c-net (bundled
+//! TLS roots, retries for a bounded time, resumed downloads, progress on
+//! the console, proxies, insecure registries and mirrors: see
+//! [`RegistryOptions`]; every answer bounded, see `client.rs`), pull policies ([`PullPolicy`]), a
 //! content-addressed store of unpacked layers, manifests, configs and image
 //! records that survives reboots on a cache disk (layout and crash safety:
 //! [`LayerStore`]; eviction: [`LayerStore::evict`]), the streaming layer
@@ -31,6 +32,7 @@
 
 mod authfile;
 mod body;
+mod client;
 mod confined;
 mod digest;
 mod evict;
@@ -44,15 +46,15 @@ mod unpack;
 
 pub use authfile::{parse_auth_file, Credential};
 pub use b2c_cmdline::Proxy;
-pub use b2c_net::http::{RetryPolicy, Trust};
+pub use b2c_net::http::{MinProgress, RetryPolicy, Trust};
 pub use digest::{Digest, DigestParseError};
 pub use evict::EvictStats;
 pub use images::StoredImage;
-pub use oci_client::Reference;
+pub use oci_spec::distribution::Reference;
 pub use overlay::{mount_overlay, OverlayError};
 pub use pull::{pull, ImageSource, PullPolicy, PullStats, PulledImage};
 pub use reference::{parse_reference, to_reference, ImageRef, ReferenceError};
-pub use registry::RegistryOptions;
+pub use registry::{RegistryOptions, DEFAULT_PULL_RETRY};
 pub use store::{LayerError, LayerStore, StoreError};
 pub use unpack::{unpack_layer, UnpackError, UnpackStats};
 

@@ -10,23 +10,18 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use b2c_net::http::{self, read_bounded, with_retries, BodyLimit, Retryable};
-use bytes::Bytes;
+use b2c_net::http::{self, with_retries, Progress};
+use b2c_system::log::printable;
 use futures_util::StreamExt;
-use oci_client::client::{current_platform_resolver, BlobResponse, SizedStream};
-use oci_client::manifest::{
-    OciDescriptor, OciManifest, IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE,
-    OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
-};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Reference, RegistryOperation};
-use oci_spec::image::ImageConfiguration;
+use oci_spec::distribution::Reference;
+use oci_spec::image::{Arch, Descriptor, ImageConfiguration, ImageIndex, Os};
 use tokio::sync::watch;
 
 use crate::body::{self, BodySender};
+use crate::client::{endpoints, Endpoint, Manifest, MAX_CONFIG};
 use crate::digest::Digest;
 use crate::images::{parse_manifest, Record, StoredImage};
-use crate::registry::{endpoints, mirror_reference, Endpoint, Failure, RegistryOptions};
+use crate::registry::{mirror_reference, Failure, RegistryOptions};
 use crate::store::{format_time, mb, LayerError, LayerStore, StoreError};
 use crate::unpack::UnpackStats;
 use crate::PullError;
@@ -38,20 +33,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 /// [`CONCURRENT_LAYERS`] in flight, this is what a pull holds in RAM
 /// besides the unpackers' own buffers, whatever the network's pace.
 const BUFFERED_PER_LAYER: usize = 512 << 10;
-/// Bound on a config blob whose descriptor gives no size.
-const MAX_CONFIG: u64 = 16 << 20;
-/// For an answer whose body oci-client reads itself (a manifest, a token,
-/// the body of an error answer; for a blob, up to its headers) and for a
-/// config body: a registry that trickles them out fails the attempt instead
-/// of hanging the boot.
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
-
-const MANIFEST_MEDIA_TYPES: &[&str] = &[
-    IMAGE_MANIFEST_MEDIA_TYPE,
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
-    OCI_IMAGE_INDEX_MEDIA_TYPE,
-];
 
 pub use b2c_cmdline::PullPolicy;
 
@@ -191,43 +172,6 @@ pub async fn pull(
     }
 }
 
-/// The manifest of an image index for `wanted` (podman's `--platform`,
-/// `--arch`, `--os`, `--variant`), this machine's when nothing was asked:
-/// the OS and the architecture must match; among those, the asked variant
-/// is preferred, else the first one is taken.
-fn platform_manifest(
-    manifests: &[oci_client::manifest::ImageIndexEntry],
-    wanted: &b2c_cmdline::Platform,
-) -> Option<String> {
-    if wanted.is_default() {
-        return current_platform_resolver(manifests);
-    }
-    let os = wanted
-        .os
-        .clone()
-        .unwrap_or_else(|| oci_spec::image::Os::default().to_string());
-    let arch = wanted
-        .architecture
-        .clone()
-        .unwrap_or_else(|| oci_spec::image::Arch::default().to_string());
-    let matching: Vec<_> = manifests
-        .iter()
-        .filter(|e| {
-            e.platform
-                .as_ref()
-                .is_some_and(|p| p.os.to_string() == os && p.architecture.to_string() == arch)
-        })
-        .collect();
-    matching
-        .iter()
-        .find(|e| {
-            wanted.variant.is_some()
-                && e.platform.as_ref().and_then(|p| p.variant.as_ref()) == wanted.variant.as_ref()
-        })
-        .or(matching.first())
-        .map(|e| e.digest.clone())
-}
-
 /// A stored image as a [`PulledImage`]; says so unless `why` is empty.
 fn from_store(store: &LayerStore, s: StoredImage, source: ImageSource, why: &str) -> PulledImage {
     store.mark_used(&s.layers);
@@ -345,7 +289,12 @@ async fn pull_from(
              verified and plain HTTP is allowed"
         );
     }
-    let endpoints = endpoints(opts, registry, opts.tls_verify && !insecure)?;
+    let endpoints = endpoints(
+        opts,
+        registry,
+        reference.repository(),
+        opts.tls_verify && !insecure,
+    )?;
     log::info!("pulling {image} from {source}");
     let registry_error =
         |(f, attempts): (Failure, u32)| f.into_pull_error(&image, registry, attempts);
@@ -356,12 +305,9 @@ async fn pull_from(
     };
 
     let what = format!("{image}: fetching the manifest from {registry}");
-    let auth = opts.auth_for(reference);
-    let (ep, top, top_digest) = with_retries(&opts.retry, &what, || {
-        fetch_manifest(&endpoints, reference, &auth)
-    })
-    .await
-    .map_err(registry_error)?;
+    let (ep, top) = with_retries(&opts.retry, &what, || fetch_manifest(&endpoints, reference))
+        .await
+        .map_err(registry_error)?;
     let endpoint = &endpoints[ep];
     if endpoint.scheme == "http" {
         let why = if opts.tls_verify {
@@ -371,6 +317,7 @@ async fn pull_from(
         };
         log::info!("{registry} does not speak TLS: using plain HTTP ({why})");
     }
+    let top_digest = top.digest.to_string();
 
     if let Some(s) = stored.filter(|s| s.digest == top_digest) {
         let mut pulled = from_store(store, s.clone(), ImageSource::Registry, "");
@@ -385,60 +332,60 @@ async fn pull_from(
     }
 
     // An index: the manifest for this platform, from the store if it has it.
-    let manifest = match serde_json::from_slice::<OciManifest>(&top) {
-        Ok(OciManifest::Image(_)) => Fetched {
-            digest: top_digest
-                .parse()
-                .map_err(|e: crate::DigestParseError| bad(e.to_string()))?,
-            bytes: top.to_vec(),
-            stored: false,
-        },
-        Ok(OciManifest::ImageIndex(index)) => {
-            let Some(platform) = platform_manifest(&index.manifests, &opts.platform) else {
-                let wanted = if opts.platform.is_default() {
-                    format!("this machine (linux/{})", std::env::consts::ARCH)
-                } else {
-                    format!("{} (--platform)", opts.platform)
-                };
-                return Err(PullError::NotFound {
-                    image,
-                    registry: registry.clone(),
-                    detail: format!("the image index {top_digest} has no manifest for {wanted}"),
-                });
+    let manifest = if top.is_index() {
+        let index: ImageIndex = serde_json::from_slice(&top.bytes)
+            .map_err(|e| bad(format!("invalid image index {top_digest}: {}", shown(&e))))?;
+        let Some(digest) = platform_manifest(&index, &opts.platform) else {
+            let wanted = if opts.platform.is_default() {
+                format!("this machine (linux/{})", Arch::default())
+            } else {
+                format!("{} (--platform)", opts.platform)
             };
-            let digest: Digest = platform
-                .parse()
-                .map_err(|e: crate::DigestParseError| bad(e.to_string()))?;
-            match store.read_blob(&digest) {
-                Some(bytes) => Fetched {
-                    bytes,
+            return Err(PullError::NotFound {
+                image,
+                registry: registry.clone(),
+                detail: format!("the image index {top_digest} has no manifest for {wanted}"),
+            });
+        };
+        let digest = digest.map_err(|e| bad(e.to_string()))?;
+        match store.read_blob(&digest) {
+            Some(bytes) => Fetched {
+                bytes,
+                digest,
+                stored: true,
+            },
+            None => {
+                let by_digest = reference.clone_with_digest(digest.to_string());
+                let what = format!("{image}: fetching the manifest {digest} from {registry}");
+                let (_, m) = with_retries(&opts.retry, &what, || {
+                    fetch_manifest(&endpoints[ep..=ep], &by_digest)
+                })
+                .await
+                .map_err(registry_error)?;
+                if m.is_index() {
+                    return Err(bad(format!("the index {top_digest} names another index")));
+                }
+                Fetched {
+                    bytes: m.bytes,
                     digest,
-                    stored: true,
-                },
-                None => {
-                    let by_digest = reference.clone_with_digest(platform.clone());
-                    let what = format!("{image}: fetching the manifest {platform} from {registry}");
-                    let (_, bytes, _) = with_retries(&opts.retry, &what, || {
-                        fetch_manifest(&endpoints[ep..=ep], &by_digest, &auth)
-                    })
-                    .await
-                    .map_err(registry_error)?;
-                    Fetched {
-                        bytes: bytes.to_vec(),
-                        digest,
-                        stored: false,
-                    }
+                    stored: false,
                 }
             }
         }
-        Err(e) => return Err(bad(format!("invalid manifest {top_digest}: {e}"))),
+    } else {
+        Fetched {
+            bytes: top.bytes,
+            digest: top.digest,
+            stored: false,
+        }
     };
     let (parsed, layer_list) =
         parse_manifest(&manifest.bytes).map_err(|e| bad(format!("{}: {e}", manifest.digest)))?;
-    if parsed.schema_version != 2 {
+    if parsed.schema_version() != 2 {
         return Err(bad(format!(
             "manifest {}: unsupported schema version {}",
-            manifest.digest, parsed.schema_version
+            manifest.digest,
+            parsed.schema_version()
         )));
     }
 
@@ -449,9 +396,17 @@ async fn pull_from(
             stored: true,
         },
         None => {
+            let size = parsed.config().size();
+            if size > MAX_CONFIG {
+                return Err(bad(format!(
+                    "the config {} is {size} bytes, more than the {MAX_CONFIG} b2c accepts",
+                    layer_list.config
+                )));
+            }
             let what = format!("{image}: fetching the config from {registry}");
+            // A descriptor that says 0 is wrong; the digest check then says so.
             let bytes = with_retries(&opts.retry, &what, || {
-                fetch_config(endpoint, reference, &parsed.config)
+                endpoint.small_blob(&layer_list.config, size.max(1))
             })
             .await
             .map_err(registry_error)?;
@@ -465,21 +420,21 @@ async fn pull_from(
     let image_config =
         ImageConfiguration::from_reader(&config.bytes[..]).map_err(|e| PullError::BadConfig {
             image: image.clone(),
-            detail: e.to_string(),
+            detail: shown(&e),
         })?;
 
-    let mut layers = Vec::with_capacity(parsed.layers.len());
+    let mut layers = Vec::with_capacity(parsed.layers().len());
     let mut distinct = HashSet::new();
-    let mut to_fetch: Vec<(Digest, &OciDescriptor)> = Vec::new();
-    for desc in &parsed.layers {
+    let mut to_fetch: Vec<(Digest, u64)> = Vec::new();
+    for desc in parsed.layers() {
         let digest = check_layer(&image, desc)?;
         layers.push(store.layer_path(&digest));
         if distinct.insert(digest.clone()) && !store.contains(&digest) {
-            to_fetch.push((digest, desc));
+            to_fetch.push((digest, desc.size()));
         }
     }
 
-    let total: u64 = to_fetch.iter().map(|(_, d)| d.size.max(0) as u64).sum();
+    let total: u64 = to_fetch.iter().map(|(_, size)| size).sum();
     let progress = AtomicU64::new(0);
     let fetched = to_fetch.len();
     // Set on the first failure: the other layers stop, and `pull` returns
@@ -489,17 +444,16 @@ async fn pull_from(
     let mut stats = Vec::with_capacity(fetched);
     let mut failure = None;
     {
-        let jobs = futures_util::stream::iter(to_fetch.into_iter().map(|(digest, desc)| {
+        let jobs = futures_util::stream::iter(to_fetch.into_iter().map(|(digest, size)| {
             let job = LayerJob {
                 endpoint,
-                reference,
                 image: &image,
                 registry,
                 store,
                 progress: &progress,
                 cancelled: cancelled.clone(),
             };
-            async move { job.fetch(digest, desc, opts).await }
+            async move { job.fetch(digest, size, opts).await }
         }))
         .buffer_unordered(CONCURRENT_LAYERS);
         tokio::pin!(jobs);
@@ -601,36 +555,63 @@ async fn pull_from(
     })
 }
 
-/// The manifest (or index) `reference` names, as served, with its digest
-/// (checked by oci-client against the registry's `Docker-Content-Digest`
-/// and the reference's digest, if any), and which endpoint answered.
+/// A parse error of what a registry sent, fit for a message.
+fn shown(e: &impl fmt::Display) -> String {
+    printable(&e.to_string(), 300).into_owned()
+}
+
+/// The digest of the manifest of an image index for `wanted` (podman's
+/// `--platform`, `--arch`, `--os`, `--variant`), this machine's (linux and
+/// this CPU architecture) when nothing was asked: the OS and the
+/// architecture must match; among those, the asked variant is preferred,
+/// else the first one is taken.
+fn platform_manifest(
+    index: &ImageIndex,
+    wanted: &b2c_cmdline::Platform,
+) -> Option<Result<Digest, crate::DigestParseError>> {
+    let os = wanted
+        .os
+        .clone()
+        .unwrap_or_else(|| Os::default().to_string());
+    let arch = wanted
+        .architecture
+        .clone()
+        .unwrap_or_else(|| Arch::default().to_string());
+    let matching: Vec<_> = index
+        .manifests()
+        .iter()
+        .filter(|m| {
+            m.platform()
+                .as_ref()
+                .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+        })
+        .collect();
+    matching
+        .iter()
+        .find(|m| {
+            wanted.variant.is_some()
+                && m.platform().as_ref().and_then(|p| p.variant().as_ref())
+                    == wanted.variant.as_ref()
+        })
+        .or(matching.first())
+        .map(|m| m.digest().to_string().parse())
+}
+
+/// The manifest (or index) `reference` names, and which endpoint served
+/// it. The first endpoint that holds an HTTP conversation at all (its
+/// `GET /v2/` gets an answer) is the one used.
 async fn fetch_manifest(
     endpoints: &[Endpoint],
     reference: &Reference,
-    auth: &RegistryAuth,
-) -> Result<(usize, Bytes, String), Failure> {
+) -> Result<(usize, Manifest), Failure> {
     let mut failures = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
-        // With a fallback, ask first whether this endpoint holds a
-        // conversation at all: oci-client's own auth step swallows that
-        // error, and the manifest request then fails the same way again
-        // (a second TLS handshake with a plain-HTTP registry). A token this
-        // gets is cached for the rest of the pull.
-        if i + 1 < endpoints.len() {
-            let auth = ep.client.auth(reference, auth, RegistryOperation::Pull);
-            if let Err(f) = ep.within(ANSWER_TIMEOUT, auth).await {
-                if f.is_connection_level() {
-                    log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
-                    failures.push(f);
-                    continue;
-                }
-            }
-        }
-        let manifest = ep
-            .client
-            .pull_manifest_raw(reference, auth, MANIFEST_MEDIA_TYPES);
-        match ep.within(ANSWER_TIMEOUT, manifest).await {
-            Ok((bytes, digest)) => return Ok((i, bytes, digest)),
+        let answer = match ep.ping().await {
+            Ok(()) => ep.manifest(reference).await,
+            Err(f) => Err(f),
+        };
+        match answer {
+            Ok(manifest) => return Ok((i, manifest)),
             Err(f) => {
                 log::debug!("{} via {}: {f}", reference.whole(), ep.scheme);
                 // The next endpoint only gets a chance if this one could not
@@ -655,69 +636,31 @@ async fn fetch_manifest(
     Err(failures.swap_remove(pick))
 }
 
-/// A config blob, bounded by its descriptor's size and verified.
-async fn fetch_config(
-    ep: &Endpoint,
-    reference: &Reference,
-    desc: &OciDescriptor,
-) -> Result<Vec<u8>, Failure> {
-    let limit = u64::try_from(desc.size)
-        .ok()
-        .filter(|s| *s > 0)
-        .unwrap_or(MAX_CONFIG);
-    let body = ep
-        .within(ANSWER_TIMEOUT, ep.client.pull_blob_stream(reference, desc))
-        .await?;
-    let limit = BodyLimit {
-        max_size: limit,
-        timeout: ANSWER_TIMEOUT,
-    };
-    let announced = body.content_length;
-    let out = read_bounded(body, announced, limit)
-        .await
-        .map_err(|e| match e {
-            http::BodyError::TooLarge(max) => Failure::other(format!(
-                "the config {} is larger than the {max} bytes its descriptor announces",
-                desc.digest
-            )),
-            e => ep.explain(Failure::Http(
-                e.into_failure(|io| http::Failure::from_error(&io)),
-            )),
-        })?;
-    let expected: Digest = desc
-        .digest
-        .parse()
-        .map_err(|e: crate::DigestParseError| Failure::other(e.to_string()))?;
-    let actual = expected.of(&out);
-    if actual != expected {
-        return Err(Failure::Digest(format!(
-            "the config {expected} hashes to {actual}"
-        )));
-    }
-    Ok(out)
-}
-
-fn check_layer(image: &str, desc: &OciDescriptor) -> Result<Digest, PullError> {
+fn check_layer(image: &str, desc: &Descriptor) -> Result<Digest, PullError> {
+    let media_type = desc.media_type().to_string();
     let unsupported = |why: &str| PullError::UnsupportedLayer {
         image: image.to_string(),
-        digest: desc.digest.clone(),
+        digest: printable(desc.digest().as_ref(), 150).into_owned(),
         detail: why.to_string(),
     };
-    if !LAYER_MEDIA_TYPES.contains(&desc.media_type.as_str()) {
-        return Err(if desc.media_type.ends_with("zstd") {
+    if !LAYER_MEDIA_TYPES.contains(&media_type.as_str()) {
+        return Err(if media_type.ends_with("zstd") {
             unsupported("zstd-compressed layers are not supported yet")
         } else {
-            unsupported(&format!("unsupported media type {}", desc.media_type))
+            unsupported(&format!(
+                "unsupported media type {}",
+                printable(&media_type, 150)
+            ))
         });
     }
-    desc.digest
+    desc.digest()
+        .to_string()
         .parse::<Digest>()
-        .map_err(|e| unsupported(&e.to_string()))
+        .map_err(|e| unsupported(&shown(&e)))
 }
 
 struct LayerJob<'a> {
     endpoint: &'a Endpoint,
-    reference: &'a Reference,
     image: &'a str,
     registry: &'a str,
     store: &'a LayerStore,
@@ -725,41 +668,14 @@ struct LayerJob<'a> {
     cancelled: watch::Receiver<bool>,
 }
 
-/// Why one attempt at a layer failed.
-enum AttemptError {
-    Registry(Failure),
-    Layer(LayerError),
-    /// Another layer of the image failed.
-    Cancelled,
-}
-
-impl fmt::Display for AttemptError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AttemptError::Registry(e) => e.fmt(f),
-            AttemptError::Layer(e) => e.fmt(f),
-            AttemptError::Cancelled => f.write_str("cancelled"),
-        }
-    }
-}
-
-impl Retryable for AttemptError {
-    fn retryable(&self) -> bool {
-        matches!(self, AttemptError::Registry(f) if f.retryable())
-    }
-    fn retry_after(&self) -> Option<Duration> {
-        match self {
-            AttemptError::Registry(f) => f.retry_after(),
-            _ => None,
-        }
-    }
-}
-
 impl LayerJob<'_> {
+    /// Downloads the layer into its unpacker, which lives for all the
+    /// attempts: a download cut short (a drop, a stall, a registry
+    /// restarting) resumes where it stopped, with `Range`.
     async fn fetch(
         &self,
         digest: Digest,
-        desc: &OciDescriptor,
+        size: u64,
         opts: &RegistryOptions,
     ) -> Result<UnpackStats, PullError> {
         let what = format!(
@@ -769,10 +685,36 @@ impl LayerJob<'_> {
             self.registry
         );
         let started = Instant::now();
-        let stats = with_retries(&opts.retry, &what, || self.attempt(&digest, desc))
-            .await
-            .map_err(|(e, attempts)| match e {
-                AttemptError::Registry(f) => {
+        let (tx, rx) = body::pipe(BUFFERED_PER_LAYER);
+        let unpack = {
+            let store = LayerStore::clone(self.store);
+            let d = digest.clone();
+            tokio::task::spawn_blocking(move || store.unpack_verified(&d, Some(size), rx))
+        };
+        let sent = AtomicU64::new(0);
+        let mut cancelled = self.cancelled.clone();
+        let net = tokio::select! {
+            r = with_retries(&opts.retry, &what, || {
+                self.download(&digest, size, &tx, &sent, opts.min_progress)
+            }) => r.map(Some),
+            _ = cancelled.wait_for(|c| *c) => Ok(None),
+        };
+        // Dropping the sender without `finish` tells the unpacker the
+        // download died: it stops and cleans up. It is awaited either way.
+        match net {
+            Ok(Some(())) => tx.finish(),
+            _ => drop(tx),
+        }
+        let unpacked = unpack.await.unwrap_or_else(|join| {
+            Err(LayerError::Store {
+                path: self.store.root().to_path_buf(),
+                source: io::Error::other(format!("unpack task failed: {join}")),
+            })
+        });
+        let stats = match (net, unpacked) {
+            // The network failing explains whatever the unpacker then saw.
+            (Err((f, attempts)), _) => {
+                return Err(
                     match f.into_pull_error(self.image, self.registry, attempts) {
                         PullError::Unreachable {
                             image,
@@ -786,20 +728,26 @@ impl LayerJob<'_> {
                             detail: format!("layer {digest}: {detail}"),
                         },
                         other => other,
-                    }
-                }
-                AttemptError::Layer(source) => PullError::Layer {
-                    image: self.image.to_string(),
-                    digest: digest.to_string(),
-                    source,
-                },
-                // Never reported: `pull` returns the failure that caused it.
-                AttemptError::Cancelled => PullError::Registry {
+                    },
+                )
+            }
+            // Never reported: `pull` returns the failure that caused it.
+            (Ok(None), _) => {
+                return Err(PullError::Registry {
                     image: self.image.to_string(),
                     registry: self.registry.to_string(),
                     detail: format!("layer {digest}: cancelled"),
-                },
-            })?;
+                })
+            }
+            (Ok(Some(())), Ok(stats)) => stats,
+            (Ok(Some(())), Err(source)) => {
+                return Err(PullError::Layer {
+                    image: self.image.to_string(),
+                    digest: digest.to_string(),
+                    source,
+                })
+            }
+        };
         log::debug!(
             "{}: layer {} done: {} entries, {} MB in {:.1} s",
             self.image,
@@ -811,80 +759,78 @@ impl LayerJob<'_> {
         Ok(stats)
     }
 
-    async fn attempt(
+    /// One attempt: the blob from the first byte the unpacker lacks into
+    /// the pipe. Returns early (Ok) if the unpacker stopped reading, since
+    /// its own error says why.
+    async fn download(
         &self,
         digest: &Digest,
-        desc: &OciDescriptor,
-    ) -> Result<UnpackStats, AttemptError> {
-        let mut cancelled = self.cancelled.clone();
-        // `Range: bytes=0-` gets the whole blob as 206 from every registry
-        // that supports ranges, and oci-client then leaves digest checking to
-        // us instead of hashing every byte a second time. A registry that
-        // ignores the header answers 200 and oci-client verifies too: slower,
-        // still correct.
-        let response = tokio::select! {
-            r = self.endpoint.within(
-                ANSWER_TIMEOUT,
-                self.endpoint.client.pull_blob_stream_partial(self.reference, desc, 0, None),
-            ) => r.map_err(AttemptError::Registry)?,
-            _ = cancelled.wait_for(|c| *c) => return Err(AttemptError::Cancelled),
-        };
-        let body = match response {
-            BlobResponse::Full(s) | BlobResponse::Partial(s) => s,
-        };
-
-        let (tx, rx) = body::pipe(BUFFERED_PER_LAYER);
-        let store = LayerStore::clone(self.store);
-        let d = digest.clone();
-        let size = u64::try_from(desc.size).ok();
-        let unpack = tokio::task::spawn_blocking(move || store.unpack_verified(&d, size, rx));
-        let mut sent = 0u64;
-        // Cancelling drops `tx`, so the unpacker stops and cleans up; it is
-        // awaited below either way.
-        let net = tokio::select! {
-            r = pump(body, tx, self.progress, &mut sent) => {
-                r.map_err(|e| AttemptError::Registry(self.endpoint.classify_io(&e)))
-            }
-            _ = cancelled.wait_for(|c| *c) => Err(AttemptError::Cancelled),
-        };
-        let unpacked = unpack.await.unwrap_or_else(|join| {
-            Err(LayerError::Store {
-                path: self.store.root().to_path_buf(),
-                source: io::Error::other(format!("unpack task failed: {join}")),
-            })
-        });
-        match (net, unpacked) {
-            // The network failing explains whatever the unpacker then saw.
-            (Err(e), _) => {
-                self.progress.fetch_sub(sent, Ordering::Relaxed);
-                Err(e)
-            }
-            (Ok(()), Ok(stats)) => Ok(stats),
-            (Ok(()), Err(e)) => Err(AttemptError::Layer(e)),
-        }
-    }
-}
-
-/// Moves the body into the pipe; returns early (Ok) if the unpacker
-/// stopped reading, since its own error says why. `tx` is dropped on return,
-/// so the unpacker never waits on a dead download.
-async fn pump(
-    mut body: SizedStream,
-    tx: BodySender,
-    progress: &AtomicU64,
-    sent: &mut u64,
-) -> Result<(), io::Error> {
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk?;
-        let n = chunk.len() as u64;
-        if tx.send(chunk).await.is_err() {
+        size: u64,
+        tx: &BodySender,
+        sent: &AtomicU64,
+        rule: http::MinProgress,
+    ) -> Result<(), Failure> {
+        let offset = sent.load(Ordering::Relaxed);
+        if offset >= size {
+            // All there: more would be too much, which the unpacker judges.
             return Ok(());
         }
-        *sent += n;
-        progress.fetch_add(n, Ordering::Relaxed);
+        let (mut body, start) = self.endpoint.blob(digest, offset).await?;
+        if offset > 0 {
+            log::info!(
+                "{}: resuming layer {} at {} of {} MB{}",
+                self.image,
+                digest.short(),
+                mb(offset),
+                mb(size),
+                if start < offset {
+                    " (the registry ignores Range: skipping what was received)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let mut skip = offset - start;
+        let mut watch = Progress::new(rule);
+        loop {
+            let chunk = match watch.read(body.chunk()).await? {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(self
+                        .endpoint
+                        .explain(Failure::Http(http::Failure::from_error(&e.without_url()))))
+                }
+            };
+            let chunk = if skip > 0 {
+                let n = skip.min(chunk.len() as u64);
+                skip -= n;
+                chunk.slice(n as usize..)
+            } else {
+                chunk
+            };
+            if chunk.is_empty() {
+                continue;
+            }
+            let n = chunk.len() as u64;
+            let waited = Instant::now();
+            if tx.send(chunk).await.is_err() {
+                return Ok(());
+            }
+            watch.pause(waited.elapsed());
+            sent.fetch_add(n, Ordering::Relaxed);
+            self.progress.fetch_add(n, Ordering::Relaxed);
+        }
+        let got = sent.load(Ordering::Relaxed);
+        if got < size {
+            // A body without a length that ended early: resumed next time.
+            return Err(Failure::Http(http::Failure::new(
+                http::FailureKind::Transport,
+                format!("the download ended after {got} of {size} bytes"),
+            )));
+        }
+        Ok(())
     }
-    tx.finish();
-    Ok(())
 }
 
 fn short(digest: &str) -> &str {
@@ -895,23 +841,31 @@ fn short(digest: &str) -> &str {
 mod platform_tests {
     use super::*;
 
-    fn index() -> Vec<oci_client::manifest::ImageIndexEntry> {
-        let entry = |digest: &str, arch: &str, variant: Option<&str>| {
+    fn digest(name: &str) -> String {
+        Digest::sha256_of(name.as_bytes()).to_string()
+    }
+
+    fn index() -> ImageIndex {
+        let entry = |name: &str, arch: &str, variant: Option<&str>| {
             let mut platform = serde_json::json!({"architecture": arch, "os": "linux"});
             if let Some(v) = variant {
                 platform["variant"] = v.into();
             }
             serde_json::json!({
                 "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": digest, "size": 1, "platform": platform,
+                "digest": digest(name), "size": 1, "platform": platform,
             })
         };
-        serde_json::from_value(serde_json::json!([
-            entry("sha256:amd64", "amd64", None),
-            entry("sha256:armv6", "arm", Some("v6")),
-            entry("sha256:armv7", "arm", Some("v7")),
-            entry("sha256:arm64", "arm64", Some("v8")),
-        ]))
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [
+                entry("amd64", "amd64", None),
+                entry("armv6", "arm", Some("v6")),
+                entry("armv7", "arm", Some("v7")),
+                entry("arm64", "arm64", Some("v8")),
+            ]
+        }))
         .unwrap()
     }
 
@@ -923,28 +877,18 @@ mod platform_tests {
             variant: variant.map(String::from),
         };
         let m = index();
-        assert_eq!(
-            platform_manifest(&m, &want("arm64", None)).as_deref(),
-            Some("sha256:arm64")
-        );
-        assert_eq!(
-            platform_manifest(&m, &want("arm", Some("v7"))).as_deref(),
-            Some("sha256:armv7")
-        );
+        let pick =
+            |p: &b2c_cmdline::Platform| platform_manifest(&m, p).map(|d| d.unwrap().to_string());
+        assert_eq!(pick(&want("arm64", None)), Some(digest("arm64")));
+        assert_eq!(pick(&want("arm", Some("v7"))), Some(digest("armv7")));
         // No variant asked, or one the index lacks: the first of the arch.
-        assert_eq!(
-            platform_manifest(&m, &want("arm", None)).as_deref(),
-            Some("sha256:armv6")
-        );
-        assert_eq!(
-            platform_manifest(&m, &want("arm", Some("v5"))).as_deref(),
-            Some("sha256:armv6")
-        );
-        assert_eq!(platform_manifest(&m, &want("riscv64", None)), None);
+        assert_eq!(pick(&want("arm", None)), Some(digest("armv6")));
+        assert_eq!(pick(&want("arm", Some("v5"))), Some(digest("armv6")));
+        assert_eq!(pick(&want("riscv64", None)), None);
         // Nothing asked: this machine's.
-        let here = platform_manifest(&m, &b2c_cmdline::Platform::default());
+        let here = pick(&b2c_cmdline::Platform::default());
         if std::env::consts::ARCH == "x86_64" {
-            assert_eq!(here.as_deref(), Some("sha256:amd64"));
+            assert_eq!(here, Some(digest("amd64")));
         }
     }
 }

@@ -1,10 +1,10 @@
-//! Image references for oci-client: the plan's typed [`ImageRef`], which
-//! b2c-cmdline parses, as oci-client's `Reference`.
+//! Image references: the plan's typed [`ImageRef`], which b2c-cmdline
+//! parses, as oci-spec's `Reference`.
 
 pub use b2c_cmdline::{ImageRef, ReferenceError};
-use oci_client::Reference;
+use oci_spec::distribution::Reference;
 
-/// `image` as oci-client names it.
+/// `image` as oci-spec names it.
 pub fn to_reference(image: &ImageRef) -> Reference {
     let (registry, repository) = (image.registry().into(), image.repository().into());
     match (image.tag(), image.digest()) {

@@ -22,6 +22,7 @@ fn opts() -> RegistryOptions {
         retry: RetryPolicy {
             attempts: 2,
             first_delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
         },
         ..RegistryOptions::default()
     }

@@ -194,6 +194,7 @@ fn opts() -> RegistryOptions {
         retry: RetryPolicy {
             attempts: 3,
             first_delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
         },
         ..RegistryOptions::default()
     }

@@ -33,6 +33,7 @@ fn opts() -> RegistryOptions {
         retry: RetryPolicy {
             attempts: 3,
             first_delay: Duration::from_millis(50),
+            ..RetryPolicy::default()
         },
         ..RegistryOptions::default()
     }

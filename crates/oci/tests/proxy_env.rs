@@ -48,6 +48,7 @@ async fn environment_proxies_are_ignored() {
             retry: RetryPolicy {
                 attempts: 1,
                 first_delay: Duration::from_millis(10),
+                ..RetryPolicy::default()
             },
             ..RegistryOptions::default()
         };

@@ -338,6 +338,7 @@ async fn unreachable_registry_is_retried_then_reported() {
         retry: RetryPolicy {
             attempts: 3,
             first_delay: Duration::from_millis(100),
+            ..RetryPolicy::default()
         },
         ..RegistryOptions::default()
     };
@@ -374,6 +375,7 @@ fn fast_retries() -> RetryPolicy {
     RetryPolicy {
         attempts: 2,
         first_delay: Duration::from_millis(50),
+        ..RetryPolicy::default()
     }
 }
 

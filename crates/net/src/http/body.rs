@@ -79,8 +79,7 @@ where
 }
 
 /// `fut`'s output, or a transport failure (worth another attempt) if it
-/// takes longer than `limit`: the time bound of a request whose body a
-/// library reads itself (oci-client's manifests and tokens).
+/// takes longer than `limit`: the time bound of an answer's headers.
 pub async fn deadline<F: Future>(limit: Duration, fut: F) -> Result<F::Output, Failure> {
     tokio::time::timeout(limit, fut).await.map_err(|_| {
         Failure::new(
@@ -90,8 +89,115 @@ pub async fn deadline<F: Future>(limit: Duration, fut: F) -> Result<F::Output, F
     })
 }
 
+/// The minimum-progress rule of a long download: a body that brings
+/// less than `bytes` in a `window` is stalled, and the attempt fails (to
+/// be retried, or resumed). Time spent waiting for the consumer (a slow
+/// disk) does not count.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MinProgress {
+    pub bytes: u64,
+    pub window: Duration,
+}
+
+impl Default for MinProgress {
+    /// 32 KiB in 30 s: about 1 KB/s.
+    fn default() -> Self {
+        MinProgress {
+            bytes: 32 << 10,
+            window: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Applies a [`MinProgress`] rule to the reads of one body.
+pub struct Progress {
+    rule: MinProgress,
+    window_end: tokio::time::Instant,
+    seen: u64,
+}
+
+impl Progress {
+    pub fn new(rule: MinProgress) -> Progress {
+        Progress {
+            rule,
+            window_end: tokio::time::Instant::now() + rule.window,
+            seen: 0,
+        }
+    }
+
+    /// `read`'s chunk (or end, or error), or a retryable failure if the
+    /// current window ends with too little received.
+    pub async fn read<F, B, E>(&mut self, read: F) -> Result<Result<Option<B>, E>, Failure>
+    where
+        F: Future<Output = Result<Option<B>, E>>,
+        B: AsRef<[u8]>,
+    {
+        let mut read = std::pin::pin!(read);
+        loop {
+            match tokio::time::timeout_at(self.window_end, &mut read).await {
+                Ok(answer) => {
+                    if let Ok(Some(chunk)) = &answer {
+                        self.seen += chunk.as_ref().len() as u64;
+                        if tokio::time::Instant::now() >= self.window_end {
+                            self.judge()?;
+                        }
+                    }
+                    return Ok(answer);
+                }
+                Err(_) => self.judge()?,
+            }
+        }
+    }
+
+    /// The consumer made the reads wait this long: not the sender's fault.
+    pub fn pause(&mut self, waited: Duration) {
+        self.window_end += waited;
+    }
+
+    /// At the end of a window: stalled, or a new window.
+    fn judge(&mut self) -> Result<(), Failure> {
+        if self.seen < self.rule.bytes {
+            return Err(Failure::new(
+                FailureKind::Transport,
+                format!(
+                    "stalled: {} bytes in {} s, less than the {} bytes b2c.pull_stall asks for",
+                    self.seen,
+                    self.rule.window.as_secs(),
+                    self.rule.bytes
+                ),
+            ));
+        }
+        self.seen = 0;
+        self.window_end = tokio::time::Instant::now() + self.rule.window;
+        Ok(())
+    }
+}
+
+/// At most the first `max` bytes of a body, read within `timeout`; what
+/// could not be read is left out (the message of an error answer needs no
+/// more, and its body may be endless).
+pub async fn read_prefix(
+    mut response: reqwest::Response,
+    max: usize,
+    timeout: Duration,
+) -> Vec<u8> {
+    let mut out = Vec::new();
+    let read = async {
+        while out.len() < max {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    out.extend_from_slice(&chunk[..chunk.len().min(max - out.len())])
+                }
+                _ => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(timeout, read).await;
+    out
+}
+
 /// A reqwest response's body as a stream of chunks.
-pub(crate) fn chunks(
+pub fn chunks(
     response: reqwest::Response,
 ) -> impl Stream<Item = Result<impl AsRef<[u8]>, reqwest::Error>> {
     futures_util::stream::try_unfold(response, |mut r| async move {
@@ -124,6 +230,53 @@ mod tests {
         let err = read.unwrap_err();
         assert_eq!(err.to_string(), "the body is larger than 10 bytes");
         assert!(!err.into_failure(Failure::other).retryable());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_trickle_is_a_stall_and_a_slow_consumer_is_not() {
+        use tokio::time::{sleep, Instant};
+        let rule = MinProgress {
+            bytes: 10,
+            window: Duration::from_secs(30),
+        };
+        let chunk = |n: usize, after: u64| async move {
+            sleep(Duration::from_secs(after)).await;
+            Ok::<_, String>(Some(vec![0u8; n]))
+        };
+        // 12 bytes in the first window, then 1 byte every 10 s.
+        let mut p = Progress::new(rule);
+        let start = Instant::now();
+        assert!(p.read(chunk(12, 1)).await.is_ok());
+        let mut reads = 0;
+        let err = loop {
+            match p.read(chunk(1, 10)).await {
+                Ok(_) => reads += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            err.retryable() && err.detail.starts_with("stalled: 3 bytes in 30 s"),
+            "{err}"
+        );
+        // The second window ends 30 s after the first: 3 bytes in it.
+        assert_eq!((reads, start.elapsed()), (5, Duration::from_secs(60)));
+
+        // Enough in every window, however long each chunk takes to come.
+        let mut p = Progress::new(rule);
+        for _ in 0..10 {
+            p.read(chunk(20, 25)).await.unwrap().unwrap();
+        }
+        // A consumer that makes the reads wait does not count.
+        let mut p = Progress::new(rule);
+        sleep(Duration::from_secs(100)).await;
+        p.pause(Duration::from_secs(100));
+        p.read(chunk(10, 29)).await.unwrap().unwrap();
+        // An endless wait with nothing at all: stalled at the window's end.
+        let mut p = Progress::new(rule);
+        let start = Instant::now();
+        let pending = std::future::pending::<Result<Option<Vec<u8>>, String>>();
+        assert!(p.read(pending).await.is_err());
+        assert_eq!(start.elapsed(), Duration::from_secs(30));
     }
 
     #[tokio::test(start_paused = true)]

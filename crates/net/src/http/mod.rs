@@ -3,20 +3,23 @@
 //!
 //! - [`Trust`]: the bundled webpki roots plus `b2c.ca_cert`, built once per
 //!   boot ([`Trust::load`]) and handed to every client.
-//! - [`Proxies`]: `b2c.proxy` as reqwest proxies and as oci-client's
-//!   `ClientConfig` fields ([`Proxies::client_fields`]); the environment's
-//!   proxy variables are never used, proxy credentials never shown.
+//! - [`Proxies`]: `b2c.proxy` as reqwest proxies; the environment's proxy
+//!   variables are never used, proxy credentials never shown.
 //! - [`with_retries`] and [`RetryPolicy`]: exponential backoff that honours
-//!   a server's `Retry-After` (capped at [`MAX_RETRY_AFTER`]).
+//!   a server's `Retry-After` (capped at [`MAX_RETRY_AFTER`]), bounded in
+//!   attempts and, for registries, in time ([`RetryPolicy::for_time`]).
 //! - [`Failure`]: one classification of what went wrong ([`FailureKind`]),
 //!   [`redact`] for URLs with credentials.
 //! - [`read_bounded`]: a body read bounded by size and by time;
-//!   [`deadline`] for a request whose body a library reads itself.
+//!   [`read_prefix`] for the start of an error body; [`deadline`] for an
+//!   answer's headers; [`Progress`]: the minimum-progress rule
+//!   ([`MinProgress`]) of a long download.
+//! - [`client_builder`]: a reqwest client with all of b2c's settings.
 //! - [`fetch`]: one small document, all of the above put together.
 //!
-//! oci-client cannot be handed a reqwest client: registries get the pieces
-//! ([`Trust::certificates`], [`Proxies::client_fields`], [`CONNECT_TIMEOUT`],
-//! [`READ_TIMEOUT`], [`USER_AGENT`]).
+//! The registry protocol (b2c-oci's `client.rs`) is built on these
+//! pieces. Whatever a server sends goes into messages through
+//! [`b2c_system::log::printable`]: escaped and cut short.
 
 mod body;
 mod failure;
@@ -32,7 +35,9 @@ use reqwest::{Client, Url};
 
 use crate::NetError;
 
-pub use body::{deadline, read_bounded, BodyError, BodyLimit};
+pub use body::{
+    chunks, deadline, read_bounded, read_prefix, BodyError, BodyLimit, MinProgress, Progress,
+};
 pub use failure::{redact, Failure, FailureKind};
 pub use proxy::{Proxies, ProxyError, ProxyFields};
 pub use retry::{
@@ -46,7 +51,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// retried, rather than hanging the boot.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Makes ring rustls's crypto provider: reqwest and oci-client are built
+/// Makes ring rustls's crypto provider: reqwest is built
 /// without a default one. Idempotent.
 pub fn use_ring() {
     // Another crate having installed ring already is just as good.
@@ -78,6 +83,7 @@ impl Default for FetchOptions {
             retry: RetryPolicy {
                 attempts: 3,
                 first_delay: Duration::from_secs(3),
+                ..RetryPolicy::default()
             },
             connect_timeout: CONNECT_TIMEOUT,
             timeout: Duration::from_secs(30),
@@ -156,30 +162,56 @@ pub fn transfer_client(trust: &Trust, proxy: &Proxy) -> Result<Client, Failure> 
     build_client(trust, &proxies, CONNECT_TIMEOUT, None)
 }
 
-/// Every client of b2c: these roots only (never the OS store), `b2c.proxy`
-/// only (never the environment's), [`READ_TIMEOUT`], our user agent.
+/// Every client of b2c but the registries' (which add `--tls-verify`):
+/// these roots only (never the OS store), `b2c.proxy` only (never the
+/// environment's), [`READ_TIMEOUT`], our user agent.
 fn build_client(
     trust: &Trust,
     proxies: &Proxies,
     connect_timeout: Duration,
     timeout: Option<Duration>,
 ) -> Result<Client, Failure> {
-    use_ring();
-    let setup = |e: reqwest::Error| {
-        Failure::other(format!(
-            "setting up the HTTP client: {}",
-            proxies.scrub(b2c_system::error_chain::error_chain(&e))
-        ))
-    };
-    let mut builder = Client::builder()
-        .tls_certs_only(trust.reqwest_roots().map_err(setup)?)
-        .connect_timeout(connect_timeout)
-        .read_timeout(READ_TIMEOUT)
-        .user_agent(USER_AGENT);
+    let mut builder = client_builder(trust, proxies, true)?.connect_timeout(connect_timeout);
     if let Some(timeout) = timeout {
         builder = builder.timeout(timeout);
     }
-    proxies.apply(builder)?.build().map_err(setup)
+    proxies
+        .apply(builder)?
+        .build()
+        .map_err(|e| setup_failure(proxies, &e))
+}
+
+/// A reqwest client builder with b2c's settings: `trust`'s roots (or no
+/// certificate verification at all when `verify` is false:
+/// `--tls-verify=false`), [`CONNECT_TIMEOUT`], [`READ_TIMEOUT`],
+/// [`USER_AGENT`]. Add `proxies` with [`Proxies::apply`] last.
+pub fn client_builder(
+    trust: &Trust,
+    proxies: &Proxies,
+    verify: bool,
+) -> Result<reqwest::ClientBuilder, Failure> {
+    use_ring();
+    let builder = Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .user_agent(USER_AGENT);
+    Ok(if verify {
+        builder.tls_certs_only(
+            trust
+                .reqwest_roots()
+                .map_err(|e| setup_failure(proxies, &e))?,
+        )
+    } else {
+        builder.tls_danger_accept_invalid_certs(true)
+    })
+}
+
+/// reqwest refused the settings (proxy secrets kept out).
+pub fn setup_failure(proxies: &Proxies, e: &reqwest::Error) -> Failure {
+    Failure::other(format!(
+        "setting up the HTTP client: {}",
+        proxies.scrub(b2c_system::error_chain::error_chain(e))
+    ))
 }
 
 /// One attempt. The URL's credentials, if any, become basic auth (reqwest

@@ -1,5 +1,5 @@
-//! `b2c.proxy` for every client: reqwest's proxies for fetches, and the
-//! fields of oci-client's `ClientConfig` for registries, made the same way.
+//! `b2c.proxy` for every client (fetches and registries): reqwest's
+//! proxies.
 //! Proxy variables of the environment are never used (the kernel hands init
 //! the words of its command line it does not know as environment
 //! variables); proxy credentials are sent to the proxy and never shown.
@@ -27,8 +27,7 @@ pub struct Proxies {
     secrets: Vec<String>,
 }
 
-/// The proxy fields of oci-client's `ClientConfig`, which it turns into
-/// reqwest proxies (as [`Proxies`] does for fetches).
+/// The proxies of a client, as URLs: what [`Proxies::apply`] sets.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProxyFields {
     pub http_proxy: Option<String>,
@@ -87,11 +86,10 @@ impl Proxies {
         self.http.is_none() && self.https.is_none()
     }
 
-    /// What to put in oci-client's `ClientConfig`. Without a proxy, reqwest
-    /// must still be given one, or it reads `HTTP_PROXY`, `HTTPS_PROXY`,
-    /// `ALL_PROXY` and `NO_PROXY` from the environment (oci-client offers
-    /// no way to say "no proxy"): a proxy that every host bypasses turns
-    /// that off.
+    /// The proxies [`Proxies::apply`] sets. Without a proxy, a proxy that
+    /// every host bypasses (besides `no_proxy()`, belt and braces: reqwest
+    /// must never read `HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY` or
+    /// `NO_PROXY` from the environment).
     pub fn client_fields(&self) -> ProxyFields {
         if self.is_none() {
             return ProxyFields {
@@ -107,9 +105,9 @@ impl Proxies {
         }
     }
 
-    /// `builder` with these proxies, set from [`Proxies::client_fields`]
-    /// exactly as oci-client sets them, and nothing from the environment.
-    pub(crate) fn apply(&self, builder: ClientBuilder) -> Result<ClientBuilder, Failure> {
+    /// `builder` with these proxies ([`Proxies::client_fields`]), and
+    /// nothing from the environment.
+    pub fn apply(&self, builder: ClientBuilder) -> Result<ClientBuilder, Failure> {
         let fields = self.client_fields();
         let no_proxy = || fields.no_proxy.as_deref().and_then(NoProxy::from_string);
         let bad = |e: reqwest::Error| {

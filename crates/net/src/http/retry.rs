@@ -10,15 +10,23 @@ use super::Failure;
 /// longer for an answer is better off failing and saying why.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// How often transient failures (transport errors, 5xx, 408, 429) are
-/// retried. Other answers and TLS failures are final.
+/// How often, and for how long, transient failures (transport errors,
+/// 5xx, 408, 429, stalls) are retried. Other answers and TLS failures are
+/// final.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Total attempts, the first included.
     pub attempts: u32,
-    /// Wait before the second attempt; doubled before each further one,
-    /// unless the server said how long to wait (`Retry-After`).
+    /// Wait before the second attempt; doubled before each further one (up
+    /// to `max_delay`), unless the server said how long to wait
+    /// (`Retry-After`, up to [`MAX_RETRY_AFTER`]).
     pub first_delay: Duration,
+    pub max_delay: Duration,
+    /// Transient failures are ridden out for this long: no retry starts
+    /// later than this after the first attempt did (a `Retry-After` that
+    /// would end beyond it ends the retries at once). `None`: only
+    /// `attempts` bounds them.
+    pub give_up_after: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -27,15 +35,30 @@ impl Default for RetryPolicy {
         RetryPolicy {
             attempts: 3,
             first_delay: Duration::from_secs(2),
+            max_delay: Duration::from_secs(30),
+            give_up_after: None,
         }
     }
 }
 
 impl RetryPolicy {
+    /// Retries for `time` (at most 100 attempts): 1 s, 2 s, 4 s… between
+    /// them, never more than 15 s unless the server asks for more. What a
+    /// registry pull uses (`b2c.pull_retry`).
+    pub fn for_time(time: Duration) -> RetryPolicy {
+        RetryPolicy {
+            attempts: 100,
+            first_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(15),
+            give_up_after: Some(time),
+        }
+    }
+
     /// The backoff after the `failed_attempt`th attempt (1-based).
     pub fn delay(&self, failed_attempt: u32) -> Duration {
         self.first_delay
             .saturating_mul(2u32.saturating_pow(failed_attempt.saturating_sub(1)))
+            .min(self.max_delay)
     }
 }
 
@@ -58,10 +81,11 @@ impl Retryable for Failure {
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the policy's
-/// attempts are used up, waiting the server's `Retry-After` when it gave
-/// one and the policy's backoff otherwise. Each retry is a console warning:
-/// `{what} failed ({error}); retrying in N s (attempt i/n)`. Returns the
-/// last failure and how many attempts were made.
+/// attempts or time are used up, waiting the server's `Retry-After` when
+/// it gave one and the policy's backoff otherwise. Each retry is a console
+/// warning: `{what} failed ({error}); retrying in N s (attempt i/n)` (or
+/// `(attempt i, for at most N s)` with a time bound). Returns the last
+/// failure and how many attempts were made.
 pub async fn with_retries<T, E, F, Fut>(
     policy: &RetryPolicy,
     what: &(dyn fmt::Display + Sync),
@@ -72,6 +96,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
+    let start = tokio::time::Instant::now();
     let attempts = policy.attempts.max(1);
     let mut tries = 1;
     loop {
@@ -81,8 +106,18 @@ where
                 let delay = e
                     .retry_after()
                     .map_or_else(|| policy.delay(tries), |d| d.min(MAX_RETRY_AFTER));
+                let bound = match policy.give_up_after {
+                    Some(limit) if start.elapsed() + delay > limit => return Err((e, tries)),
+                    Some(limit) => format!("for at most {} s", limit.as_secs()),
+                    None => format!("/{attempts}"),
+                };
+                let sep = if policy.give_up_after.is_some() {
+                    ", "
+                } else {
+                    ""
+                };
                 log::warn!(
-                    "{what} failed ({e}); retrying in {:.1} s (attempt {}/{attempts})",
+                    "{what} failed ({e}); retrying in {:.1} s (attempt {}{sep}{bound})",
                     delay.as_secs_f32(),
                     tries + 1
                 );
@@ -172,8 +207,9 @@ mod tests {
         assert_eq!(p.delay(1), Duration::from_secs(2));
         assert_eq!(p.delay(2), Duration::from_secs(4));
         assert_eq!(p.delay(3), Duration::from_secs(8));
-        // No overflow, however many attempts.
-        assert!(p.delay(100) > Duration::from_secs(1 << 31));
+        // Capped, and no overflow however many attempts.
+        assert_eq!(p.delay(5), Duration::from_secs(30));
+        assert_eq!(p.delay(100), Duration::from_secs(30));
     }
 
     #[test]
@@ -252,6 +288,7 @@ mod tests {
         let policy = RetryPolicy {
             attempts: 4,
             first_delay: Duration::from_secs(1),
+            ..RetryPolicy::default()
         };
         let start = tokio::time::Instant::now();
         let mut answers = vec![
@@ -281,5 +318,32 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!((e.0, tries, calls), ("final", 1, 1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_time_bound_ends_the_retries() {
+        let policy = RetryPolicy::for_time(Duration::from_secs(60));
+        let start = tokio::time::Instant::now();
+        let mut calls = 0;
+        let (_, tries) = with_retries(&policy, &"x", || {
+            calls += 1;
+            std::future::ready(Err::<(), _>(Flaky("down", None)))
+        })
+        .await
+        .unwrap_err();
+        // 1+2+4+8+15+15 = 45 s of waiting; the next 15 s would end at 60 s,
+        // which is still within the bound; the one after is not.
+        assert_eq!(start.elapsed(), Duration::from_secs(60));
+        assert_eq!((tries, calls), (8, 8));
+
+        // A Retry-After beyond the bound gives up at once.
+        let policy = RetryPolicy::for_time(Duration::from_secs(30));
+        let start = tokio::time::Instant::now();
+        let (_, tries) = with_retries(&policy, &"x", || {
+            std::future::ready(Err::<(), _>(Flaky("busy", Some(Duration::from_secs(45)))))
+        })
+        .await
+        .unwrap_err();
+        assert_eq!((tries, start.elapsed()), (1, Duration::ZERO));
     }
 }

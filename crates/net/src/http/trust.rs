@@ -93,8 +93,7 @@ impl Trust {
     }
 
     /// Every trusted certificate, DER-encoded: the bundled roots, then the
-    /// added ones in order. What oci-client's `ClientConfig::tls_certs_only`
-    /// is made of.
+    /// added ones in order.
     pub fn certificates(&self) -> impl Iterator<Item = &[u8]> {
         webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
