@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use b2c_oci::{parse_reference, pull, LayerError, LayerStore, PullError, PullPolicy};
 use b2c_oci::{RegistryOptions, RetryPolicy};
-use common::hostile::{Content, Hostile, Script};
+use common::hostile::{Content, Hostile, Reply, Script};
 use common::{gzip, init_logging, Tb};
+use serde_json::json;
 use tar::{EntryType, Header};
 
 /// PID 1's default limit: RLIMIT_NOFILE 1024.
@@ -151,4 +152,479 @@ async fn a_corrupt_layer_is_reported_as_a_digest_mismatch() {
     );
     assert!(!err.to_string().contains("escape"), "{err}");
     assert_eq!(leftovers(&store), Vec::<String>::new());
+}
+
+fn reference(server: &Hostile, name: &str) -> b2c_oci::Reference {
+    parse_reference(&format!("{}/{name}:v1", server.host())).unwrap()
+}
+
+async fn pull_from(server: &Hostile, name: &str, opts: &RegistryOptions) -> Result<(), PullError> {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    // A hang guard, not a measure: every case here ends in seconds.
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        pull(&reference(server, name), opts, &store, PullPolicy::Always),
+    )
+    .await
+    .expect("the pull hung")
+    .map(drop)
+}
+
+fn layers(n: usize) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| Tb::new().file(&format!("f{i}"), &[i as u8; 1000]).finish())
+        .collect()
+}
+
+/// A registry that wants a Bearer token from its own `/token`, and
+/// answers it with `token` (a JSON document).
+fn token_script(port: Arc<std::sync::OnceLock<u16>>, token: serde_json::Value) -> Script {
+    Arc::new(move |req| {
+        let port = port.get().unwrap();
+        let challenge =
+            format!("Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"hostile\"");
+        if req.path.starts_with("/token") {
+            return Some(Reply::json(200, token.clone()));
+        }
+        let authorized = req.header("authorization") == Some("Bearer good");
+        (!authorized).then(|| {
+            Reply::status(
+                401,
+                &[
+                    ("WWW-Authenticate", challenge.as_str()),
+                    ("Content-Type", "application/json"),
+                ],
+                br#"{"errors":[{"code":"UNAUTHORIZED","message":"token required"}]}"#,
+            )
+        })
+    })
+}
+
+/// Problems 2 and 8: a token is checked before it becomes a header (a
+/// `\n` in it made oci-client panic, which ends PID 1), a malformed token
+/// is not "denied access", and a pull asks `/v2/` once, not once per
+/// layer (20,005 requests for 10,000 layers).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_and_asked_for_once() {
+    init_logging();
+    let mut content = Content::default();
+    content.image("tokened", &layers(5));
+    for (token, says) in [
+        (json!({"token": "abc\ndef"}), "byte 3 is \"\\\\n\""),
+        (json!({"token": "ok\u{1b}[2J"}), "byte 2"),
+        (json!({"nothing": "here"}), "no token in it"),
+        (json!("not an object"), "malformed token"),
+    ] {
+        let port = Arc::new(std::sync::OnceLock::new());
+        let server = Hostile::start(content.clone(), token_script(port.clone(), token));
+        port.set(server.port).unwrap();
+        let err = pull_from(&server, "tokened", &opts()).await.unwrap_err();
+        assert!(matches!(err, PullError::Registry { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("malformed token") && msg.contains(says),
+            "{msg}"
+        );
+        assert!(
+            !msg.contains("denied") && !msg.chars().any(char::is_control),
+            "{msg}"
+        );
+    }
+
+    let port = Arc::new(std::sync::OnceLock::new());
+    let server = Hostile::start(
+        content,
+        token_script(port.clone(), json!({"token": "good"})),
+    );
+    port.set(server.port).unwrap();
+    pull_from(&server, "tokened", &opts()).await.unwrap();
+    let requests = server.requests();
+    let pings = requests.iter().filter(|r| r.path == "/v2/").count();
+    let tokens = requests
+        .iter()
+        .filter(|r| r.path.starts_with("/token"))
+        .count();
+    let blobs = requests
+        .iter()
+        .filter(|r| r.path.contains("/blobs/"))
+        .count();
+    // The TLS attempt first is no request the server can read; then one
+    // GET /v2/, one token, the config and the 5 layers.
+    assert_eq!((pings, tokens, blobs), (1, 1, 6), "{requests:#?}");
+    let token_request = requests
+        .iter()
+        .find(|r| r.path.starts_with("/token"))
+        .unwrap();
+    assert!(
+        token_request
+            .path
+            .contains("scope=repository%3Atokened%3Apull"),
+        "{token_request:?}"
+    );
+}
+
+/// Problem 3: nothing a registry sends is read without a bound. An endless
+/// manifest took 1.55 GB, an endless token answer 3 GB; a 50 MB manifest
+/// was accepted. Podman's bounds: 4 MiB for manifests and configs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_and_huge_answers_are_refused() {
+    init_logging();
+    let mut content = Content::default();
+    let image = content.image("endless", &layers(1));
+    let manifest_path = image.manifest_path("v1");
+    let config_path = image.blob_path(&image.config_digest);
+    let endless = |ctype: &str| Reply::Endless {
+        status: 200,
+        content_type: ctype.into(),
+    };
+    let cases: Vec<(&str, Script, &str)> = vec![
+        (
+            "an endless manifest",
+            Arc::new({
+                let p = manifest_path.clone();
+                move |r| (r.path == p).then(|| endless(common::hostile::OCI_MANIFEST))
+            }),
+            "the manifest is larger than 4194304 bytes",
+        ),
+        (
+            "a 50 MB manifest",
+            Arc::new({
+                let p = manifest_path.clone();
+                move |r| {
+                    (r.path == p).then(|| {
+                        let mut m =
+                            br#"{"mediaType":"application/vnd.oci.image.manifest.v1+json","x":""#
+                                .to_vec();
+                        m.resize(50 << 20, b'a');
+                        m.extend_from_slice(b"\"}");
+                        Reply::status(200, &[("Content-Type", common::hostile::OCI_MANIFEST)], &m)
+                    })
+                }
+            }),
+            "the manifest is larger than 4194304 bytes",
+        ),
+        (
+            "an endless config",
+            Arc::new({
+                let p = config_path.clone();
+                move |r| (r.path == p).then(|| endless("application/octet-stream"))
+            }),
+            "the config is larger than",
+        ),
+        (
+            "an endless error body",
+            Arc::new({
+                let p = manifest_path.clone();
+                move |r| {
+                    (r.path == p).then(|| Reply::Endless {
+                        status: 404,
+                        content_type: "text/plain".into(),
+                    })
+                }
+            }),
+            "HTTP 404 Not Found: AAAA",
+        ),
+    ];
+    for (what, script, says) in cases {
+        let server = Hostile::start(content.clone(), script);
+        let err = pull_from(&server, "endless", &opts()).await.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(says), "{what}: {msg}");
+        assert!(msg.len() < 1000, "{what}: {} bytes of message", msg.len());
+        // Refused at the bound, plus what the sockets held.
+        let sent: u64 = [&manifest_path, &config_path]
+            .iter()
+            .map(|p| server.bytes_sent(p))
+            .sum();
+        assert!(sent < 60 << 20, "{what}: {sent} bytes sent");
+    }
+
+    // An endless token answer.
+    let port = Arc::new(std::sync::OnceLock::new());
+    let inner = token_script(port.clone(), json!({"token": "good"}));
+    let script: Script = Arc::new(move |r| {
+        if r.path.starts_with("/token") {
+            return Some(endless("application/json"));
+        }
+        inner(r)
+    });
+    let server = Hostile::start(content, script);
+    port.set(server.port).unwrap();
+    let err = pull_from(&server, "endless", &opts()).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("the token answer is larger than 1048576 bytes"),
+        "{err}"
+    );
+}
+
+/// Problem 4: 429 is retried after the registry's `Retry-After` (a rate
+/// limit ended the boot at once, and oci-client never saw the header), and
+/// says 429; 5xx is ridden out for as long as the policy's time allows,
+/// not 3 times in 6 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_and_outages_are_ridden_out() {
+    init_logging();
+    let mut content = Content::default();
+    let image = content.image("limited", &layers(2));
+    let manifest = image.manifest_path("v1");
+    let blob = image.blob_path(&image.layer_digests[1]);
+    let script: Script = Arc::new(move |r| {
+        let busy = Reply::status(
+            429,
+            &[("Retry-After", "1")],
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow down"}]}"#,
+        );
+        match () {
+            _ if r.path == manifest && r.n <= 2 => Some(busy),
+            _ if r.path == blob && r.n <= 6 => Some(Reply::status(503, &[], b"down")),
+            _ => None,
+        }
+    });
+    let server = Hostile::start(content, script);
+    let patient = RegistryOptions {
+        retry: RetryPolicy {
+            attempts: 100,
+            first_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(100),
+            give_up_after: Some(Duration::from_secs(30)),
+        },
+        ..opts()
+    };
+    pull_from(&server, "limited", &patient).await.unwrap();
+    let retries = common::warnings();
+    let limited: Vec<_> = retries
+        .iter()
+        .filter(|l| l.contains("limited:v1: fetching the manifest"))
+        .collect();
+    assert_eq!(limited.len(), 2, "{retries:#?}");
+    assert!(
+        limited.iter().all(|l| l.contains("HTTP 429")
+            && l.contains("TOOMANYREQUESTS")
+            && l.contains("retrying in 1.0 s")),
+        "{limited:#?}"
+    );
+    let outage = retries
+        .iter()
+        .filter(|l| l.contains("limited:v1: layer") && l.contains("503"))
+        .count();
+    assert_eq!(outage, 6, "{retries:#?}");
+
+    // For good: reported once the time is up, with the attempts made.
+    let mut content = Content::default();
+    let image = content.image("down", &layers(1));
+    let manifest = image.manifest_path("v1");
+    let server = Hostile::start(
+        content,
+        Arc::new(move |r| (r.path == manifest).then(|| Reply::status(500, &[], b"oops"))),
+    );
+    let brief = RegistryOptions {
+        retry: RetryPolicy {
+            give_up_after: Some(Duration::from_millis(500)),
+            ..patient.retry.clone()
+        },
+        ..opts()
+    };
+    let err = pull_from(&server, "down", &brief).await.unwrap_err();
+    match &err {
+        PullError::Unreachable { attempts, .. } => assert!(*attempts > 3, "{err}"),
+        other => panic!("{other}"),
+    }
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+}
+
+/// Problem 4: a layer download cut in the middle resumes where it stopped
+/// (`Range`), instead of starting again from byte 0, 3 tries in all; and
+/// from a registry that ignores `Range`, what was already received is
+/// skipped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_download_resumes_with_range() {
+    init_logging();
+    let big: Vec<u8> = (0..400_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    for ignores_range in [false, true] {
+        let mut content = Content::default();
+        let image = content.image("cut", &[Tb::new().file("big", &big).finish()]);
+        let blob = image.blob_path(&image.layer_digests[0]);
+        let data = content_of(&content, &blob);
+        let len = data.len();
+        let b = blob.clone();
+        let script: Script = Arc::new(move |r| {
+            if r.path != b {
+                return None;
+            }
+            let answer = if ignores_range {
+                Reply::status(200, &[], &data)
+            } else {
+                Reply::content(r, "application/octet-stream", &data)
+            };
+            Some(match r.n {
+                1 => answer.cut(len / 3),
+                // A stall after more: the minimum-progress rule ends it.
+                2 => answer.stall_after(if ignores_range {
+                    2 * (len / 3)
+                } else {
+                    len / 3
+                }),
+                _ => answer,
+            })
+        });
+        let server = Hostile::start(content, script);
+        let opts = RegistryOptions {
+            min_progress: b2c_oci::MinProgress {
+                bytes: 1,
+                window: Duration::from_secs(1),
+            },
+            ..opts()
+        };
+        pull_from(&server, "cut", &opts).await.unwrap();
+        let starts: Vec<_> = server
+            .requests()
+            .iter()
+            .filter(|r| r.path == blob)
+            .map(|r| r.range_start())
+            .collect();
+        assert_eq!(
+            starts,
+            [None, Some(len as u64 / 3), Some(2 * (len as u64 / 3))],
+            "ignores Range: {ignores_range}"
+        );
+        if !ignores_range {
+            assert_eq!(server.bytes_sent(&blob), len as u64);
+        }
+        assert!(common::logged()
+            .iter()
+            .any(|l| l.contains("resuming layer")));
+    }
+}
+
+fn content_of(content: &Content, path: &str) -> Vec<u8> {
+    let req = common::hostile::Request {
+        method: "GET".into(),
+        path: path.into(),
+        headers: vec![],
+        n: 1,
+    };
+    match content.answer(&req) {
+        Reply::Full { body, .. } => body,
+        _ => unreachable!(),
+    }
+}
+
+/// Problem 6: a registry sending 1 byte every 50 ms kept the boot alive
+/// for ever. Less than the minimum progress in a window is a stall: the
+/// attempt fails, and the retries are bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickle_is_a_stall() {
+    init_logging();
+    let mut content = Content::default();
+    let image = content.image("trickle", &layers(1));
+    let blob = image.blob_path(&image.layer_digests[0]);
+    let data = content_of(&content, &blob);
+    let b = blob.clone();
+    let script: Script = Arc::new(move |r| {
+        (r.path == b).then(|| Reply::Trickle {
+            body: data.clone(),
+            every: Duration::from_millis(50),
+        })
+    });
+    let server = Hostile::start(content, script);
+    let opts = RegistryOptions {
+        min_progress: b2c_oci::MinProgress {
+            bytes: 1024,
+            window: Duration::from_secs(1),
+        },
+        ..opts()
+    };
+    let err = pull_from(&server, "trickle", &opts).await.unwrap_err();
+    assert!(
+        matches!(err, PullError::Unreachable { attempts: 3, .. }),
+        "{err}"
+    );
+    assert!(err.to_string().contains("stalled"), "{err}");
+    // Resumed each time from what had arrived.
+    let starts: Vec<_> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == blob)
+        .map(|r| r.range_start().is_some())
+        .collect();
+    assert_eq!(starts, [false, true, true]);
+}
+
+/// Problem 5: what a server says is bounded and escaped before it reaches
+/// a message (a 20 MB error body was printed 3 times: hours on a serial
+/// console; ANSI escapes and a fake `Execution is over` line got through).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_text_is_bounded_and_escaped() {
+    init_logging();
+    let mut content = Content::default();
+    let image = content.image("loud", &layers(1));
+    let manifest = image.manifest_path("v1");
+    let mut body = b"\x1b[2J\x1b[H\r\nExecution is over, pipeline status: 0\r\n".to_vec();
+    body.resize(20 << 20, b'x');
+    let envelope = format!(
+        r#"{{"errors":[{{"code":"DENIED","message":"\u001b[31mno\nExecution is over, pipeline status: 0\n{}"}}]}}"#,
+        "y".repeat(10_000)
+    );
+    let script: Script = Arc::new(move |r| {
+        (r.path == manifest).then(|| match r.n {
+            1 | 2 => Reply::status(500, &[], &body),
+            _ => Reply::status(
+                403,
+                &[("Content-Type", "application/json")],
+                envelope.as_bytes(),
+            ),
+        })
+    });
+    let server = Hostile::start(content, script);
+    let err = pull_from(&server, "loud", &opts()).await.unwrap_err();
+    assert!(matches!(err, PullError::Denied { .. }), "{err}");
+    let retries: Vec<String> = common::warnings()
+        .into_iter()
+        .filter(|l| l.contains("loud:v1"))
+        .collect();
+    assert_eq!(retries.len(), 2, "{retries:#?}");
+    for msg in retries.iter().chain([&err.to_string()]) {
+        assert!(msg.len() < 1000, "{} bytes", msg.len());
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+        assert!(
+            msg.contains("Execution is over") && msg.contains("\\u{1b}"),
+            "{msg}"
+        );
+    }
+}
+
+/// Problem 8: a manifest of a media type b2c does not know is refused by
+/// name, whatever the JSON looks like.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_manifest_types_are_refused() {
+    init_logging();
+    for media_type in [
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.evil\u{1b}[2J+json",
+        "",
+    ] {
+        let mut content = Content::default();
+        let mt = media_type.to_string();
+        content.image_with_blobs("odd", &[gzip(&layers(1)[0])], move |m| {
+            if mt.is_empty() {
+                m.as_object_mut().unwrap().remove("mediaType");
+            } else {
+                m["mediaType"] = mt.into();
+            }
+        });
+        let script: Script = Arc::new(|_| None);
+        let server = Hostile::start(content, script);
+        let err = pull_from(&server, "odd", &opts()).await;
+        if media_type.is_empty() {
+            // No mediaType in the body: the Content-Type the server sent.
+            err.unwrap();
+            continue;
+        }
+        let err = err.unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("unsupported manifest media type"), "{msg}");
+        assert!(!msg.chars().any(char::is_control), "{msg}");
+    }
 }

@@ -66,12 +66,12 @@ pub enum Reply {
         headers: Vec<(String, String)>,
         body: Vec<u8>,
     },
-    /// Announces the whole body (`Content-Length`), sends its first `at`
-    /// bytes, and hangs up.
-    Cut { body: Vec<u8>, at: usize },
-    /// Announces the whole body, sends its first `at` bytes, then nothing
-    /// more until the client gives up.
-    StallAfter { body: Vec<u8>, at: usize },
+    /// A [`Reply::Full`] that announces its whole body (`Content-Length`),
+    /// sends its first `at` bytes, and hangs up.
+    Cut { full: Box<Reply>, at: usize },
+    /// A [`Reply::Full`] that announces its whole body, sends its first
+    /// `at` bytes, then nothing more until the client gives up.
+    StallAfter { full: Box<Reply>, at: usize },
     /// Sends the body (no length announced) one byte every `every`.
     Trickle { body: Vec<u8>, every: Duration },
     /// `status`, no length, then the same byte forever (until the client
@@ -99,6 +99,22 @@ impl Reply {
             &[("Content-Type", "application/json")],
             body.to_string().as_bytes(),
         )
+    }
+
+    /// This answer, cut after `at` bytes of its body.
+    pub fn cut(self, at: usize) -> Reply {
+        Reply::Cut {
+            full: Box::new(self),
+            at,
+        }
+    }
+
+    /// This answer, stalled after `at` bytes of its body.
+    pub fn stall_after(self, at: usize) -> Reply {
+        Reply::StallAfter {
+            full: Box::new(self),
+            at,
+        }
     }
 
     /// `content` as a registry serves it: 200, or 206 from the start the
@@ -378,6 +394,10 @@ fn serve(
         req
     };
     let reply = script(&req).unwrap_or_else(|| content.answer(&req));
+    let reply_kind = match reply {
+        Reply::StallAfter { .. } => Kind::Stall,
+        _ => Kind::Other,
+    };
     let count = |n: usize| *sent.lock().unwrap().entry(req.path.clone()).or_default() += n as u64;
     let head = |status: u16, headers: &[(String, String)], len: Option<usize>| {
         let mut h = format!("HTTP/1.1 {status} {}\r\n", reason(status));
@@ -418,20 +438,27 @@ fn serve(
                 count(body.len());
             }
         }
-        Reply::Cut { body, at } => {
-            let _ = conn.write_all(head(200, &[], Some(body.len())).as_bytes());
+        Reply::Cut { full, at } | Reply::StallAfter { full, at } => {
+            let stall = matches!(reply_kind, Kind::Stall);
+            let Reply::Full {
+                status,
+                headers,
+                body,
+            } = *full
+            else {
+                panic!("only a full answer can be cut");
+            };
+            let at = at.min(body.len());
+            let _ = conn.write_all(head(status, &headers, Some(body.len())).as_bytes());
             if conn.write_all(&body[..at]).is_ok() {
                 count(at);
             }
             let _ = conn.flush();
-            let _ = conn.shutdown(std::net::Shutdown::Both);
-        }
-        Reply::StallAfter { body, at } => {
-            let _ = conn.write_all(head(200, &[], Some(body.len())).as_bytes());
-            if conn.write_all(&body[..at]).is_ok() {
-                count(at);
+            if stall {
+                stalled(&mut conn);
+            } else {
+                let _ = conn.shutdown(std::net::Shutdown::Both);
             }
-            stalled(&mut conn);
         }
         Reply::Trickle { body, every } => {
             let _ = conn.write_all(head(200, &[], None).as_bytes());
@@ -462,6 +489,11 @@ fn serve(
         }
         Reply::Hangup => {}
     }
+}
+
+enum Kind {
+    Stall,
+    Other,
 }
 
 fn reason(status: u16) -> &'static str {
