@@ -9,6 +9,7 @@ use b2c_cmdline::{BootPlan, ContainerPlan, EnvFileSource, ImagePlan, NtpPeer, Sy
 use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
 use b2c_oci::{Credential, LayerStore, PullError, PulledImage, RegistryOptions};
+use b2c_oci::{MinProgress, RetryPolicy, DEFAULT_PULL_RETRY};
 use b2c_runtime::{ContainerHooks, Outcome, PipelineStatus};
 use b2c_storage::volume::VolumeSet;
 use b2c_storage::CacheSetup;
@@ -364,6 +365,12 @@ pub async fn pull(
             proxy: plan.trust.proxy.clone(),
             registries: plan.trust.registries.clone(),
             platform: image.platform.clone(),
+            retry: RetryPolicy::for_time(plan.trust.pull_retry.unwrap_or(DEFAULT_PULL_RETRY)),
+            min_progress: plan
+                .trust
+                .pull_stall
+                .map(|(bytes, window)| MinProgress { bytes, window })
+                .unwrap_or_default(),
             ..Default::default()
         };
         let reference = b2c_oci::to_reference(&image.reference);

@@ -4,6 +4,7 @@
 //! `B2C-OPTIONS.md`; APPEND lines written for boot2container must parse.
 
 mod container;
+mod duration;
 mod image;
 mod network;
 mod plan;
@@ -21,6 +22,7 @@ pub use container::{
     DeviceArg, DeviceRule, Dns, EnvArg, Namespace, Namespaces, Platform, PullPolicy, Resources,
     Security, Ulimits, VolumeMount, VolumeSource,
 };
+pub use duration::parse_duration;
 pub use image::{ImageRef, ReferenceError};
 pub use network::{
     parse_iface, parse_kernel_ip, IfaceConfig, IfaceMode, Ipv4Cidr, KernelIp, Route,
@@ -98,6 +100,12 @@ pub struct Config {
     pub ca_certs: Vec<String>,
     /// `b2c.insecure_registry` and `b2c.registry_mirror`.
     pub registries: Registries,
+    /// `b2c.pull_retry`: how long transient registry failures are retried
+    /// (`None`: b2c-oci's default).
+    pub pull_retry: Option<Duration>,
+    /// `b2c.pull_stall=BYTES/DURATION`: less than BYTES in DURATION is a
+    /// stalled download (`None`: b2c-net's default).
+    pub pull_stall: Option<(u64, Duration)>,
     pub cache_device: CacheDevice,
     pub swap: Option<Swap>,
     /// `b2c.filesystem` entries.
@@ -142,6 +150,8 @@ impl Default for Config {
             shell: false,
             ca_certs: Vec::new(),
             registries: Registries::default(),
+            pull_retry: None,
+            pull_stall: None,
             cache_device: CacheDevice::None,
             swap: None,
             filesystems: Vec::new(),
@@ -324,6 +334,19 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
             }
             "b2c.insecure_registry" => config.registries.add_insecure(&need()?).map_err(bad)?,
             "b2c.registry_mirror" => config.registries.add_mirror(&need()?).map_err(bad)?,
+            "b2c.pull_retry" => config.pull_retry = Some(parse_duration(&need()?).map_err(bad)?),
+            "b2c.pull_stall" => {
+                let v = need()?;
+                let (bytes, window) = v
+                    .split_once('/')
+                    .ok_or_else(|| bad("expected SIZE/DURATION, such as 32K/30s".into()))?;
+                let bytes = parse_size(bytes).map_err(&bad)?;
+                let window = parse_duration(window)
+                    .ok()
+                    .filter(|w| !w.is_zero())
+                    .ok_or_else(|| bad(format!("{window:?} is not a duration such as 30s")))?;
+                config.pull_stall = Some((bytes, window));
+            }
             "b2c.insmods" | "b2c.modules" => config.modules.extend(
                 need()?
                     .split(',')
@@ -795,6 +818,15 @@ mod tests {
     }
 
     #[test]
+    fn pull_retry_and_stall() {
+        let c = parse("b2c.pull_retry=10m b2c.pull_stall=1M/1m").unwrap();
+        assert_eq!(c.pull_retry, Some(Duration::from_secs(600)));
+        assert_eq!(c.pull_stall, Some((1 << 20, Duration::from_secs(60))));
+        let c = parse("").unwrap();
+        assert_eq!((c.pull_retry, c.pull_stall), (None, None));
+    }
+
+    #[test]
     fn malformed_values_name_the_key() {
         // Only what cannot mean anything: no image, a flag podman does not
         // know, and our own options' syntax.
@@ -819,6 +851,10 @@ mod tests {
             ("b2c.run_service=\"--bogus img\"", "b2c.run_service"),
             ("b2c.post_container", "b2c.post_container"),
             ("b2c.iface=eth0,address=1.2.3.400", "b2c.iface"),
+            ("b2c.pull_retry=soon", "b2c.pull_retry"),
+            ("b2c.pull_stall=32K", "b2c.pull_stall"),
+            ("b2c.pull_stall=32K/0", "b2c.pull_stall"),
+            ("b2c.pull_stall=lots/30s", "b2c.pull_stall"),
         ] {
             let e = parse(line).unwrap_err();
             assert_eq!(e.key, key, "{line}");

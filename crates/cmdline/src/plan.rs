@@ -279,6 +279,10 @@ pub struct TrustPlan {
     pub proxy: Proxy,
     /// `b2c.insecure_registry` and `b2c.registry_mirror`.
     pub registries: Registries,
+    /// `b2c.pull_retry` (`None`: the default).
+    pub pull_retry: Option<Duration>,
+    /// `b2c.pull_stall` as (bytes, window) (`None`: the default).
+    pub pull_stall: Option<(u64, Duration)>,
 }
 
 /// How the boot ends, whatever happened before.
@@ -455,6 +459,8 @@ pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
             ca_certs: config.ca_certs,
             proxy: config.proxy,
             registries: config.registries,
+            pull_retry: config.pull_retry,
+            pull_stall: config.pull_stall,
         },
         images,
         env_files,

@@ -42,6 +42,8 @@ use sync::{Bucket, PushMode, SyncError};
 pub const RETRY: RetryPolicy = RetryPolicy {
     attempts: 4,
     first_delay: Duration::from_secs(2),
+    max_delay: Duration::from_secs(8),
+    give_up_after: None,
 };
 
 /// Why the volumes could not be set up.
