@@ -4,11 +4,15 @@
 //! The layers come from our own store, so they are trusted; the copy still
 //! never writes through a symbolic link: every directory on the way is made
 //! (or checked to be) a real directory first, and an existing last
-//! component is removed before it is replaced.
+//! component is removed before it is replaced. Everything overlayfs would
+//! show is kept: owners, modes with their setuid and setgid bits (set after
+//! the owner, since chown clears them), xattrs (file capabilities
+//! included) and times.
 
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -45,8 +49,8 @@ fn copy_dir(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
                 fs::create_dir(&to)?;
             }
             copy_dir(&from, &to, links)?;
-            fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
-            owner(&to, &meta)?;
+            // After the content: creating entries changes a directory's mtime.
+            metadata(&from, &to, &meta)?;
             continue;
         }
         remove(&to)?;
@@ -74,10 +78,66 @@ fn copy_dir(src: &Path, dest: &Path, links: &mut HashMap<(u64, u64), PathBuf>) -
                 meta.rdev(),
             )?;
         }
-        if !ft.is_symlink() {
-            fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+        metadata(&from, &to, &meta)?;
+    }
+    Ok(())
+}
+
+/// Owner first (chown clears setuid, setgid and file capabilities), then
+/// the mode, the xattrs and the times.
+fn metadata(from: &Path, to: &Path, meta: &fs::Metadata) -> io::Result<()> {
+    owner(to, meta)?;
+    if !meta.file_type().is_symlink() {
+        fs::set_permissions(to, fs::Permissions::from_mode(meta.mode() & 0o7777))?;
+    }
+    copy_xattrs(from, to)?;
+    let time = |secs, nsecs| rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: nsecs,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: time(meta.atime(), meta.atime_nsec()),
+        last_modification: time(meta.mtime(), meta.mtime_nsec()),
+    };
+    rustix::fs::utimensat(
+        rustix::fs::CWD,
+        to,
+        &times,
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )?;
+    Ok(())
+}
+
+/// Every xattr but overlayfs's own (the opaque marker is applied, not
+/// copied). One the copy cannot hold (`security.*` as a user, a filesystem
+/// without `user.*` on symlinks) is left out.
+fn copy_xattrs(from: &Path, to: &Path) -> io::Result<()> {
+    let mut names = vec![0u8; 4096];
+    let n = loop {
+        match rustix::fs::llistxattr(from, &mut names) {
+            Ok(n) => break n,
+            Err(rustix::io::Errno::RANGE) if names.len() < 1 << 20 => {
+                names.resize(names.len() * 4, 0)
+            }
+            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(e) => return Err(e.into()),
         }
-        owner(&to, &meta)?;
+    };
+    let mut value = vec![0u8; 64 << 10];
+    for name in names[..n].split(|b| *b == 0).filter(|n| !n.is_empty()) {
+        if name.starts_with(b"trusted.overlay.") {
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(name);
+        let len = match rustix::fs::lgetxattr(from, name, &mut value) {
+            Ok(len) => len,
+            Err(rustix::io::Errno::NODATA) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match rustix::fs::lsetxattr(to, name, &value[..len], rustix::fs::XattrFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::PERM | rustix::io::Errno::NOTSUP) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok(())
 }
@@ -148,6 +208,55 @@ mod tests {
         assert_eq!(h1.ino(), h2.ino());
         if whiteout.is_ok() {
             assert!(!out.join("etc/gone").exists());
+        }
+    }
+
+    /// A capability set as the kernel stores it (VFS_CAP_REVISION_2,
+    /// effective, CAP_NET_RAW permitted).
+    const NET_RAW: [u8; 20] = [
+        1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+
+    #[test]
+    fn setuid_bits_xattrs_capabilities_and_times_survive() {
+        let t = tempfile::tempdir().unwrap();
+        let (layer, out) = (t.path().join("l"), t.path().join("o"));
+        fs::create_dir_all(layer.join("bin")).unwrap();
+        let su = layer.join("bin/su");
+        fs::write(&su, "#!/bin/sh\n").unwrap();
+        std::os::unix::fs::lchown(&su, Some(1000), Some(1000)).unwrap();
+        fs::set_permissions(&su, fs::Permissions::from_mode(0o6755)).unwrap();
+        let ping = layer.join("bin/ping");
+        fs::write(&ping, "ping").unwrap();
+        let flags = rustix::fs::XattrFlags::empty();
+        rustix::fs::setxattr(&ping, "security.capability", &NET_RAW, flags).unwrap();
+        rustix::fs::setxattr(&ping, "user.note", b"kept", flags).unwrap();
+        let old = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec {
+                tv_sec: 1_600_000_000,
+                tv_nsec: 5,
+            },
+            last_modification: rustix::fs::Timespec {
+                tv_sec: 1_600_000_000,
+                tv_nsec: 5,
+            },
+        };
+        let at = rustix::fs::AtFlags::SYMLINK_NOFOLLOW;
+        for p in [&su, &ping, &layer.join("bin")] {
+            rustix::fs::utimensat(rustix::fs::CWD, p, &old, at).unwrap();
+        }
+        copy_merged(&[layer], &out).unwrap();
+
+        let m = fs::metadata(out.join("bin/su")).unwrap();
+        assert_eq!((m.mode() & 0o7777, m.uid(), m.gid()), (0o6755, 1000, 1000));
+        let mut v = [0u8; 64];
+        let n = rustix::fs::getxattr(out.join("bin/ping"), "security.capability", &mut v).unwrap();
+        assert_eq!(&v[..n], &NET_RAW);
+        let n = rustix::fs::getxattr(out.join("bin/ping"), "user.note", &mut v).unwrap();
+        assert_eq!(&v[..n], b"kept");
+        for p in ["bin/su", "bin/ping", "bin"] {
+            let m = fs::symlink_metadata(out.join(p)).unwrap();
+            assert_eq!((m.mtime(), m.mtime_nsec()), (1_600_000_000, 5), "{p}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! `b2c pull IMAGE --root DIR`: the initramfs's pull, on a workstation.
 
+use std::fs::Permissions;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -87,8 +89,16 @@ pub fn run(args: Args) -> Result<(), Failure> {
         trust,
         ..Default::default()
     };
-    let store = LayerStore::new(&args.root)
-        .map_err(|e| Failure(format!("{}: {e}", args.root.display())))?;
+    let root_error = |e: std::io::Error| Failure(format!("{}: {e}", args.root.display()));
+    if LayerStore::is_foreign(&args.root).map_err(root_error)? {
+        return Err(Failure(format!(
+            "--root {}: the directory is not empty and is not a b2c image store (it has no \
+             FORMAT file); b2c empties a store it cannot use, so give it a new or empty \
+             directory",
+            args.root.display()
+        )));
+    }
+    let store = LayerStore::new(&args.root).map_err(root_error)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -118,7 +128,20 @@ pub fn run(args: Args) -> Result<(), Failure> {
 /// (read-only layers, a writable upper directory beside `rootfs`), or a
 /// plain copy when asked or when the mount is refused (no privileges, no
 /// overlayfs).
+///
+/// The root of the result is mode 0700 (as podman's storage), whatever the
+/// image says: its setuid binaries and device nodes must not be usable by
+/// other users. For an overlay, the root of the mount is the upper
+/// directory's, made 0700 here.
 fn assemble(args: &Args, layers: &[PathBuf], rootfs: &Path) -> Result<(), Failure> {
+    let private = |dir: &Path| {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .create(dir)
+            .and_then(|()| std::fs::set_permissions(dir, Permissions::from_mode(0o700)))
+            .map_err(|e| Failure(format!("{}: {e}", dir.display())))
+    };
+    private(rootfs)?;
     if !args.copy {
         let name = rootfs
             .file_name()
@@ -127,6 +150,8 @@ fn assemble(args: &Args, layers: &[PathBuf], rootfs: &Path) -> Result<(), Failur
         let parent = rootfs.parent().unwrap_or(Path::new("."));
         let upper = parent.join(format!(".{name}.upper"));
         let work = parent.join(format!(".{name}.work"));
+        private(&upper)?;
+        private(&work)?;
         match b2c_oci::mount_overlay(layers, &upper, &work, rootfs) {
             Ok(()) => {
                 println!(
@@ -200,6 +225,29 @@ mod tests {
             PullPolicy::from(args("x --root /s").unwrap().policy),
             PullPolicy::default()
         );
+    }
+
+    #[test]
+    fn the_rootfs_is_private_copied_or_mounted() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let layer = t.path().join("layer");
+        std::fs::create_dir_all(layer.join("bin")).unwrap();
+        std::fs::write(layer.join("bin/su"), "su").unwrap();
+        std::fs::set_permissions(layer.join("bin/su"), Permissions::from_mode(0o4755)).unwrap();
+        std::fs::set_permissions(&layer, Permissions::from_mode(0o755)).unwrap();
+        for copy in [true, false] {
+            let rootfs = t.path().join(format!("rootfs-{copy}"));
+            let mut a = args(&format!("x --root /s --rootfs {}", rootfs.display())).unwrap();
+            a.copy = copy;
+            assemble(&a, std::slice::from_ref(&layer), &rootfs).unwrap();
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+            assert_eq!(mode(&rootfs), 0o700, "copy: {copy}");
+            assert_eq!(mode(&rootfs.join("bin/su")), 0o4755, "copy: {copy}");
+            if !copy {
+                rustix::mount::unmount(&rootfs, rustix::mount::UnmountFlags::empty()).unwrap();
+            }
+        }
     }
 
     #[test]

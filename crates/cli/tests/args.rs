@@ -118,6 +118,20 @@ fn a_failed_pull_is_one_error_line_and_exit_1() {
     assert!(err.starts_with("ERROR: /nonexistent/ca.pem: "), "{err}");
 }
 
+/// A directory that is not a store is never emptied: b2c refuses it
+/// before anything else.
+#[test]
+fn a_root_that_is_not_a_store_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("precious"), "keep me").unwrap();
+    let root = dir.path().to_str().unwrap();
+    let (code, out, err) = b2c(&["pull", "alpine", "--root", root]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("is not a b2c image store"), "{err}");
+    assert!(dir.path().join("precious").exists());
+}
+
 #[test]
 fn cmdline_prints_the_plan() {
     let (code, out, err) = b2c(&["cmdline", "b2c.run=alpine"]);

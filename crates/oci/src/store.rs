@@ -33,6 +33,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -113,9 +114,13 @@ impl LayerStore {
     /// files and directories an interrupted run left behind. Open a given
     /// store once per boot, before any pull: the cleanup does not know
     /// about pulls in flight.
+    ///
+    /// The root is made (or made again) mode 0700, as podman's: an image's
+    /// setuid binaries and device nodes are no business of other users.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<LayerStore> {
         let store = LayerStore { root: root.into() };
         store.check_format()?;
+        fs::set_permissions(&store.root, fs::Permissions::from_mode(0o700))?;
         let default_blobs = store.root.join("blobs/sha256");
         for dir in [
             &store.layers_dir(),
@@ -151,6 +156,18 @@ impl LayerStore {
         &self.root
     }
 
+    /// Whether `root` holds something that is not a store: it exists, is
+    /// not empty, and has no format stamp. [`Self::new`] would empty it,
+    /// which the init may do with its own directory, but a command given a
+    /// user's directory should refuse.
+    pub fn is_foreign(root: &Path) -> io::Result<bool> {
+        match fs::read_dir(root) {
+            Ok(mut entries) => Ok(entries.next().is_some() && !root.join("FORMAT").exists()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// A store written by a b2c whose layout or unpacker differs is not
     /// trusted: it is emptied, and everything is pulled again.
     fn check_format(&self) -> io::Result<()> {
@@ -169,7 +186,10 @@ impl LayerStore {
                 remove_tree(&entry?.path())?;
             }
         }
-        fs::create_dir_all(&self.root)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&self.root)?;
         fs::write(&stamp, format!("{STORE_FORMAT}\n"))
     }
 
@@ -453,6 +473,27 @@ fn check(expected: &Digest, actual: Digest) -> Result<(), LayerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_is_private_and_a_foreign_directory_is_told_apart() {
+        use std::os::unix::fs::MetadataExt;
+        let t = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().mode() & 0o7777;
+        let fresh = t.path().join("a/b/store");
+        assert!(!LayerStore::is_foreign(&fresh).unwrap());
+        LayerStore::new(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        assert!(!LayerStore::is_foreign(&fresh).unwrap());
+        // An existing store made by an older b2c, 0755: tightened.
+        fs::set_permissions(&fresh, fs::Permissions::from_mode(0o755)).unwrap();
+        LayerStore::new(&fresh).unwrap();
+        assert_eq!(mode(&fresh), 0o700);
+        let other = t.path().join("home");
+        fs::create_dir(&other).unwrap();
+        assert!(!LayerStore::is_foreign(&other).unwrap());
+        fs::write(other.join("thesis.tex"), "").unwrap();
+        assert!(LayerStore::is_foreign(&other).unwrap());
+    }
 
     #[test]
     fn times_are_utc_dates() {
