@@ -373,32 +373,11 @@ impl Endpoint {
             return Err(f.map_http(|f| f.map_detail(|d| format!("token service {realm}: {d}"))));
         }
         let body = self.read_small(res, MAX_TOKEN, "token answer").await?;
-        #[derive(Deserialize)]
-        struct Answer {
-            token: Option<String>,
-            access_token: Option<String>,
-        }
-        let malformed = |why: String| {
+        parse_token(&body).map_err(|why| {
             Failure::other(format!(
                 "the token service {realm} answered a malformed token ({why})"
             ))
-        };
-        let answer: Answer = serde_json::from_slice(&body)
-            .map_err(|e| malformed(printable(&e.to_string(), SHOWN).into_owned()))?;
-        let token = answer
-            .token
-            .or(answer.access_token)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| malformed("no token in it".into()))?;
-        // It becomes a header: visible ASCII only (RFC 6750's token68 is
-        // narrower still). A control character once made oci-client panic.
-        if let Some(at) = token.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
-            return Err(malformed(format!(
-                "byte {at} is {:?}, which cannot be sent in a header",
-                printable(&token[at..].chars().next().unwrap_or(' ').to_string(), 8)
-            )));
-        }
-        Ok(token)
+        })
     }
 
     /// One request's answer (its headers), within [`ANSWER_TIMEOUT`].
@@ -437,49 +416,14 @@ impl Endpoint {
     async fn error_answer(&self, res: Response) -> Failure {
         let mut f = http::Failure::response(res.status(), res.headers());
         let body = http::read_prefix(res, MAX_ERROR_BODY, Duration::from_secs(10)).await;
-        #[derive(Deserialize)]
-        struct Envelope {
-            errors: Vec<Error>,
-        }
-        #[derive(Deserialize)]
-        struct Error {
-            code: Option<String>,
-            message: Option<String>,
-        }
-        let mut said = String::new();
-        match serde_json::from_slice::<Envelope>(&body) {
-            Ok(envelope) => {
-                for e in envelope.errors.iter().take(3) {
-                    let code = e.code.as_deref().unwrap_or("");
-                    let kind = match code {
-                        "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN" | "NOT_FOUND" => {
-                            Some(FailureKind::NotFound)
-                        }
-                        "UNAUTHORIZED" | "DENIED" => Some(FailureKind::Denied),
-                        "TOOMANYREQUESTS" => Some(FailureKind::TooManyRequests),
-                        _ => None,
-                    };
-                    // The status says more than a code, except that a 2xx
-                    // or a plain 400 carrying a code says less.
-                    if let Some(kind) = kind.filter(|_| f.kind == FailureKind::Other) {
-                        f.kind = kind;
-                    }
-                    said.push_str(&format!("; {code}: {}", e.message.as_deref().unwrap_or("")));
-                }
-            }
-            Err(_) => {
-                let text = String::from_utf8_lossy(&body);
-                if !text.trim().is_empty() {
-                    said = format!("; {}", text.trim());
-                }
-            }
+        let (kind, said) = parse_error_body(&body);
+        // The status says more than a code, except that a 2xx or a plain
+        // 400 carrying a code says less.
+        if let Some(kind) = kind.filter(|_| f.kind == FailureKind::Other) {
+            f.kind = kind;
         }
         if !said.is_empty() {
-            f.detail = format!(
-                "{}: {}",
-                f.detail,
-                printable(said.trim_start_matches("; "), SHOWN)
-            );
+            f.detail = format!("{}: {said}", f.detail);
         }
         self.explain(Failure::Http(f))
     }
@@ -502,6 +446,67 @@ impl Endpoint {
         }
         text
     }
+}
+
+/// The token of a token service's answer (`token`, or OAuth2's
+/// `access_token`), checked to be something that can be sent in a header;
+/// else why not.
+pub(crate) fn parse_token(body: &[u8]) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Answer {
+        token: Option<String>,
+        access_token: Option<String>,
+    }
+    let answer: Answer =
+        serde_json::from_slice(body).map_err(|e| printable(&e.to_string(), SHOWN).into_owned())?;
+    let token = answer
+        .token
+        .or(answer.access_token)
+        .filter(|t| !t.is_empty())
+        .ok_or("no token in it")?;
+    // It becomes a header: visible ASCII only (RFC 6750's token68 is
+    // narrower still). A control character once made oci-client panic.
+    if let Some(at) = token.bytes().position(|b| !(0x21..=0x7e).contains(&b)) {
+        let c = token[at..].chars().next().unwrap_or(' ').to_string();
+        return Err(format!(
+            "byte {at} is {:?}, which cannot be sent in a header",
+            printable(&c, 8)
+        ));
+    }
+    Ok(token)
+}
+
+/// What an error answer's body says, for its message (escaped, cut
+/// short), and the kind of failure its error codes name, if any.
+pub(crate) fn parse_error_body(body: &[u8]) -> (Option<FailureKind>, String) {
+    #[derive(Deserialize)]
+    struct Envelope {
+        errors: Vec<Error>,
+    }
+    #[derive(Deserialize)]
+    struct Error {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    let Ok(envelope) = serde_json::from_slice::<Envelope>(body) else {
+        let text = String::from_utf8_lossy(body);
+        return (None, printable(text.trim(), SHOWN).into_owned());
+    };
+    let mut kind = None;
+    let mut said = Vec::new();
+    for e in envelope.errors.iter().take(3) {
+        let code = e.code.as_deref().unwrap_or("");
+        kind = kind.or(match code {
+            "MANIFEST_UNKNOWN" | "NAME_UNKNOWN" | "BLOB_UNKNOWN" | "NOT_FOUND" => {
+                Some(FailureKind::NotFound)
+            }
+            "UNAUTHORIZED" | "DENIED" => Some(FailureKind::Denied),
+            "TOOMANYREQUESTS" => Some(FailureKind::TooManyRequests),
+            _ => None,
+        });
+        said.push(format!("{code}: {}", e.message.as_deref().unwrap_or("")));
+    }
+    (kind, printable(&said.join("; "), SHOWN).into_owned())
 }
 
 fn verify(expected: &Digest, bytes: &[u8], what: &str) -> Result<(), Failure> {
@@ -578,6 +583,29 @@ pub(crate) fn parse_bearer(value: &str) -> Option<Challenge> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_and_error_bodies() {
+        assert_eq!(parse_token(br#"{"token":"a.b-c_d"}"#).unwrap(), "a.b-c_d");
+        assert_eq!(parse_token(br#"{"access_token":"x"}"#).unwrap(), "x");
+        assert!(parse_token(br#"{"token":"a\nb"}"#)
+            .unwrap_err()
+            .contains("byte 1 is \"\\\\n\""));
+        assert!(parse_token("{\"token\":\"é\"}".as_bytes())
+            .unwrap_err()
+            .contains("byte 0"));
+        assert_eq!(
+            parse_token(br#"{"token":""}"#).unwrap_err(),
+            "no token in it"
+        );
+        let (kind, said) = parse_error_body(
+            br#"{"errors":[{"code":"TOOMANYREQUESTS","message":"slow"},{"code":"X"}]}"#,
+        );
+        assert_eq!(kind, Some(FailureKind::TooManyRequests));
+        assert_eq!(said, "TOOMANYREQUESTS: slow; X: ");
+        let (kind, said) = parse_error_body(b"<html>\x1b[2J</html>");
+        assert_eq!((kind, said.as_str()), (None, "<html>\\u{1b}[2J</html>"));
+    }
 
     #[test]
     fn bearer_challenges() {

@@ -36,6 +36,9 @@ mod client;
 mod confined;
 mod digest;
 mod evict;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod images;
 mod overlay;
 mod pull;

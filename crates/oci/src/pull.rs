@@ -565,7 +565,7 @@ fn shown(e: &impl fmt::Display) -> String {
 /// this CPU architecture) when nothing was asked: the OS and the
 /// architecture must match; among those, the asked variant is preferred,
 /// else the first one is taken.
-fn platform_manifest(
+pub(crate) fn platform_manifest(
     index: &ImageIndex,
     wanted: &b2c_cmdline::Platform,
 ) -> Option<Result<Digest, crate::DigestParseError>> {
@@ -636,7 +636,7 @@ async fn fetch_manifest(
     Err(failures.swap_remove(pick))
 }
 
-fn check_layer(image: &str, desc: &Descriptor) -> Result<Digest, PullError> {
+pub(crate) fn check_layer(image: &str, desc: &Descriptor) -> Result<Digest, PullError> {
     let media_type = desc.media_type().to_string();
     let unsupported = |why: &str| PullError::UnsupportedLayer {
         image: image.to_string(),

@@ -21,6 +21,8 @@ const SK: &str = "b2c-test-secret-Xk3pQ9";
 const QUICK: RetryPolicy = RetryPolicy {
     attempts: 2,
     first_delay: Duration::from_millis(100),
+    max_delay: Duration::from_millis(100),
+    give_up_after: None,
 };
 
 fn server_binary() -> PathBuf {
