@@ -107,7 +107,7 @@ pub fn final_action(mode: ShutdownMode) -> FinalAction {
 fn shutdown_mode(mode: ShutdownMode) -> ShutdownMode {
     match signals::requested() {
         Some(StopRequest::Reboot) => ShutdownMode::Reboot,
-        Some(StopRequest::PowerOff) => ShutdownMode::PowerOff,
+        Some(StopRequest::PowerOff | StopRequest::TimedOut) => ShutdownMode::PowerOff,
         None => mode,
     }
 }

@@ -48,6 +48,10 @@ fn main() {
 fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
     phases::announce(&plan);
     let mut modules = phases::load_modules(&plan)?;
+    // Its driver is one of the modules just loaded.
+    if let Some(timeout) = plan.watchdog {
+        b2c_system::watchdog::arm(timeout);
+    }
     phases::block_devices();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

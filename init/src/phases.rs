@@ -299,10 +299,12 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => warn!("cannot link {CONTAINER_LINK} to {}: {e}", root.display()),
     }
-    // Container scratch left by an earlier boot of this cache is garbage.
+    // Container scratch left by an earlier boot of this cache is garbage,
+    // whatever a container made there (a tree too deep for a descriptor
+    // per level).
     let scratch = layout.containers();
     if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)
+        b2c_oci::remove_tree(&scratch)
             .map_err(|e| BootError::Storage(b2c_system::Error::io(&scratch, e)))?;
     }
     let swap = match &wanted.swap {

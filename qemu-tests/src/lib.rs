@@ -9,7 +9,8 @@
 //! back by [`disk`]), can be cut off at a console line
 //! ([`BootOptions::kill_when`]) or have keys pressed at one through QEMU's
 //! monitor ([`BootOptions::monitor_when`]); [`TestNet::blob_downloads`]
-//! counts what the registry served.
+//! counts what the registry served; [`TestNet::start_faulty_registry`]
+//! adds a registry that rate-limits, dies and comes back ([`Faults`]).
 //!
 //! ```no_run
 //! use qemu_tests::{BootOptions, TestNet};
@@ -38,6 +39,7 @@
 
 mod ca;
 pub mod disk;
+mod faulty;
 pub mod images;
 mod net;
 mod qemu;
@@ -50,6 +52,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
+pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
     REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,

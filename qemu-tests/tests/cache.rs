@@ -164,7 +164,9 @@ fn auto_cache_survives_reboots_and_registry_outages() {
     assert_cache_disk(&disk, &second);
 
     net.stop_registry();
-    let third = boot_with_disk(&net, "cache-auto-no-registry", &append, Some(&disk));
+    // Retried for 5 s, not the default 2 minutes, before the stored image.
+    let offline = format!("b2c.pull_retry=5s {append}");
+    let third = boot_with_disk(&net, "cache-auto-no-registry", &offline, Some(&disk));
     assert_ran(&third);
     let digest = images::manifest_digest(BUSYBOX_IMAGE).unwrap();
     // The init names images by `sha256:` and 12 hex digits or more.

@@ -140,9 +140,10 @@ fn clock_is_set_by_ntp_from_dhcp() {
 
 #[test]
 fn unreachable_registry_fails_the_setup() {
-    // Nothing listens on 5999.
-    let append =
-        format!(r#"b2c.run="--tls-verify=false docker://10.99.0.1:5999/{BUSYBOX_IMAGE} true""#);
+    // Nothing listens on 5999; retried for 5 s, not the default 2 minutes.
+    let append = format!(
+        r#"b2c.pull_retry=5s b2c.run="--tls-verify=false docker://10.99.0.1:5999/{BUSYBOX_IMAGE} true""#
+    );
     let boot = boot_with("unreachable-registry", &append, |opts| {
         opts.timeout = Duration::from_secs(120)
     });

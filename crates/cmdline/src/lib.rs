@@ -46,6 +46,8 @@ pub use volume::{
 };
 
 pub const DEFAULT_HOSTNAME: &str = "boot2container";
+/// How long a hung machine waits for its hardware watchdog's reset.
+pub const DEFAULT_WATCHDOG: Duration = Duration::from_secs(60);
 
 /// How long DHCP may take to get a first lease, as boot2container waits:
 /// a switch port running spanning tree takes 30 s and more to forward.
@@ -91,6 +93,10 @@ pub struct Config {
     /// `b2c.insmods` / `b2c.modules`.
     pub modules: Vec<String>,
     pub poweroff_delay: Duration,
+    /// `b2c.timeout`: the longest the pipeline may run.
+    pub timeout: Option<Duration>,
+    /// `b2c.watchdog`: the hardware watchdog's timeout; `None`: off.
+    pub watchdog: Option<Duration>,
     pub shutdown_cmd: Option<String>,
     pub reboot_cmd: Option<String>,
     pub proxy: Proxy,
@@ -144,6 +150,8 @@ impl Default for Config {
             hostname: DEFAULT_HOSTNAME.to_string(),
             modules: Vec::new(),
             poweroff_delay: Duration::ZERO,
+            timeout: None,
+            watchdog: Some(DEFAULT_WATCHDOG),
             shutdown_cmd: None,
             reboot_cmd: None,
             proxy: Proxy::default(),
@@ -315,6 +323,23 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                         Duration::ZERO
                     }
                 };
+            }
+            "b2c.timeout" => {
+                let d = parse_duration(&need()?).map_err(bad)?;
+                // 0 is no timeout, as for coreutils' timeout.
+                config.timeout = Some(d).filter(|d| !d.is_zero());
+            }
+            "b2c.watchdog" => {
+                config.watchdog = match need()?.as_str() {
+                    "off" | "0" => None,
+                    v => Some(
+                        Some(parse_duration(v).map_err(&bad)?)
+                            .filter(|d| d.as_secs() >= 1)
+                            .ok_or_else(|| {
+                                bad("expected off or a duration of 1 s or more".into())
+                            })?,
+                    ),
+                }
             }
             "b2c.shutdown_cmd" => config.shutdown_cmd = Some(need()?).filter(|c| !c.is_empty()),
             "b2c.reboot_cmd" => config.reboot_cmd = Some(need()?).filter(|c| !c.is_empty()),
@@ -815,6 +840,27 @@ mod tests {
         let c = parse("quiet ip=dhcp b2c.frobnicate=1").unwrap();
         assert_eq!(c.warnings, ["unknown option b2c.frobnicate is ignored"]);
         assert_eq!(c.ntp_peer, NtpPeer::Auto);
+    }
+
+    #[test]
+    fn timeout() {
+        assert_eq!(
+            parse("b2c.timeout=2h").unwrap().timeout,
+            Some(Duration::from_secs(7200))
+        );
+        assert_eq!(
+            parse("b2c.timeout=90").unwrap().timeout,
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(parse("b2c.timeout=0").unwrap().timeout, None);
+        assert_eq!(parse("b2c.timeout=soon").unwrap_err().key, "b2c.timeout");
+        assert_eq!(parse("").unwrap().watchdog, Some(DEFAULT_WATCHDOG));
+        assert_eq!(parse("b2c.watchdog=off").unwrap().watchdog, None);
+        assert_eq!(
+            parse("b2c.watchdog=10s").unwrap().watchdog,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(parse("b2c.watchdog=0.5").unwrap_err().key, "b2c.watchdog");
     }
 
     #[test]

@@ -320,6 +320,11 @@ pub struct BootPlan {
     /// `b2c.volume`, in the order written.
     pub volumes: Vec<NamedVolume>,
     pub pipefail: bool,
+    /// `b2c.timeout`: the pipeline's containers are stopped once it ran
+    /// this long, and the status is 124.
+    pub timeout: Option<Duration>,
+    /// `b2c.watchdog`: the hardware watchdog's timeout, if it is used.
+    pub watchdog: Option<Duration>,
     pub end: EndPlan,
     /// `b2c.log=debug`.
     pub debug: bool,
@@ -468,6 +473,8 @@ pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
         minio: config.minio,
         volumes,
         pipefail: config.pipefail,
+        timeout: config.timeout,
+        watchdog: config.watchdog,
         end: EndPlan {
             shell: config.shell,
             poweroff_delay: config.poweroff_delay,
@@ -691,6 +698,15 @@ impl fmt::Display for BootPlan {
             step(
                 f,
                 format_args!("b2c.pipefail: the first failing b2c.run container skips the rest"),
+            )?;
+        }
+        if let Some(t) = self.timeout {
+            step(
+                f,
+                format_args!(
+                    "b2c.timeout: after {} s, stop the containers (status 124)",
+                    t.as_secs_f64()
+                ),
             )?;
         }
         step(f, format_args!("print the pipeline status"))?;

@@ -262,9 +262,10 @@ fn identity(fd: &impl AsFd) -> io::Result<(u64, u64)> {
 }
 
 /// Removes a whole tree given by an ordinary path (the store's own temporary
-/// directories): the top is ours, everything below is handled without
-/// following symlinks. Returns the disk space freed.
-pub(crate) fn remove_tree(path: &Path) -> io::Result<u64> {
+/// directories, a container's scratch): the top is ours, everything below
+/// is handled without following symlinks, whatever its depth. Returns the
+/// disk space freed. Nothing (`ENOENT`) is not an error.
+pub fn remove_tree(path: &Path) -> io::Result<u64> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "no parent"));
     };

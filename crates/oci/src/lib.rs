@@ -50,6 +50,7 @@ mod unpack;
 pub use authfile::{parse_auth_file, Credential};
 pub use b2c_cmdline::Proxy;
 pub use b2c_net::http::{MinProgress, RetryPolicy, Trust};
+pub use confined::remove_tree;
 pub use digest::{Digest, DigestParseError};
 pub use evict::EvictStats;
 pub use images::StoredImage;

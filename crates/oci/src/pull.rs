@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use b2c_net::http::{self, with_retries, Progress};
+use b2c_net::http::{self, with_retries, Progress, RetryPolicy};
 use b2c_system::log::printable;
 use futures_util::StreamExt;
 use oci_spec::distribution::Reference;
@@ -211,6 +211,15 @@ async fn pull_remote(
 ) -> Result<PulledImage, PullError> {
     let origin = reference.resolve_registry().to_string();
     let mirrors = opts.registries.mirrors_of(reference.registry());
+    // A mirror is not waited for as long as the registry itself: after 3
+    // attempts at most, the next source is tried.
+    let mirror_opts = RegistryOptions {
+        retry: RetryPolicy {
+            attempts: opts.retry.attempts.min(3),
+            ..opts.retry.clone()
+        },
+        ..opts.clone()
+    };
     for (i, mirror) in mirrors.iter().enumerate() {
         let source = Source {
             image,
@@ -218,7 +227,7 @@ async fn pull_remote(
             registry: mirror.host.clone(),
             mirror_of: Some(reference.registry()),
         };
-        match pull_from(&source, opts, store, stored).await {
+        match pull_from(&source, &mirror_opts, store, stored).await {
             Ok(pulled) => return Ok(pulled),
             Err(e) if e.is_digest_mismatch() => return Err(e),
             Err(e) => {

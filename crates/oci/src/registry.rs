@@ -38,7 +38,8 @@ pub struct RegistryOptions {
     pub proxy: Proxy,
     /// `b2c.insecure_registry` (registries pulled as with `tls_verify:
     /// false`) and `b2c.registry_mirror` (several mirrors of a registry are
-    /// tried in order, then the registry itself; see [`crate::pull`]).
+    /// tried in order, then the registry itself; see [`crate::pull`]; a mirror gets at most 3
+    /// of `retry`'s attempts before the next source is tried).
     pub registries: Registries,
     /// `--creds` and `--authfile`: presented (HTTP Basic, or to get a
     /// Bearer token) to the registries they cover, the most specific

@@ -17,7 +17,7 @@ pub mod user;
 pub use console::Stdio;
 pub use engine::{Engine, Inputs, RunError, Service};
 pub use host::{Host, Launch, System};
-pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
+pub use pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode, EXIT_TIMED_OUT};
 pub use run::{run_pipeline, run_pipeline_with, ContainerHooks, NoHooks, Outcome, Prepared, Site};
 pub use spec::{runtime_spec, HostFiles, SpecError, SpecInputs};
 pub use stop::{stop_running, StopPolicy, STOP_GRACE};

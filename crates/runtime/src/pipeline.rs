@@ -23,7 +23,13 @@ pub enum PipelineStatus {
     NotStarted,
     /// The boot failed before the pipeline could run.
     SetupFailed,
+    /// `b2c.timeout`: the pipeline ran too long, and was stopped.
+    TimedOut,
 }
+
+/// The status of a pipeline stopped by `b2c.timeout`, as coreutils'
+/// `timeout` exits.
+pub const EXIT_TIMED_OUT: i32 = 124;
 
 impl PipelineStatus {
     /// The number on the status line.
@@ -32,6 +38,7 @@ impl PipelineStatus {
             PipelineStatus::Passed => 0,
             PipelineStatus::Failed(code) => *code,
             PipelineStatus::NotStarted | PipelineStatus::SetupFailed => 1,
+            PipelineStatus::TimedOut => EXIT_TIMED_OUT,
         }
     }
 
@@ -143,6 +150,12 @@ impl Pipeline {
     }
 
     /// The variables every container gets.
+    /// `b2c.timeout` stopped the pipeline: status 124, whatever the
+    /// containers' own statuses were.
+    pub fn time_out(&mut self) {
+        self.status = PipelineStatus::TimedOut;
+    }
+
     pub fn env(&self) -> Vec<(String, String)> {
         let (prev, prev_code) = match &self.previous {
             Some((name, status)) => (name.clone(), status.code().to_string()),

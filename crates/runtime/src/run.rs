@@ -2,17 +2,18 @@
 //! containers in order, then the post containers, then the services stop.
 
 use std::path::Path;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::Duration;
 
 use b2c_cmdline::{BootPlan, ContainerPlan, DebugPanic, Stage};
 use b2c_oci::{PullError, PulledImage};
 use b2c_system::log::Section;
-use b2c_system::signals;
+use b2c_system::signals::{self, StopRequest};
 use log::{error, info};
 
 use crate::engine::{Engine, Inputs, Service};
 use crate::host::Host;
-use crate::pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode};
+use crate::pipeline::{ContainerEnd, Pipeline, PipelineStatus, ShutdownMode, EXIT_TIMED_OUT};
 
 /// How long a service gets between SIGTERM and SIGKILL.
 const SERVICE_GRACE: Duration = Duration::from_secs(5);
@@ -109,6 +110,10 @@ pub fn run_pipeline_with<H: Host>(
         Err(e) => Err(format!("its image could not be pulled: {e}")),
     };
 
+    // Until the end of the function: the containers that run before it
+    // are the ones a timeout stops.
+    let _timeout = plan.timeout.map(Timeout::start);
+
     let mut services: Vec<Service<H>> = Vec::new();
     let section = (plan.stage(Stage::Service).count() > 0)
         .then(|| Section::start("b2c_services", "starting the services", true));
@@ -192,7 +197,47 @@ pub fn run_pipeline_with<H: Host>(
     if pipeline.shutdown() == ShutdownMode::Reboot {
         info!("a container asked for a reboot: rebooting at the end");
     }
+    if signals::requested() == Some(StopRequest::TimedOut) {
+        pipeline.time_out();
+    }
     Outcome::of(&pipeline)
+}
+
+/// `b2c.timeout`: a stop request once the pipeline ran `limit`, unless it
+/// is dropped first. The request stops the running containers (SIGTERM,
+/// SIGKILL 5 s later), nothing else starts, and the status is 124.
+struct Timeout {
+    done: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Timeout {
+    fn start(limit: Duration) -> Timeout {
+        let (done, rx) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if rx.recv_timeout(limit) == Err(RecvTimeoutError::Timeout) {
+                error!(
+                    "the pipeline ran for {} s, the most b2c.timeout allows: stopping it \
+                     (status {EXIT_TIMED_OUT})",
+                    limit.as_secs_f64()
+                );
+                signals::request_stop(StopRequest::TimedOut, "b2c.timeout");
+            }
+        });
+        Timeout {
+            done: Some(done),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for Timeout {
+    fn drop(&mut self) {
+        drop(self.done.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! PID 1 duties: mounts, console logging, kernel modules, the reaper,
-//! host name and clock, stop signals, and the final power-off.
+//! host name and clock, stop signals, the hardware watchdog, and the final
+//! power-off.
 
 pub mod error_chain;
 pub mod host;
@@ -10,6 +11,7 @@ pub mod mounts;
 pub mod power;
 pub mod reaper;
 pub mod signals;
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 

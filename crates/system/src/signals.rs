@@ -33,6 +33,8 @@ use crate::Error;
 pub enum StopRequest {
     Reboot,
     PowerOff,
+    /// `b2c.timeout`: the pipeline ran too long. The machine powers off.
+    TimedOut,
 }
 
 /// What is asked, for messages ("… for a reboot"). The signal that asked
@@ -42,6 +44,7 @@ impl fmt::Display for StopRequest {
         f.write_str(match self {
             StopRequest::Reboot => "reboot",
             StopRequest::PowerOff => "power-off",
+            StopRequest::TimedOut => "timeout",
         })
     }
 }
@@ -51,6 +54,7 @@ impl StopRequest {
         match self {
             StopRequest::Reboot => 1,
             StopRequest::PowerOff => 2,
+            StopRequest::TimedOut => 3,
         }
     }
 
@@ -58,6 +62,7 @@ impl StopRequest {
         match code {
             1 => Some(StopRequest::Reboot),
             2 => Some(StopRequest::PowerOff),
+            3 => Some(StopRequest::TimedOut),
             _ => None,
         }
     }
@@ -66,7 +71,7 @@ impl StopRequest {
     fn then(self) -> &'static str {
         match self {
             StopRequest::Reboot => "rebooting",
-            StopRequest::PowerOff => "powering off",
+            StopRequest::PowerOff | StopRequest::TimedOut => "powering off",
         }
     }
 }
@@ -167,24 +172,28 @@ impl State {
     /// run (none unless it is the first request).
     fn arrive(&self, signal: Signal, sender: Option<i32>) -> Option<Arrival> {
         let request = request_for(signal)?;
-        let what = describe(signal, sender);
+        Some(self.ask(request, &describe(signal, sender)))
+    }
+
+    /// A request, from a signal (`what` names it) or from b2c itself.
+    fn ask(&self, request: StopRequest, what: &str) -> Arrival {
         let mut callbacks = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(first) = callbacks.fired {
-            return Some(Arrival {
+            return Arrival {
                 line: format!("{what}: ignored, already stopping (then {})", first.then()),
                 request: first,
                 callbacks: Vec::new(),
-            });
+            };
         }
         callbacks.fired = Some(request);
         // Before the callbacks run: they may look (e.g. through a pipeline
         // that checks whether to start the next container).
         self.requested.store(request.code(), Ordering::SeqCst);
-        Some(Arrival {
+        Arrival {
             line: format!("{what}: stopping the containers, then {}", request.then()),
             request,
             callbacks: callbacks.list.clone(),
-        })
+        }
     }
 }
 
@@ -202,6 +211,18 @@ pub fn requested() -> Option<StopRequest> {
 /// the signal thread logs later signals only when they return.
 pub fn on_request(f: impl Fn(StopRequest) + Send + Sync + 'static) {
     STATE.on_request(Arc::new(f));
+}
+
+/// Asks for a stop as a signal would, for `what` (`b2c.timeout`): the
+/// first request wins, and the callbacks of [`on_request`] run on the
+/// calling thread. Returns the line it logged.
+pub fn request_stop(request: StopRequest, what: &str) -> String {
+    let arrival = STATE.ask(request, what);
+    info!("{}", arrival.line);
+    for callback in arrival.callbacks {
+        callback(arrival.request);
+    }
+    arrival.line
 }
 
 /// The signals of [`SIGNALS`], as a set.
