@@ -15,7 +15,7 @@ DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony 
 # or its $(...): the container's shell does.
 export DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
 
-.PHONY: all deps kernel initramfs run test unit e2e bench lint clean
+.PHONY: all deps kernel initramfs run test unit e2e soak bench lint clean
 
 all: initramfs
 
@@ -49,6 +49,11 @@ e2e: initramfs
 	$(CARGO) test -p qemu-tests -- --test-threads=2
 
 test: unit e2e
+
+# 30 boots on one cache disk, a third of them cut off at a random moment
+# (qemu-tests/tests/soak.rs); not part of `make test`.
+soak: initramfs
+	$(CARGO) test -p qemu-tests --test soak -- --ignored --nocapture
 
 # b2c against podman, skopeo+umoci, tar, a busybox script and a static
 # init; installs what it needs; writes target/bench/results.{md,json}.

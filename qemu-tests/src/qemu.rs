@@ -39,6 +39,10 @@ pub struct BootOptions {
     /// flush anything; what QEMU already wrote to a disk image stays. The
     /// boot then has `exited == false` and [`Boot::killed_on`] set.
     pub kill_when: Option<String>,
+    /// QEMU is killed (SIGKILL) this long after it started, if it still
+    /// runs: a power cut at an arbitrary moment ([`Boot::killed_on`] then
+    /// says `after N s`).
+    pub kill_after: Option<Duration>,
     /// Each `.1` is sent to QEMU's monitor (HMP, on a unix socket) once a
     /// console line contains its `.0`: a key or a button pressed at a
     /// chosen moment, e.g. `sendkey ctrl-alt-delete`. Each pair fires at
@@ -60,6 +64,7 @@ impl BootOptions {
             echo: false,
             answer: None,
             kill_when: None,
+            kill_after: None,
             monitor_when: Vec::new(),
         }
     }
@@ -306,10 +311,26 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut exited = true;
     let mut status_at = None;
     let mut killed_on = None;
+    let kill_at = opts.kill_after.map(|d| start + d);
     loop {
-        let line = match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let wait_until = match kill_at {
+            Some(at) if exited && killed_on.is_none() => at.min(deadline),
+            _ => deadline,
+        };
+        let line = match rx.recv_timeout(wait_until.saturating_duration_since(Instant::now())) {
             Ok(line) => line,
             Err(RecvTimeoutError::Disconnected) => break,
+            Err(RecvTimeoutError::Timeout)
+                if exited && kill_at.is_some_and(|at| Instant::now() >= at) =>
+            {
+                let _ = qemu.0.kill();
+                exited = false;
+                let note = format!("after {:.1} s", start.elapsed().as_secs_f64());
+                let _ = writeln!(log, "--- qemu-tests: QEMU killed {note} (kill_after) ---");
+                killed_on = Some(note);
+                deadline = Instant::now() + Duration::from_secs(10);
+                continue;
+            }
             Err(RecvTimeoutError::Timeout) if exited => {
                 exited = false;
                 let _ = qemu.0.kill();
