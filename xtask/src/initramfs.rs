@@ -178,30 +178,6 @@ pub(crate) fn compress(cpio: &Path, compression: Compression, out: &Path) -> Res
     run(&mut cmd)
 }
 
-/// A system CA file holding a single root. b2c never reads it: registries
-/// and URLs are verified against the roots compiled into b2c (plus
-/// `b2c.ca_cert`). It exists for oci-client, which builds a throwaway
-/// default HTTP client per registry client, and that client refuses to
-/// start without a system CA store. It parses the whole store each time,
-/// about 15 ms per client under TCG for the full Mozilla set: one root
-/// keeps it cheap and the archive 0.18 MB smaller.
-fn write_placeholder_roots(path: &Path) -> Result<()> {
-    use base64::Engine;
-    let mut pem = String::new();
-    for cert in &webpki_root_certs::TLS_SERVER_ROOT_CERTS[..1] {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-        pem.push_str("-----BEGIN CERTIFICATE-----\n");
-        for chunk in b64.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(chunk)?);
-            pem.push('\n');
-        }
-        pem.push_str("-----END CERTIFICATE-----\n");
-    }
-    std::fs::create_dir_all(path.parent().unwrap())?;
-    std::fs::write(path, pem)?;
-    Ok(())
-}
-
 /// What [`build`] made.
 #[derive(Debug, Clone)]
 pub struct Built {
@@ -254,9 +230,6 @@ pub fn build(o: &Options) -> Result<Built> {
         );
     }
     let modules = add_modules(&mut archive, &kernel, &work)?;
-    let roots = work.join("ca-certificates.crt");
-    write_placeholder_roots(&roots)?;
-    archive.add_file("etc/ssl/certs/ca-certificates.crt", &roots)?;
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }

@@ -67,8 +67,6 @@ fn cpio_breakdown(cpio: &Path) -> Result<BTreeMap<String, u64>> {
             "init (b2c)"
         } else if name.starts_with("lib/modules/") {
             "kernel modules"
-        } else if name.starts_with("etc/ssl/") {
-            "placeholder system CA file (for oci-client)"
         } else if name.ends_with("/crun") {
             "crun"
         } else if name.ends_with("/busybox") {
