@@ -183,7 +183,7 @@ fn a_panicking_test_leaves_no_namespace_or_process_behind() {
     assert_eq!(
         pids.len(),
         6,
-        "dnsmasq, chronyd, two file servers and two registries: {pids:?}"
+        "dnsmasq, chronyd, httpd, the HTTPS file server and two registries: {pids:?}"
     );
     assert!(
         !Path::new("/run/netns").join(&ns).exists(),
