@@ -80,7 +80,7 @@ fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
         let hostname = phases::hostname(&plan, &network)?;
         let storage = phases::storage(&plan, &mut modules)?;
         phases::make_room(&plan, &storage);
-        let images = phases::pull(&plan, &storage.store, &trust).await;
+        let images = phases::pull(&plan, &storage, &trust).await;
         let env_files = phases::env_files(&plan, &trust).await?;
         let mut volumes = phases::volumes(&plan, &trust).await?;
         let prepared = Prepared {

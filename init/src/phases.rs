@@ -5,9 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use b2c_cmdline::ImageName;
 use b2c_cmdline::{BootPlan, ContainerPlan, EnvFileSource, ImagePlan, NtpPeer, SyncEvent};
 use b2c_net::http::Trust;
 use b2c_net::{FetchOptions, NetworkUp};
+use b2c_oci::{ContainersStore, Lookup};
 use b2c_oci::{Credential, LayerStore, PullError, PulledImage, RegistryOptions};
 use b2c_oci::{MinProgress, RetryPolicy, DEFAULT_PULL_RETRY};
 use b2c_runtime::{ContainerHooks, Outcome, PipelineStatus};
@@ -227,6 +229,8 @@ pub fn hostname(plan: &BootPlan, network: &NetworkUp) -> Result<String, BootErro
 /// the end of the boot if it never is (a crash).
 pub struct Storage {
     pub store: LayerStore,
+    /// `b2c.storage`'s read-only image stores that mounted, in order.
+    pub image_stores: Vec<ContainersStore>,
     is_cache: bool,
 }
 
@@ -254,7 +258,7 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
     let layout = &plan.layout;
     let root = layout.root();
     let wanted = &plan.storage;
-    let needed = b2c_storage::filesystem_modules(&wanted.cache_device, &wanted.filesystems);
+    let needed = b2c_storage::storage_modules(plan);
     // Like any other cache trouble, this is not a failed boot: the mount
     // fails next and the job runs with its images in RAM.
     match modules.load_shipped(&needed) {
@@ -328,8 +332,36 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
         .map_err(|e| BootError::Storage(b2c_system::Error::io(&store_dir, e)))?;
     Ok(Storage {
         store,
+        image_stores: image_stores(plan),
         is_cache: cache.is_some(),
     })
+}
+
+/// Mounts `b2c.storage`'s image stores. One that cannot be mounted is an
+/// ERROR, not a failed boot: images named by a registry reference are
+/// pulled instead, and only the containers whose image is an ID fail.
+fn image_stores(plan: &BootPlan) -> Vec<ContainersStore> {
+    let mut out = Vec::new();
+    for wanted in &plan.storage.image_stores {
+        let fs = &wanted.filesystem;
+        match b2c_storage::mount_image_store(fs, &wanted.mountpoint) {
+            Ok(()) => {
+                info!(
+                    "image store {}: {} mounted on {} (read-only)",
+                    fs.name,
+                    fs.src,
+                    wanted.mountpoint.display()
+                );
+                out.push(ContainersStore::new(&fs.name, &wanted.mountpoint));
+            }
+            Err(e) => error!(
+                "b2c.storage: additionalimagestores={}: {e}; its images are pulled instead \
+                 (an image named by ID cannot be)",
+                fs.name
+            ),
+        }
+    }
+    out
 }
 
 /// On a cache, makes room before pulling: least recently used layers that
@@ -342,7 +374,8 @@ pub fn make_room(plan: &BootPlan, storage: &Storage) {
     let keep: Vec<_> = plan
         .images
         .iter()
-        .filter_map(|i| store.stored_image(&b2c_oci::to_reference(&i.reference)))
+        .filter_map(|i| i.name.registry())
+        .filter_map(|r| store.stored_image(&b2c_oci::to_reference(r)))
         .flat_map(|s| s.layers)
         .collect();
     if let Err(e) = store
@@ -360,15 +393,12 @@ pub fn make_room(plan: &BootPlan, storage: &Storage) {
 /// back in the plan's order ([`b2c_cmdline::ImageId`]).
 pub async fn pull(
     plan: &BootPlan,
-    store: &LayerStore,
+    storage: &Storage,
     trust: &Trust,
 ) -> Vec<Result<PulledImage, PullError>> {
+    let store = &storage.store;
     // All at once, so their lines interleave: one section for them all.
-    let names: Vec<String> = plan
-        .images
-        .iter()
-        .map(|i| i.reference.to_string())
-        .collect();
+    let names: Vec<String> = plan.images.iter().map(|i| i.name.to_string()).collect();
     let _section = (!names.is_empty())
         .then(|| Section::start("b2c_pull", &format!("pulling {}", names.join(", ")), true));
     let pulls = plan.images.iter().map(|image| {
@@ -386,14 +416,25 @@ pub async fn pull(
                 .unwrap_or_default(),
             ..Default::default()
         };
-        let reference = b2c_oci::to_reference(&image.reference);
         async move {
-            let pulled = match credentials(plan, image, &reference, trust).await {
-                Ok(credentials) => {
-                    options.credentials = credentials;
-                    b2c_oci::pull(&reference, &options, store, image.policy).await
-                }
-                Err(e) => Err(e),
+            let pulled = match from_image_stores(plan, storage, image) {
+                Some(found) => found,
+                None => match &image.name {
+                    ImageName::Registry(r) => {
+                        let reference = b2c_oci::to_reference(r);
+                        match credentials(plan, image, &reference, trust).await {
+                            Ok(credentials) => {
+                                options.credentials = credentials;
+                                b2c_oci::pull(&reference, &options, store, image.policy).await
+                            }
+                            Err(e) => Err(e),
+                        }
+                    }
+                    ImageName::Id(id) => Err(PullError::NotInImageStores {
+                        image: id.clone(),
+                        stores: store_names(plan),
+                    }),
+                },
             };
             if let Err(e) = &pulled {
                 // The registry errors name their own fix.
@@ -403,6 +444,43 @@ pub async fn pull(
         }
     });
     futures_util::future::join_all(pulls).await
+}
+
+/// The image from the first image store that has it (`None`: pull it);
+/// a store that cannot be read fails an image named by ID, and the pull
+/// of a registry image goes on.
+fn from_image_stores(
+    plan: &BootPlan,
+    storage: &Storage,
+    image: &ImagePlan,
+) -> Option<Result<PulledImage, PullError>> {
+    if plan.storage.image_stores.is_empty() {
+        return None;
+    }
+    let lookup = Lookup::of(&image.name, &image.written);
+    // Reads over NFS, and lock waits: off the async workers.
+    let found =
+        tokio::task::block_in_place(|| b2c_oci::find_in_stores(&storage.image_stores, &lookup));
+    match (found, &image.name) {
+        (Ok(Some(pulled)), _) => Some(Ok(pulled)),
+        (Ok(None), ImageName::Id(_)) => None,
+        (Err(e), ImageName::Id(_)) => Some(Err(e.into())),
+        (Ok(None), ImageName::Registry(_)) => None,
+        (Err(e), ImageName::Registry(r)) => {
+            warn!("{e}: pulling {r} from its registry instead");
+            None
+        }
+    }
+}
+
+fn store_names(plan: &BootPlan) -> String {
+    let names: Vec<&str> = plan
+        .storage
+        .image_stores
+        .iter()
+        .map(|s| s.filesystem.name.as_str())
+        .collect();
+    names.join(", ")
 }
 
 /// The credentials of an image's pull: its `--authfile` (read, or fetched

@@ -10,7 +10,9 @@
 //! ([`BootOptions::kill_when`]) or have keys pressed at one through QEMU's
 //! monitor ([`BootOptions::monitor_when`]); [`TestNet::blob_downloads`]
 //! counts what the registry served; [`TestNet::start_faulty_registry`]
-//! adds a registry that rate-limits, dies and comes back ([`Faults`]).
+//! adds a registry that rate-limits, dies and comes back ([`Faults`]);
+//! [`TestNet::start_nfs`] an NFS server (NFS-Ganesha) exporting a store
+//! that podman wrote ([`TestNet::podman_store`]).
 //!
 //! ```no_run
 //! use qemu_tests::{BootOptions, TestNet};
@@ -42,6 +44,7 @@ pub mod disk;
 mod faulty;
 pub mod images;
 mod net;
+mod nfs;
 mod qemu;
 #[cfg(test)]
 mod selftest;
@@ -58,6 +61,7 @@ pub use net::{
     REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,
     S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
+pub use nfs::{NfsServer, MOUNTD_PORT, NFS_PORT};
 pub use qemu::{Boot, BootOptions};
 
 /// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot

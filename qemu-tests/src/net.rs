@@ -720,7 +720,7 @@ fn s3s_fs_binary() -> Result<PathBuf> {
         .ok_or_else(|| Error::new("s3s-fs is not installed: run `make deps`"))
 }
 
-fn tcp_probe(port: u16) -> std::io::Result<()> {
+pub(crate) fn tcp_probe(port: u16) -> std::io::Result<()> {
     let addr = SocketAddr::from(([10, 99, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_secs(1)).map(drop)
 }

@@ -62,6 +62,57 @@ impl fmt::Display for ImageRef {
     }
 }
 
+/// What names the image of a container: a registry reference, or the ID
+/// of an image in a read-only image store (`b2c.storage`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ImageName {
+    Registry(ImageRef),
+    /// 64 lowercase hex digits: the image's config digest, as podman shows
+    /// it. Only an image store can hold an image by ID.
+    Id(String),
+}
+
+impl ImageName {
+    /// An image ID (`0123…cdef`, 64 hex digits, or `sha256:` and those), as
+    /// podman takes one; else a registry reference. Pure.
+    pub fn parse(s: &str) -> Result<ImageName, ReferenceError> {
+        let trimmed = s.trim();
+        let hex = trimmed.strip_prefix("sha256:").unwrap_or(trimmed);
+        if is_image_id(hex) {
+            return Ok(ImageName::Id(hex.to_ascii_lowercase()));
+        }
+        ImageRef::parse(s).map(ImageName::Registry)
+    }
+
+    pub fn registry(&self) -> Option<&ImageRef> {
+        match self {
+            ImageName::Registry(r) => Some(r),
+            ImageName::Id(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for ImageName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ImageName::Registry(r) => r.fmt(f),
+            ImageName::Id(id) => f.write_str(id),
+        }
+    }
+}
+
+/// 64 hex digits: what distribution's grammar refuses as a repository
+/// name, because it is an image ID.
+fn is_image_id(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
+/// Whether `written` could be a short image ID: hex digits only, as podman
+/// looks such a name up among stored image IDs before it pulls.
+pub fn could_be_short_id(written: &str) -> bool {
+    (3..=64).contains(&written.len()) && written.bytes().all(|c| c.is_ascii_hexdigit())
+}
+
 /// Why a reference could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReferenceError {
@@ -155,6 +206,9 @@ fn parse_name(s: &str) -> Result<ImageRef, &'static str> {
         if hex.len() != want {
             return Err("invalid checksum digest length");
         }
+    }
+    if is_image_id(name) {
+        return Err("a 64-hex-digit name is an image ID, not a repository name");
     }
     // An optional domain (host[:port]) before the path components.
     let components: Vec<&str> = name.split('/').collect();
@@ -326,6 +380,33 @@ mod tests {
         ] {
             assert_eq!(ImageRef::parse(written).unwrap().to_string(), whole);
         }
+    }
+
+    #[test]
+    fn image_ids_are_not_docker_hub_repositories() {
+        let id = "0123456789abcdef".repeat(4);
+        assert!(matches!(
+            ImageRef::parse(&id),
+            Err(ReferenceError::Invalid { .. })
+        ));
+        assert_eq!(ImageName::parse(&id), Ok(ImageName::Id(id.clone())));
+        assert_eq!(
+            ImageName::parse(&format!("sha256:{}", id.to_uppercase())),
+            Ok(ImageName::Id(id.clone()))
+        );
+        assert!(matches!(
+            ImageName::parse("alpine"),
+            Ok(ImageName::Registry(_))
+        ));
+        // A short ID is also a valid repository name: it stays one, and
+        // is looked up among the stores' IDs first.
+        assert!(matches!(
+            ImageName::parse("0123abcd"),
+            Ok(ImageName::Registry(_))
+        ));
+        assert!(could_be_short_id("0123abcd"));
+        assert!(!could_be_short_id("alpine"));
+        assert!(!could_be_short_id("ab"));
     }
 
     #[test]

@@ -23,21 +23,21 @@ pub use container::{
     Security, Ulimits, VolumeMount, VolumeSource,
 };
 pub use duration::parse_duration;
-pub use image::{ImageRef, ReferenceError};
+pub use image::{could_be_short_id, ImageName, ImageRef, ReferenceError};
 pub use network::{
     parse_iface, parse_kernel_ip, IfaceConfig, IfaceMode, Ipv4Cidr, KernelIp, Route,
 };
 pub use plan::{
     derive, BootPlan, ContainerId, ContainerPlan, EndPlan, EnvFileId, EnvFileSource, ImageId,
-    ImagePlan, Layout, NamedVolume, NetworkPlan, PlanError, Stage, StoragePlan, TrustPlan,
-    VolumePlan,
+    ImagePlan, ImageStorePlan, Layout, NamedVolume, NetworkPlan, PlanError, Stage, StoragePlan,
+    TrustPlan, VolumePlan,
 };
 pub use podman::{signal_name, CAPABILITIES};
 pub use proxy::{Proxy, ProxyUrl};
 pub use registry::{split_host_port, Mirror, Registries};
 pub use storage::{
-    parse_cache_device, parse_filesystem, parse_size, parse_swap, CacheDevice, Filesystem, Swap,
-    SwapSpace,
+    parse_cache_device, parse_filesystem, parse_nbd, parse_size, parse_storage, parse_swap,
+    CacheDevice, Filesystem, Nbd, Swap, SwapSpace, MAX_NBD_CONNECTIONS,
 };
 pub use tokenize::{tokenize, Token};
 pub use volume::{
@@ -116,6 +116,12 @@ pub struct Config {
     pub swap: Option<Swap>,
     /// `b2c.filesystem` entries.
     pub filesystems: Vec<Filesystem>,
+    /// `b2c.nbd`: network block devices, by device (the last one of a
+    /// device wins).
+    pub nbds: Vec<Nbd>,
+    /// `b2c.storage=additionalimagestores=NAME,…`: the `b2c.filesystem`s
+    /// holding read-only image stores.
+    pub image_stores: Vec<String>,
     /// `b2c.minio`: S3 endpoints by alias (the last one of an alias wins).
     pub minio: Vec<MinioAlias>,
     /// `b2c.volume`: named volumes (the last one of a name wins).
@@ -163,6 +169,8 @@ impl Default for Config {
             cache_device: CacheDevice::None,
             swap: None,
             filesystems: Vec::new(),
+            image_stores: Vec::new(),
+            nbds: Vec::new(),
             minio: Vec::new(),
             volumes: Vec::new(),
             debug: false,
@@ -413,6 +421,21 @@ fn parse_tokens(tokens: Vec<Token>) -> Result<Config, Error> {
                     config.filesystems.retain(|f| f.name != fs.name);
                     config.filesystems.push(fs);
                 }
+            }
+            "b2c.nbd" => {
+                let nbd = need().and_then(|v| parse_nbd(&v).map_err(bad));
+                if let Some((nbd, warnings)) =
+                    lenient(nbd.map(Some), &mut config.warnings, None, "ignored")
+                {
+                    config.warnings.extend(warnings);
+                    config.nbds.retain(|n| n.device != nbd.device);
+                    config.nbds.push(nbd);
+                }
+            }
+            "b2c.storage" => {
+                let (stores, warnings) = parse_storage(&need()?);
+                config.warnings.extend(warnings);
+                config.image_stores = stores;
             }
             "b2c.gitlab_sections" => match flag() {
                 Ok(on) => config.gitlab_sections = on,

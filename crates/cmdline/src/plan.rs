@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::{
     CacheDevice, Config, ContainerArgs, Credentials, DebugPanic, Error, Expiration, Filesystem,
-    IfaceConfig, ImageRef, KernelIp, MinioAlias, NtpPeer, Platform, Proxy, PullPolicy,
+    IfaceConfig, ImageName, KernelIp, MinioAlias, Nbd, NtpPeer, Platform, Proxy, PullPolicy,
     ReferenceError, Registries, Remote, Swap, VolumeMount, VolumeOptions, VolumeSource,
 };
 
@@ -145,7 +145,8 @@ pub struct EnvFileId(pub usize);
 /// One image to get before the pipeline runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagePlan {
-    pub reference: ImageRef,
+    /// A registry reference, or an image ID (only image stores have those).
+    pub name: ImageName,
     /// As written in the option (for messages).
     pub written: String,
     pub policy: PullPolicy,
@@ -244,13 +245,30 @@ impl Default for NetworkPlan {
     }
 }
 
-/// `b2c.cache_device`, `b2c.filesystem`, `b2c.swap`.
+/// `b2c.cache_device`, `b2c.filesystem`, `b2c.swap`, `b2c.storage`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoragePlan {
     pub cache_device: CacheDevice,
     pub filesystems: Vec<Filesystem>,
     pub swap: Option<Swap>,
+    /// `b2c.storage=additionalimagestores=…`, in the order written: the
+    /// first store that has an image wins.
+    pub image_stores: Vec<ImageStorePlan>,
+    /// `b2c.nbd`: attached before the cache and swap, which may use them.
+    pub nbds: Vec<Nbd>,
 }
+
+/// A read-only image store of containers-storage on a `b2c.filesystem`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageStorePlan {
+    pub filesystem: Filesystem,
+    /// Where it is mounted: outside the cache, which may be mounted later
+    /// or be a tmpfs.
+    pub mountpoint: PathBuf,
+}
+
+/// Where `b2c.storage`'s image stores are mounted, each under its name.
+pub const IMAGE_STORES_DIR: &str = "/run/b2c/imagestores";
 
 /// A `b2c.volume`, checked against the `b2c.minio` aliases and the
 /// `b2c.filesystem`s, with its directory.
@@ -362,6 +380,12 @@ pub enum PlanError {
         written: String,
         source: ReferenceError,
     },
+    #[error(
+        "{key}: {written:?} is an image ID: only an image store holds images by ID \
+         (b2c.storage=additionalimagestores=NAME, NAME a b2c.filesystem holding podman's store); \
+         a registry image needs its name"
+    )]
+    ImageIdWithoutStore { key: &'static str, written: String },
 }
 
 impl PlanError {
@@ -369,7 +393,7 @@ impl PlanError {
     pub fn key(&self) -> &str {
         match self {
             PlanError::Option(e) => &e.key,
-            PlanError::Image { key, .. } => key,
+            PlanError::Image { key, .. } | PlanError::ImageIdWithoutStore { key, .. } => key,
         }
     }
 }
@@ -390,6 +414,20 @@ pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
     }
     let layout = Layout::default();
     let mut warnings = config.warnings;
+    let mut image_stores = Vec::new();
+    for name in &config.image_stores {
+        match config.filesystems.iter().find(|f| &f.name == name) {
+            Some(fs) => image_stores.push(ImageStorePlan {
+                filesystem: fs.clone(),
+                mountpoint: Path::new(IMAGE_STORES_DIR).join(name),
+            }),
+            // containers-storage skips a store it cannot open.
+            None => warnings.push(format!(
+                "b2c.storage: additionalimagestores={name}: no b2c.filesystem is named \
+                 {name:?}: ignored"
+            )),
+        }
+    }
     let volumes = derive_volumes(
         config.volumes,
         &config.minio,
@@ -407,13 +445,19 @@ pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
     ];
     for (stage, list) in stages {
         for (i, args) in list.into_iter().enumerate() {
-            let reference = ImageRef::parse(&args.image).map_err(|source| PlanError::Image {
+            let name = ImageName::parse(&args.image).map_err(|source| PlanError::Image {
                 key: stage.option(),
                 written: args.image.clone(),
                 source,
             })?;
+            if matches!(name, ImageName::Id(_)) && image_stores.is_empty() {
+                return Err(PlanError::ImageIdWithoutStore {
+                    key: stage.option(),
+                    written: args.image.clone(),
+                });
+            }
             let image = ImagePlan {
-                reference,
+                name,
                 written: args.image.clone(),
                 policy: args.pull,
                 tls_verify: args.tls_verify,
@@ -458,6 +502,8 @@ pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
             cache_device: config.cache_device,
             filesystems: config.filesystems,
             swap: config.swap,
+            image_stores,
+            nbds: config.nbds,
         },
         layout,
         trust: TrustPlan {
@@ -492,14 +538,14 @@ pub fn derive(mut config: Config) -> Result<BootPlan, PlanError> {
 /// settings (policy, TLS, credentials).
 fn same_pull(a: &ImagePlan, b: &ImagePlan) -> bool {
     (
-        &a.reference,
+        &a.name,
         a.policy,
         a.tls_verify,
         &a.creds,
         &a.authfile,
         &a.platform,
     ) == (
-        &b.reference,
+        &b.name,
         b.policy,
         b.tls_verify,
         &b.creds,
@@ -661,6 +707,36 @@ impl fmt::Display for BootPlan {
                 ),
             )?,
         }
+        for nbd in &self.storage.nbds {
+            step(
+                f,
+                format_args!(
+                    "network block device {}: {}:{}{}, {} connection(s)",
+                    nbd.device,
+                    nbd.host,
+                    nbd.port,
+                    if nbd.name.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" export {}", nbd.name)
+                    },
+                    nbd.connections
+                ),
+            )?;
+        }
+        for store in &self.storage.image_stores {
+            let fs = &store.filesystem;
+            step(
+                f,
+                format_args!(
+                    "image store {}: {} ({}) on {}, read-only",
+                    fs.name,
+                    fs.src,
+                    fs.fstype.as_deref().unwrap_or("auto"),
+                    store.mountpoint.display()
+                ),
+            )?;
+        }
         for m in &self.minio {
             step(
                 f,
@@ -684,7 +760,18 @@ impl fmt::Display for BootPlan {
             if !image.platform.is_default() {
                 how.push_str(&format!(", platform {}", image.platform));
             }
-            step(f, format_args!("pull {} ({how})", image.reference))?;
+            match &image.name {
+                ImageName::Id(id) => {
+                    step(f, format_args!("image {id} from the image stores"))?;
+                }
+                ImageName::Registry(r) if self.storage.image_stores.is_empty() => {
+                    step(f, format_args!("pull {r} ({how})"))?;
+                }
+                ImageName::Registry(r) => step(
+                    f,
+                    format_args!("{r} from the image stores, else pull it ({how})"),
+                )?,
+            }
         }
         for c in &self.containers {
             let verb = match c.stage {
@@ -835,7 +922,7 @@ mod tests {
             r#"b2c.run="docker://a:1 true" b2c.run="a:1 false" b2c.run="--pull=missing a:1" b2c.run=quay.io/x/y@sha256:0123456789012345678901234567890123456789012345678901234567890123"#,
         )
         .unwrap();
-        let refs: Vec<String> = p.images.iter().map(|i| i.reference.to_string()).collect();
+        let refs: Vec<String> = p.images.iter().map(|i| i.name.to_string()).collect();
         assert_eq!(
             refs,
             [
@@ -934,6 +1021,46 @@ mod tests {
         assert_eq!(
             l.log(&p.containers[0].id),
             Path::new("/storage/logs/run-0.log")
+        );
+    }
+
+    #[test]
+    fn images_by_id_need_an_image_store() {
+        let id = "0123456789abcdef".repeat(4);
+        let e = plan(&format!("b2c.run={id}")).unwrap_err();
+        assert!(matches!(e, PlanError::ImageIdWithoutStore { .. }), "{e}");
+        assert_eq!(e.key(), "b2c.run");
+        assert!(
+            e.to_string().contains("b2c.storage=additionalimagestores"),
+            "{e}"
+        );
+        let p = plan(&format!(
+            r#"b2c.filesystem=public,type=nfs,src=gw:/imagestore/public,opts=ro|vers=4.2|nolock b2c.storage="additionalimagestores=public,gone" b2c.run_service="--privileged --tls-verify=false --pid=host {id}" b2c.run=alpine"#
+        ))
+        .unwrap();
+        assert_eq!(p.images[0].name, ImageName::Id(id.clone()));
+        assert!(matches!(p.images[1].name, ImageName::Registry(_)));
+        assert_eq!(p.storage.image_stores.len(), 1);
+        let store = &p.storage.image_stores[0];
+        assert_eq!(store.filesystem.name, "public");
+        assert_eq!(store.mountpoint, Path::new("/run/b2c/imagestores/public"));
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("additionalimagestores=gone")),
+            "{:?}",
+            p.warnings
+        );
+        let shown = p.to_string();
+        assert!(
+            shown.contains(&format!("image {id} from the image stores")),
+            "{shown}"
+        );
+        assert!(
+            shown.contains(
+                "image store public: gw:/imagestore/public (nfs) on /run/b2c/imagestores/public"
+            ),
+            "{shown}"
         );
     }
 

@@ -162,6 +162,109 @@ pub fn parse_filesystem(value: &str) -> Result<(Filesystem, Vec<String>), String
     ))
 }
 
+/// `b2c.nbd=/dev/nbdN,host=H,port=P[,connections=N][,name=EXPORT]`: a
+/// network block device b2c attaches before the cache and swap are set up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Nbd {
+    /// `/dev/nbdN`.
+    pub device: String,
+    /// N: the kernel's index of the device.
+    pub index: u32,
+    pub host: String,
+    pub port: u16,
+    /// TCP connections to the server, for throughput (1 by default).
+    pub connections: u32,
+    /// The export; empty: the server's default one.
+    pub name: String,
+}
+
+/// The most connections one device gets (the kernel has no limit; a
+/// server forks a process or thread per connection).
+pub const MAX_NBD_CONNECTIONS: u32 = 16;
+
+pub fn parse_nbd(value: &str) -> Result<(Nbd, Vec<String>), String> {
+    let mut parts = value.split(',');
+    let device = parts.next().unwrap_or_default();
+    let index = device
+        .strip_prefix("/dev/nbd")
+        .and_then(|n| n.parse::<u32>().ok())
+        .ok_or_else(|| format!("{device:?} is not /dev/nbdN (expected /dev/nbdN,host=H,port=P)"))?;
+    let (mut host, mut port, mut connections, mut name) = (None, None, 1, String::new());
+    let mut warnings = Vec::new();
+    for part in parts.filter(|p| !p.is_empty()) {
+        match part.split_once('=') {
+            Some(("host", v)) if !v.is_empty() => host = Some(v.to_string()),
+            Some(("port", v)) => {
+                port = Some(
+                    v.parse::<u16>()
+                        .ok()
+                        .filter(|p| *p > 0)
+                        .ok_or_else(|| format!("port={v:?} is not a TCP port"))?,
+                )
+            }
+            Some(("connections", v)) => {
+                connections = match v.parse::<u32>() {
+                    Ok(n @ 1..=MAX_NBD_CONNECTIONS) => n,
+                    _ => {
+                        warnings.push(format!(
+                            "b2c.nbd={device}: connections={v:?} is not 1 to \
+                             {MAX_NBD_CONNECTIONS}: using 1"
+                        ));
+                        1
+                    }
+                }
+            }
+            Some(("name", v)) => name = v.to_string(),
+            _ => warnings.push(format!(
+                "b2c.nbd={device}: unknown parameter {part:?} is ignored"
+            )),
+        }
+    }
+    let host = host.ok_or("host= is required")?;
+    let port = port.ok_or("port= is required")?;
+    Ok((
+        Nbd {
+            device: device.to_string(),
+            index,
+            host,
+            port,
+            connections,
+            name,
+        },
+        warnings,
+    ))
+}
+
+/// `b2c.storage=additionalimagestores=NAME[,NAME…]`: the names, and a
+/// warning for anything else (boot2container hands the value to
+/// containers-storage, which would have ignored it too).
+pub fn parse_storage(value: &str) -> (Vec<String>, Vec<String>) {
+    let mut names = Vec::new();
+    let mut warnings = Vec::new();
+    let mut current: Option<&str> = None;
+    for part in value.split(',').filter(|p| !p.is_empty()) {
+        let item = match part.split_once('=') {
+            Some((key, first)) => {
+                current = Some(key);
+                first
+            }
+            None => part,
+        };
+        match current {
+            Some("additionalimagestores") => {
+                if !item.is_empty() && !names.iter().any(|n| n == item) {
+                    names.push(item.to_string());
+                }
+            }
+            _ => warnings.push(format!(
+                "b2c.storage: {part:?} is ignored (only additionalimagestores=NAME[,NAME…] is \
+                 known)"
+            )),
+        }
+    }
+    (names, warnings)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +301,47 @@ mod tests {
         let (d, _) = parse_swap("/dev/sda2").unwrap();
         assert_eq!(d.space, SwapSpace::Device("/dev/sda2".into()));
         assert!(parse_swap("2G,swappiness=300").is_err());
+    }
+
+    #[test]
+    fn nbd_devices() {
+        let (n, w) = parse_nbd("/dev/nbd1,host=ci-gateway,port=40124,connections=5").unwrap();
+        assert_eq!(
+            n,
+            Nbd {
+                device: "/dev/nbd1".into(),
+                index: 1,
+                host: "ci-gateway".into(),
+                port: 40124,
+                connections: 5,
+                name: String::new(),
+            }
+        );
+        assert!(w.is_empty());
+        let (n, w) = parse_nbd("/dev/nbd0,host=h,port=1,name=cache,connections=99,x=1").unwrap();
+        assert_eq!((n.connections, n.name.as_str()), (1, "cache"));
+        assert_eq!(w.len(), 2);
+        for bad in [
+            "/dev/sda,host=h,port=1",
+            "/dev/nbd0,port=1",
+            "/dev/nbd0,host=h",
+            "/dev/nbd0,host=h,port=0",
+            "nbd0,host=h,port=1",
+        ] {
+            assert!(parse_nbd(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn storage_names_the_image_stores() {
+        assert_eq!(
+            parse_storage("additionalimagestores=public,private"),
+            (vec!["public".to_string(), "private".to_string()], vec![])
+        );
+        let (names, warnings) = parse_storage("additionalimagestores=a,size=10G,b");
+        assert_eq!(names, ["a"]);
+        assert_eq!(warnings.len(), 2);
+        assert_eq!(parse_storage("").0, Vec::<String>::new());
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! records that survives reboots on a cache disk (layout and crash safety:
 //! [`LayerStore`]; eviction: [`LayerStore::evict`]), the streaming layer
 //! unpacker (body → digest → gunzip → tar → files in one pass, confined to
-//! the layer directory) and overlayfs assembly.
+//! the layer directory) and overlayfs assembly. Images can also come from
+//! read-only image stores that podman wrote ([`ContainersStore`]), used in
+//! place.
 //!
 //! Typical use:
 //!
@@ -34,6 +36,7 @@ mod authfile;
 mod body;
 mod client;
 mod confined;
+mod cstore;
 mod digest;
 mod evict;
 #[cfg(feature = "fuzzing")]
@@ -51,6 +54,7 @@ pub use authfile::{parse_auth_file, Credential};
 pub use b2c_cmdline::Proxy;
 pub use b2c_net::http::{MinProgress, RetryPolicy, Trust};
 pub use confined::remove_tree;
+pub use cstore::{find_in_stores, ContainersStore, ImageStoreError, Lookup};
 pub use digest::{Digest, DigestParseError};
 pub use evict::EvictStats;
 pub use images::StoredImage;
@@ -155,6 +159,17 @@ pub enum PullError {
         #[source]
         source: StoreError,
     },
+    /// An image store could not be read, or its copy of the image is
+    /// damaged.
+    #[error(transparent)]
+    ImageStore(#[from] ImageStoreError),
+    /// An image ID that no image store has: a registry cannot be asked
+    /// for an ID.
+    #[error(
+        "image ID {image} is in none of the image stores ({stores}); only a name can be pulled \
+         from a registry"
+    )]
+    NotInImageStores { image: String, stores: String },
     #[error("cannot set up the registry client: {detail}")]
     Client { detail: String },
     /// A registry setting that cannot be used (the message names it).

@@ -48,6 +48,9 @@ pub enum ImageSource {
     /// The store, because the registry could not be reached
     /// (`--pull=always`): the image may be out of date.
     StoreOffline,
+    /// A read-only image store of containers-storage
+    /// ([`crate::ContainersStore`]): its layers are used where they are.
+    ImageStore,
 }
 
 /// What a pull downloaded and reused.

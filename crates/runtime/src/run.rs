@@ -286,7 +286,7 @@ mod tests {
             .map(|i| {
                 if unpulled.contains(&i.written.as_str()) {
                     Err(PullError::NotFound {
-                        image: i.reference.to_string(),
+                        image: i.name.to_string(),
                         registry: "docker.io".into(),
                         detail: "manifest unknown".into(),
                     })

@@ -24,6 +24,7 @@ mod label;
 #[cfg(test)]
 mod loop_tests;
 mod mount;
+pub mod nfs;
 mod partition;
 mod swap;
 pub mod volume;
@@ -65,6 +66,23 @@ pub enum StorageError {
     Format { device: PathBuf, code: i32 },
     #[error(transparent)]
     System(#[from] b2c_system::Error),
+    /// An NFS mount that failed, or that the server did not answer for
+    /// as long as retries were allowed.
+    #[error(
+        "cannot mount {src}{}: {error}",
+        if *transient {
+            format!(" (gave up after {attempts} attempts in {} s)", elapsed.as_secs())
+        } else {
+            String::new()
+        }
+    )]
+    Nfs {
+        src: String,
+        attempts: u32,
+        elapsed: Duration,
+        error: String,
+        transient: bool,
+    },
     #[error("b2c.cache_device={0}: no b2c.filesystem has this name")]
     UnknownFilesystem(String),
     /// An error in the setup of `option`, which the message names.
@@ -156,16 +174,50 @@ fn option_text(device: &CacheDevice) -> String {
 /// without `type=` is probed with what /proc/filesystems lists, so it
 /// needs ext4 (the block filesystem we ship) loaded beforehand too.
 pub fn filesystem_modules(device: &CacheDevice, filesystems: &[Filesystem]) -> Vec<String> {
-    let fstype = match device {
-        CacheDevice::None => return Vec::new(),
-        CacheDevice::Auto | CacheDevice::Reset | CacheDevice::Device(_) => "ext4",
+    match device {
+        CacheDevice::None => Vec::new(),
+        CacheDevice::Auto | CacheDevice::Reset | CacheDevice::Device(_) => vec!["fs-ext4".into()],
         CacheDevice::Filesystem(name) => filesystems
             .iter()
             .find(|f| &f.name == name)
-            .and_then(|f| f.fstype.as_deref())
-            .unwrap_or("ext4"),
-    };
-    vec![format!("fs-{fstype}")]
+            .map_or_else(|| vec!["fs-ext4".into()], modules_of),
+    }
+}
+
+/// Every kernel module the storage of `plan` may need: the cache's
+/// filesystem, the image stores', and those of the `b2c.filesystem`s that
+/// volumes mount.
+pub fn storage_modules(plan: &b2c_cmdline::BootPlan) -> Vec<String> {
+    let storage = &plan.storage;
+    let mut out = filesystem_modules(&storage.cache_device, &storage.filesystems);
+    for store in &storage.image_stores {
+        out.extend(modules_of(&store.filesystem));
+    }
+    let named = plan
+        .volumes
+        .iter()
+        .filter_map(|v| v.options.filesystem.as_deref());
+    for name in named {
+        if let Some(fs) = storage.filesystems.iter().find(|f| f.name == name) {
+            out.extend(modules_of(fs));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    out.retain(|m| seen.insert(m.clone()));
+    out
+}
+
+/// The kernel modules that mounting `fs` needs: `fs-<type>` (ext4 when it
+/// has no type), and for NFS the client of each version it may use.
+pub fn modules_of(fs: &Filesystem) -> Vec<String> {
+    match fs.fstype.as_deref() {
+        None => vec!["fs-ext4".into()],
+        Some(t) if nfs::is_nfs(t) => {
+            nfs::NfsRequest::parse(t, &fs.src, fs.opts.as_deref().unwrap_or(""))
+                .map_or_else(|_| vec!["fs-nfs".into()], |r| r.kernel_modules())
+        }
+        Some(t) => vec![format!("fs-{t}")],
+    }
 }
 
 /// Finds, creates or formats the cache and mounts it at `mountpoint`.
@@ -388,6 +440,22 @@ fn execute(
     }
 }
 
+/// Mounts the `b2c.filesystem` of an image store (`b2c.storage`) on
+/// `mountpoint`, read-only whatever its options say: b2c never writes to a
+/// store that other machines read. NFS is retried while the server cannot
+/// be reached (see [`nfs`]).
+pub fn mount_image_store(fs: &Filesystem, mountpoint: &Path) -> Result<(), StorageError> {
+    let opts = match fs.opts.as_deref() {
+        Some(o) if !o.is_empty() => format!("{o},ro"),
+        _ => "ro".to_string(),
+    };
+    let read_only = Filesystem {
+        opts: Some(opts),
+        ..fs.clone()
+    };
+    mount_filesystem(&read_only, mountpoint)
+}
+
 /// Undoes [`setup_cache`] and [`setup_swap`] on the way to power-off: swap
 /// off and its file removed, everything synced, the cache unmounted (lazily
 /// if still busy). Best effort: problems are warnings.
@@ -455,7 +523,11 @@ mod tests {
         let fs = |name: &str, fstype: Option<&str>| Filesystem {
             name: name.into(),
             fstype: fstype.map(Into::into),
-            src: "/dev/sda1".into(),
+            src: if fstype == Some("nfs") {
+                "10.0.0.1:/srv".into()
+            } else {
+                "/dev/sda1".into()
+            },
             opts: None,
         };
         let filesystems = [fs("nfs", Some("nfs")), fs("data", None)];
@@ -464,7 +536,10 @@ mod tests {
         assert_eq!(modules(CacheDevice::Auto), ["fs-ext4"]);
         assert_eq!(modules(CacheDevice::Reset), ["fs-ext4"]);
         assert_eq!(modules(CacheDevice::Device("/dev/vda".into())), ["fs-ext4"]);
-        assert_eq!(modules(CacheDevice::Filesystem("nfs".into())), ["fs-nfs"]);
+        assert_eq!(
+            modules(CacheDevice::Filesystem("nfs".into())),
+            ["fs-nfs", "nfsv3", "nfsv4"]
+        );
         assert_eq!(modules(CacheDevice::Filesystem("data".into())), ["fs-ext4"]);
     }
 

@@ -1,6 +1,5 @@
 //! Mounting the cache and `b2c.filesystem`s, and unmounting at the end.
 
-use std::net::ToSocketAddrs;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 
 use crate::disks::{self, Sys};
+use crate::nfs;
 use crate::StorageError;
 
 /// How long a `b2c.filesystem` whose source is a device node waits for it.
@@ -80,34 +80,6 @@ pub(crate) fn parse_options(opts: &str) -> (MsFlags, String) {
     (flags, data.join(","))
 }
 
-/// For NFS, mount(2) wants the server's address as `addr=` (mount.nfs
-/// resolves it in userspace): add it when the options lack it.
-fn nfs_data(fstype: &str, src: &str, data: String) -> String {
-    if !fstype.starts_with("nfs") || data.split(',').any(|o| o.starts_with("addr=")) {
-        return data;
-    }
-    let host = match src.strip_prefix('[') {
-        Some(rest) => rest.split(']').next(),
-        None => src.split(':').next(),
-    };
-    let Some(host) = host.filter(|h| !h.is_empty() && src.contains(':')) else {
-        return data;
-    };
-    let Some(ip) = (host, 2049)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut addrs| addrs.next())
-        .map(|a| a.ip())
-    else {
-        return data;
-    };
-    if data.is_empty() {
-        format!("addr={ip}")
-    } else {
-        format!("{data},addr={ip}")
-    }
-}
-
 /// The filesystem types the kernel can probe on a block device, in the
 /// order of /proc/filesystems (the `nodev` ones need no device).
 fn block_filesystems(proc_filesystems: &str) -> Vec<String> {
@@ -123,8 +95,9 @@ fn block_filesystems(proc_filesystems: &str) -> Vec<String> {
 ///
 /// Without `type=`, the source must be a block device and each block
 /// filesystem the kernel knows is tried in turn, as mount(8) does without
-/// blkid. A source under /dev/ is waited for up to 10 s. For `nfs`/`nfs4`,
-/// `addr=` is added from the source's host when the options lack it.
+/// blkid. A source under /dev/ is waited for up to 10 s. `nfs` and `nfs4`
+/// are mounted as mount.nfs would (see [`crate::nfs`]), retried while the
+/// server cannot be reached.
 pub fn mount_filesystem(fs: &Filesystem, target: &Path) -> Result<(), StorageError> {
     let option = format!("b2c.filesystem={}", fs.name);
     mount_filesystem_inner(fs, target).map_err(|e| e.context(option))
@@ -132,6 +105,14 @@ pub fn mount_filesystem(fs: &Filesystem, target: &Path) -> Result<(), StorageErr
 
 fn mount_filesystem_inner(fs: &Filesystem, target: &Path) -> Result<(), StorageError> {
     std::fs::create_dir_all(target).map_err(|e| StorageError::io(target, e))?;
+    if let Some(fstype) = fs.fstype.as_deref().filter(|t| nfs::is_nfs(t)) {
+        let req = nfs::NfsRequest::parse(fstype, &fs.src, fs.opts.as_deref().unwrap_or(""))
+            .map_err(|what| StorageError::Device {
+                path: fs.src.clone().into(),
+                what,
+            })?;
+        return nfs::mount(&req, target, &format!("b2c.filesystem={}", fs.name)).map(|_| ());
+    }
     let src = Path::new(&fs.src);
     if fs.src.starts_with("/dev/") && !src.exists() {
         let sys = Sys::real();
@@ -144,7 +125,6 @@ fn mount_filesystem_inner(fs: &Filesystem, target: &Path) -> Result<(), StorageE
     }
     let (flags, data) = parse_options(fs.opts.as_deref().unwrap_or(""));
     let mount_as = |fstype: &str| {
-        let data = nfs_data(fstype, &fs.src, data.clone());
         log::debug!(
             "mount -t {fstype} -o {flags:?},{data} {} {}",
             fs.src,
@@ -307,28 +287,6 @@ mod tests {
         let (flags, _) = parse_options("rbind");
         assert_eq!(flags, MsFlags::MS_BIND | MsFlags::MS_REC);
         assert_eq!(parse_options(""), (MsFlags::empty(), String::new()));
-    }
-
-    #[test]
-    fn nfs_gets_the_server_address() {
-        assert_eq!(
-            nfs_data("nfs", "10.0.0.1:/srv", String::new()),
-            "addr=10.0.0.1"
-        );
-        assert_eq!(
-            nfs_data("nfs4", "10.0.0.1:/srv", "vers=4.2".into()),
-            "vers=4.2,addr=10.0.0.1"
-        );
-        assert_eq!(
-            nfs_data("nfs", "[fd00::1]:/srv", String::new()),
-            "addr=fd00::1"
-        );
-        assert_eq!(
-            nfs_data("nfs", "10.0.0.1:/srv", "addr=10.0.0.2".into()),
-            "addr=10.0.0.2"
-        );
-        assert_eq!(nfs_data("ext4", "/dev/sda1", String::new()), "");
-        assert_eq!(nfs_data("nfs", "/dev/sda1", String::new()), "");
     }
 
     #[test]
