@@ -276,6 +276,13 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
             Err(e) => log::debug!("{m}: {e} (the generic algorithms are used)"),
         }
     }
+    // Before the cache and swap, which may be on them. One that cannot be
+    // attached is no cache, as a missing disk is.
+    for result in b2c_storage::nbd::attach_all(&wanted.nbds) {
+        if let Err(e) = result {
+            error!("{e}");
+        }
+    }
     let setup = b2c_storage::setup_cache(
         &wanted.cache_device,
         &wanted.filesystems,

@@ -12,7 +12,8 @@
 //! counts what the registry served; [`TestNet::start_faulty_registry`]
 //! adds a registry that rate-limits, dies and comes back ([`Faults`]);
 //! [`TestNet::start_nfs`] an NFS server (NFS-Ganesha) exporting a store
-//! that podman wrote ([`TestNet::podman_store`]).
+//! that podman wrote ([`TestNet::podman_store`]); [`TestNet::start_nbd`]
+//! Debian's nbd-server, which [`NbdServer::restart`] restarts.
 //!
 //! ```no_run
 //! use qemu_tests::{BootOptions, TestNet};
@@ -43,6 +44,7 @@ mod ca;
 pub mod disk;
 mod faulty;
 pub mod images;
+mod nbd;
 mod net;
 mod nfs;
 mod qemu;
@@ -56,6 +58,7 @@ use std::sync::OnceLock;
 
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
+pub use nbd::NbdServer;
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
     REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,

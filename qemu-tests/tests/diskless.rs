@@ -2,7 +2,8 @@
 //! image store that podman wrote (`b2c.filesystem=…,type=nfs` +
 //! `b2c.storage=additionalimagestores=…`): its images run by ID with no
 //! download at all (read from the registry's access log), even when the
-//! NFS server comes up after the boot asked for it.
+//! NFS server comes up after the boot asked for it. A cache and a swap on
+//! network block devices (`b2c.nbd`), whose server restarts mid-job.
 //!
 //! The NFS server is NFS-Ganesha (this host's kernel has no nfsd): see
 //! `qemu-tests/src/nfs.rs`.
@@ -13,10 +14,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{assert_verdict, boot_on, opt, options, start_net};
-use qemu_tests::images::BUSYBOX_IMAGE;
+use qemu_tests::images::{BUSYBOX_IMAGE, LAYERS_IMAGE};
 use qemu_tests::NetOptions;
 
 const BUSYBOX_REPO: &str = "b2c/busybox";
+const LAYERS_REPO: &str = "b2c/layers";
 /// The gateway by a name the test network's DNS (dnsmasq) resolves: the
 /// guest resolves it as mount.nfs would.
 const NFS_HOST: &str = "registry.test";
@@ -42,13 +44,14 @@ fn wait_for_line(path: &Path, text: &str, timeout: Duration) -> bool {
 fn images_run_by_id_from_a_late_nfs_store_without_download() {
     let net = start_net(&NetOptions::default());
     let store = net
-        .podman_store(&[BUSYBOX_IMAGE])
+        .podman_store(&[BUSYBOX_IMAGE, LAYERS_IMAGE])
         .unwrap_or_else(|e| panic!("{e}"));
     let id = net
         .podman_image_id(BUSYBOX_IMAGE)
         .unwrap_or_else(|e| panic!("{e}"));
     // podman's own pull is in the log: count from here on.
     let before = net.blob_downloads(BUSYBOX_REPO);
+    let before_layers = net.blob_downloads(LAYERS_REPO);
     let append = [
         format!(
             "b2c.filesystem=publicimgstore,type=nfs,src={NFS_HOST}:/imagestore/public,opts=ro|vers=4.2|nolock"
@@ -62,6 +65,15 @@ fn images_run_by_id_from_a_late_nfs_store_without_download() {
             "b2c.run",
             &format!("--tls-verify=false {} sh -c 'echo DISKLESS-$((40+2))'", &id[..12]),
         ),
+        // By name, as podman recorded it: layers with whiteouts and an
+        // opaque directory, read over NFS.
+        opt(
+            "b2c.post_container",
+            &format!(
+                "--tls-verify=false docker://{}/{LAYERS_IMAGE} sh -c 'echo LAYERS-$((40+2)) $(ls /data/dir) $(ls /data)'",
+                qemu_tests::REGISTRY_HTTP
+            ),
+        ),
     ]
     .join(" ");
     let opts = options("diskless-nfs", &append);
@@ -70,8 +82,10 @@ fn images_run_by_id_from_a_late_nfs_store_without_download() {
         .join(format!("{}.log", opts.name));
     let boot = std::thread::scope(|s| {
         let late = s.spawn(|| {
-            // The server is started once the boot waits for it.
+            // The server is started once the boot waits for it, a few
+            // attempts later.
             let waiting = wait_for_line(&log, "cannot mount", Duration::from_secs(240));
+            std::thread::sleep(Duration::from_secs(5));
             (
                 waiting,
                 waiting.then(|| net.start_nfs(&store, "/imagestore/public")),
@@ -109,5 +123,100 @@ fn images_run_by_id_from_a_late_nfs_store_without_download() {
         0,
         "blobs were downloaded\n{boot}"
     );
+    assert_eq!(
+        net.blob_downloads(LAYERS_REPO) - before_layers,
+        0,
+        "blobs were downloaded\n{boot}"
+    );
+    // Whiteouts (character devices 0/0) cross NFS: gone.txt and olddir
+    // are hidden. Extended attributes do not: the opaque directory shows
+    // the lower layers' files too (the README says so).
+    assert_eq!(
+        boot.after_marker("LAYERS-42"),
+        [" new.txt old.txt sub dir hard keep.txt link replaced.txt"],
+        "{boot}"
+    );
     assert!(boot.loaded_modules().contains(&"nfsv4"), "{boot}");
+}
+
+/// A cache and a swap on network block devices (Debian's nbd-server, one
+/// per port as CI farms run it; the cache with two connections), and the
+/// cache's server restarted while the job writes to it: the kernel holds
+/// the I/O, b2c connects again and hands the new socket over, the job
+/// finishes.
+#[test]
+fn cache_and_swap_on_nbd_survive_a_server_restart() {
+    let net = start_net(&NetOptions::default());
+    let cache = net.dir().join("cache.img");
+    let swap = net.dir().join("swap.img");
+    for (file, size) in [(&cache, 2u64 << 30), (&swap, 256 << 20)] {
+        std::fs::File::create(file)
+            .and_then(|f| f.set_len(size))
+            .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    }
+    let cache_server = net
+        .start_nbd(40123, "cache", &cache)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let _swap_server = net
+        .start_nbd(40124, "swap", &swap)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let job = "grep -q /dev/nbd1 /proc/swaps && echo SWAP-$((40+2)); \
+               echo WRITING-$((40+2)); i=0; while [ $i -lt 20 ]; do \
+               dd if=/dev/urandom of=/tmp/f$i bs=64k count=16 conv=fsync 2>/dev/null || exit 3; \
+               i=$((i+1)); sleep 1; done; cat /tmp/f* | wc -c; echo NBD-$((40+2))";
+    let append = [
+        "b2c.nbd=/dev/nbd0,host=registry.test,port=40123,connections=2,name=cache".to_string(),
+        "b2c.nbd=/dev/nbd1,host=10.99.0.1,port=40124,name=swap".to_string(),
+        "b2c.cache_device=/dev/nbd0 b2c.swap=/dev/nbd1".to_string(),
+        opt(
+            "b2c.run",
+            &format!(
+                "--tls-verify=false docker://{}/{BUSYBOX_IMAGE} sh -c '{job}'",
+                qemu_tests::REGISTRY_HTTP
+            ),
+        ),
+    ]
+    .join(" ");
+    let opts = options("diskless-nbd", &append);
+    let log = qemu_tests::output_dir()
+        .join("logs")
+        .join(format!("{}.log", opts.name));
+    let (boot, restarted) = std::thread::scope(|s| {
+        let restart = s.spawn(|| {
+            let mut server = cache_server;
+            if !wait_for_line(&log, "WRITING-42", Duration::from_secs(300)) {
+                return (server, Ok(false));
+            }
+            std::thread::sleep(Duration::from_secs(2));
+            server.stop();
+            // The gateway is away for a while.
+            std::thread::sleep(Duration::from_secs(5));
+            let started = server.restart(&net).map(|()| true);
+            (server, started)
+        });
+        let boot = boot_on(&net, &opts);
+        (boot, restart.join().unwrap())
+    });
+    let (_server, restarted) = restarted;
+    assert!(
+        restarted.unwrap_or_else(|e| panic!("{e}\n{boot}")),
+        "the job never started writing\n{boot}"
+    );
+    assert_verdict(&boot, 0);
+    for marker in ["SWAP-42", "NBD-42"] {
+        assert!(boot.has_line(marker), "no {marker}\n{boot}");
+    }
+    for line in [
+        "b2c.nbd=/dev/nbd0: attached to registry.test:40123 export cache",
+        "b2c.nbd=/dev/nbd1: attached to 10.99.0.1:40124 export swap",
+        "cache: /dev/nbd0p1 mounted on /storage",
+        "b2c.nbd=/dev/nbd0: a connection to registry.test:40123 died",
+        "b2c.nbd=/dev/nbd0: reconnected to registry.test:40123",
+    ] {
+        assert!(
+            boot.lines_containing(line).count() >= 1,
+            "no {line:?}\n{boot}"
+        );
+    }
+    assert!(boot.loaded_modules().contains(&"nbd"), "{boot}");
 }

@@ -1,5 +1,6 @@
-//! The cache device (`b2c.cache_device`), swap (`b2c.swap`) and extra
-//! filesystems (`b2c.filesystem`).
+//! The cache device (`b2c.cache_device`), swap (`b2c.swap`), extra
+//! filesystems (`b2c.filesystem`, NFS included: [`nfs`]) and network block
+//! devices (`b2c.nbd`: [`nbd`]).
 //!
 //! The cache is an ext4 filesystem labelled `B2C_CACHE`, found by reading
 //! superblocks ourselves (no udev, no blkid in the initramfs), or made on a
@@ -24,6 +25,7 @@ mod label;
 #[cfg(test)]
 mod loop_tests;
 mod mount;
+pub mod nbd;
 pub mod nfs;
 mod partition;
 mod swap;
@@ -83,6 +85,9 @@ pub enum StorageError {
         error: String,
         transient: bool,
     },
+    /// A `b2c.nbd` device that could not be attached.
+    #[error("b2c.nbd={device}: {what}")]
+    Nbd { device: String, what: String },
     #[error("b2c.cache_device={0}: no b2c.filesystem has this name")]
     UnknownFilesystem(String),
     /// An error in the setup of `option`, which the message names.
@@ -103,7 +108,9 @@ impl StorageError {
 
     pub(crate) fn context(self, option: String) -> Self {
         match self {
-            already @ (StorageError::Option { .. } | StorageError::UnknownFilesystem(_)) => already,
+            already @ (StorageError::Option { .. }
+            | StorageError::UnknownFilesystem(_)
+            | StorageError::Nbd { .. }) => already,
             error => StorageError::Option {
                 option,
                 error: Box::new(error),
@@ -184,12 +191,19 @@ pub fn filesystem_modules(device: &CacheDevice, filesystems: &[Filesystem]) -> V
     }
 }
 
-/// Every kernel module the storage of `plan` may need: the cache's
-/// filesystem, the image stores', and those of the `b2c.filesystem`s that
+/// Every kernel module the storage of `plan` may need: `nbd` for
+/// `b2c.nbd`, the cache's filesystem, the image stores', and those of the `b2c.filesystem`s that
 /// volumes mount.
 pub fn storage_modules(plan: &b2c_cmdline::BootPlan) -> Vec<String> {
     let storage = &plan.storage;
-    let mut out = filesystem_modules(&storage.cache_device, &storage.filesystems);
+    let mut out = Vec::new();
+    if !storage.nbds.is_empty() {
+        out.push("nbd".to_string());
+    }
+    out.extend(filesystem_modules(
+        &storage.cache_device,
+        &storage.filesystems,
+    ));
     for store in &storage.image_stores {
         out.extend(modules_of(&store.filesystem));
     }
