@@ -111,10 +111,12 @@ impl Boot {
     }
 
     /// The kernel modules b2c says it loaded, from its `kernel modules:
-    /// loaded a, b` lines, in order.
+    /// loaded a, b` lines (and the hot-plug's `kernel modules: loaded a, b
+    /// for usb 1-1:1.0`), in order.
     pub fn loaded_modules(&self) -> Vec<&str> {
         self.lines_containing("]: kernel modules: loaded ")
             .filter_map(|line| line.split_once("kernel modules: loaded ").map(|(_, m)| m))
+            .map(|list| list.split_once(" for ").map_or(list, |(list, _)| list))
             .flat_map(|list| list.split(", "))
             .map(str::trim)
             .collect()
@@ -518,6 +520,19 @@ mod tests {
         );
         assert!(b.has_line("pipeline status: 1"));
         assert!(!b.has_line("Execution is over"));
+    }
+
+    #[test]
+    fn loaded_modules_at_start_and_hot_plugged() {
+        let b = boot(
+            "[    2.341]: kernel modules: loaded virtio_pci, xhci_pci, overlay\n\
+             [    3.100]: kernel modules: loaded usbnet, cdc_ether for usb 1-1:1.0\n",
+            true,
+        );
+        assert_eq!(
+            b.loaded_modules(),
+            ["virtio_pci", "xhci_pci", "overlay", "usbnet", "cdc_ether"]
+        );
     }
 
     #[test]

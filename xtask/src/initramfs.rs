@@ -18,11 +18,42 @@ pub enum Compression {
     None,
 }
 
+/// Which kernel modules the initramfs ships.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSet {
+    /// `initramfs/modules.txt`: the drivers of a CI farm's machines.
+    Farm,
+    /// `initramfs/modules-virtio.txt`: a virtual machine's, nothing more.
+    Virtio,
+    /// A list of one's own, in the format of modules.txt.
+    File(PathBuf),
+}
+
+impl ModuleSet {
+    pub fn parse(value: &str) -> ModuleSet {
+        match value {
+            "farm" => ModuleSet::Farm,
+            "virtio" => ModuleSet::Virtio,
+            file => ModuleSet::File(PathBuf::from(file)),
+        }
+    }
+
+    /// The module names (or aliases) of the set.
+    pub fn names(&self) -> Result<Vec<String>> {
+        match self {
+            ModuleSet::Farm => manifest("modules.txt"),
+            ModuleSet::Virtio => manifest("modules-virtio.txt"),
+            ModuleSet::File(path) => manifest_at(path),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Options {
     pub ca_cert: Option<PathBuf>,
     pub compression: Compression,
     pub output: Option<PathBuf>,
+    pub modules: ModuleSet,
 }
 
 impl Options {
@@ -31,6 +62,7 @@ impl Options {
             ca_cert: None,
             compression: Compression::Zstd,
             output: None,
+            modules: ModuleSet::Farm,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -38,6 +70,7 @@ impl Options {
             match arg.as_str() {
                 "--ca-cert" => o.ca_cert = Some(PathBuf::from(value()?)),
                 "--output" => o.output = Some(PathBuf::from(value()?)),
+                "--modules" => o.modules = ModuleSet::parse(value()?),
                 "--compression" => {
                     o.compression = match value()?.as_str() {
                         "zstd" => Compression::Zstd,
@@ -61,8 +94,11 @@ pub fn out_dir() -> PathBuf {
 
 /// Lines of a manifest in initramfs/, without comments and blanks.
 fn manifest(name: &str) -> Result<Vec<String>> {
-    let path = workspace_root().join("initramfs").join(name);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    manifest_at(&workspace_root().join("initramfs").join(name))
+}
+
+fn manifest_at(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -106,10 +142,15 @@ pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
     Ok(())
 }
 
-/// The modules named in initramfs/modules.txt and everything they need,
-/// with a modules.dep made for exactly that set.
-fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel, work: &Path) -> Result<usize> {
-    let wanted = manifest("modules.txt")?;
+/// The modules of the set and everything they need, with a modules.dep
+/// made for exactly that set.
+fn add_modules(
+    archive: &mut Archive,
+    kernel: &kernel::Kernel,
+    set: &ModuleSet,
+    work: &Path,
+) -> Result<usize> {
+    let wanted = set.names()?;
     let index = ModuleIndex::load(&kernel.modules)?;
     let files = index.load_order(&wanted)?;
     let stage = work.join("modules");
@@ -229,7 +270,7 @@ pub fn build(o: &Options) -> Result<Built> {
             },
         );
     }
-    let modules = add_modules(&mut archive, &kernel, &work)?;
+    let modules = add_modules(&mut archive, &kernel, &o.modules, &work)?;
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }

@@ -19,6 +19,9 @@ usage: cargo xtask <command>
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
+      --modules SET         the kernel modules shipped: farm (default,
+                            initramfs/modules.txt), virtio (a VM's only,
+                            initramfs/modules-virtio.txt) or a FILE in that format
   qemu [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with

@@ -1,7 +1,8 @@
-//! PID 1 duties: mounts, console logging, kernel modules, the reaper,
-//! host name and clock, stop signals, the hardware watchdog, and the final
-//! power-off.
+//! PID 1 duties: mounts, console logging, kernel modules and hot-plug,
+//! the reaper, host name and clock, stop signals, the hardware watchdog,
+//! and the final power-off.
 
+pub mod devices;
 pub mod error_chain;
 pub mod host;
 pub mod info;
@@ -11,6 +12,7 @@ pub mod mounts;
 pub mod power;
 pub mod reaper;
 pub mod signals;
+pub mod uevents;
 pub mod watchdog;
 
 use std::path::{Path, PathBuf};
