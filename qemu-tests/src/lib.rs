@@ -49,7 +49,7 @@ mod selftest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
@@ -58,7 +58,7 @@ pub use net::{
     REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,
     S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
-pub use qemu::{Boot, BootOptions};
+pub use qemu::{Boot, BootOptions, DiskBus};
 
 /// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot
 /// with `b2c.ca_cert=` this path.
@@ -218,6 +218,35 @@ pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBu
     std::fs::create_dir_all(output_dir()).context(|| "create the output dir".to_string())?;
     std::fs::write(&out, data).context(|| format!("write {}", out.display()))?;
     Ok(out)
+}
+
+/// An initramfs that ships only `modules` (and what they need),
+/// uncompressed, built once per process and name by `cargo xtask
+/// initramfs --modules FILE`: a machine without some drivers.
+pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return Ok(path.clone());
+    }
+    let dir = output_dir();
+    std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
+    let list = dir.join(format!("modules-{name}.txt"));
+    std::fs::write(&list, modules.join("\n") + "\n")
+        .context(|| format!("write {}", list.display()))?;
+    let output = dir.join(format!("b2c-{name}.cpio"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(
+        Command::new(cargo)
+            .current_dir(workspace_dir())
+            .args(["xtask", "initramfs", "--compression", "none", "--modules"])
+            .arg(&list)
+            .arg("--output")
+            .arg(&output),
+        "cargo xtask initramfs --modules",
+    )?;
+    built.push((name.to_string(), output.clone()));
+    Ok(output)
 }
 
 /// Runs a command to completion; a non-zero exit is an error carrying the

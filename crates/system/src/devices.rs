@@ -16,11 +16,13 @@ pub enum Kind {
     Usb,
 }
 
+/// As the console names it: `storage device`, `network device`, `USB
+/// controller`.
 impl fmt::Display for Kind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Kind::Storage => "storage",
-            Kind::Network => "network",
+            Kind::Storage => "storage device",
+            Kind::Network => "network device",
             Kind::Usb => "USB controller",
         })
     }
