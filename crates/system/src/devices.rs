@@ -133,11 +133,7 @@ impl Device {
 /// (class 020000) at 0000:03:00.0`.
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{NO_DRIVER}{} {} device {}",
-            self.bus, self.kind, self.id
-        )?;
+        write!(f, "{NO_DRIVER}{} {} {}", self.bus, self.kind, self.id)?;
         if !self.class.is_empty() {
             write!(f, " (class {})", self.class)?;
         }
