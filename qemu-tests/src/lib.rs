@@ -128,6 +128,14 @@ pub fn default_initramfs() -> PathBuf {
         .unwrap_or_else(|| target_dir().join("initramfs/b2c.cpio.zst"))
 }
 
+/// `$B2C_FIRMWARE`, else what `cargo xtask firmware` builds: the
+/// firmware cpio a boot loader loads after the initramfs.
+pub fn default_firmware() -> PathBuf {
+    std::env::var_os("B2C_FIRMWARE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("initramfs/b2c-firmware.cpio.zst"))
+}
+
 /// The default initramfs plus the test CA at [`CA_CERT_IN_INITRAMFS`],
 /// built once per process by `cargo xtask initramfs --ca-cert`.
 pub fn initramfs_with_ca() -> Result<PathBuf> {

@@ -318,3 +318,49 @@ fn without_their_drivers_the_devices_are_named() {
     }
     assert_eq!(missing.len(), 8, "{missing:#?}\n{boot}");
 }
+
+#[test]
+fn a_driver_finds_its_firmware_in_the_appended_cpio() {
+    let firmware = qemu_tests::default_firmware();
+    assert!(
+        firmware.is_file(),
+        "{} is missing: run `cargo xtask firmware` (or `make firmware`)",
+        firmware.display()
+    );
+    // QEMU's i82551 (an Intel 8255x NIC, driven by e100) has the PCI
+    // revision (0x0f) for which e100 must load the microcode
+    // e100/d102e_ucode.bin (Debian's firmware-misc-nonfree) before the
+    // NIC comes up; Debian's kernel logs each firmware file loaded or
+    // missing.
+    const FILE: &str = "e100/d102e_ucode.bin";
+    let net = start_net(&NetOptions::default());
+    let append = run_http(BUSYBOX_IMAGE, "sh -c 'echo HELLO-$((40+2))'");
+    let mut opts = options("drivers-firmware", &append);
+    opts.nic = "i82551".into();
+    opts.extra_initrds.push(firmware);
+    let with = boot_on(&net, &opts);
+    assert!(with.has_line("HELLO-42"), "no container output\n{with}");
+    assert_verdict(&with, 0);
+    assert_loaded(&with, &["e100"], &[]);
+    assert!(
+        with.lines_containing(&format!("firmware: direct-loading firmware {FILE}"))
+            .next()
+            .is_some(),
+        "e100 did not load {FILE}\n{with}"
+    );
+
+    // The same boot without the firmware cpio: the kernel says so, and
+    // the NIC never comes up.
+    opts.name = "drivers-firmware-missing".into();
+    opts.extra_initrds.clear();
+    let without = boot_on(&net, &opts);
+    assert!(!without.has_line("HELLO-42"), "{without}");
+    assert_verdict(&without, 1);
+    assert!(
+        without
+            .lines_containing(&format!("firmware: failed to load {FILE}"))
+            .next()
+            .is_some(),
+        "no failed firmware load without the firmware cpio\n{without}"
+    );
+}

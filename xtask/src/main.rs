@@ -2,6 +2,7 @@
 
 mod bench;
 mod cpio;
+mod firmware;
 mod initramfs;
 mod kernel;
 mod qemu;
@@ -22,6 +23,12 @@ usage: cargo xtask <command>
       --modules SET         the kernel modules shipped: farm (default,
                             initramfs/modules.txt), virtio (a VM's only,
                             initramfs/modules-virtio.txt) or a FILE in that format
+  firmware [OPTIONS]        build target/initramfs/b2c-firmware.cpio.zst: the
+                            firmware the shipped drivers declare, from Debian's
+                            non-free-firmware packages (initramfs/firmware.txt),
+                            to load after the initramfs
+      --modules SET         the drivers whose firmware to take (as for initramfs)
+      --output FILE         write it there instead
   qemu [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
@@ -42,6 +49,9 @@ fn main() {
         Some("kernel") => kernel::fetch(args.iter().any(|a| a == "--force")).map(|_| ()),
         Some("initramfs") => initramfs::Options::parse(&args[1..])
             .and_then(|o| initramfs::build(&o))
+            .map(|_| ()),
+        Some("firmware") => firmware::Options::parse(&args[1..])
+            .and_then(|o| firmware::build(&o))
             .map(|_| ()),
         Some("qemu") => qemu::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),
