@@ -55,8 +55,8 @@ pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
-    REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,
-    S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
+    NETBOOT_SCRIPT_URL, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP,
+    REGISTRY_HTTPS, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
 pub use qemu::{Boot, BootOptions, DiskBus};
 
@@ -228,8 +228,8 @@ pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBu
     Ok(out)
 }
 
-/// An initramfs that ships only `modules` (and what they need),
-/// uncompressed, built once per process and name by `cargo xtask
+/// An initramfs that ships only `modules` (and what they need; none at
+/// all when empty), uncompressed, built once per process and name by `cargo xtask
 /// initramfs --modules FILE`: a machine without some drivers.
 pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
@@ -255,6 +255,39 @@ pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     )?;
     built.push((name.to_string(), output.clone()));
     Ok(output)
+}
+
+/// The modules archive `cargo xtask modules --kernel-modules DIR` makes
+/// (uncompressed) for the kernel of `cargo xtask kernel`, built once per
+/// process: what a boot loader appends for a kernel of one's own.
+pub fn modules_archive() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let kernel = target_dir().join("kernel");
+            let release = std::fs::read_to_string(kernel.join("release"))
+                .context(|| "no target/kernel/release: run `cargo xtask kernel`".to_string())?;
+            let dir = kernel.join("root/lib/modules").join(release.trim());
+            let output = output_dir().join("b2c-modules.cpio");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            run(
+                Command::new(cargo)
+                    .current_dir(workspace_dir())
+                    .args([
+                        "xtask",
+                        "modules",
+                        "--compression",
+                        "none",
+                        "--kernel-modules",
+                    ])
+                    .arg(&dir)
+                    .arg("--output")
+                    .arg(&output),
+                "cargo xtask modules",
+            )?;
+            Ok(output)
+        })
+        .clone()
 }
 
 /// Runs a command to completion; a non-zero exit is an error carrying the

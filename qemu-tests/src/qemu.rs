@@ -53,6 +53,11 @@ pub struct BootOptions {
     /// More initramfs archives, concatenated after `initramfs` as a boot
     /// loader does with several `initrd` lines (firmware, modules).
     pub extra_initrds: Vec<PathBuf>,
+    /// Boot as a netbooted machine does: no `-kernel`, `-initrd` or
+    /// `-append`; the BIOS runs the NIC's iPXE ROM, which asks DHCP what
+    /// to boot (see [`crate::NetOptions::netboot`]). `kernel`,
+    /// `initramfs` and `append` are then unused.
+    pub netboot: bool,
 }
 
 impl BootOptions {
@@ -72,6 +77,7 @@ impl BootOptions {
             kill_after: None,
             monitor_when: Vec::new(),
             extra_initrds: Vec::new(),
+            netboot: false,
         }
     }
 
@@ -320,7 +326,7 @@ impl Drop for KillOnDrop {
 
 pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
-        if !path.is_file() {
+        if !path.is_file() && !opts.netboot {
             return Err(Error::new(format!(
                 "no {what} at {}: run `make initramfs kernel` (or set B2C_KERNEL / B2C_INITRAMFS)",
                 path.display()
@@ -333,26 +339,31 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let mut log =
         std::fs::File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
 
-    let initrd = concatenated_initrd(net, opts)?;
     let mut monitor = Monitor::new(&opts.monitor_when)?;
     let mut cmd = net.command("qemu-system-x86_64");
     cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
         // Only what we ask for: the serial console on stdout, no monitor
         // that could read a terminal (one on a socket when asked), no
         // default NIC.
-        .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&opts.kernel)
-        .arg("-initrd")
-        .arg(&initrd)
-        .arg("-append")
-        // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
-        // timer check can fail and panic the boot before /init runs.
-        .arg(format!(
-            "console=ttyS0 panic=-1 no_timer_check {}",
-            opts.append
-        ))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .args(["-nodefaults", "-display", "none", "-serial", "stdio"]);
+    if opts.netboot {
+        // The firmware boots from the network: the NIC's option ROM.
+        cmd.args(["-boot", "n"]);
+    } else {
+        let initrd = concatenated_initrd(net, opts)?;
+        cmd.arg("-kernel")
+            .arg(&opts.kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
+            // timer check can fail and panic the boot before /init runs.
+            .arg(format!(
+                "console=ttyS0 panic=-1 no_timer_check {}",
+                opts.append
+            ));
+    }
+    cmd.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args(nic_args(&opts.nic))
         .args(["-device", "virtio-rng-pci"])
         .args(monitor.as_ref().map(Monitor::qemu_args).unwrap_or_default())

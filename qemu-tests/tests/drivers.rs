@@ -364,3 +364,87 @@ fn a_driver_finds_its_firmware_in_the_appended_cpio() {
         "no failed firmware load without the firmware cpio\n{without}"
     );
 }
+
+/// `archive` (an uncompressed newc cpio) without the module indexes:
+/// the modules of a kernel appended as they are, without depmod.
+fn without_module_indexes(archive: &Path) -> PathBuf {
+    let dir = qemu_tests::output_dir().join("modules-without-index");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .args(["-c", script, "sh"])
+            .arg(archive)
+            .current_dir(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{script}: {out:?}");
+    };
+    sh(
+        r#"cpio -idm --quiet < "$1" && rm lib/modules/*/modules.* && find lib | cpio -o -H newc --quiet > ../b2c-modules-no-index.cpio"#,
+    );
+    let out = dir.with_file_name("b2c-modules-no-index.cpio");
+    std::fs::remove_dir_all(&dir).unwrap();
+    out
+}
+
+#[test]
+fn any_kernel_with_its_modules_appended_and_none_at_all() {
+    // An initramfs without any module, as for a kernel of one's own, and
+    // the modules of the running kernel in an archive of their own, made
+    // from its /lib/modules/VERSION by `cargo xtask modules`.
+    let bare = qemu_tests::initramfs_with_modules("none", &[]).unwrap_or_else(|e| panic!("{e}"));
+    let modules = qemu_tests::modules_archive().unwrap_or_else(|e| panic!("{e}"));
+    let net = start_net(&NetOptions::default());
+    let append = run_http(BUSYBOX_IMAGE, "sh -c 'echo HELLO-$((40+2))'");
+    let mut opts = options("drivers-kernel-modules", &append);
+    opts.initramfs = bare;
+    opts.extra_initrds.push(modules.clone());
+    let appended = boot_on(&net, &opts);
+    assert!(
+        appended.has_line("HELLO-42"),
+        "no container output\n{appended}"
+    );
+    assert_verdict(&appended, 0);
+    assert_loaded(&appended, &["virtio_pci", "virtio_net", "overlay"], &[]);
+
+    // The same modules without modules.dep and friends: b2c indexes them
+    // from their .modinfo at boot.
+    opts.name = "drivers-kernel-modules-no-index".into();
+    opts.extra_initrds = vec![without_module_indexes(&modules)];
+    let indexed = boot_on(&net, &opts);
+    assert!(
+        indexed.has_line("HELLO-42"),
+        "no container output\n{indexed}"
+    );
+    assert_verdict(&indexed, 0);
+    assert_loaded(&indexed, &["virtio_pci", "virtio_net", "overlay"], &[]);
+    assert!(
+        indexed
+            .lines_containing("has no modules.dep: indexed its")
+            .next()
+            .is_some(),
+        "no line about the index made at boot\n{indexed}"
+    );
+
+    // No module at all: the boot says so, names the NIC no driver took,
+    // and ends cleanly without a network.
+    opts.name = "drivers-kernel-no-modules".into();
+    opts.extra_initrds.clear();
+    let none = boot_on(&net, &opts);
+    assert!(
+        none.lines_containing("]: kernel modules: none for this kernel")
+            .next()
+            .is_some(),
+        "{none}"
+    );
+    let missing = no_driver_lines(&none);
+    assert!(
+        missing
+            .iter()
+            .any(|l| l.contains("PCI network device 1af4:1000")),
+        "{missing:#?}\n{none}"
+    );
+    assert_error_about(&none, &["network", "link"]);
+    assert_verdict(&none, 1);
+}

@@ -25,6 +25,9 @@ pub enum ModuleSet {
     Farm,
     /// `initramfs/modules-virtio.txt`: a virtual machine's, nothing more.
     Virtio,
+    /// None at all: for a kernel of one's own, whose modules come in an
+    /// archive of their own (`cargo xtask modules`).
+    None,
     /// A list of one's own, in the format of modules.txt.
     File(PathBuf),
 }
@@ -34,6 +37,7 @@ impl ModuleSet {
         match value {
             "farm" => ModuleSet::Farm,
             "virtio" => ModuleSet::Virtio,
+            "none" => ModuleSet::None,
             file => ModuleSet::File(PathBuf::from(file)),
         }
     }
@@ -43,6 +47,7 @@ impl ModuleSet {
         match self {
             ModuleSet::Farm => manifest("modules.txt"),
             ModuleSet::Virtio => manifest("modules-virtio.txt"),
+            ModuleSet::None => Ok(Vec::new()),
             ModuleSet::File(path) => manifest_at(path),
         }
     }
@@ -151,15 +156,82 @@ fn add_modules(
     work: &Path,
 ) -> Result<usize> {
     let wanted = set.names()?;
-    let index = ModuleIndex::load(&kernel.modules)?;
-    let files = index.load_order(&wanted)?;
+    if wanted.is_empty() {
+        return Ok(0);
+    }
     let stage = work.join("modules");
-    let _ = std::fs::remove_dir_all(&stage);
-    let dest = stage.join("lib/modules").join(&kernel.release);
+    let staged = stage_modules(&kernel.modules, &kernel.release, &wanted, true, &stage)?;
+    archive.add_tree(&format!("lib/modules/{}", kernel.release), &staged.dir)?;
+    Ok(staged.count)
+}
+
+/// What [`stage_modules`] made.
+pub(crate) struct Staged {
+    /// `STAGE/lib/modules/RELEASE`.
+    pub dir: PathBuf,
+    /// Module files in it.
+    pub count: usize,
+    /// Names the kernel has built in.
+    pub built_in: Vec<String>,
+    /// Names the kernel has neither as a module nor built in.
+    pub absent: Vec<String>,
+}
+
+/// Copies the modules `names` stand for (with what they need) from `src`
+/// (a kernel's `/lib/modules/RELEASE`) to `stage/lib/modules/RELEASE`,
+/// compressed modules unpacked, and indexes them with depmod, keeping the
+/// indexes b2c reads. `strict`: a name the kernel lacks is an error, else
+/// it is reported and skipped (another kernel's configuration).
+pub(crate) fn stage_modules(
+    src: &Path,
+    release: &str,
+    names: &[String],
+    strict: bool,
+    stage: &Path,
+) -> Result<Staged> {
+    let index = ModuleIndex::load(src)?;
+    let builtin = std::fs::read_to_string(src.join("modules.builtin")).unwrap_or_default();
+    let is_builtin = |name: &str| {
+        let name = name.replace('-', "_");
+        builtin
+            .lines()
+            .any(|l| b2c_system::modules::module_name(l) == name)
+    };
+    let (mut kept, mut built_in, mut absent) = (Vec::new(), Vec::new(), Vec::new());
+    for name in names {
+        if !index.resolve(name).is_empty() {
+            kept.push(name.clone());
+        } else if is_builtin(name) {
+            built_in.push(name.clone());
+        } else if strict {
+            return Err(format!("{}: no module {name} in this kernel", src.display()).into());
+        } else {
+            absent.push(name.clone());
+        }
+    }
+    let files = index.load_order(&kept)?;
+    let _ = std::fs::remove_dir_all(stage);
+    let dest = stage.join("lib/modules").join(release);
+    std::fs::create_dir_all(&dest)?;
     for file in &files {
-        let rel = file.strip_prefix(&kernel.modules)?;
-        std::fs::create_dir_all(dest.join(rel).parent().unwrap())?;
-        std::fs::copy(file, dest.join(rel))?;
+        let rel = file.strip_prefix(src)?;
+        let (unpacked, tool) = match rel.extension().and_then(|e| e.to_str()) {
+            Some("xz") => (rel.with_extension(""), Some("xz")),
+            Some("zst") => (rel.with_extension(""), Some("zstd")),
+            Some("gz") => (rel.with_extension(""), Some("gzip")),
+            _ => (rel.to_path_buf(), None),
+        };
+        let to = dest.join(&unpacked);
+        std::fs::create_dir_all(to.parent().unwrap())?;
+        match tool {
+            None => {
+                std::fs::copy(file, &to)?;
+            }
+            Some(tool) => run(Command::new(tool)
+                .args(["-d", "-c", "-q"])
+                .arg(file)
+                .stdout(std::fs::File::create(&to)?))?,
+        }
     }
     // depmod orders its output by modules.order; builtin keeps modprobe
     // names of built-in modules resolvable.
@@ -168,14 +240,15 @@ fn add_modules(
         "modules.builtin",
         "modules.builtin.modinfo",
     ] {
-        if kernel.modules.join(f).exists() {
-            std::fs::copy(kernel.modules.join(f), dest.join(f))?;
+        if let Ok(text) = std::fs::read(src.join(f)) {
+            let text = String::from_utf8_lossy(&text)
+                .replace(".ko.xz", ".ko")
+                .replace(".ko.zst", ".ko")
+                .replace(".ko.gz", ".ko");
+            std::fs::write(dest.join(f), text)?;
         }
     }
-    run(Command::new("depmod")
-        .arg("-b")
-        .arg(&stage)
-        .arg(&kernel.release))?;
+    run(Command::new("depmod").arg("-b").arg(stage).arg(release))?;
     // What b2c reads (and busybox modprobe, for b2c.shell); the binary
     // indexes, symbols and the whole kernel's modules.order are kmod's.
     for entry in std::fs::read_dir(&dest)? {
@@ -190,8 +263,12 @@ fn add_modules(
             std::fs::remove_file(&path)?;
         }
     }
-    archive.add_tree(&format!("lib/modules/{}", kernel.release), &dest)?;
-    Ok(files.len())
+    Ok(Staged {
+        dir: dest,
+        count: files.len(),
+        built_in,
+        absent,
+    })
 }
 
 pub(crate) fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {

@@ -7,6 +7,7 @@ pub mod error_chain;
 pub mod host;
 pub mod info;
 pub mod log;
+pub mod modinfo;
 pub mod modules;
 pub mod mounts;
 pub mod power;

@@ -189,19 +189,41 @@ impl ModuleIndex {
         index
     }
 
-    /// Reads the index of `/lib/modules/<release>`. An initramfs without
-    /// modules (a kernel with everything built in) gives an empty index.
+    /// Reads the index of `/lib/modules/<release>`. No such directory (a
+    /// kernel with everything built in, or whose modules were not
+    /// appended) gives an empty index; a directory of modules without
+    /// `modules.dep` (appended without depmod) is indexed from the
+    /// modules' own `.modinfo`.
     pub fn load(root: &Path) -> Result<ModuleIndex, Error> {
         let read = |f: &str| match std::fs::read_to_string(root.join(f)) {
-            Ok(s) => Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(root.join(f), e)),
+        };
+        let Some(dep) = read("modules.dep")? else {
+            if !root.is_dir() {
+                log::info!(
+                    "kernel modules: none for this kernel ({} does not exist): its drivers must be built in",
+                    root.display()
+                );
+                return Ok(Self::parse(root, "", "", ""));
+            }
+            let started = Instant::now();
+            let (dep, softdep, alias) = crate::modinfo::index_text(root);
+            let index = Self::parse(root, &dep, &softdep, &alias);
+            log::info!(
+                "kernel modules: {} has no modules.dep: indexed its {} modules from their .modinfo in {} ms",
+                root.display(),
+                index.order.len(),
+                started.elapsed().as_millis()
+            );
+            return Ok(index);
         };
         Ok(Self::parse(
             root,
-            &read("modules.dep")?,
-            &read("modules.softdep")?,
-            &read("modules.alias")?,
+            &dep,
+            &read("modules.softdep")?.unwrap_or_default(),
+            &read("modules.alias")?.unwrap_or_default(),
         ))
     }
 

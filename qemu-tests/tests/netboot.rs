@@ -1,0 +1,137 @@
+//! End-to-end: a real netboot, as a farm's machines boot. No `-kernel`:
+//! the BIOS runs the NIC's iPXE ROM (Debian's ipxe-qemu), which gets an
+//! address and a boot file name from dnsmasq, fetches the iPXE script of
+//! README.md over HTTP, and that script loads Debian's vmlinuz, the b2c
+//! initramfs and the firmware archive from the test network's boot server
+//! (`boot.example`, port 80), then boots them; the job runs to its status
+//! line. Only the job's options (the `b2c.*` words of the script's kernel
+//! line) are the test's own.
+//!
+//! The helpers: `common/mod.rs`.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{assert_verdict, boot_on, options, run_http, start_net};
+use qemu_tests::images::BUSYBOX_IMAGE;
+use qemu_tests::{NetOptions, NETBOOT_SCRIPT_URL};
+
+/// The iPXE script of README.md: the indented block after `### iPXE`.
+fn readme_ipxe_script() -> String {
+    let readme =
+        std::fs::read_to_string(qemu_tests::workspace_dir().join("README.md")).expect("README.md");
+    let section = readme
+        .split_once("\n### iPXE\n")
+        .expect("README.md has an iPXE section")
+        .1;
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("    "))
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .filter_map(|l| l.strip_prefix("    "))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// The script with the job's options (from the first ` b2c.` of the
+/// kernel line to its end) replaced by `job`.
+fn with_job(script: &str, job: &str) -> String {
+    script
+        .lines()
+        .map(|line| match line.split_once(" b2c.") {
+            Some((before, _)) if line.starts_with("kernel ") => format!("{before} {job}\n"),
+            _ => format!("{line}\n"),
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_ipxe_script_is_what_is_tested() {
+    let script = readme_ipxe_script();
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    for line in [
+        "initrd http://boot.example/b2c.cpio.zst",
+        "initrd http://boot.example/b2c-firmware.cpio.zst",
+        "boot",
+    ] {
+        assert!(
+            script.lines().any(|l| l == line),
+            "no {line:?} in\n{script}"
+        );
+    }
+    let job = with_job(&script, "b2c.run=\"docker://x/y\"");
+    let kernel = job.lines().find(|l| l.starts_with("kernel ")).unwrap();
+    assert_eq!(
+        kernel,
+        "kernel http://boot.example/vmlinuz console=ttyS0,115200 b2c.run=\"docker://x/y\""
+    );
+}
+
+#[test]
+fn ipxe_boots_the_readme_script_over_http() {
+    let vmlinuz = qemu_tests::target_dir().join("kernel/vmlinuz");
+    let firmware = qemu_tests::default_firmware();
+    for file in [&vmlinuz, &firmware] {
+        assert!(
+            file.is_file(),
+            "{} is missing: run `make initramfs firmware`",
+            file.display()
+        );
+    }
+    let rom = std::path::Path::new("/usr/lib/ipxe/qemu/efi-e1000.rom");
+    assert!(
+        rom.is_file(),
+        "{} is missing: install ipxe-qemu (`make deps`)",
+        rom.display()
+    );
+    let net = start_net(&NetOptions {
+        netboot: true,
+        ..Default::default()
+    });
+    let job = run_http(BUSYBOX_IMAGE, "sh -c 'echo HELLO-$((40+2))'");
+    let mut opts = options("netboot-ipxe", "");
+    let script = with_job(&readme_ipxe_script(), &job);
+    let served = [
+        ("boot.ipxe", None),
+        ("vmlinuz", Some(vmlinuz)),
+        ("b2c.cpio.zst", Some(opts.initramfs.clone())),
+        ("b2c-firmware.cpio.zst", Some(firmware)),
+    ];
+    for (name, file) in &served {
+        let url = match file {
+            Some(file) => net.serve_boot_file(name, file),
+            None => {
+                let path = net.dir().join(name);
+                std::fs::write(&path, &script).unwrap();
+                net.serve_boot_file(name, &path)
+            }
+        }
+        .unwrap_or_else(|e| panic!("{e}"));
+        if *name == "boot.ipxe" {
+            assert_eq!(url, NETBOOT_SCRIPT_URL);
+        }
+    }
+    opts.netboot = true;
+    // An Intel NIC: its iPXE ROM boots the machine, e1000 drives it then.
+    opts.nic = "e1000".into();
+    // The downloads go through an emulated NIC and the bzImage unpacks
+    // itself under TCG.
+    opts.timeout = Duration::from_secs(400);
+    let boot = boot_on(&net, &opts);
+    let log = net.boot_server_log();
+    for (name, _) in &served {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("/{name}"))),
+            "the boot server never served {name}:\n{log}\n{boot}"
+        );
+    }
+    // The kernel line is the README's: its console option came through.
+    assert!(
+        boot.lines_containing("]: kernel command line: ")
+            .any(|l| l.contains("console=ttyS0,115200 b2c.run=")),
+        "{boot}"
+    );
+    assert!(boot.has_line("HELLO-42"), "no container output\n{boot}");
+    assert_verdict(&boot, 0);
+}
