@@ -8,7 +8,8 @@ S3S_FS := $(HOME)/.cargo/bin/s3s-fs
 # Debian packages the build, the QEMU boot and the tests need.
 DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony \
 	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
-	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios
+	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios \
+	pxelinux syslinux-common
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes

@@ -55,6 +55,10 @@ pub struct NetOptions {
     /// serves [`TestNet::serve_boot_file`]'s files, as a farm's boot
     /// server does.
     pub netboot: bool,
+    /// With `netboot`: DHCP sends iPXE to `pxelinux.0` by TFTP instead
+    /// (dnsmasq's TFTP server serves the boot server's files), as a farm
+    /// booting SYSLINUX does.
+    pub pxelinux: bool,
 }
 
 impl Default for NetOptions {
@@ -62,6 +66,7 @@ impl Default for NetOptions {
         NetOptions {
             dhcp: true,
             netboot: false,
+            pxelinux: false,
         }
     }
 }
@@ -125,6 +130,10 @@ impl TestNet {
             run(Command::new("ip").arg("-n").arg(&net.ns).args(args), "ip")?;
         }
         let (cert, key) = crate::ca::issue_server_cert(net.dir())?;
+        if options.netboot {
+            std::fs::create_dir(net.boot_dir())
+                .context(|| format!("create {}", net.boot_dir().display()))?;
+        }
         net.start_dnsmasq(options)?;
         net.start_chronyd()?;
         net.start_file_server()?;
@@ -397,15 +406,19 @@ impl TestNet {
         self.dir().join(format!("{service}.log"))
     }
 
-    /// Puts a copy of `file` at `http://boot.example/<name>` (with
-    /// [`NetOptions::netboot`]) and returns that URL.
+    /// Puts a copy of `file` at `http://boot.example/<name>` (and in the
+    /// TFTP root, with [`NetOptions::pxelinux`]) and returns that URL.
+    /// `name` may have directories (`pxelinux.cfg/default`).
     pub fn serve_boot_file(&self, name: &str, file: &Path) -> Result<String> {
-        if name.is_empty() || name.starts_with('.') || name.contains('/') {
+        if name.is_empty() || name.split('/').any(|c| c.is_empty() || c.starts_with('.')) {
             return Err(Error::new(format!(
-                "serve_boot_file: {name:?} is not a plain file name"
+                "serve_boot_file: {name:?} is not a plain relative path"
             )));
         }
         let path = self.boot_dir().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
+        }
         std::fs::copy(file, &path)
             .context(|| format!("copy {} to {}", file.display(), path.display()))?;
         Ok(format!("http://boot.example/{name}"))
@@ -423,7 +436,6 @@ impl TestNet {
     /// A second busybox httpd, on port 80 as boot servers are.
     fn start_boot_server(&mut self) -> Result<()> {
         let dir = self.boot_dir();
-        std::fs::create_dir(&dir).context(|| format!("create {}", dir.display()))?;
         let args = [
             "httpd".to_string(),
             "-f".into(),
@@ -475,7 +487,17 @@ impl TestNet {
                 ]
                 .map(String::from),
             );
-            args.push(format!("--dhcp-boot=tag:ipxe,{NETBOOT_SCRIPT_URL}"));
+            if options.pxelinux {
+                args.extend([
+                    "--dhcp-boot=tag:ipxe,pxelinux.0".to_string(),
+                    "--enable-tftp".into(),
+                    format!("--tftp-root={}", self.boot_dir().display()),
+                    // The temp dir is root's only: no dropping to nobody.
+                    "--user=root".into(),
+                ]);
+            } else {
+                args.push(format!("--dhcp-boot=tag:ipxe,{NETBOOT_SCRIPT_URL}"));
+            }
         }
         self.spawn("dnsmasq", "dnsmasq", &args)?;
         self.wait_ready("dnsmasq", || tcp_probe(53))
