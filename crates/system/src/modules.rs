@@ -621,18 +621,22 @@ impl Modules {
             return None;
         }
         let modalias = event.modalias.as_deref()?;
-        let wanted = self.untried_drivers(modalias);
-        if !wanted.is_empty() {
-            let subsystem = event.subsystem.as_deref().unwrap_or("device");
-            match self.load(&wanted) {
-                Ok(new) if !new.is_empty() => info!(
-                    "kernel modules: loaded {} for {subsystem} {}",
-                    new.join(", "),
-                    event.name()
-                ),
-                Ok(_) => {}
+        // Each driver on its own, as coldplug does: one that fails to load
+        // does not keep the others from trying.
+        let mut new = Vec::new();
+        for module in self.untried_drivers(modalias) {
+            match self.load(std::slice::from_ref(&module)) {
+                Ok(names) => new.extend(names),
                 Err(e) => warn!("kernel modules: {e}: its device stays unused"),
             }
+        }
+        if !new.is_empty() {
+            info!(
+                "kernel modules: loaded {} for {} {}",
+                new.join(", "),
+                event.subsystem.as_deref().unwrap_or("device"),
+                event.name()
+            );
         }
         let device = Device::from_modalias(event.name(), modalias)?;
         Some(Pending {
@@ -1082,5 +1086,39 @@ alias pci:v00008086d000010D4sv*sd*bc*sc*i* e1000e
         modules.report_unclaimed(&sys.join("bus"));
         assert_eq!(modules.state().reported.len(), 2);
         std::fs::remove_dir_all(&sys).unwrap();
+    }
+
+    #[test]
+    fn a_driver_that_fails_does_not_keep_the_next_from_loading() {
+        let index = ModuleIndex::parse(
+            Path::new("/m"),
+            "8139too.ko:\n8139cp.ko:\n",
+            "",
+            "alias pci:v000010ECd00008139sv*sd*bc*sc*i* 8139too\n\
+             alias pci:v000010ECd00008139sv*sd*bc*sc*i* 8139cp\n",
+        );
+        let loaded = Arc::new(Mutex::new(Vec::new()));
+        let record = loaded.clone();
+        let loader: Loader = Arc::new(move |path: &Path| {
+            let name = module_name(path.to_str().unwrap());
+            if name == "8139too" {
+                return Err(Error::Module {
+                    path: path.to_path_buf(),
+                    source: Errno::ENODEV,
+                });
+            }
+            record.lock().unwrap().push(name);
+            Ok(())
+        });
+        let modules = Modules::with_loader(index, loader);
+        let event = Uevent {
+            action: "add".into(),
+            devpath: "/devices/pci0000:00/0000:00:03.0".into(),
+            subsystem: Some("pci".into()),
+            modalias: Some("pci:v000010ECd00008139sv00001AF4sd00001100bc02sc00i00".into()),
+        };
+        modules.on_event(&event, Path::new("/nonexistent"));
+        assert_eq!(*loaded.lock().unwrap(), ["8139cp"]);
+        assert_eq!(modules.loaded(), ["8139cp"]);
     }
 }
