@@ -31,6 +31,23 @@ pub struct ModuleIndex {
     pre: HashMap<String, Vec<String>>,
     /// (normalised fnmatch pattern, module), in modules.alias order.
     aliases: Vec<(String, String)>,
+    /// Indexes into `aliases` by the first [`BUCKET`] characters of
+    /// their literal start (`pci:v00008086d`, `usb:v0BDAp8153`): a name
+    /// is only matched against the patterns that can match it. Thousands
+    /// of aliases (the farm's drivers) cost no more to look up than a
+    /// few, which matters under TCG.
+    buckets: HashMap<String, Vec<usize>>,
+    /// Patterns whose literal start is shorter (`acpi*:…`, `fs-ext4`).
+    unbucketed: Vec<usize>,
+}
+
+/// Long enough to tell PCI vendors and USB vendor/products apart.
+const BUCKET: usize = 14;
+
+/// The part of an fnmatch pattern before its first wildcard.
+fn literal_start(pattern: &str) -> &str {
+    let end = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    &pattern[..end]
 }
 
 /// `kernel/fs/ext4/ext4.ko` → `ext4`.
@@ -181,9 +198,13 @@ impl ModuleIndex {
             if let (Some("alias"), Some(pattern), Some(module)) =
                 (words.next(), words.next(), words.next())
             {
-                index
-                    .aliases
-                    .push((normalise_alias(pattern), module_name(module)));
+                let pattern = normalise_alias(pattern);
+                let at = index.aliases.len();
+                match literal_start(&pattern).get(..BUCKET) {
+                    Some(key) => index.buckets.entry(key.to_string()).or_default().push(at),
+                    None => index.unbucketed.push(at),
+                }
+                index.aliases.push((pattern, module_name(module)));
             }
         }
         index
@@ -246,8 +267,15 @@ impl ModuleIndex {
             return vec![module];
         }
         let name = normalise_alias(name);
+        let bucket = name
+            .get(..BUCKET)
+            .and_then(|key| self.buckets.get(key))
+            .map_or(&[][..], Vec::as_slice);
+        // In modules.alias order, as modprobe lists them.
+        let mut candidates: Vec<usize> = bucket.iter().chain(&self.unbucketed).copied().collect();
+        candidates.sort_unstable();
         let mut found: Vec<String> = Vec::new();
-        for (pattern, module) in &self.aliases {
+        for (pattern, module) in candidates.into_iter().map(|i| &self.aliases[i]) {
             if alias_matches(pattern, &name) && !found.contains(module) {
                 found.push(module.clone());
             }
@@ -1120,5 +1148,48 @@ alias pci:v00008086d000010D4sv*sd*bc*sc*i* e1000e
         modules.on_event(&event, Path::new("/nonexistent"));
         assert_eq!(*loaded.lock().unwrap(), ["8139cp"]);
         assert_eq!(modules.loaded(), ["8139cp"]);
+    }
+
+    #[test]
+    fn the_alias_buckets_find_what_a_full_scan_finds() {
+        let alias = "\
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias pci:v00008086d*sv*sd*bc02sc00i* intel_any
+alias pci:v*d*sv*sd*bc01sc06i01* ahci
+alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152
+alias usb:v*p*d*dc*dsc*dp*ic02isc06ip00in* cdc_ether
+alias acpi*:PNP0A03:* acpi_thing
+alias fs-ext4 ext4
+alias virtio:d00000001v* virtio_net
+";
+        let index = ModuleIndex::parse(Path::new("/m"), "", "", alias);
+        let names = [
+            "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00",
+            "pci:v00008086d00001237sv0sd0bc02sc00i00",
+            "pci:v00001B36d00000010sv0sd0bc01sc06i01",
+            "usb:v0BDAp8153d3100dc00dsc00dp00ic02isc06ip00in00",
+            "acpi:PNP0A03:",
+            "fs-ext4",
+            "virtio:d00000001v00001AF4",
+            "short",
+        ];
+        for name in names {
+            let normalised = normalise_alias(name);
+            let mut brute: Vec<String> = Vec::new();
+            for (pattern, module) in &index.aliases {
+                if alias_matches(pattern, &normalised) && !brute.contains(module) {
+                    brute.push(module.clone());
+                }
+            }
+            assert_eq!(index.resolve(name), brute, "{name}");
+        }
+        assert_eq!(
+            index.resolve("pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00"),
+            ["e1000e", "intel_any"]
+        );
+        assert_eq!(
+            index.resolve("usb:v0BDAp8153d3100dc00dsc00dp00ic02isc06ip00in00"),
+            ["r8152", "cdc_ether"]
+        );
     }
 }
