@@ -73,7 +73,7 @@ fn asked_modules_load_with_their_dependencies() {
     // b2c.log=debug, read after the logger started, shows each insmod.
     assert!(
         boot.lines_containing("]: insmod /lib/modules/")
-            .any(|l| l.contains("/ext4.ko (")),
+            .any(|l| l.contains("/ext4.ko.zst (")),
         "no debug line for ext4\n{boot}"
     );
 }

@@ -45,7 +45,13 @@ pub fn modinfo(elf: &[u8]) -> Option<Vec<(String, String)>> {
     )
 }
 
-/// Every `.ko` under `root`, relative to it, sorted.
+/// `.ko`, or `.ko.zst` (which [`crate::modules::read_module`] reads).
+fn is_module(path: &Path) -> bool {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    name.ends_with(".ko") || name.ends_with(".ko.zst")
+}
+
+/// Every `.ko` (or `.ko.zst`) under `root`, relative to it, sorted.
 fn module_files(root: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut dirs = vec![root.to_path_buf()];
@@ -57,7 +63,7 @@ fn module_files(root: &Path) -> Vec<PathBuf> {
             let path = entry.path();
             match entry.file_type() {
                 Ok(t) if t.is_dir() => dirs.push(path),
-                Ok(t) if t.is_file() && path.extension().is_some_and(|e| e == "ko") => {
+                Ok(t) if t.is_file() && is_module(&path) => {
                     if let Ok(rel) = path.strip_prefix(root) {
                         found.push(rel.to_path_buf());
                     }
@@ -71,10 +77,10 @@ fn module_files(root: &Path) -> Vec<PathBuf> {
 }
 
 /// The text of `modules.dep`, `modules.softdep` and `modules.alias` that
-/// depmod would write for the `.ko` files under `root`, from their
-/// `.modinfo`: dependencies are direct ones (the loader follows them
-/// down). Compressed modules (`.ko.xz`…) are not read: unpack them, or
-/// run depmod, before building the archive.
+/// depmod would write for the `.ko` (and `.ko.zst`) files under `root`,
+/// from their `.modinfo`: dependencies are direct ones (the loader
+/// follows them down). Modules compressed otherwise (`.ko.xz`…) are not
+/// read: `cargo xtask modules` unpacks them.
 pub fn index_text(root: &Path) -> (String, String, String) {
     let files = module_files(root);
     let names: std::collections::HashMap<String, &PathBuf> = files
@@ -83,10 +89,8 @@ pub fn index_text(root: &Path) -> (String, String, String) {
         .collect();
     let (mut dep, mut softdep, mut alias) = (String::new(), String::new(), String::new());
     for file in &files {
-        let Some(info) = std::fs::read(root.join(file))
-            .ok()
-            .and_then(|b| modinfo(&b))
-        else {
+        let image = crate::modules::read_module(&root.join(file)).ok();
+        let Some(info) = image.and_then(|b| modinfo(&b)) else {
             log::debug!("{}: no .modinfo, skipped", file.display());
             continue;
         };
@@ -200,6 +204,32 @@ mod tests {
             .load_order(&["usb:v0B95p1790d0001dc00dsc00dp00icFFiscFFip00in00".into()])
             .unwrap();
         assert_eq!(order, [net.join("mii.ko"), net.join("asix.ko")]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn compressed_modules_are_read_too() {
+        let root = std::env::temp_dir().join(format!("b2c-modinfo-zst-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let elf = elf_with_modinfo(&["depends=", "alias=pci:v00001234d*sv*sd*bc*sc*i*"]);
+        std::fs::write(root.join("one.ko"), &elf).unwrap();
+        // As `cargo xtask initramfs` ships them.
+        let zstd = std::process::Command::new("zstd")
+            .args(["-q", "--rm"])
+            .arg(root.join("one.ko"))
+            .status();
+        if !zstd.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: no zstd command");
+            return;
+        }
+        assert_eq!(
+            crate::modules::read_module(&root.join("one.ko.zst")).unwrap(),
+            elf
+        );
+        let (dep, _, alias) = index_text(&root);
+        assert_eq!(dep, "one.ko.zst: \n");
+        assert_eq!(alias, "alias pci:v00001234d*sv*sd*bc*sc*i* one\n");
         std::fs::remove_dir_all(&root).unwrap();
     }
 }

@@ -750,16 +750,43 @@ fn insmod_steps(insmod: &Loader, plan: Vec<LoadStep>) -> (Vec<PathBuf>, Result<(
     (loaded, Ok(()))
 }
 
-/// Loads one module file. Already loaded (or built in) is success.
+/// Loads one module file: a plain `.ko`, or a `.ko.zst` (as the
+/// initramfs ships them: the kernel then unpacks a smaller archive, and
+/// only the modules that load are decompressed, here, since Debian's
+/// kernel cannot do it itself). Already loaded (or built in) is success.
 pub fn insmod(path: &Path) -> Result<(), Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
+    let loaded = if path.extension().is_some_and(|e| e == "zst") {
+        let image = read_module(path)?;
+        nix::kmod::init_module(&image, &CString::default())
+    } else {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        finit_module(&file, &CString::default(), ModuleInitFlags::empty())
+    };
+    match loaded {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(Error::Module {
             path: path.to_path_buf(),
             source: e,
         }),
     }
+}
+
+/// A module file's ELF image: read, and decompressed when it ends in
+/// `.zst`.
+pub fn read_module(path: &Path) -> Result<Vec<u8>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if path.extension().is_none_or(|e| e != "zst") {
+        let mut image = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut image).map_err(|e| Error::io(path, e))?;
+        return Ok(image);
+    }
+    let size = file.metadata().map_or(0, |m| m.len() as usize);
+    let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    // Modules compress about 3:1.
+    let mut image = Vec::with_capacity(size * 3);
+    std::io::Read::read_to_end(&mut decoder, &mut image).map_err(|e| Error::io(path, e))?;
+    Ok(image)
 }
 
 #[cfg(test)]
