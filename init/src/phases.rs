@@ -262,6 +262,17 @@ pub fn storage(plan: &BootPlan, modules: &mut Modules) -> Result<Storage, BootEr
         Ok(new) => show_loaded(&new),
         Err(e) => warn!("kernel modules: {e}: the cache may not mount"),
     }
+    let (fscrypt, fast) = b2c_storage::volume::fscrypt::kernel_modules(&plan.volumes);
+    match modules.load_shipped(&fscrypt) {
+        Ok(new) => show_loaded(&new),
+        Err(e) => warn!("kernel modules: {e}: encrypted volumes may fail"),
+    }
+    for m in fast {
+        match modules.load_shipped(std::slice::from_ref(&m)) {
+            Ok(new) => show_loaded(&new),
+            Err(e) => log::debug!("{m}: {e} (the generic algorithms are used)"),
+        }
+    }
     let setup = b2c_storage::setup_cache(
         &wanted.cache_device,
         &wanted.filesystems,

@@ -252,7 +252,6 @@ fn nothing_is_lost_when_the_final_push_fails() {
 /// An fscrypt volume: names and contents unreadable on the disk without
 /// the key, readable by the next boot that has it.
 #[test]
-#[ignore = "the initramfs does not ship the crypto modules fscrypt needs yet (hmac(sha512), xts, cts, aes): FS_IOC_ADD_ENCRYPTION_KEY fails with ENOENT"]
 fn an_fscrypt_volume_is_encrypted_at_rest_and_readable_with_its_key() {
     let net = net_with_s3();
     let bucket = net.s3_bucket("traces");

@@ -8,7 +8,27 @@
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
-use b2c_cmdline::FscryptKey;
+use b2c_cmdline::{FscryptKey, NamedVolume};
+
+/// The algorithms of the policy below (AES-256-XTS for contents,
+/// AES-256-CTS for names, HKDF-SHA512 for the keys) that Debian's kernels
+/// build as modules (`CONFIG_FS_ENCRYPTION_ALGS=m`): the kernel would ask a
+/// modprobe helper for them, which the initramfs does not have, and adding
+/// the key fails with ENOENT. AES itself, CBC and HMAC are built in.
+const MODULES: &[&str] = &["sha512_generic", "ecb", "xts", "cts"];
+/// Faster versions of the same, for CPUs that have the instructions (a
+/// module that finds none refuses to load, which is fine).
+const FAST_MODULES: &[&str] = &["aesni_intel", "sha512_ssse3"];
+
+/// The kernel modules to load before `volumes` are set up: fscrypt's
+/// algorithms when one of them is encrypted, then their faster variants.
+pub fn kernel_modules(volumes: &[NamedVolume]) -> (Vec<String>, Vec<String>) {
+    if !volumes.iter().any(|v| v.options.fscrypt_key.is_some()) {
+        return (Vec::new(), Vec::new());
+    }
+    let names = |list: &[&str]| list.iter().map(|m| m.to_string()).collect();
+    (names(MODULES), names(FAST_MODULES))
+}
 
 const FSCRYPT_KEY_SPEC_TYPE_IDENTIFIER: u32 = 2;
 const FSCRYPT_POLICY_V2: u8 = 2;
