@@ -8,15 +8,15 @@ S3S_FS := $(HOME)/.cargo/bin/s3s-fs
 # Debian packages the build, the QEMU boot and the tests need.
 DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony \
 	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
-	ca-certificates qemu-utils fdisk iptables apache2-utils \
-	podman nfs-ganesha nfs-ganesha-vfs rpcbind nbd-server
+	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios \
+	pxelinux syslinux-common podman nfs-ganesha nfs-ganesha-vfs rpcbind nbd-server
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes
 # or its $(...): the container's shell does.
 export DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
 
-.PHONY: all deps kernel initramfs run test unit e2e soak bench lint clean
+.PHONY: all deps kernel initramfs firmware run test unit e2e soak bench lint clean
 
 all: initramfs
 
@@ -40,13 +40,18 @@ kernel: deps
 initramfs: kernel
 	$(CARGO) xtask initramfs
 
+# The drivers' firmware (Debian's non-free-firmware), as a second archive
+# for the boot loader: target/initramfs/b2c-firmware.cpio.zst.
+firmware: kernel
+	$(CARGO) xtask firmware
+
 run: initramfs
 	$(CARGO) xtask qemu -- "$$DEMO_APPEND"
 
 unit: deps
 	$(CARGO) test --workspace --exclude qemu-tests
 
-e2e: initramfs
+e2e: initramfs firmware
 	$(CARGO) test -p qemu-tests -- --test-threads=2
 
 test: unit e2e

@@ -85,20 +85,21 @@ pub fn announce(plan: &BootPlan) {
 }
 
 /// The drivers of the devices present (by modalias, as udev's coldplug
-/// would), overlayfs (every container needs it) and `b2c.modules`.
+/// would) and of those that appear later (hot-plug, for the whole boot),
+/// overlayfs (every container needs it) and `b2c.modules`.
 /// Filesystems wait for the storage phase: most boots mount none.
 pub fn load_modules(plan: &BootPlan) -> Result<Modules, BootError> {
     let root = PathBuf::from("/lib/modules").join(info::kernel_release());
-    let mut modules = Modules::open(&root).map_err(BootError::Modules)?;
+    let modules = Modules::open(&root).map_err(BootError::Modules)?;
     // A kernel may have overlay built in; b2c.modules must be shipped.
     let overlay = Some("fs-overlay".to_string()).filter(|m| modules.ships(m));
     let wanted: Vec<String> = overlay.into_iter().chain(plan.modules.clone()).collect();
-    let (coldplug, asked) = modules.coldplug_while_loading(Path::new("/sys/bus"), &wanted);
+    let (coldplug, asked) = modules.start(Path::new("/sys"), &wanted);
     for e in &coldplug.failed {
         warn!("kernel modules: {e}: its device stays unused");
     }
     asked.map_err(BootError::Modules)?;
-    show_loaded(modules.loaded());
+    show_loaded(&modules.loaded());
     Ok(modules)
 }
 

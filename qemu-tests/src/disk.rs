@@ -164,16 +164,21 @@ pub fn filesystem(image: &Path, offset: u64) -> Result<Option<Filesystem>> {
     }))
 }
 
-/// The features of the ext2/3/4 filesystem `offset` bytes into `image`
-/// (`has_journal`, `encrypt`…), from its superblock.
-pub fn ext4_features(image: &Path, offset: u64) -> Result<Vec<String>> {
+/// `dumpe2fs -h` of the ext2/3/4 filesystem `offset` bytes into `image`.
+fn superblock(image: &Path, offset: u64) -> Result<String> {
     let out = run(
         Command::new("dumpe2fs")
             .arg("-h")
             .arg(format!("{}?offset={offset}", image.display())),
         "dumpe2fs -h",
     )?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The features of the ext2/3/4 filesystem `offset` bytes into `image`
+/// (`has_journal`, `encrypt`…), from its superblock.
+pub fn ext4_features(image: &Path, offset: u64) -> Result<Vec<String>> {
+    let text = superblock(image, offset)?;
     let features = text
         .lines()
         .find_map(|line| line.strip_prefix("Filesystem features:"))
@@ -184,13 +189,7 @@ pub fn ext4_features(image: &Path, offset: u64) -> Result<Vec<String>> {
 /// The bytes in use in the ext2/3/4 filesystem `offset` bytes into
 /// `image`, from its superblock: exact after a clean unmount.
 pub fn ext4_used_bytes(image: &Path, offset: u64) -> Result<u64> {
-    let out = run(
-        Command::new("dumpe2fs")
-            .arg("-h")
-            .arg(format!("{}?offset={offset}", image.display())),
-        "dumpe2fs -h",
-    )?;
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = superblock(image, offset)?;
     let field = |name: &str| {
         text.lines()
             .find_map(|line| line.strip_prefix(name))

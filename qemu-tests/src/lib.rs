@@ -54,18 +54,18 @@ mod selftest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
 pub use nbd::NbdServer;
 pub use net::{
     count_blob_downloads, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
-    REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS,
-    S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
+    NETBOOT_SCRIPT_URL, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP,
+    REGISTRY_HTTPS, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
 pub use nfs::{NfsServer, MOUNTD_PORT, NFS_PORT};
-pub use qemu::{Boot, BootOptions};
+pub use qemu::{Boot, BootOptions, DiskBus};
 
 /// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot
 /// with `b2c.ca_cert=` this path.
@@ -133,6 +133,14 @@ pub fn default_initramfs() -> PathBuf {
     std::env::var_os("B2C_INITRAMFS")
         .map(PathBuf::from)
         .unwrap_or_else(|| target_dir().join("initramfs/b2c.cpio.zst"))
+}
+
+/// `$B2C_FIRMWARE`, else what `cargo xtask firmware` builds: the
+/// firmware cpio a boot loader loads after the initramfs.
+pub fn default_firmware() -> PathBuf {
+    std::env::var_os("B2C_FIRMWARE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| target_dir().join("initramfs/b2c-firmware.cpio.zst"))
 }
 
 /// The default initramfs plus the test CA at [`CA_CERT_IN_INITRAMFS`],
@@ -225,6 +233,68 @@ pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBu
     std::fs::create_dir_all(output_dir()).context(|| "create the output dir".to_string())?;
     std::fs::write(&out, data).context(|| format!("write {}", out.display()))?;
     Ok(out)
+}
+
+/// An initramfs that ships only `modules` (and what they need; none at
+/// all when empty), uncompressed, built once per process and name by `cargo xtask
+/// initramfs --modules FILE`: a machine without some drivers.
+pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
+        return Ok(path.clone());
+    }
+    let dir = output_dir();
+    std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
+    let list = dir.join(format!("modules-{name}.txt"));
+    std::fs::write(&list, modules.join("\n") + "\n")
+        .context(|| format!("write {}", list.display()))?;
+    let output = dir.join(format!("b2c-{name}.cpio"));
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    run(
+        Command::new(cargo)
+            .current_dir(workspace_dir())
+            .args(["xtask", "initramfs", "--compression", "none", "--modules"])
+            .arg(&list)
+            .arg("--output")
+            .arg(&output),
+        "cargo xtask initramfs --modules",
+    )?;
+    built.push((name.to_string(), output.clone()));
+    Ok(output)
+}
+
+/// The modules archive `cargo xtask modules --kernel-modules DIR` makes
+/// (uncompressed) for the kernel of `cargo xtask kernel`, built once per
+/// process: what a boot loader appends for a kernel of one's own.
+pub fn modules_archive() -> Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let kernel = target_dir().join("kernel");
+            let release = std::fs::read_to_string(kernel.join("release"))
+                .context(|| "no target/kernel/release: run `cargo xtask kernel`".to_string())?;
+            let dir = kernel.join("root/lib/modules").join(release.trim());
+            let output = output_dir().join("b2c-modules.cpio");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            run(
+                Command::new(cargo)
+                    .current_dir(workspace_dir())
+                    .args([
+                        "xtask",
+                        "modules",
+                        "--compression",
+                        "none",
+                        "--kernel-modules",
+                    ])
+                    .arg(&dir)
+                    .arg("--output")
+                    .arg(&output),
+                "cargo xtask modules",
+            )?;
+            Ok(output)
+        })
+        .clone()
 }
 
 /// Runs a command to completion; a non-zero exit is an error carrying the

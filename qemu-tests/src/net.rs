@@ -49,13 +49,30 @@ pub struct NetOptions {
     /// guest has an address only if its command line configured one
     /// (`b2c.iface`, `ip=`): a boot that works then proves that it did.
     pub dhcp: bool,
+    /// A netboot server too: DHCP hands iPXE clients (QEMU's NIC ROMs)
+    /// [`NETBOOT_SCRIPT_URL`], dnsmasq resolves `boot.example` and
+    /// `registry.example` to the gateway, and an HTTP server on port 80
+    /// serves [`TestNet::serve_boot_file`]'s files, as a farm's boot
+    /// server does.
+    pub netboot: bool,
+    /// With `netboot`: DHCP sends iPXE to `pxelinux.0` by TFTP instead
+    /// (dnsmasq's TFTP server serves the boot server's files), as a farm
+    /// booting SYSLINUX does.
+    pub pxelinux: bool,
 }
 
 impl Default for NetOptions {
     fn default() -> Self {
-        NetOptions { dhcp: true }
+        NetOptions {
+            dhcp: true,
+            netboot: false,
+            pxelinux: false,
+        }
     }
 }
+
+/// Where DHCP sends iPXE for its script, with [`NetOptions::netboot`].
+pub const NETBOOT_SCRIPT_URL: &str = "http://boot.example/boot.ipxe";
 
 /// Each TestNet owns a namespace `b2c-t-<pid>-<n>`, so tests can run in
 /// parallel threads with the same addresses. Dropping it (also while
@@ -113,10 +130,17 @@ impl TestNet {
             run(Command::new("ip").arg("-n").arg(&net.ns).args(args), "ip")?;
         }
         let (cert, key) = crate::ca::issue_server_cert(net.dir())?;
-        net.start_dnsmasq(options.dhcp)?;
+        if options.netboot {
+            std::fs::create_dir(net.boot_dir())
+                .context(|| format!("create {}", net.boot_dir().display()))?;
+        }
+        net.start_dnsmasq(options)?;
         net.start_chronyd()?;
         net.start_file_server()?;
         net.start_https_file_server(&cert, &key)?;
+        if options.netboot {
+            net.start_boot_server()?;
+        }
         net.start_registry("registry-http", "10.99.0.1:5000", None)?;
         net.start_registry("registry-https", "10.99.0.1:5443", Some((&cert, &key)))?;
         // Both registries share one storage: pushing once serves both.
@@ -382,11 +406,54 @@ impl TestNet {
         self.dir().join(format!("{service}.log"))
     }
 
+    /// Puts a copy of `file` at `http://boot.example/<name>` (and in the
+    /// TFTP root, with [`NetOptions::pxelinux`]) and returns that URL.
+    /// `name` may have directories (`pxelinux.cfg/default`).
+    pub fn serve_boot_file(&self, name: &str, file: &Path) -> Result<String> {
+        if name.is_empty() || name.split('/').any(|c| c.is_empty() || c.starts_with('.')) {
+            return Err(Error::new(format!(
+                "serve_boot_file: {name:?} is not a plain relative path"
+            )));
+        }
+        let path = self.boot_dir().join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).context(|| format!("create {}", parent.display()))?;
+        }
+        std::fs::copy(file, &path)
+            .context(|| format!("copy {} to {}", file.display(), path.display()))?;
+        Ok(format!("http://boot.example/{name}"))
+    }
+
+    /// The boot server's log: one line per request.
+    pub fn boot_server_log(&self) -> String {
+        std::fs::read_to_string(self.log_path("httpd-boot")).unwrap_or_default()
+    }
+
+    fn boot_dir(&self) -> PathBuf {
+        self.dir().join("boot")
+    }
+
+    /// A second busybox httpd, on port 80 as boot servers are.
+    fn start_boot_server(&mut self) -> Result<()> {
+        let dir = self.boot_dir();
+        let args = [
+            "httpd".to_string(),
+            "-f".into(),
+            "-vv".into(),
+            "-p".into(),
+            format!("{GATEWAY}:80"),
+            "-h".into(),
+            dir.display().to_string(),
+        ];
+        self.spawn("httpd-boot", images::BUSYBOX, &args)?;
+        self.wait_ready("httpd-boot", || tcp_probe(80))
+    }
+
     fn www_dir(&self) -> PathBuf {
         self.dir().join("www")
     }
 
-    fn start_dnsmasq(&mut self, dhcp: bool) -> Result<()> {
+    fn start_dnsmasq(&mut self, options: &NetOptions) -> Result<()> {
         let d = self.dir().to_path_buf();
         let mut args: Vec<String> = vec![
             "-k".into(),
@@ -406,8 +473,31 @@ impl TestNet {
             "--log-queries".into(),
         ];
         // Without a --dhcp-range dnsmasq does not even listen on port 67.
-        if dhcp {
+        if options.dhcp {
             args.extend(self.dhcp_args());
+        }
+        if options.netboot {
+            args.extend(
+                [
+                    "--address=/boot.example/10.99.0.1",
+                    "--address=/registry.example/10.99.0.1",
+                    // iPXE says who it is with option 175: it gets the
+                    // script's URL as its boot file name.
+                    "--dhcp-match=set:ipxe,175",
+                ]
+                .map(String::from),
+            );
+            if options.pxelinux {
+                args.extend([
+                    "--dhcp-boot=tag:ipxe,pxelinux.0".to_string(),
+                    "--enable-tftp".into(),
+                    format!("--tftp-root={}", self.boot_dir().display()),
+                    // The temp dir is root's only: no dropping to nobody.
+                    "--user=root".into(),
+                ]);
+            } else {
+                args.push(format!("--dhcp-boot=tag:ipxe,{NETBOOT_SCRIPT_URL}"));
+            }
         }
         self.spawn("dnsmasq", "dnsmasq", &args)?;
         self.wait_ready("dnsmasq", || tcp_probe(53))

@@ -27,7 +27,9 @@ pub struct BootOptions {
     /// Counted from QEMU's start, not from waiting for a free slot.
     pub timeout: Duration,
     pub extra_qemu_args: Vec<String>,
-    /// The QEMU model of the one NIC, on the test network's tap.
+    /// The QEMU model of the one NIC, on the test network's tap (netdev
+    /// `n0`); `usb-net` comes with an xHCI controller of its own; `none`
+    /// leaves `n0` for a device added later ([`Self::monitor_when`]).
     pub nic: String,
     /// Also copy the console to our stdout as it comes, for interactive use.
     pub echo: bool,
@@ -48,6 +50,14 @@ pub struct BootOptions {
     /// chosen moment, e.g. `sendkey ctrl-alt-delete`. Each pair fires at
     /// most once; several may fire on the same line, in order.
     pub monitor_when: Vec<(String, String)>,
+    /// More initramfs archives, concatenated after `initramfs` as a boot
+    /// loader does with several `initrd` lines (firmware, modules).
+    pub extra_initrds: Vec<PathBuf>,
+    /// Boot as a netbooted machine does: no `-kernel`, `-initrd` or
+    /// `-append`; the BIOS runs the NIC's iPXE ROM, which asks DHCP what
+    /// to boot (see [`crate::NetOptions::netboot`]). `kernel`,
+    /// `initramfs` and `append` are then unused.
+    pub netboot: bool,
 }
 
 impl BootOptions {
@@ -66,19 +76,103 @@ impl BootOptions {
             kill_when: None,
             kill_after: None,
             monitor_when: Vec::new(),
+            extra_initrds: Vec::new(),
+            netboot: false,
         }
     }
 
     /// Attaches a raw disk image as the next virtio disk: the first is
     /// `/dev/vda`, the second `/dev/vdb`…
-    pub fn with_disk(mut self, image: impl AsRef<Path>) -> BootOptions {
+    pub fn with_disk(self, image: impl AsRef<Path>) -> BootOptions {
+        self.with_disk_on(DiskBus::Virtio, image)
+    }
+
+    /// Attaches a raw disk image behind a controller of its own of that
+    /// kind.
+    pub fn with_disk_on(mut self, bus: DiskBus, image: impl AsRef<Path>) -> BootOptions {
         // QEMU's option syntax escapes a comma by doubling it.
         let file = image.as_ref().display().to_string().replace(',', ",,");
-        self.extra_qemu_args.extend([
-            "-drive".to_string(),
-            format!("file={file},if=virtio,format=raw"),
-        ]);
+        // Unique within this command line.
+        let n = self.extra_qemu_args.len();
+        let drive = |iface: &str| format!("file={file},if={iface},format=raw,id=disk{n}");
+        let args: Vec<String> = match bus {
+            DiskBus::Virtio => vec!["-drive".into(), drive("virtio")],
+            DiskBus::Nvme => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("nvme,drive=disk{n},serial=b2c{n}"),
+            ],
+            DiskBus::Ahci => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("ahci,id=ahci{n}"),
+                "-device".into(),
+                format!("ide-hd,drive=disk{n},bus=ahci{n}.0"),
+            ],
+            DiskBus::Usb => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("qemu-xhci,id=xhci{n}"),
+                "-device".into(),
+                format!("usb-storage,drive=disk{n},bus=xhci{n}.0"),
+            ],
+            DiskBus::Sd => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("sdhci-pci,id=sdhci{n}"),
+                "-device".into(),
+                // Its bus is named `sd-bus` whatever the id: left to QEMU.
+                format!("sd-card,drive=disk{n}"),
+            ],
+            DiskBus::VirtioScsi => vec![
+                "-drive".into(),
+                drive("none"),
+                "-device".into(),
+                format!("virtio-scsi-pci,id=scsi{n}"),
+                "-device".into(),
+                format!("scsi-hd,drive=disk{n},bus=scsi{n}.0"),
+            ],
+        };
+        self.extra_qemu_args.extend(args);
         self
+    }
+}
+
+/// The disk controllers QEMU emulates and Debian's kernel drives: the
+/// storage of real test machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk: `/dev/vda`.
+    Virtio,
+    /// NVMe: `/dev/nvme0n1`.
+    Nvme,
+    /// AHCI SATA: `/dev/sda`.
+    Ahci,
+    /// A USB stick on an xHCI controller: `/dev/sda`.
+    Usb,
+    /// An SD card on an SDHCI PCI host: `/dev/mmcblk0`.
+    Sd,
+    /// virtio-scsi: `/dev/sda`.
+    VirtioScsi,
+}
+
+/// The QEMU devices of the one NIC, on netdev `n0`: a PCI NIC model
+/// (`e1000`, `rtl8139`…), `usb-net` behind an xHCI controller of its
+/// own, or `none` (for a NIC plugged in later through the monitor).
+fn nic_args(nic: &str) -> Vec<String> {
+    match nic {
+        "none" => Vec::new(),
+        "usb-net" => vec![
+            "-device".into(),
+            "qemu-xhci,id=nicxhci".into(),
+            "-device".into(),
+            "usb-net,netdev=n0,bus=nicxhci.0".into(),
+        ],
+        model => vec!["-device".into(), format!("{model},netdev=n0")],
     }
 }
 
@@ -111,10 +205,12 @@ impl Boot {
     }
 
     /// The kernel modules b2c says it loaded, from its `kernel modules:
-    /// loaded a, b` lines, in order.
+    /// loaded a, b` lines (and the hot-plug's `kernel modules: loaded a, b
+    /// for usb 1-1:1.0`), in order.
     pub fn loaded_modules(&self) -> Vec<&str> {
         self.lines_containing("]: kernel modules: loaded ")
             .filter_map(|line| line.split_once("kernel modules: loaded ").map(|(_, m)| m))
+            .map(|list| list.split_once(" for ").map_or(list, |(list, _)| list))
             .flat_map(|list| list.split(", "))
             .map(str::trim)
             .collect()
@@ -230,7 +326,7 @@ impl Drop for KillOnDrop {
 
 pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
-        if !path.is_file() {
+        if !path.is_file() && !opts.netboot {
             return Err(Error::new(format!(
                 "no {what} at {}: run `make initramfs kernel` (or set B2C_KERNEL / B2C_INITRAMFS)",
                 path.display()
@@ -249,25 +345,27 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         // Only what we ask for: the serial console on stdout, no monitor
         // that could read a terminal (one on a socket when asked), no
         // default NIC.
-        .args(["-nodefaults", "-display", "none", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&opts.kernel)
-        .arg("-initrd")
-        .arg(&opts.initramfs)
-        .arg("-append")
-        // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
-        // timer check can fail and panic the boot before /init runs.
-        .arg(format!(
-            "console=ttyS0 panic=-1 no_timer_check {}",
-            opts.append
-        ))
-        .args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
-        .args([
-            "-device",
-            &format!("{},netdev=n0", opts.nic),
-            "-device",
-            "virtio-rng-pci",
-        ])
+        .args(["-nodefaults", "-display", "none", "-serial", "stdio"]);
+    if opts.netboot {
+        // The firmware boots from the network: the NIC's option ROM.
+        cmd.args(["-boot", "n"]);
+    } else {
+        let initrd = concatenated_initrd(net, opts)?;
+        cmd.arg("-kernel")
+            .arg(&opts.kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .arg("-append")
+            // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
+            // timer check can fail and panic the boot before /init runs.
+            .arg(format!(
+                "console=ttyS0 panic=-1 no_timer_check {}",
+                opts.append
+            ));
+    }
+    cmd.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        .args(nic_args(&opts.nic))
+        .args(["-device", "virtio-rng-pci"])
         .args(monitor.as_ref().map(Monitor::qemu_args).unwrap_or_default())
         .args(&opts.extra_qemu_args)
         .stdin(if opts.answer.is_some() {
@@ -460,13 +558,57 @@ impl Monitor {
             .collect()
     }
 
+    /// Sends `command` and waits (5 s at most) for QEMU's answer: an
+    /// `Error` in it (a `device_add` QEMU refused) is an error here.
     fn send(&mut self, command: &str) -> std::io::Result<()> {
         if self.stream.is_none() {
-            self.stream = Some(UnixStream::connect(self.socket())?);
+            let mut stream = UnixStream::connect(self.socket())?;
+            stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+            // The greeting ends with the first prompt.
+            read_to_prompt(&mut stream);
+            self.stream = Some(stream);
         }
         let stream = self.stream.as_mut().expect("connected above");
-        stream.write_all(format!("{command}\n").as_bytes())
+        stream.write_all(format!("{command}\n").as_bytes())?;
+        // The next prompt means QEMU has done it (or QEMU is gone: a
+        // command that powers the machine off).
+        let reply = read_to_prompt(stream);
+        if reply.contains("Error") {
+            return Err(std::io::Error::other(
+                reply.replace("(qemu)", "").trim().to_string(),
+            ));
+        }
+        Ok(())
     }
+}
+
+/// What the monitor says up to its next `(qemu)` prompt, its end of file
+/// or 5 s of silence.
+fn read_to_prompt(stream: &mut UnixStream) -> String {
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&reply).contains("(qemu)") {
+        match stream.read(&mut buf) {
+            Ok(n) if n > 0 => reply.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
+/// The initramfs with [`BootOptions::extra_initrds`] after it, as one
+/// file (QEMU's `-initrd` takes one): what a boot loader hands the kernel.
+fn concatenated_initrd(net: &TestNet, opts: &BootOptions) -> Result<PathBuf> {
+    if opts.extra_initrds.is_empty() {
+        return Ok(opts.initramfs.clone());
+    }
+    let path = net.dir().join(format!("{}.initrd", opts.name));
+    let mut out = std::fs::File::create(&path).context(|| format!("create {}", path.display()))?;
+    for part in std::iter::once(&opts.initramfs).chain(&opts.extra_initrds) {
+        let mut input = std::fs::File::open(part).context(|| format!("open {}", part.display()))?;
+        std::io::copy(&mut input, &mut out).context(|| format!("copy {}", part.display()))?;
+    }
+    Ok(path)
 }
 
 /// Stdout closed, so QEMU is exiting: give it a moment, then kill it.
@@ -518,6 +660,19 @@ mod tests {
         );
         assert!(b.has_line("pipeline status: 1"));
         assert!(!b.has_line("Execution is over"));
+    }
+
+    #[test]
+    fn loaded_modules_at_start_and_hot_plugged() {
+        let b = boot(
+            "[    2.341]: kernel modules: loaded virtio_pci, xhci_pci, overlay\n\
+             [    3.100]: kernel modules: loaded usbnet, cdc_ether for usb 1-1:1.0\n",
+            true,
+        );
+        assert_eq!(
+            b.loaded_modules(),
+            ["virtio_pci", "xhci_pci", "overlay", "usbnet", "cdc_ether"]
+        );
     }
 
     #[test]

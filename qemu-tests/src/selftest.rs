@@ -254,7 +254,11 @@ fn dhcp_can_be_blocked_and_the_auth_registry_wants_its_password() {
 
 #[test]
 fn without_dhcp_there_is_no_offer_but_dns_and_files_are_served() {
-    let net = TestNet::start_with(&NetOptions { dhcp: false }).unwrap();
+    let net = TestNet::start_with(&NetOptions {
+        dhcp: false,
+        ..Default::default()
+    })
+    .unwrap();
     // With DHCP the offer comes within 0.2 s of the first discover.
     let offer = in_netns(net.name(), || dhcp_discover(Duration::from_secs(3))).unwrap();
     assert!(offer.is_err(), "DHCP answered: {offer:?}");

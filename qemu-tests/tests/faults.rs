@@ -88,7 +88,10 @@ fn a_registry_that_rate_limits_then_dies_and_no_ntp() {
 /// what is missing, the status line, and a power-off.
 #[test]
 fn no_dhcp_server_at_all() {
-    let net = start_net(&NetOptions { dhcp: false });
+    let net = start_net(&NetOptions {
+        dhcp: false,
+        ..Default::default()
+    });
     let append = common::run_img("true");
     let boot = boot_on(&net, &options("faults-no-dhcp", &append));
     assert_error_about(&boot, &["dhcp", "lease"]);

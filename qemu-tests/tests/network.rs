@@ -26,7 +26,10 @@ fn boot_static(name: &str, network_options: &str) -> Boot {
     );
     // No NTP: without DHCP, `auto` would mean pool.ntp.org, beside the point.
     let append = format!("{network_options} b2c.ntp_peer=none {run}");
-    let net = start_net(&NetOptions { dhcp: false });
+    let net = start_net(&NetOptions {
+        dhcp: false,
+        ..Default::default()
+    });
     boot_on(&net, &options(name, &append))
 }
 

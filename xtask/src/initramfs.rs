@@ -18,11 +18,47 @@ pub enum Compression {
     None,
 }
 
+/// Which kernel modules the initramfs ships.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModuleSet {
+    /// `initramfs/modules.txt`: the drivers of a CI farm's machines.
+    Farm,
+    /// `initramfs/modules-virtio.txt`: a virtual machine's, nothing more.
+    Virtio,
+    /// None at all: for a kernel of one's own, whose modules come in an
+    /// archive of their own (`cargo xtask modules`).
+    None,
+    /// A list of one's own, in the format of modules.txt.
+    File(PathBuf),
+}
+
+impl ModuleSet {
+    pub fn parse(value: &str) -> ModuleSet {
+        match value {
+            "farm" => ModuleSet::Farm,
+            "virtio" => ModuleSet::Virtio,
+            "none" => ModuleSet::None,
+            file => ModuleSet::File(PathBuf::from(file)),
+        }
+    }
+
+    /// The module names (or aliases) of the set.
+    pub fn names(&self) -> Result<Vec<String>> {
+        match self {
+            ModuleSet::Farm => manifest("modules.txt"),
+            ModuleSet::Virtio => manifest("modules-virtio.txt"),
+            ModuleSet::None => Ok(Vec::new()),
+            ModuleSet::File(path) => manifest_at(path),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct Options {
     pub ca_cert: Option<PathBuf>,
     pub compression: Compression,
     pub output: Option<PathBuf>,
+    pub modules: ModuleSet,
 }
 
 impl Options {
@@ -31,6 +67,7 @@ impl Options {
             ca_cert: None,
             compression: Compression::Zstd,
             output: None,
+            modules: ModuleSet::Farm,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -38,6 +75,7 @@ impl Options {
             match arg.as_str() {
                 "--ca-cert" => o.ca_cert = Some(PathBuf::from(value()?)),
                 "--output" => o.output = Some(PathBuf::from(value()?)),
+                "--modules" => o.modules = ModuleSet::parse(value()?),
                 "--compression" => {
                     o.compression = match value()?.as_str() {
                         "zstd" => Compression::Zstd,
@@ -61,8 +99,11 @@ pub fn out_dir() -> PathBuf {
 
 /// Lines of a manifest in initramfs/, without comments and blanks.
 fn manifest(name: &str) -> Result<Vec<String>> {
-    let path = workspace_root().join("initramfs").join(name);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    manifest_at(&workspace_root().join("initramfs").join(name))
+}
+
+fn manifest_at(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok(text
         .lines()
         .map(|l| l.split('#').next().unwrap_or("").trim())
@@ -106,19 +147,99 @@ pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
     Ok(())
 }
 
-/// The modules named in initramfs/modules.txt and everything they need,
-/// with a modules.dep made for exactly that set.
-fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel, work: &Path) -> Result<usize> {
-    let wanted = manifest("modules.txt")?;
-    let index = ModuleIndex::load(&kernel.modules)?;
-    let files = index.load_order(&wanted)?;
+/// The modules of the set and everything they need, with a modules.dep
+/// made for exactly that set.
+fn add_modules(
+    archive: &mut Archive,
+    kernel: &kernel::Kernel,
+    set: &ModuleSet,
+    work: &Path,
+) -> Result<usize> {
+    let wanted = set.names()?;
+    if wanted.is_empty() {
+        return Ok(0);
+    }
     let stage = work.join("modules");
-    let _ = std::fs::remove_dir_all(&stage);
-    let dest = stage.join("lib/modules").join(&kernel.release);
+    let staged = stage_modules(&kernel.modules, &kernel.release, &wanted, true, &stage)?;
+    archive.add_tree(&format!("lib/modules/{}", kernel.release), &staged.dir)?;
+    Ok(staged.count)
+}
+
+/// What [`stage_modules`] made.
+pub(crate) struct Staged {
+    /// `STAGE/lib/modules/RELEASE`.
+    pub dir: PathBuf,
+    /// Module files in it.
+    pub count: usize,
+    /// Names the kernel has built in.
+    pub built_in: Vec<String>,
+    /// Names the kernel has neither as a module nor built in.
+    pub absent: Vec<String>,
+}
+
+/// Copies the modules `names` stand for (with what they need) from `src`
+/// (a kernel's `/lib/modules/RELEASE`) to `stage/lib/modules/RELEASE`,
+/// compressed modules unpacked, and indexes them with depmod, keeping the
+/// indexes b2c reads. `strict`: a name the kernel lacks is an error, else
+/// it is reported and skipped (another kernel's configuration).
+pub(crate) fn stage_modules(
+    src: &Path,
+    release: &str,
+    names: &[String],
+    strict: bool,
+    stage: &Path,
+) -> Result<Staged> {
+    let index = ModuleIndex::load(src)?;
+    let builtin = std::fs::read_to_string(src.join("modules.builtin")).unwrap_or_default();
+    let is_builtin = |name: &str| {
+        let name = name.replace('-', "_");
+        builtin
+            .lines()
+            .any(|l| b2c_system::modules::module_name(l) == name)
+    };
+    let (mut kept, mut built_in, mut absent) = (Vec::new(), Vec::new(), Vec::new());
+    for name in names {
+        if !index.resolve(name).is_empty() {
+            kept.push(name.clone());
+        } else if is_builtin(name) {
+            built_in.push(name.clone());
+        } else if strict {
+            return Err(format!("{}: no module {name} in this kernel", src.display()).into());
+        } else {
+            absent.push(name.clone());
+        }
+    }
+    let files = index.load_order(&kept)?;
+    let _ = std::fs::remove_dir_all(stage);
+    let dest = stage.join("lib/modules").join(release);
+    std::fs::create_dir_all(&dest)?;
     for file in &files {
-        let rel = file.strip_prefix(&kernel.modules)?;
-        std::fs::create_dir_all(dest.join(rel).parent().unwrap())?;
-        std::fs::copy(file, dest.join(rel))?;
+        let rel = file.strip_prefix(src)?;
+        let (unpacked, tool) = match rel.extension().and_then(|e| e.to_str()) {
+            Some("xz") => (rel.with_extension(""), Some("xz")),
+            Some("zst") => (rel.with_extension(""), Some("zstd")),
+            Some("gz") => (rel.with_extension(""), Some("gzip")),
+            _ => (rel.to_path_buf(), None),
+        };
+        let to = dest.join(&unpacked);
+        std::fs::create_dir_all(to.parent().unwrap())?;
+        match tool {
+            None => {
+                std::fs::copy(file, &to)?;
+            }
+            Some(tool) => run(Command::new(tool)
+                .args(["-d", "-c", "-q"])
+                .arg(file)
+                .stdout(std::fs::File::create(&to)?))?,
+        }
+        // Each module as .ko.zst: the kernel unpacks a smaller archive
+        // at every boot (under TCG, unpacking the farm's 17 MB of plain
+        // modules cost more than loading the few a machine needs), and b2c
+        // decompresses only the modules it loads. depmod reads them as
+        // they are.
+        run(Command::new("zstd")
+            .args(["-q", "-19", "-T1", "--rm", "-f"])
+            .arg(&to))?;
     }
     // depmod orders its output by modules.order; builtin keeps modprobe
     // names of built-in modules resolvable.
@@ -127,14 +248,15 @@ fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel, work: &Path) -> R
         "modules.builtin",
         "modules.builtin.modinfo",
     ] {
-        if kernel.modules.join(f).exists() {
-            std::fs::copy(kernel.modules.join(f), dest.join(f))?;
+        if let Ok(text) = std::fs::read(src.join(f)) {
+            let text = String::from_utf8_lossy(&text)
+                .replace(".ko.xz", ".ko")
+                .replace(".ko.zst", ".ko")
+                .replace(".ko.gz", ".ko");
+            std::fs::write(dest.join(f), text)?;
         }
     }
-    run(Command::new("depmod")
-        .arg("-b")
-        .arg(&stage)
-        .arg(&kernel.release))?;
+    run(Command::new("depmod").arg("-b").arg(stage).arg(release))?;
     // What b2c reads (and busybox modprobe, for b2c.shell); the binary
     // indexes, symbols and the whole kernel's modules.order are kmod's.
     for entry in std::fs::read_dir(&dest)? {
@@ -149,8 +271,12 @@ fn add_modules(archive: &mut Archive, kernel: &kernel::Kernel, work: &Path) -> R
             std::fs::remove_file(&path)?;
         }
     }
-    archive.add_tree(&format!("lib/modules/{}", kernel.release), &dest)?;
-    Ok(files.len())
+    Ok(Staged {
+        dir: dest,
+        count: files.len(),
+        built_in,
+        absent,
+    })
 }
 
 pub(crate) fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {
@@ -229,7 +355,7 @@ pub fn build(o: &Options) -> Result<Built> {
             },
         );
     }
-    let modules = add_modules(&mut archive, &kernel, &work)?;
+    let modules = add_modules(&mut archive, &kernel, &o.modules, &work)?;
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }

@@ -2,8 +2,10 @@
 
 mod bench;
 mod cpio;
+mod firmware;
 mod initramfs;
 mod kernel;
+mod modules;
 mod qemu;
 
 use std::path::PathBuf;
@@ -19,6 +21,24 @@ usage: cargo xtask <command>
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
+      --modules SET         the kernel modules shipped: farm (default,
+                            initramfs/modules.txt), virtio (a VM's only,
+                            initramfs/modules-virtio.txt), none (for a kernel whose
+                            modules come from `xtask modules`) or a FILE
+  firmware [OPTIONS]        build target/initramfs/b2c-firmware.cpio.zst: the
+                            firmware the shipped drivers declare, from Debian's
+                            non-free-firmware packages (initramfs/firmware.txt),
+                            to load after the initramfs
+      --modules SET         the drivers whose firmware to take (as for initramfs)
+      --output FILE         write it there instead
+  modules --kernel-modules DIR [OPTIONS]
+                            build target/initramfs/b2c-modules-VERSION.cpio.zst
+                            from another kernel's /lib/modules/VERSION (DIR), to
+                            load after the initramfs (built with --modules none)
+      --modules SET         which drivers (as for initramfs; those that kernel
+                            lacks are listed and skipped)
+      --compression C       zstd (default) or none
+      --output FILE         write it there instead
   qemu [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
@@ -39,6 +59,12 @@ fn main() {
         Some("kernel") => kernel::fetch(args.iter().any(|a| a == "--force")).map(|_| ()),
         Some("initramfs") => initramfs::Options::parse(&args[1..])
             .and_then(|o| initramfs::build(&o))
+            .map(|_| ()),
+        Some("firmware") => firmware::Options::parse(&args[1..])
+            .and_then(|o| firmware::build(&o))
+            .map(|_| ()),
+        Some("modules") => modules::Options::parse(&args[1..])
+            .and_then(|o| modules::build(&o))
             .map(|_| ()),
         Some("qemu") => qemu::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),

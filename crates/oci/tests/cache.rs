@@ -11,21 +11,12 @@ use std::time::Duration;
 
 use b2c_oci::{
     parse_reference, pull, Digest, ImageSource, LayerStore, PullError, PullPolicy, RegistryOptions,
-    RetryPolicy,
 };
 use common::registry::{Image, Layout, Registry};
 use common::{init_logging, logged, sha256, warnings, Tb};
 
 fn opts() -> RegistryOptions {
-    RegistryOptions {
-        tls_verify: false,
-        retry: RetryPolicy {
-            attempts: 2,
-            first_delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        },
-        ..RegistryOptions::default()
-    }
+    common::quick_opts(2)
 }
 
 fn layer(name: &str, content: &[u8]) -> Vec<u8> {

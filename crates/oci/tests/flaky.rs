@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use b2c_oci::{
-    parse_reference, pull, LayerStore, PullError, PullPolicy, RegistryOptions, RetryPolicy,
-};
+use b2c_oci::{parse_reference, pull, LayerStore, PullError, PullPolicy, RegistryOptions};
 use common::{gzip, init_logging, logged, sha256, Tb};
 use serde_json::json;
 
@@ -189,15 +187,7 @@ fn image(routes: &mut HashMap<String, Blob>, name: &str, layers: &[Vec<u8>]) -> 
 }
 
 fn opts() -> RegistryOptions {
-    RegistryOptions {
-        tls_verify: false,
-        retry: RetryPolicy {
-            attempts: 3,
-            first_delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        },
-        ..RegistryOptions::default()
-    }
+    common::quick_opts(3)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,15 +29,7 @@ fn pid1_fd_limit() {
 }
 
 fn opts() -> RegistryOptions {
-    RegistryOptions {
-        tls_verify: false,
-        retry: RetryPolicy {
-            attempts: 3,
-            first_delay: Duration::from_millis(50),
-            ..RetryPolicy::default()
-        },
-        ..RegistryOptions::default()
-    }
+    common::quick_opts(3)
 }
 
 fn no_script() -> Script {

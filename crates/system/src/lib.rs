@@ -1,16 +1,19 @@
-//! PID 1 duties: mounts, console logging, kernel modules, the reaper,
-//! host name and clock, stop signals, the hardware watchdog, and the final
-//! power-off.
+//! PID 1 duties: mounts, console logging, kernel modules and hot-plug,
+//! the reaper, host name and clock, stop signals, the hardware watchdog,
+//! and the final power-off.
 
+pub mod devices;
 pub mod error_chain;
 pub mod host;
 pub mod info;
 pub mod log;
+pub mod modinfo;
 pub mod modules;
 pub mod mounts;
 pub mod power;
 pub mod reaper;
 pub mod signals;
+pub mod uevents;
 pub mod watchdog;
 
 use std::path::{Path, PathBuf};

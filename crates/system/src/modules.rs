@@ -1,15 +1,21 @@
 //! Loading the kernel modules shipped in the initramfs: the drivers of
-//! the devices present (matched by modalias, as udev's coldplug does), the
-//! modules a phase needs by name or alias, dependencies first.
+//! the devices present (matched by modalias, as udev's coldplug does) and
+//! of those that appear later (kernel uevents, as udev's hot-plug does),
+//! the modules a phase needs by name or alias, dependencies first.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use log::{info, warn};
 use nix::errno::Errno;
 use nix::kmod::{finit_module, ModuleInitFlags};
 
+use crate::devices::{self, Device};
+use crate::uevents::{Received, Uevent, UeventSocket};
 use crate::Error;
 
 /// What `depmod` wrote: module paths, their dependencies, soft
@@ -25,6 +31,23 @@ pub struct ModuleIndex {
     pre: HashMap<String, Vec<String>>,
     /// (normalised fnmatch pattern, module), in modules.alias order.
     aliases: Vec<(String, String)>,
+    /// Indexes into `aliases` by the first [`BUCKET`] characters of
+    /// their literal start (`pci:v00008086d`, `usb:v0BDAp8153`): a name
+    /// is only matched against the patterns that can match it. Thousands
+    /// of aliases (the farm's drivers) cost no more to look up than a
+    /// few, which matters under TCG.
+    buckets: HashMap<String, Vec<usize>>,
+    /// Patterns whose literal start is shorter (`acpi*:…`, `fs-ext4`).
+    unbucketed: Vec<usize>,
+}
+
+/// Long enough to tell PCI vendors and USB vendor/products apart.
+const BUCKET: usize = 14;
+
+/// The part of an fnmatch pattern before its first wildcard.
+fn literal_start(pattern: &str) -> &str {
+    let end = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    &pattern[..end]
 }
 
 /// `kernel/fs/ext4/ext4.ko` → `ext4`.
@@ -175,27 +198,53 @@ impl ModuleIndex {
             if let (Some("alias"), Some(pattern), Some(module)) =
                 (words.next(), words.next(), words.next())
             {
-                index
-                    .aliases
-                    .push((normalise_alias(pattern), module_name(module)));
+                let pattern = normalise_alias(pattern);
+                let at = index.aliases.len();
+                match literal_start(&pattern).get(..BUCKET) {
+                    Some(key) => index.buckets.entry(key.to_string()).or_default().push(at),
+                    None => index.unbucketed.push(at),
+                }
+                index.aliases.push((pattern, module_name(module)));
             }
         }
         index
     }
 
-    /// Reads the index of `/lib/modules/<release>`. An initramfs without
-    /// modules (a kernel with everything built in) gives an empty index.
+    /// Reads the index of `/lib/modules/<release>`. No such directory (a
+    /// kernel with everything built in, or whose modules were not
+    /// appended) gives an empty index; a directory of modules without
+    /// `modules.dep` (appended without depmod) is indexed from the
+    /// modules' own `.modinfo`.
     pub fn load(root: &Path) -> Result<ModuleIndex, Error> {
         let read = |f: &str| match std::fs::read_to_string(root.join(f)) {
-            Ok(s) => Ok(s),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(root.join(f), e)),
+        };
+        let Some(dep) = read("modules.dep")? else {
+            if !root.is_dir() {
+                log::info!(
+                    "kernel modules: none for this kernel ({} does not exist): its drivers must be built in",
+                    root.display()
+                );
+                return Ok(Self::parse(root, "", "", ""));
+            }
+            let started = Instant::now();
+            let (dep, softdep, alias) = crate::modinfo::index_text(root);
+            let index = Self::parse(root, &dep, &softdep, &alias);
+            log::info!(
+                "kernel modules: {} has no modules.dep: indexed its {} modules from their .modinfo in {} ms",
+                root.display(),
+                index.order.len(),
+                started.elapsed().as_millis()
+            );
+            return Ok(index);
         };
         Ok(Self::parse(
             root,
-            &read("modules.dep")?,
-            &read("modules.softdep")?,
-            &read("modules.alias")?,
+            &dep,
+            &read("modules.softdep")?.unwrap_or_default(),
+            &read("modules.alias")?.unwrap_or_default(),
         ))
     }
 
@@ -218,8 +267,15 @@ impl ModuleIndex {
             return vec![module];
         }
         let name = normalise_alias(name);
+        let bucket = name
+            .get(..BUCKET)
+            .and_then(|key| self.buckets.get(key))
+            .map_or(&[][..], Vec::as_slice);
+        // In modules.alias order, as modprobe lists them.
+        let mut candidates: Vec<usize> = bucket.iter().chain(&self.unbucketed).copied().collect();
+        candidates.sort_unstable();
         let mut found: Vec<String> = Vec::new();
-        for (pattern, module) in &self.aliases {
+        for (pattern, module) in candidates.into_iter().map(|i| &self.aliases[i]) {
             if alias_matches(pattern, &name) && !found.contains(module) {
                 found.push(module.clone());
             }
@@ -319,14 +375,44 @@ pub fn device_modaliases(sys_bus: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// Loads one module file; what [`Modules`] calls for each. A fake in
+/// unit tests.
+pub type Loader = Arc<dyn Fn(&Path) -> Result<(), Error> + Send + Sync>;
+
 /// The kernel modules of this boot: what was loaded, so that each phase
-/// can ask for what it needs and only new modules cost an `insmod`.
-#[derive(Debug)]
+/// can ask for what it needs and only new modules cost an `insmod`. A
+/// handle: clones share the same state, so that the hot-plug listener and
+/// the phases load through one record.
+#[derive(Clone)]
 pub struct Modules {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     index: ModuleIndex,
+    insmod: Loader,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
     loaded: HashSet<PathBuf>,
     /// Module names, in load order, for the console.
     names: Vec<String>,
+    /// Drivers already tried for a device (loaded or failed): a device
+    /// never costs a second attempt.
+    tried: HashSet<String>,
+    /// Devices already named on the console as having no driver.
+    reported: HashSet<String>,
+}
+
+impl std::fmt::Debug for Modules {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Modules")
+            .field("shipped", &self.shared.index.order.len())
+            .field("loaded", &self.loaded())
+            .finish()
+    }
 }
 
 /// What went wrong in a coldplug ([`Modules::loaded`] says what loaded).
@@ -340,13 +426,25 @@ pub struct Coldplug {
 /// A driver that binds may add devices of its own (virtio_pci adds the
 /// virtio devices), so coldplug repeats; buses are not nested deeper.
 const COLDPLUG_ROUNDS: usize = 8;
+/// How long a hot-plugged device may take to be bound by a driver built
+/// into the kernel before the console says it has none.
+const UNCLAIMED_GRACE: Duration = Duration::from_secs(2);
+/// How often the listener looks at devices waiting for that verdict.
+const PENDING_POLL: Duration = Duration::from_millis(250);
 
 impl Modules {
     pub fn new(index: ModuleIndex) -> Modules {
+        Self::with_loader(index, Arc::new(insmod))
+    }
+
+    /// With another way to load a module file (a fake, in tests).
+    pub fn with_loader(index: ModuleIndex, insmod: Loader) -> Modules {
         Modules {
-            index,
-            loaded: HashSet::new(),
-            names: Vec::new(),
+            shared: Arc::new(Shared {
+                index,
+                insmod,
+                state: Mutex::new(State::default()),
+            }),
         }
     }
 
@@ -355,37 +453,57 @@ impl Modules {
         Ok(Self::new(ModuleIndex::load(root)?))
     }
 
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding it leaves consistent sets behind.
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn index(&self) -> &ModuleIndex {
+        &self.shared.index
+    }
+
     /// Loads `names` (module names or aliases) and what they need. A name
     /// nothing shipped answers to is an error.
-    pub fn load(&mut self, names: &[String]) -> Result<Vec<String>, Error> {
-        let plan = self.index.plan(names)?;
+    pub fn load(&self, names: &[String]) -> Result<Vec<String>, Error> {
+        let plan = self.index().plan(names)?;
         self.insmod_new(plan)
     }
 
     /// Like `load`, but a name nothing shipped answers to is skipped: the
     /// kernel may have it built in.
-    pub fn load_shipped(&mut self, names: &[String]) -> Result<Vec<String>, Error> {
+    pub fn load_shipped(&self, names: &[String]) -> Result<Vec<String>, Error> {
         let shipped: Vec<String> = names.iter().filter(|n| self.ships(n)).cloned().collect();
         self.load(&shipped)
     }
 
     /// Whether a module answers to this name or alias in the initramfs.
     pub fn ships(&self, name: &str) -> bool {
-        !self.index.resolve(name).is_empty()
+        !self.index().resolve(name).is_empty()
+    }
+
+    /// The drivers for `modalias` not tried yet, marked as tried.
+    fn untried_drivers(&self, modalias: &str) -> Vec<String> {
+        let drivers = self.index().resolve(modalias);
+        let mut state = self.state();
+        drivers
+            .into_iter()
+            .filter(|module| state.tried.insert(module.clone()))
+            .collect()
     }
 
     /// Loads the drivers of the devices under `sys_bus` (`/sys/bus`), then
     /// of the devices those drivers add, until nothing new matches.
-    pub fn coldplug(&mut self, sys_bus: &Path) -> Coldplug {
+    pub fn coldplug(&self, sys_bus: &Path) -> Coldplug {
         let mut report = Coldplug::default();
-        let mut tried = HashSet::new();
         for _ in 0..COLDPLUG_ROUNDS {
-            let started = std::time::Instant::now();
+            let started = Instant::now();
             let devices = device_modaliases(sys_bus);
             let wanted: Vec<String> = devices
                 .iter()
-                .flat_map(|alias| self.index.resolve(alias))
-                .filter(|module| tried.insert(module.clone()))
+                .flat_map(|alias| self.untried_drivers(alias))
                 .collect();
             log::debug!(
                 "coldplug: {} device modaliases, new drivers: {:?} ({} ms)",
@@ -406,8 +524,8 @@ impl Modules {
     }
 
     /// Every module loaded so far, in order.
-    pub fn loaded(&self) -> &[String] {
-        &self.names
+    pub fn loaded(&self) -> Vec<String> {
+        self.state().names.clone()
     }
 
     /// [`coldplug`](Self::coldplug), while another thread loads `names`
@@ -415,19 +533,16 @@ impl Modules {
     /// asks for, such as overlay, need not wait for the drivers' probes.
     /// Both are done when this returns.
     pub fn coldplug_while_loading(
-        &mut self,
+        &self,
         sys_bus: &Path,
         names: &[String],
     ) -> (Coldplug, Result<Vec<String>, Error>) {
-        let plan: Vec<LoadStep> = match self.index.plan(names) {
-            Ok(plan) => plan
-                .into_iter()
-                .filter(|s| !self.loaded.contains(&s.path))
-                .collect(),
+        let plan: Vec<LoadStep> = match self.index().plan(names) {
+            Ok(plan) => self.not_loaded(plan),
             Err(e) => return (self.coldplug(sys_bus), Err(e)),
         };
         let (report, (paths, done)) = std::thread::scope(|scope| {
-            let other = scope.spawn(|| insmod_steps(plan));
+            let other = scope.spawn(|| insmod_steps(&self.shared.insmod, plan));
             let report = self.coldplug(sys_bus);
             (report, other.join().expect("the insmod thread panicked"))
         });
@@ -435,38 +550,189 @@ impl Modules {
         (report, done.map(|()| names))
     }
 
-    fn insmod_new(&mut self, plan: Vec<LoadStep>) -> Result<Vec<String>, Error> {
-        let plan = plan
-            .into_iter()
-            .filter(|s| !self.loaded.contains(&s.path))
-            .collect();
-        let (paths, done) = insmod_steps(plan);
+    /// The boot's drivers, for its whole length:
+    /// [`coldplug_while_loading`](Self::coldplug_while_loading) of
+    /// `names`, one console line per storage or network device that no
+    /// driver took, then a thread that loads the drivers of devices as
+    /// they appear (kernel uevents, as udev would: a USB NIC once its bus
+    /// is enumerated, a slow disk). `sys` is sysfs (`/sys`). The listener
+    /// is subscribed before the coldplug looks, so no device slips
+    /// between the two. Without a uevent socket, a warning, and coldplug
+    /// only.
+    pub fn start(&self, sys: &Path, names: &[String]) -> (Coldplug, Result<Vec<String>, Error>) {
+        let socket = UeventSocket::open()
+            .map_err(|e| warn!("kernel modules: {e}: devices that appear late get no driver"))
+            .ok();
+        let sys_bus = sys.join("bus");
+        let result = self.coldplug_while_loading(&sys_bus, names);
+        self.report_unclaimed(&sys_bus);
+        if let Some(socket) = socket {
+            let modules = self.clone();
+            let sys = sys.to_path_buf();
+            let spawned = std::thread::Builder::new()
+                .name("hotplug".into())
+                .spawn(move || modules.listen(&socket, &sys));
+            if let Err(e) = spawned {
+                warn!("kernel modules: cannot start the hot-plug listener: {e}");
+            }
+        }
+        result
+    }
+
+    /// One console line per storage or network device present that no
+    /// driver took, unless its driver is about to load (its uevent is
+    /// queued for the listener, which then checks it).
+    pub fn report_unclaimed(&self, sys_bus: &Path) {
+        for device in devices::unclaimed(sys_bus) {
+            let drivers = self.index().resolve(&device.modalias);
+            let pending = {
+                let state = self.state();
+                drivers.iter().any(|d| !state.tried.contains(d))
+            };
+            if !pending {
+                self.report(&device, &drivers);
+            }
+        }
+    }
+
+    fn report(&self, device: &Device, drivers: &[String]) {
+        if !self.state().reported.insert(device.name.clone()) {
+            return;
+        }
+        if drivers.is_empty() {
+            warn!("{device}: no module of this initramfs matches it, and the kernel has none built in");
+        } else {
+            warn!(
+                "{device}: {} did not take it (see the kernel's messages)",
+                drivers.join(", ")
+            );
+        }
+    }
+
+    /// The hot-plug loop: drivers for every device added, for as long as
+    /// the machine runs.
+    fn listen(&self, socket: &UeventSocket, sys: &Path) {
+        let mut pending: Vec<Pending> = Vec::new();
+        loop {
+            let timeout = if pending.is_empty() {
+                Duration::from_secs(3600)
+            } else {
+                PENDING_POLL
+            };
+            match socket.recv(timeout) {
+                Ok(Received::Event(event)) => {
+                    if let Some(watch) = self.on_event(&event, sys) {
+                        pending.push(watch);
+                    }
+                }
+                Ok(Received::Nothing) => {}
+                // Some events were lost: look at what is there now.
+                Ok(Received::Overflow) => {
+                    let report = self.coldplug(&sys.join("bus"));
+                    for e in &report.failed {
+                        warn!("kernel modules: {e}: its device stays unused");
+                    }
+                }
+                Err(e) => {
+                    warn!("kernel modules: {e}: devices that appear from now on get no driver");
+                    return;
+                }
+            }
+            self.check_pending(&mut pending, Instant::now());
+        }
+    }
+
+    /// Loads the drivers of a device just added. Returns the device if it
+    /// is one whose driver must be checked for a little later.
+    pub fn on_event(&self, event: &Uevent, sys: &Path) -> Option<Pending> {
+        if event.action != "add" {
+            return None;
+        }
+        let modalias = event.modalias.as_deref()?;
+        // Each driver on its own, as coldplug does: one that fails to load
+        // does not keep the others from trying.
+        let mut new = Vec::new();
+        for module in self.untried_drivers(modalias) {
+            match self.load(std::slice::from_ref(&module)) {
+                Ok(names) => new.extend(names),
+                Err(e) => warn!("kernel modules: {e}: its device stays unused"),
+            }
+        }
+        if !new.is_empty() {
+            info!(
+                "kernel modules: loaded {} for {} {}",
+                new.join(", "),
+                event.subsystem.as_deref().unwrap_or("device"),
+                event.name()
+            );
+        }
+        let device = Device::from_modalias(event.name(), modalias)?;
+        Some(Pending {
+            dir: sys.join(event.devpath.trim_start_matches('/')),
+            device,
+            due: Instant::now() + UNCLAIMED_GRACE,
+        })
+    }
+
+    /// Reports the devices whose grace is over and that still have no
+    /// driver; keeps the others.
+    pub fn check_pending(&self, pending: &mut Vec<Pending>, now: Instant) {
+        pending.retain(|p| {
+            if now < p.due {
+                return true;
+            }
+            if p.dir.exists() && !devices::has_driver(&p.dir) {
+                let drivers = self.index().resolve(&p.device.modalias);
+                self.report(&p.device, &drivers);
+            }
+            false
+        });
+    }
+
+    fn not_loaded(&self, plan: Vec<LoadStep>) -> Vec<LoadStep> {
+        let state = self.state();
+        plan.into_iter()
+            .filter(|s| !state.loaded.contains(&s.path))
+            .collect()
+    }
+
+    fn insmod_new(&self, plan: Vec<LoadStep>) -> Result<Vec<String>, Error> {
+        let plan = self.not_loaded(plan);
+        let (paths, done) = insmod_steps(&self.shared.insmod, plan);
         let names = self.record(paths);
         done.map(|()| names)
     }
 
     /// Notes modules as loaded; returns the names of those that were not.
-    fn record(&mut self, paths: Vec<PathBuf>) -> Vec<String> {
+    fn record(&self, paths: Vec<PathBuf>) -> Vec<String> {
+        let mut state = self.state();
         let mut names = Vec::new();
         for path in paths {
-            if self.loaded.contains(&path) {
+            if !state.loaded.insert(path.clone()) {
                 continue;
             }
             let name = module_name(&path.to_string_lossy());
-            self.names.push(name.clone());
+            state.names.push(name.clone());
             names.push(name);
-            self.loaded.insert(path);
         }
         names
     }
 }
 
+/// A hot-plugged device whose driver is checked once its grace is over.
+#[derive(Debug)]
+pub struct Pending {
+    dir: PathBuf,
+    device: Device,
+    due: Instant,
+}
+
 /// Loads the steps in order, until one that is not optional fails: the
 /// files loaded, and how it ended.
-fn insmod_steps(plan: Vec<LoadStep>) -> (Vec<PathBuf>, Result<(), Error>) {
+fn insmod_steps(insmod: &Loader, plan: Vec<LoadStep>) -> (Vec<PathBuf>, Result<(), Error>) {
     let mut loaded = Vec::new();
     for step in plan {
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         match insmod(&step.path) {
             Ok(()) => log::debug!(
                 "insmod {} ({} ms)",
@@ -484,16 +750,43 @@ fn insmod_steps(plan: Vec<LoadStep>) -> (Vec<PathBuf>, Result<(), Error>) {
     (loaded, Ok(()))
 }
 
-/// Loads one module file. Already loaded (or built in) is success.
+/// Loads one module file: a plain `.ko`, or a `.ko.zst` (as the
+/// initramfs ships them: the kernel then unpacks a smaller archive, and
+/// only the modules that load are decompressed, here, since Debian's
+/// kernel cannot do it itself). Already loaded (or built in) is success.
 pub fn insmod(path: &Path) -> Result<(), Error> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    match finit_module(&file, &CString::default(), ModuleInitFlags::empty()) {
+    let loaded = if path.extension().is_some_and(|e| e == "zst") {
+        let image = read_module(path)?;
+        nix::kmod::init_module(&image, &CString::default())
+    } else {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        finit_module(&file, &CString::default(), ModuleInitFlags::empty())
+    };
+    match loaded {
         Ok(()) | Err(Errno::EEXIST) => Ok(()),
         Err(e) => Err(Error::Module {
             path: path.to_path_buf(),
             source: e,
         }),
     }
+}
+
+/// A module file's ELF image: read, and decompressed when it ends in
+/// `.zst`.
+pub fn read_module(path: &Path) -> Result<Vec<u8>, Error> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    if path.extension().is_none_or(|e| e != "zst") {
+        let mut image = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut image).map_err(|e| Error::io(path, e))?;
+        return Ok(image);
+    }
+    let size = file.metadata().map_or(0, |m| m.len() as usize);
+    let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
+        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    // Modules compress about 3:1.
+    let mut image = Vec::with_capacity(size * 3);
+    std::io::Read::read_to_end(&mut decoder, &mut image).map_err(|e| Error::io(path, e))?;
+    Ok(image)
 }
 
 #[cfg(test)]
@@ -703,5 +996,227 @@ alias pci:v00008086d000010D4sv*sd*bc*sc*i* e1000e
             ]
         );
         assert!(device_modaliases(Path::new("/nonexistent")).is_empty());
+    }
+
+    /// Modules over [`index`] whose loads are recorded instead of done.
+    fn fake_modules() -> (Modules, Arc<Mutex<Vec<String>>>) {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let record = calls.clone();
+        let loader: Loader = Arc::new(move |path: &Path| {
+            record
+                .lock()
+                .unwrap()
+                .push(module_name(path.to_str().unwrap()));
+            Ok(())
+        });
+        (Modules::with_loader(index(), loader), calls)
+    }
+
+    fn fake_sys(name: &str) -> PathBuf {
+        let sys = std::env::temp_dir().join(format!("b2c-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&sys);
+        sys
+    }
+
+    /// A device directory under `sys/devices/…`, listed under its bus.
+    fn add_device(sys: &Path, bus: &str, path: &str, alias: &str) -> PathBuf {
+        let dir = sys.join("devices").join(path);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("modalias"), format!("{alias}\n")).unwrap();
+        let listed = sys.join("bus").join(bus).join("devices");
+        std::fs::create_dir_all(&listed).unwrap();
+        std::os::unix::fs::symlink(&dir, listed.join(dir.file_name().unwrap())).unwrap();
+        dir
+    }
+
+    #[test]
+    fn coldplug_loads_each_driver_once_with_its_dependencies() {
+        let sys = fake_sys("coldplug");
+        add_device(
+            &sys,
+            "pci",
+            "pci0000:00/0000:00:03.0",
+            "pci:v00001AF4d00001000sv1sd1bc02sc00i00",
+        );
+        add_device(
+            &sys,
+            "virtio",
+            "pci0000:00/0000:00:03.0/virtio0",
+            "virtio:d00000001v00001AF4",
+        );
+        add_device(
+            &sys,
+            "virtio",
+            "pci0000:00/0000:00:04.0/virtio1",
+            "virtio:d00000001v00001AF4",
+        );
+        let (modules, calls) = fake_modules();
+        let report = modules.coldplug(&sys.join("bus"));
+        assert!(report.failed.is_empty(), "{:?}", report.failed);
+        assert_eq!(
+            *calls.lock().unwrap(),
+            ["virtio_pci", "failover", "net_failover", "virtio_net"]
+        );
+        assert_eq!(modules.loaded(), *calls.lock().unwrap());
+        // Nothing new: nothing loads again.
+        modules.coldplug(&sys.join("bus"));
+        assert_eq!(calls.lock().unwrap().len(), 4);
+        std::fs::remove_dir_all(&sys).unwrap();
+    }
+
+    #[test]
+    fn a_hot_plugged_device_gets_its_driver_and_is_watched() {
+        let sys = fake_sys("hotplug");
+        let (modules, calls) = fake_modules();
+        let dir = add_device(
+            &sys,
+            "pci",
+            "pci0000:00/0000:00:05.0",
+            "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00",
+        );
+        let event = |action: &str, alias: Option<&str>| Uevent {
+            action: action.into(),
+            devpath: "/devices/pci0000:00/0000:00:05.0".into(),
+            subsystem: Some("pci".into()),
+            modalias: alias.map(String::from),
+        };
+        let alias = "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00";
+        // A network device: watched for a driver.
+        let watch = modules.on_event(&event("add", Some(alias)), &sys).unwrap();
+        assert_eq!(watch.dir, dir);
+        assert_eq!(*calls.lock().unwrap(), ["e1000e"]);
+        // Tried once: a second event (or a rescan) does not load it again.
+        modules.on_event(&event("add", Some(alias)), &sys);
+        modules.on_event(&event("bind", Some(alias)), &sys);
+        assert_eq!(calls.lock().unwrap().len(), 1);
+        // The driver bound: nothing to say once the grace is over.
+        std::fs::create_dir(dir.join("driver")).unwrap();
+        let mut pending = vec![watch];
+        modules.check_pending(&mut pending, Instant::now());
+        assert_eq!(pending.len(), 1, "too early");
+        modules.check_pending(&mut pending, Instant::now() + UNCLAIMED_GRACE);
+        assert!(pending.is_empty());
+        assert!(modules.state().reported.is_empty());
+        // No driver for it, and no driver bound: named once.
+        let unknown = "pci:v00001022d00002000sv0sd0bc02sc00i00";
+        let dir2 = add_device(&sys, "pci", "pci0000:00/0000:00:06.0", unknown);
+        let mut e = event("add", Some(unknown));
+        e.devpath = "/devices/pci0000:00/0000:00:06.0".into();
+        let mut pending = vec![modules.on_event(&e, &sys).unwrap()];
+        assert_eq!(pending[0].dir, dir2);
+        modules.check_pending(&mut pending, Instant::now() + UNCLAIMED_GRACE);
+        assert!(modules.state().reported.contains("0000:00:06.0"));
+        // A device that is not storage or network is not watched.
+        let mut e = event("add", Some("pci:v00008086d00001237sv0sd0bc06sc00i00"));
+        e.devpath = "/devices/pci0000:00/0000:00:00.0".into();
+        assert!(modules.on_event(&e, &sys).is_none());
+        std::fs::remove_dir_all(&sys).unwrap();
+    }
+
+    #[test]
+    fn unclaimed_devices_are_reported_unless_their_driver_is_coming() {
+        let sys = fake_sys("report");
+        let (modules, _) = fake_modules();
+        // e1000e ships but was not tried yet: its uevent is on the way.
+        add_device(
+            &sys,
+            "pci",
+            "pci0000:00/0000:00:05.0",
+            "pci:v00008086d000010D3sv0sd0bc02sc00i00",
+        );
+        // Nothing ships for this one.
+        add_device(
+            &sys,
+            "pci",
+            "pci0000:00/0000:00:06.0",
+            "pci:v00001022d00002000sv0sd0bc02sc00i00",
+        );
+        modules.report_unclaimed(&sys.join("bus"));
+        assert_eq!(
+            modules.state().reported.iter().collect::<Vec<_>>(),
+            ["0000:00:06.0"]
+        );
+        // Tried, and still no driver bound: named too.
+        modules.coldplug(&sys.join("bus"));
+        modules.report_unclaimed(&sys.join("bus"));
+        assert_eq!(modules.state().reported.len(), 2);
+        std::fs::remove_dir_all(&sys).unwrap();
+    }
+
+    #[test]
+    fn a_driver_that_fails_does_not_keep_the_next_from_loading() {
+        let index = ModuleIndex::parse(
+            Path::new("/m"),
+            "8139too.ko:\n8139cp.ko:\n",
+            "",
+            "alias pci:v000010ECd00008139sv*sd*bc*sc*i* 8139too\n\
+             alias pci:v000010ECd00008139sv*sd*bc*sc*i* 8139cp\n",
+        );
+        let loaded = Arc::new(Mutex::new(Vec::new()));
+        let record = loaded.clone();
+        let loader: Loader = Arc::new(move |path: &Path| {
+            let name = module_name(path.to_str().unwrap());
+            if name == "8139too" {
+                return Err(Error::Module {
+                    path: path.to_path_buf(),
+                    source: Errno::ENODEV,
+                });
+            }
+            record.lock().unwrap().push(name);
+            Ok(())
+        });
+        let modules = Modules::with_loader(index, loader);
+        let event = Uevent {
+            action: "add".into(),
+            devpath: "/devices/pci0000:00/0000:00:03.0".into(),
+            subsystem: Some("pci".into()),
+            modalias: Some("pci:v000010ECd00008139sv00001AF4sd00001100bc02sc00i00".into()),
+        };
+        modules.on_event(&event, Path::new("/nonexistent"));
+        assert_eq!(*loaded.lock().unwrap(), ["8139cp"]);
+        assert_eq!(modules.loaded(), ["8139cp"]);
+    }
+
+    #[test]
+    fn the_alias_buckets_find_what_a_full_scan_finds() {
+        let alias = "\
+alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
+alias pci:v00008086d*sv*sd*bc02sc00i* intel_any
+alias pci:v*d*sv*sd*bc01sc06i01* ahci
+alias usb:v0BDAp8153d*dc*dsc*dp*ic*isc*ip*in* r8152
+alias usb:v*p*d*dc*dsc*dp*ic02isc06ip00in* cdc_ether
+alias acpi*:PNP0A03:* acpi_thing
+alias fs-ext4 ext4
+alias virtio:d00000001v* virtio_net
+";
+        let index = ModuleIndex::parse(Path::new("/m"), "", "", alias);
+        let names = [
+            "pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00",
+            "pci:v00008086d00001237sv0sd0bc02sc00i00",
+            "pci:v00001B36d00000010sv0sd0bc01sc06i01",
+            "usb:v0BDAp8153d3100dc00dsc00dp00ic02isc06ip00in00",
+            "acpi:PNP0A03:",
+            "fs-ext4",
+            "virtio:d00000001v00001AF4",
+            "short",
+        ];
+        for name in names {
+            let normalised = normalise_alias(name);
+            let mut brute: Vec<String> = Vec::new();
+            for (pattern, module) in &index.aliases {
+                if alias_matches(pattern, &normalised) && !brute.contains(module) {
+                    brute.push(module.clone());
+                }
+            }
+            assert_eq!(index.resolve(name), brute, "{name}");
+        }
+        assert_eq!(
+            index.resolve("pci:v00008086d000010D3sv00008086sd0000A01Fbc02sc00i00"),
+            ["e1000e", "intel_any"]
+        );
+        assert_eq!(
+            index.resolve("usb:v0BDAp8153d3100dc00dsc00dp00ic02isc06ip00in00"),
+            ["r8152", "cdc_ether"]
+        );
     }
 }

@@ -158,6 +158,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             ca_cert: None,
             compression: *c,
             output: Some(initramfs_dir.join(format!("b2c.cpio.{ext}"))),
+            modules: initramfs::ModuleSet::Farm,
         })?);
     }
     let cli = build_cli()?;

@@ -177,3 +177,17 @@ pub fn init_logging() {
         log::set_max_level(log::LevelFilter::Debug);
     });
 }
+
+/// Options for a test registry on loopback: plain HTTP, `attempts`
+/// attempts 50 ms apart, so that a failure is seen in well under a second.
+pub fn quick_opts(attempts: u32) -> b2c_oci::RegistryOptions {
+    b2c_oci::RegistryOptions {
+        tls_verify: false,
+        retry: b2c_oci::RetryPolicy {
+            attempts,
+            first_delay: std::time::Duration::from_millis(50),
+            ..b2c_oci::RetryPolicy::default()
+        },
+        ..b2c_oci::RegistryOptions::default()
+    }
+}
