@@ -36,7 +36,8 @@ fn wait_for_line(path: &Path, text: &str, timeout: Duration) -> bool {
 }
 
 /// The diskless line of CI farms, with the store on NFSv4.2 (the server
-/// named, resolved by the boot's DNS): the service
+/// named, resolved by the boot's DNS), and the export mounted over NFSv3
+/// too, as a volume: the service
 /// and the job name their image by ID (full, and short for the job), the
 /// boot waits for the NFS server, which starts only once b2c said it
 /// cannot reach it yet, and nothing is downloaded.
@@ -64,6 +65,20 @@ fn images_run_by_id_from_a_late_nfs_store_without_download() {
         opt(
             "b2c.run",
             &format!("--tls-verify=false {} sh -c 'echo DISKLESS-$((40+2))'", &id[..12]),
+        ),
+        // The same export over NFSv3 (the kernel asks the server's
+        // rpcbind for the ports; nolock added by b2c), as a volume.
+        format!(
+            "b2c.filesystem=v3export,type=nfs,src={NFS_HOST}:{},opts=vers=3",
+            store.display()
+        ),
+        "b2c.volume=v3vol,filesystem=v3export".to_string(),
+        opt(
+            "b2c.run",
+            &format!(
+                "--tls-verify=false -v v3vol:/v3 {} sh -c 'echo V3-$((40+2)) $(ls /v3)'",
+                &id[..12]
+            ),
         ),
         // By name, as podman recorded it: layers with whiteouts and an
         // opaque directory, read over NFS.
@@ -137,6 +152,17 @@ fn images_run_by_id_from_a_late_nfs_store_without_download() {
         "{boot}"
     );
     assert!(boot.loaded_modules().contains(&"nfsv4"), "{boot}");
+    assert!(boot.loaded_modules().contains(&"nfsv3"), "{boot}");
+    assert!(
+        boot.lines_containing("b2c.filesystem=v3export: ")
+            .any(|l| l.ends_with("(NFSv3)")),
+        "{boot}"
+    );
+    let v3 = boot.after_marker("V3-42");
+    assert!(
+        v3.len() == 1 && v3[0].contains(" overlay-images ") && v3[0].contains(" overlay-layers"),
+        "the export over NFSv3: {v3:?}\n{boot}"
+    );
 }
 
 /// A cache and a swap on network block devices (Debian's nbd-server, one
