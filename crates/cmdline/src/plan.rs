@@ -694,19 +694,6 @@ impl fmt::Display for BootPlan {
             step(f, format_args!("fetch more options from {url}"))?;
         }
         step(f, format_args!("host name {}", self.hostname))?;
-        match &self.storage.cache_device {
-            CacheDevice::None => step(
-                f,
-                format_args!("storage: RAM ({})", self.layout.root().display()),
-            )?,
-            device => step(
-                f,
-                format_args!(
-                    "storage: cache b2c.cache_device={device} on {}",
-                    self.layout.root().display()
-                ),
-            )?,
-        }
         for nbd in &self.storage.nbds {
             step(
                 f,
@@ -723,6 +710,19 @@ impl fmt::Display for BootPlan {
                     nbd.connections
                 ),
             )?;
+        }
+        match &self.storage.cache_device {
+            CacheDevice::None => step(
+                f,
+                format_args!("storage: RAM ({})", self.layout.root().display()),
+            )?,
+            device => step(
+                f,
+                format_args!(
+                    "storage: cache b2c.cache_device={device} on {}",
+                    self.layout.root().display()
+                ),
+            )?,
         }
         for store in &self.storage.image_stores {
             let fs = &store.filesystem;
