@@ -313,6 +313,14 @@ fn an_fscrypt_volume_is_encrypted_at_rest_and_readable_with_its_key() {
     assert!(second.has_line("SECRET-42-RESULT"), "{second}");
 }
 
+/// b2c's peak resident memory over a whole boot that pushes a 200 MiB
+/// file: about 6 MiB measured (the image pull, then 4 parts of 16 MiB in
+/// flight, each read from the file 256 KiB at a time). Holding the file
+/// would take 200 MiB, holding the 4 parts in flight whole 64 MiB: the
+/// bound sits well under both, with room for allocator and runtime
+/// differences.
+const HWM_BOUND_KIB: u64 = 32 << 10;
+
 /// `sha256sum`'s hex digest of a file of the host.
 fn sha256_file(path: &Path) -> String {
     use sha2::Digest;
@@ -435,5 +443,60 @@ fn a_push_cut_off_by_a_power_cut_is_completed_by_the_next_boot() {
     println!(
         "cut after {at_the_cut} of {FILES} objects ({} when the server was frozen)",
         paused_at.unwrap()
+    );
+}
+
+/// A 200 MiB result pushed with bounded memory: in parts, each streamed
+/// from the file. After the push (at container_end), a post container in
+/// b2c's PID namespace reads PID 1's peak resident memory (VmHWM); the
+/// object in the bucket has the file's size and checksum.
+#[test]
+fn a_200_mib_file_is_pushed_with_bounded_memory() {
+    const SIZE: u64 = 200 << 20;
+    let net = net_with_s3();
+    let bucket = net.s3_bucket("big");
+    let disk = disk_path("volumes-big");
+    let job = run_with(
+        "res:/res",
+        &format!(
+            "sh -c 'head -c {SIZE} /dev/urandom > /res/big.bin && sha256sum /res/big.bin | sed s/^/sum-$((40+2)):/'"
+        ),
+    );
+    let post = opt(
+        "b2c.post_container",
+        &format!(
+            "--pid=host {} sh -c 'grep VmHWM /proc/1/status | sed s/^/hwm-$((40+2)):/'",
+            img()
+        ),
+    );
+    let append = format!(
+        "b2c.cache_device=auto {} b2c.volume=res,mirror=gateway/big,push_on=container_end {job} {post}",
+        minio(S3_SECRET_KEY)
+    );
+    let mut opts = options("volumes-big", &append).with_disk(&disk);
+    opts.timeout = Duration::from_secs(400);
+    let boot = boot_on(&net, &opts);
+    assert_verdict(&boot, 0);
+    let pushed = boot
+        .lines_containing("volume res: pushed to gateway/big: 1 files, 200.0 MiB")
+        .next()
+        .unwrap_or_else(|| panic!("no push of the file\n{boot}"));
+    let written = guest_sums(&boot);
+    let big = bucket.join("big.bin");
+    assert_eq!(
+        std::fs::metadata(&big).map(|m| m.len()).ok(),
+        Some(SIZE),
+        "{boot}"
+    );
+    assert_eq!(Some(&sha256_file(&big)), written.get("big.bin"), "{boot}");
+    let hwm_kib: u64 = boot
+        .after_marker("hwm-42:")
+        .first()
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM line\n{boot}"));
+    println!("{pushed}\nb2c's VmHWM: {hwm_kib} kB");
+    assert!(
+        hwm_kib < HWM_BOUND_KIB,
+        "b2c's peak resident memory is {hwm_kib} kB\n{boot}"
     );
 }
