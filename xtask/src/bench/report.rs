@@ -314,7 +314,9 @@ impl Results {
         let mut command = "cargo xtask bench".to_string();
         if o.quick {
             command.push_str(" --quick");
-        } else if o.runs != 5 {
+        }
+        // Only when it is not what the options above imply.
+        if o.runs != if o.quick { 1 } else { 7 } {
             command.push_str(&format!(" --runs {}", o.runs));
         }
         if !o.pull {
