@@ -11,7 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use super::measure::{self, Measured};
-use super::pull::ToolRuns;
+use super::pull::{describe, ToolRuns};
 use crate::Result;
 
 /// Files of the volume: 999 of 1 KiB to 250 KB in 10 directories, and
@@ -218,14 +218,6 @@ fn rclone_command(server: &Server, push: bool, dir: &Path, bucket: &str, config:
         // load (LoadCustomCABundleError); the server is plain HTTP.
         .env_remove("AWS_CA_BUNDLE");
     c
-}
-
-fn describe(cmd: &Command) -> String {
-    std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 pub fn bench(b2c: &Path, runs: usize, work: &Path, logs: &Path) -> Result<VolumeResults> {
