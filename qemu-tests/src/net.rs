@@ -390,6 +390,27 @@ impl TestNet {
         self.services.retain(|s| s.name != "s3");
     }
 
+    /// Freezes the S3 server (SIGSTOP, by its pid) or lets it go on
+    /// (SIGCONT): connections stay open and nothing is answered, so a
+    /// transfer under way is held in its middle for as long as a test
+    /// needs (the guest's read timeout is 30 s). `ip netns exec` execs
+    /// the server, so the pid is the server's.
+    pub fn pause_s3(&self, paused: bool) -> Result<()> {
+        let service = self
+            .services
+            .iter()
+            .find(|s| s.name == "s3")
+            .ok_or_else(|| Error::new("pause_s3: the S3 server is not running"))?;
+        let signal = if paused { libc::SIGSTOP } else { libc::SIGCONT };
+        if unsafe { libc::kill(service.child.id() as libc::pid_t, signal) } != 0 {
+            return Err(Error::new(format!(
+                "pause_s3: {}",
+                std::io::Error::last_os_error()
+            )));
+        }
+        Ok(())
+    }
+
     /// The directory of a bucket (created): each object is the file at
     /// its key.
     pub fn s3_bucket(&self, name: &str) -> PathBuf {
@@ -743,6 +764,8 @@ impl Service {
             return;
         }
         unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        // One that a test paused would only see its SIGTERM once continued.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGCONT) };
         let start = Instant::now();
         while start.elapsed() < STOP_TIMEOUT {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -797,7 +820,9 @@ pub(crate) fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> Resul
     })
 }
 
-fn s3s_fs_binary() -> Result<PathBuf> {
+/// The s3s-fs server binary: `$B2C_S3S_FS`, else `s3s-fs` on `PATH` or
+/// in `~/.cargo/bin` (where `make deps` installs it).
+pub fn s3s_fs_binary() -> Result<PathBuf> {
     if let Some(p) = std::env::var_os("B2C_S3S_FS") {
         return Ok(p.into());
     }

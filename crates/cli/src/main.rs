@@ -9,6 +9,8 @@
 //! - `b2c cmdline "APPEND LINE"` parses a kernel command line with
 //!   b2c-cmdline and prints what a boot would do, or the `ERROR:` a boot
 //!   would end with.
+//! - `b2c volume push|pull DIR VOLUME` syncs a directory with a bucket
+//!   as a boot syncs a `b2c.volume` (b2c-storage's sync).
 //! - `b2c plot CONSOLE.LOG > boot.svg` draws where the time of a boot
 //!   went, from its serial console log.
 //!
@@ -20,6 +22,7 @@ mod cmdline;
 mod merge;
 mod plot;
 mod pull;
+mod volume;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -28,8 +31,9 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 use log::{LevelFilter, Log, Metadata, Record};
 
-/// b2c on a workstation: pull an image as the initramfs does, check a
-/// kernel command line before booting it, chart a boot from its log
+/// b2c on a workstation: pull an image as the initramfs does, sync a
+/// volume with its bucket, check a kernel command line before booting it,
+/// chart a boot from its log
 ///
 /// Exit status: 0 when done, 1 when the work fails (one ERROR: line on
 /// stderr), 2 when the arguments are wrong.
@@ -64,6 +68,15 @@ enum Command {
     /// (modules, network, clock, extra args, cache), each pull, service
     /// and container, and the end. `b2c plot serial.log > boot.svg`.
     Plot(plot::Args),
+    /// Push DIR to its bucket, or pull the bucket into DIR, as a boot
+    /// syncs a b2c.volume
+    ///
+    /// The same sync as a boot's (`mc mirror`'s rules, 8 files at a time,
+    /// large files in parts, each streamed): `b2c volume push DIR
+    /// "results,mirror=gw/bucket/prefix,overwrite,remove" --minio
+    /// "gw,http://host:9000,ACCESS_KEY,SECRET_KEY"`. One line per sync on
+    /// stdout, the console lines of a boot on stderr.
+    Volume(volume::Args),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +86,7 @@ fn main() -> ExitCode {
         Command::Pull(args) => pull::run(args),
         Command::Cmdline(args) => cmdline::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Volume(args) => volume::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

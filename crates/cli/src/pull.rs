@@ -73,17 +73,23 @@ impl From<Policy> for PullPolicy {
     }
 }
 
-pub fn run(args: Args) -> Result<(), Failure> {
-    crate::init_logging(args.debug);
-    let start = Instant::now();
-    let reference = b2c_oci::parse_reference(&args.image).map_err(Failure::error)?;
+/// The bundled roots, and the CAs of `--ca-cert`.
+pub fn trust_with(ca_certs: &[PathBuf]) -> Result<Trust, Failure> {
     let mut trust = Trust::bundled();
-    for path in &args.ca_certs {
+    for path in ca_certs {
         let pem = std::fs::read(path).map_err(|e| Failure(format!("{}: {e}", path.display())))?;
         trust = trust
             .with_pem(&path.to_string_lossy(), &pem)
             .map_err(|e| Failure(e.to_string()))?;
     }
+    Ok(trust)
+}
+
+pub fn run(args: Args) -> Result<(), Failure> {
+    crate::init_logging(args.debug);
+    let start = Instant::now();
+    let reference = b2c_oci::parse_reference(&args.image).map_err(Failure::error)?;
+    let trust = trust_with(&args.ca_certs)?;
     let options = RegistryOptions {
         tls_verify: args.tls_verify,
         trust,

@@ -10,6 +10,7 @@ pub const PACKAGES: &[&str] = &[
     "podman",
     "skopeo",
     "umoci",
+    "rclone",
     "debootstrap",
     "docker-registry",
     "qemu-system-x86",

@@ -5,6 +5,8 @@
 //! - pull + unpack, cold, of a large multi-layer image served by a local
 //!   registry: `b2c pull` vs `podman pull` vs `skopeo copy` + `umoci
 //!   unpack` vs the floor (`tar -xzf` of the same layer files);
+//! - push and pull of a volume (1,000 files, 200 MiB) to and from an S3
+//!   server on loopback (s3s-fs): `b2c volume` vs `rclone sync`;
 //! - boot under QEMU TCG to the status line: b2c vs a static init that
 //!   powers off at once (the floor) vs a busybox script doing the same job;
 //! - sizes of the initramfs (zstd, xz, none) and of the init;
@@ -17,6 +19,7 @@ mod measure;
 mod pull;
 mod registry;
 mod report;
+mod volume;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +34,8 @@ pub const USAGE: &str =
                             writes target/bench/results.{md,json} and prints them
       --runs N              runs of each measurement (default 7; medians)
       --quick               one run each, no xz initramfs
-      --no-pull, --no-boot  leave out the pull or the boot benchmark
+      --no-pull, --no-volume, --no-boot
+                            leave out the pull, the volume or the boot benchmark
       --initramfs LABEL=PATH  also boot this b2c initramfs (e.g. a patched
                             build) side by side with the others
 ";
@@ -41,6 +45,7 @@ struct Options {
     runs: usize,
     quick: bool,
     pull: bool,
+    volume: bool,
     boot: bool,
     /// More b2c initramfs images to boot: (label, path).
     extra: Vec<(String, PathBuf)>,
@@ -52,6 +57,7 @@ impl Options {
             runs: 7,
             quick: false,
             pull: true,
+            volume: true,
             boot: true,
             extra: Vec::new(),
         };
@@ -71,6 +77,7 @@ impl Options {
                         .ok_or("--runs needs a number > 0")?
                 }
                 "--no-pull" => o.pull = false,
+                "--no-volume" => o.volume = false,
                 "--no-boot" => o.boot = false,
                 "--initramfs" => {
                     let v = it.next().ok_or("--initramfs needs LABEL=PATH")?;
@@ -176,6 +183,13 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         None
     };
 
+    let volume = if o.volume {
+        println!("bench: volume push and pull, b2c and rclone, against s3s-fs on loopback ...");
+        Some(volume::bench(&cli, o.runs, &dir.join("volume"), &logs)?)
+    } else {
+        None
+    };
+
     let boot = if o.boot {
         let base = dir.join("baselines");
         let mut candidates = vec![
@@ -218,7 +232,8 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         None
     };
 
-    let results = report::Results::new(&o, sizes, pull, boot, start.elapsed().as_secs_f64());
+    let results =
+        report::Results::new(&o, sizes, pull, volume, boot, start.elapsed().as_secs_f64());
     let md = results.markdown();
     std::fs::write(dir.join("results.md"), &md)?;
     std::fs::write(

@@ -73,7 +73,8 @@ impl Tool {
     }
 }
 
-fn describe(cmd: &Command) -> String {
+/// A command as it would be typed, for the record.
+pub fn describe(cmd: &Command) -> String {
     std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use super::boot::BootResults;
 use super::image::LargeImage;
-use super::pull::PullResults;
+use super::pull::{PullResults, ToolRuns};
+use super::volume::VolumeResults;
 use super::Options;
 use crate::initramfs::Built;
 use crate::{run_output, Result};
@@ -215,6 +216,7 @@ pub struct Results {
     pub sizes: Sizes,
     pub image: Option<LargeImage>,
     pub pull: Option<PullResults>,
+    pub volume: Option<VolumeResults>,
     pub boot: Option<BootResults>,
     pub targets: Vec<Target>,
     pub total_seconds: f64,
@@ -226,6 +228,71 @@ fn mb(bytes: u64) -> String {
         bytes as f64 / MB,
         bytes as f64 / MIB
     )
+}
+
+/// A table of tools, each against `b2c`'s median.
+fn tool_rows(s: &mut String, tools: &[ToolRuns], b2c: f64) {
+    let _ = writeln!(
+        s,
+        "| tool | median | × b2c | runs (s) | then `sync` | peak RSS |\n|---|---|---|---|---|---|"
+    );
+    for t in tools {
+        let _ = writeln!(
+            s,
+            "| {} | {:.2} s | {:.2} | {} | {:.2} s | {:.0} MiB |",
+            t.label,
+            t.median(),
+            t.median() / b2c,
+            runs_list(&t.seconds),
+            t.median_sync(),
+            t.peak_rss_kib() as f64 / 1024.0
+        );
+    }
+}
+
+fn volume_section(s: &mut String, v: &VolumeResults) {
+    let _ = writeln!(s, "\n#### Volume push and pull (S3)\n");
+    let _ = writeln!(
+        s,
+        "A volume of {} files, {:.0} MiB (999 of 1 KiB to 250 KB in 10 directories, one \
+         of {:.0} MiB that goes up in parts), synced with s3s-fs on loopback over HTTP \
+         (SigV4 checked, objects stored as files): `b2c volume` (the boot's sync: 8 files \
+         at once, parts of 16 MiB above 64 MiB, 4 at once) against {}, given the same \
+         parallelism and part sizes, without checksums (b2c computes none), times from \
+         the listing (`--use-server-modtime`, as b2c; not `--fast-list`, whose empty \
+         `delimiter=` s3s-fs answers with an empty listing). Each push goes to an empty bucket, each pull into an empty \
+         directory, {}.\n",
+        v.files,
+        v.bytes as f64 / MIB,
+        v.large_file_bytes as f64 / MIB,
+        v.rclone,
+        if v.cold_cache {
+            "with the page cache dropped before each run"
+        } else {
+            "warm page cache (dropping it was refused here)"
+        }
+    );
+    for (way, key) in [("Push", "push-b2c"), ("Pull", "pull-b2c")] {
+        let b2c = v.tool(key).map_or(f64::NAN, |t| t.median());
+        let tools: Vec<ToolRuns> = v
+            .tools
+            .iter()
+            .filter(|t| t.key.starts_with(&way.to_lowercase()))
+            .cloned()
+            .collect();
+        let _ = writeln!(s, "{way}:\n");
+        tool_rows(s, &tools, b2c);
+        let _ = writeln!(s);
+    }
+    let _ = writeln!(
+        s,
+        "Commands: {}.",
+        v.tools
+            .iter()
+            .map(|t| format!("`{}`", t.command))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
 }
 
 fn runs_list(v: &[f64]) -> String {
@@ -240,17 +307,23 @@ impl Results {
         o: &Options,
         sizes: Sizes,
         pull: Option<(LargeImage, PullResults)>,
+        volume: Option<VolumeResults>,
         boot: Option<BootResults>,
         total_seconds: f64,
     ) -> Results {
         let mut command = "cargo xtask bench".to_string();
         if o.quick {
             command.push_str(" --quick");
-        } else if o.runs != 5 {
+        }
+        // Only when it is not what the options above imply.
+        if o.runs != if o.quick { 1 } else { 7 } {
             command.push_str(&format!(" --runs {}", o.runs));
         }
         if !o.pull {
             command.push_str(" --no-pull");
+        }
+        if !o.volume {
+            command.push_str(" --no-volume");
         }
         if !o.boot {
             command.push_str(" --no-boot");
@@ -269,6 +342,7 @@ impl Results {
             sizes,
             image,
             pull,
+            volume,
             boot,
             targets: Vec::new(),
             total_seconds,
@@ -316,6 +390,21 @@ impl Results {
                     mb(rss),
                     rss as f64 <= 64.0 * MB,
                 );
+            }
+        }
+        if let Some(v) = &self.volume {
+            for (way, b2c, rclone) in [
+                ("push", "push-b2c", "push-rclone"),
+                ("pull", "pull-b2c", "pull-rclone"),
+            ] {
+                if let (Some(b), Some(r)) = (v.tool(b2c), v.tool(rclone)) {
+                    let ratio = b.median() / r.median();
+                    add(
+                        &format!("volume {way} (1,000 files, 200 MiB) ≤ `rclone sync`'s time"),
+                        format!("{ratio:.2}× ({:.2} s vs {:.2} s)", b.median(), r.median()),
+                        ratio <= 1.0,
+                    );
+                }
             }
         }
         if let Some(boot) = &self.boot {
@@ -391,6 +480,9 @@ impl Results {
         if let (Some(p), Some(img)) = (&self.pull, &self.image) {
             self.pull_section(&mut s, p, img);
         }
+        if let Some(v) = &self.volume {
+            volume_section(&mut s, v);
+        }
         if let Some(b) = &self.boot {
             self.boot_section(&mut s, b);
         }
@@ -418,22 +510,7 @@ impl Results {
             }
         );
         let b2c = p.tool("b2c").map_or(f64::NAN, |t| t.median());
-        let _ = writeln!(
-            s,
-            "| tool | median | × b2c | runs (s) | then `sync` | peak RSS |\n|---|---|---|---|---|---|"
-        );
-        for t in &p.tools {
-            let _ = writeln!(
-                s,
-                "| {} | {:.2} s | {:.2} | {} | {:.2} s | {:.0} MiB |",
-                t.label,
-                t.median(),
-                t.median() / b2c,
-                runs_list(&t.seconds),
-                t.median_sync(),
-                t.peak_rss_kib() as f64 / 1024.0
-            );
-        }
+        tool_rows(s, &p.tools, b2c);
         for t in p.tools.iter().filter(|t| t.steps.len() > 1) {
             let steps: Vec<String> = t
                 .steps

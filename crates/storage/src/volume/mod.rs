@@ -300,6 +300,7 @@ impl VolumeSet {
             warn!("volume {}: {}: {e}", v.spec.name(), owed.display());
         }
         sync_file(&owed);
+        sync_volume(&v.spec.path).await;
         sync::push(
             &v.spec.options,
             &v.spec.path,
@@ -398,6 +399,25 @@ impl VolumeSet {
                 && (v.spec.options.pull_on.contains(&event)
                     || v.spec.options.push_on.contains(&event))
         })
+    }
+}
+
+/// The next boot pushes what the volume holds on the disk: what this push
+/// sends must be there too should the machine be cut off before the push
+/// completes. Written files may otherwise sit in memory for half a minute
+/// (ext4's delayed allocation leaves them empty after a power cut).
+/// Unmounting a container's overlay syncs the cache's filesystem (its
+/// upper layer's), which covered the volumes on the cache, but not one on
+/// its own `b2c.filesystem`.
+async fn sync_volume(dir: &Path) {
+    let path = dir.to_path_buf();
+    let synced = tokio::task::spawn_blocking(move || {
+        let dir = std::fs::File::open(&path)?;
+        rustix::fs::syncfs(&dir).map_err(std::io::Error::from)
+    })
+    .await;
+    if let Ok(Err(e)) = synced {
+        warn!("{}: cannot sync it to its disk: {e}", dir.display());
     }
 }
 

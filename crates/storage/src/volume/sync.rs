@@ -285,7 +285,10 @@ async fn transfer(
     };
     let started = Instant::now();
     {
-        let entries: Vec<Entry> = plan.transfers().cloned().collect();
+        let mut entries: Vec<Entry> = plan.transfers().cloned().collect();
+        // Largest first: a large file started last would leave its one
+        // stream to run alone at the end, the other slots idle.
+        entries.sort_by_key(|e| std::cmp::Reverse(e.size));
         let all = futures_util::stream::iter(entries)
             .map(|entry| {
                 one(
