@@ -246,3 +246,41 @@ fn cache_and_swap_on_nbd_survive_a_server_restart() {
     }
     assert!(boot.loaded_modules().contains(&"nbd"), "{boot}");
 }
+
+/// An image store whose server never answers (`retry=0`: one attempt, as
+/// mount.nfs takes it): an ERROR naming the options, the container whose
+/// image is an ID fails, and one whose image has a name is pulled.
+#[test]
+fn a_store_that_cannot_mount_is_an_error_and_names_are_pulled() {
+    let net = start_net(&NetOptions::default());
+    let id = "0123456789abcdef".repeat(4);
+    let append = [
+        format!("b2c.filesystem=deadstore,type=nfs4,src={NFS_HOST}:/nothing,opts=ro|retry=0"),
+        opt("b2c.storage", "additionalimagestores=deadstore"),
+        opt("b2c.run", &format!("{id} true")),
+        opt(
+            "b2c.post_container",
+            &format!(
+                "--tls-verify=false docker://{}/{BUSYBOX_IMAGE} sh -c 'echo PULLED-$((40+2))'",
+                qemu_tests::REGISTRY_HTTP
+            ),
+        ),
+    ]
+    .join(" ");
+    let boot = boot_on(&net, &options("diskless-nfs-down", &append));
+    assert_verdict(&boot, 1);
+    assert!(boot.has_line("PULLED-42"), "{boot}");
+    let errors = boot.error_lines();
+    for text in [
+        "ERROR: b2c.storage: additionalimagestores=deadstore: b2c.filesystem=deadstore: cannot \
+         mount registry.test:/nothing (gave up after 1 attempt in ",
+        "s): ECONNREFUSED",
+        format!("ERROR: cannot pull image ID {id} is in none of the image stores (deadstore)")
+            .as_str(),
+    ] {
+        assert!(
+            errors.iter().any(|l| l.contains(text)),
+            "no ERROR with {text:?}: {errors:#?}\n{boot}"
+        );
+    }
+}
