@@ -166,7 +166,8 @@ fn images_run_by_id_from_a_late_nfs_store_without_download() {
 }
 
 /// A cache and a swap on network block devices (Debian's nbd-server, one
-/// per port as CI farms run it; the cache with two connections), and the
+/// per port as CI farms run it; the cache with two connections), the
+/// swap's server up only once b2c said it cannot reach it, and the
 /// cache's server restarted while the job writes to it: the kernel holds
 /// the I/O, b2c connects again and hands the new socket over, the job
 /// finishes.
@@ -183,9 +184,7 @@ fn cache_and_swap_on_nbd_survive_a_server_restart() {
     let cache_server = net
         .start_nbd(40123, "cache", &cache)
         .unwrap_or_else(|e| panic!("{e}"));
-    let _swap_server = net
-        .start_nbd(40124, "swap", &swap)
-        .unwrap_or_else(|e| panic!("{e}"));
+
     let job = "grep -q /dev/nbd1 /proc/swaps && echo SWAP-$((40+2)); \
                echo WRITING-$((40+2)); i=0; while [ $i -lt 20 ]; do \
                dd if=/dev/urandom of=/tmp/f$i bs=64k count=16 conv=fsync 2>/dev/null || exit 3; \
@@ -210,20 +209,32 @@ fn cache_and_swap_on_nbd_survive_a_server_restart() {
     let (boot, restarted) = std::thread::scope(|s| {
         let restart = s.spawn(|| {
             let mut server = cache_server;
+            // The swap's server comes up once the boot waits for it.
+            if !wait_for_line(
+                &log,
+                "b2c.nbd=/dev/nbd1: cannot reach",
+                Duration::from_secs(240),
+            ) {
+                return (server, None, Ok(false));
+            }
+            let swap_server = match net.start_nbd(40124, "swap", &swap) {
+                Ok(started) => started,
+                Err(e) => return (server, None, Err(e)),
+            };
             if !wait_for_line(&log, "WRITING-42", Duration::from_secs(300)) {
-                return (server, Ok(false));
+                return (server, Some(swap_server), Ok(false));
             }
             std::thread::sleep(Duration::from_secs(2));
             server.stop();
             // The gateway is away for a while.
             std::thread::sleep(Duration::from_secs(5));
             let started = server.restart(&net).map(|()| true);
-            (server, started)
+            (server, Some(swap_server), started)
         });
         let boot = boot_on(&net, &opts);
         (boot, restart.join().unwrap())
     });
-    let (_server, restarted) = restarted;
+    let (_server, _swap_server, restarted) = restarted;
     assert!(
         restarted.unwrap_or_else(|e| panic!("{e}\n{boot}")),
         "the job never started writing\n{boot}"
@@ -245,4 +256,42 @@ fn cache_and_swap_on_nbd_survive_a_server_restart() {
         );
     }
     assert!(boot.loaded_modules().contains(&"nbd"), "{boot}");
+}
+
+/// An image store whose server never answers (`retry=0`: one attempt, as
+/// mount.nfs takes it): an ERROR naming the options, the container whose
+/// image is an ID fails, and one whose image has a name is pulled.
+#[test]
+fn a_store_that_cannot_mount_is_an_error_and_names_are_pulled() {
+    let net = start_net(&NetOptions::default());
+    let id = "0123456789abcdef".repeat(4);
+    let append = [
+        format!("b2c.filesystem=deadstore,type=nfs4,src={NFS_HOST}:/nothing,opts=ro|retry=0"),
+        opt("b2c.storage", "additionalimagestores=deadstore"),
+        opt("b2c.run", &format!("{id} true")),
+        opt(
+            "b2c.post_container",
+            &format!(
+                "--tls-verify=false docker://{}/{BUSYBOX_IMAGE} sh -c 'echo PULLED-$((40+2))'",
+                qemu_tests::REGISTRY_HTTP
+            ),
+        ),
+    ]
+    .join(" ");
+    let boot = boot_on(&net, &options("diskless-nfs-down", &append));
+    assert_verdict(&boot, 1);
+    assert!(boot.has_line("PULLED-42"), "{boot}");
+    let errors = boot.error_lines();
+    for text in [
+        "ERROR: b2c.storage: additionalimagestores=deadstore: b2c.filesystem=deadstore: cannot \
+         mount registry.test:/nothing (gave up after 1 attempt in ",
+        "s): ECONNREFUSED",
+        format!("ERROR: cannot pull image ID {id} is in none of the image stores (deadstore)")
+            .as_str(),
+    ] {
+        assert!(
+            errors.iter().any(|l| l.contains(text)),
+            "no ERROR with {text:?}: {errors:#?}\n{boot}"
+        );
+    }
 }

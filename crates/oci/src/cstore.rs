@@ -166,20 +166,22 @@ pub(crate) fn big_data_file_name(key: &str) -> String {
 
 /// A shared fcntl lock on a containers-storage lock file, released when
 /// dropped (the file is closed).
-struct SharedLock(#[allow(dead_code)] Option<File>);
+struct SharedLock {
+    _file: Option<File>,
+}
 
 fn shared_lock(path: &Path) -> SharedLock {
     let file = match File::open(path) {
         Ok(f) => f,
         Err(e) => {
             log::debug!("{}: {e}: reading without its lock", path.display());
-            return SharedLock(None);
+            return SharedLock { _file: None };
         }
     };
     let deadline = Instant::now() + LOCK_WAIT;
     loop {
         match rustix::fs::fcntl_lock(&file, FlockOperation::NonBlockingLockShared) {
-            Ok(()) => return SharedLock(Some(file)),
+            Ok(()) => return SharedLock { _file: Some(file) },
             Err(rustix::io::Errno::AGAIN | rustix::io::Errno::ACCESS)
                 if Instant::now() < deadline =>
             {
@@ -192,7 +194,7 @@ fn shared_lock(path: &Path) -> SharedLock {
                     "{}: cannot take a shared lock ({e}): reading the store without it",
                     path.display()
                 );
-                return SharedLock(None);
+                return SharedLock { _file: None };
             }
         }
     }

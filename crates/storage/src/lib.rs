@@ -73,7 +73,11 @@ pub enum StorageError {
     #[error(
         "cannot mount {src}{}: {error}",
         if *transient {
-            format!(" (gave up after {attempts} attempts in {} s)", elapsed.as_secs())
+            format!(
+                " (gave up after {attempts} attempt{} in {} s)",
+                if *attempts == 1 { "" } else { "s" },
+                elapsed.as_secs()
+            )
         } else {
             String::new()
         }

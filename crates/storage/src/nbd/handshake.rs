@@ -20,7 +20,6 @@ const CFLAG_FIXED_NEWSTYLE: u32 = 1;
 const CFLAG_NO_ZEROES: u32 = 2;
 
 const OPT_EXPORT_NAME: u32 = 1;
-const OPT_ABORT: u32 = 2;
 const OPT_GO: u32 = 7;
 
 const REP_ACK: u32 = 1;
@@ -229,12 +228,6 @@ fn export_name<S: Read + Write>(
         flags,
         block_size: None,
     })
-}
-
-/// Ends a handshake politely when the socket will not be used after all.
-#[allow(dead_code)]
-pub fn abort<S: Write>(stream: &mut S) {
-    let _ = stream.write_all(&option(OPT_ABORT, &[]));
 }
 
 #[cfg(test)]

@@ -96,8 +96,9 @@ fn connect(nbd: &Nbd, retry: Duration) -> Result<(TcpStream, Export), StorageErr
                 device: nbd.device.clone(),
                 what: if failure.transient {
                     format!(
-                        "{} (gave up after {attempts} attempts in {} s)",
+                        "{} (gave up after {attempts} attempt{} in {} s)",
                         failure.what,
+                        if attempts == 1 { "" } else { "s" },
                         start.elapsed().as_secs()
                     )
                 } else {
