@@ -211,10 +211,13 @@ async fn zstd_and_zstd_chunked_layers_unpack_as_gzip_ones_do() {
     let layers = [base_layer("zst"), links, top_layer("zst")];
     let mut tags = vec![];
     for (tag, codecs) in [
-        ("gzip", [Codec::Gzip; 3]),
-        ("zstd", [Codec::Zstd; 3]),
+        ("gzip", [Codec::Gzip(1); 3]),
+        ("zstd", [Codec::Zstd(3); 3]),
         ("chunked", [Codec::ZstdChunked; 3]),
-        ("mixed", [Codec::Zstd, Codec::Gzip, Codec::ZstdChunked]),
+        (
+            "mixed",
+            [Codec::Zstd(3), Codec::Gzip(1), Codec::ZstdChunked],
+        ),
     ] {
         let img = layout.image_with("amd64", &layers, &codecs);
         tags.push((tag, layout.manifest_desc(&img)));
@@ -256,7 +259,7 @@ async fn zstd_and_zstd_chunked_layers_unpack_as_gzip_ones_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupted_blob_is_not_committed() {
     init_logging();
-    for codec in [Codec::Gzip, Codec::Zstd] {
+    for codec in [Codec::Gzip(1), Codec::Zstd(3)] {
         corrupted_blob_is_not_committed_as(codec).await;
     }
 }

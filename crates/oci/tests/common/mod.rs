@@ -128,60 +128,13 @@ impl Tb {
     }
 }
 
+pub use qemu_tests::images::Codec;
+
+/// Every way a layer may travel, as the tests compress them.
+pub const CODECS: [Codec; 3] = [Codec::Gzip(1), Codec::Zstd(3), Codec::ZstdChunked];
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
-pub fn zstd(data: &[u8], level: i32) -> Vec<u8> {
-    zstd::encode_all(data, level).unwrap()
-}
-
-/// The shape of a zstd:chunked layer as containers/storage writes it: the
-/// tar in many zstd frames (one per file there; fixed-size pieces here),
-/// then the table of contents, the tar-split data and a footer, each in a
-/// skippable frame. A reader that ignores the table of contents must read
-/// it as plain zstd.
-pub fn zstd_chunked(tar: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for piece in tar.chunks(1500) {
-        out.extend(zstd(piece, 3));
-    }
-    let toc = zstd(br#"{"version":1,"entries":[]}"#, 3);
-    for frame in [&toc[..], b"tar-split", &[0u8; 64][..]] {
-        out.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18]);
-        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
-        out.extend_from_slice(frame);
-    }
-    out
-}
-
-/// How a test layer travels, with its media type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Codec {
-    Gzip,
-    Zstd,
-    ZstdChunked,
-}
-
-impl Codec {
-    pub const ALL: [Codec; 3] = [Codec::Gzip, Codec::Zstd, Codec::ZstdChunked];
-
-    pub fn compress(self, tar: &[u8]) -> Vec<u8> {
-        match self {
-            Codec::Gzip => gzip(tar),
-            Codec::Zstd => zstd(tar, 3),
-            Codec::ZstdChunked => zstd_chunked(tar),
-        }
-    }
-
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Codec::Gzip => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Codec::Zstd | Codec::ZstdChunked => "application/vnd.oci.image.layer.v1.tar+zstd",
-        }
-    }
+    Codec::Gzip(1).compress(data)
 }
 
 pub fn sha256(data: &[u8]) -> String {

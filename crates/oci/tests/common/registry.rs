@@ -183,7 +183,7 @@ impl Layout {
     /// A manifest for these layer tarballs (gzip'd here); returns its
     /// descriptor-to-be and the layer digests.
     pub fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Image {
-        self.image_with(arch, layers, &vec![Codec::Gzip; layers.len()])
+        self.image_with(arch, layers, &vec![Codec::Gzip(1); layers.len()])
     }
 
     /// The same, each layer compressed as `codecs` says.
