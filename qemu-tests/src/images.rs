@@ -3,7 +3,7 @@
 //! [`crate::TestNet`] pushes into its registry; and [`BIG_IMAGE`], in a
 //! layout of its own, pushed only by [`crate::TestNet::push_big_image`].
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -29,6 +29,10 @@ pub struct TestImage {
 pub const BUSYBOX_IMAGE: &str = "b2c/busybox:latest";
 /// The busybox image with Docker schema-2 media types.
 pub const BUSYBOX_DOCKER_IMAGE: &str = "b2c/busybox-docker:latest";
+/// [`LAYERS_IMAGE`] in zstd (`tar+zstd`): the layer with whiteouts and the
+/// opaque directory in zstd:chunked's shape (see [`Codec::ZstdChunked`]),
+/// the others as one frame each.
+pub const LAYERS_ZSTD_IMAGE: &str = "b2c/layers-zstd:latest";
 /// Busybox plus three layers exercising whiteouts, an opaque directory, a
 /// symlink and a hard link; see the `LAYERS_*` constants for the result.
 pub const LAYERS_IMAGE: &str = "b2c/layers:latest";
@@ -55,6 +59,11 @@ pub const IMAGES: &[TestImage] = &[
     TestImage {
         name: LAYERS_IMAGE,
         layout_ref: "layers",
+        docker_v2s2: false,
+    },
+    TestImage {
+        name: LAYERS_ZSTD_IMAGE,
+        layout_ref: "layers-zstd",
         docker_v2s2: false,
     },
 ];
@@ -246,6 +255,65 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// How a test layer travels: its compression and its media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Codec {
+    /// gzip at this level (0: stored).
+    Gzip(u32),
+    /// One zstd frame at this level.
+    Zstd(i32),
+    /// The shape of a zstd:chunked layer as containers/storage writes it:
+    /// the tar in many zstd frames (one per file there; fixed-size pieces
+    /// here), then the table of contents, the tar-split data and a footer,
+    /// each in a skippable frame. Its media type is plain zstd's, and a
+    /// reader that ignores the table of contents reads it as plain zstd.
+    ZstdChunked,
+}
+
+impl Codec {
+    pub fn compress(self, tar: &[u8]) -> Vec<u8> {
+        match self {
+            Codec::Gzip(level) => {
+                let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::new(level));
+                gz.write_all(tar).expect("gzip in memory");
+                gz.finish().expect("gzip in memory")
+            }
+            Codec::Zstd(level) => zstd::encode_all(tar, level).expect("zstd in memory"),
+            Codec::ZstdChunked => {
+                let mut out = Vec::new();
+                for piece in tar.chunks(4096) {
+                    out.extend(Codec::Zstd(3).compress(piece));
+                }
+                let toc = Codec::Zstd(3).compress(br#"{"version":1,"entries":[]}"#);
+                for frame in [&toc[..], b"tar-split", &[0u8; 64][..]] {
+                    out.extend_from_slice(&[0x50, 0x2a, 0x4d, 0x18]);
+                    out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+                    out.extend_from_slice(frame);
+                }
+                out
+            }
+        }
+    }
+
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Codec::Gzip(_) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            Codec::Zstd(_) | Codec::ZstdChunked => "application/vnd.oci.image.layer.v1.tar+zstd",
+        }
+    }
+
+    /// The tar inside `blob` of this media type.
+    pub fn decompress(media_type: &str, blob: &[u8]) -> std::io::Result<Vec<u8>> {
+        let mut tar = Vec::new();
+        if media_type.ends_with("zstd") {
+            zstd::stream::read::Decoder::new(blob)?.read_to_end(&mut tar)?;
+        } else {
+            flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut tar)?;
+        }
+        Ok(tar)
+    }
+}
+
 struct Blobs<'a> {
     dir: &'a Path,
 }
@@ -265,37 +333,33 @@ impl Blobs<'_> {
         Ok(digest)
     }
 
-    /// Writes config and manifest; returns the manifest descriptor.
-    fn image(&self, layers: &[Vec<u8>]) -> Result<Value> {
-        self.image_with(layers, flate2::Compression::default())
-    }
-
-    fn image_with(&self, layers: &[Vec<u8>], compression: flate2::Compression) -> Result<Value> {
+    /// Writes config and manifest, each layer compressed as `codecs` says;
+    /// returns the manifest descriptor.
+    fn image_with(&self, layers: &[Vec<u8>], codecs: &[Codec]) -> Result<Value> {
         let config = json!({
             "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
             "Cmd": ["/bin/sh"],
         });
-        self.image_configured(layers, compression, config)
+        self.image_configured(layers, codecs, config)
     }
 
     /// An image whose configuration's `config` is `config`.
     fn image_configured(
         &self,
         layers: &[Vec<u8>],
-        compression: flate2::Compression,
+        codecs: &[Codec],
         config: Value,
     ) -> Result<Value> {
+        assert_eq!(layers.len(), codecs.len(), "a codec per layer");
         let mut diff_ids = Vec::new();
         let mut descriptors = Vec::new();
-        for tar in layers {
+        for (tar, codec) in layers.iter().zip(codecs) {
             diff_ids.push(sha256(tar));
-            let mut gz = GzEncoder::new(Vec::new(), compression);
-            gz.write_all(tar).context(|| "gzip a layer".to_string())?;
-            let gz = gz.finish().context(|| "gzip a layer".to_string())?;
+            let blob = codec.compress(tar);
             descriptors.push(json!({
-                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": self.put(&gz)?,
-                "size": gz.len(),
+                "mediaType": codec.media_type(),
+                "digest": self.put(&blob)?,
+                "size": blob.len(),
             }));
         }
         let config = serde_json::to_vec(&json!({
@@ -348,15 +412,28 @@ pub fn layout() -> Result<&'static Path> {
         .map_err(Clone::clone)
 }
 
+/// The compression of most test layers (flate2's default level).
+const GZIP: Codec = Codec::Gzip(6);
+
 fn build(dir: &Path) -> Result<PathBuf> {
     let blobs = Blobs { dir };
     let mut layers = vec![tar(&busybox_layer()?)?];
     for entries in data_layers() {
         layers.push(tar(&entries)?);
     }
+    let zstd = [
+        Codec::Zstd(3),
+        Codec::Zstd(3),
+        Codec::ZstdChunked,
+        Codec::Zstd(3),
+    ];
     let mut manifests = Vec::new();
-    for (name, layers) in [("busybox", &layers[..1]), ("layers", &layers[..])] {
-        let mut descriptor = blobs.image(layers)?;
+    for (name, layers, codecs) in [
+        ("busybox", &layers[..1], &[GZIP][..]),
+        ("layers", &layers[..], &[GZIP; 4][..]),
+        ("layers-zstd", &layers[..], &zstd[..]),
+    ] {
+        let mut descriptor = blobs.image_with(layers, codecs)?;
         descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
         manifests.push(descriptor);
     }
@@ -466,7 +543,7 @@ fn build_big(out: &Path) -> Result<BigLayout> {
     let layers = [tar(&busybox_layer()?)?, big_layer];
     // Random data does not compress: storing it spares each test process
     // seconds of futile deflating (the result is still a gzip layer).
-    let mut descriptor = blobs.image_with(&layers, flate2::Compression::none())?;
+    let mut descriptor = blobs.image_with(&layers, &[Codec::Gzip(0); 2])?;
     descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": BIG.layout_ref });
     write_index(out, vec![descriptor])?;
     write_atomic(&out.join(BIG_STAMP), file_sha256.as_bytes())?;
@@ -543,8 +620,7 @@ fn build_ci(dir: &Path) -> Result<PathBuf> {
         ),
     ] {
         let layers = [busybox.clone(), tools.clone()];
-        let mut descriptor =
-            blobs.image_configured(&layers, flate2::Compression::default(), config)?;
+        let mut descriptor = blobs.image_configured(&layers, &[GZIP; 2], config)?;
         descriptor["annotations"] =
             json!({ "org.opencontainers.image.ref.name": image.layout_ref });
         manifests.push(descriptor);
@@ -723,11 +799,9 @@ mod tests {
             let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
             assert_eq!(layers.len(), diff_ids.len());
             for (layer, diff_id) in layers.iter().zip(diff_ids) {
-                let gz = blob(&layer["digest"]);
-                assert_eq!(layer["size"], gz.len());
-                let mut tar = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar)
-                    .unwrap();
+                let data = blob(&layer["digest"]);
+                assert_eq!(layer["size"], data.len());
+                let tar = Codec::decompress(layer["mediaType"].as_str().unwrap(), &data).unwrap();
                 assert_eq!(&sha256(&tar), diff_id);
             }
             let name = descriptor["annotations"]["org.opencontainers.image.ref.name"]
@@ -737,7 +811,11 @@ mod tests {
         }
         assert_eq!(
             layer_counts,
-            BTreeMap::from([("busybox".into(), 1), ("layers".into(), 4)])
+            BTreeMap::from([
+                ("busybox".into(), 1),
+                ("layers".into(), 4),
+                ("layers-zstd".into(), 4)
+            ])
         );
     }
 

@@ -14,7 +14,7 @@ use common::{
 };
 use qemu_tests::images::{
     BUSYBOX_DOCKER_IMAGE, BUSYBOX_IMAGE, LAYERS_FILES, LAYERS_HARDLINK, LAYERS_IMAGE,
-    LAYERS_SYMLINK, LAYERS_TREE,
+    LAYERS_SYMLINK, LAYERS_TREE, LAYERS_ZSTD_IMAGE,
 };
 use qemu_tests::{
     NetOptions, CA_CERT_IN_INITRAMFS, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER,
@@ -67,47 +67,55 @@ fn https_without_the_ca_is_refused() {
     assert_verdict(&boot, 1);
 }
 
+/// The same layers, in gzip and in zstd (one zstd:chunked-shaped), merge
+/// to the same tree: one boot, one container per image.
 #[test]
 fn layers_merge_with_whiteouts_and_links() {
     let files: Vec<&str> = LAYERS_FILES.iter().map(|(path, _)| *path).collect();
     let (a, b) = LAYERS_HARDLINK;
-    let script = format!(
-        "find /data | sort | sed s/^/TREE-$((40+2)):/; \
-         for f in {}; do echo FILE-$((40+2)):$f:$(cat $f); done; \
-         echo LINK-$((40+2)):$(readlink {}); \
-         echo INODES-$((40+2)):$(stat -c %i {a} {b} | sort -u | wc -l)",
-        files.join(" "),
-        LAYERS_SYMLINK.0,
-    );
-    let boot = boot(
-        "layers",
-        &run_http(LAYERS_IMAGE, &format!("sh -c '{script}'")),
-    );
+    let images = [(LAYERS_IMAGE, "GZ"), (LAYERS_ZSTD_IMAGE, "ZST")];
+    let append: Vec<String> = images
+        .iter()
+        .map(|(image, tag)| {
+            let script = format!(
+                "find /data | sort | sed s/^/{tag}-TREE-$((40+2)):/; \
+                 for f in {}; do echo {tag}-FILE-$((40+2)):$f:$(cat $f); done; \
+                 echo {tag}-LINK-$((40+2)):$(readlink {}); \
+                 echo {tag}-INODES-$((40+2)):$(stat -c %i {a} {b} | sort -u | wc -l)",
+                files.join(" "),
+                LAYERS_SYMLINK.0,
+            );
+            run_http(image, &format!("sh -c '{script}'"))
+        })
+        .collect();
+    let boot = boot("layers", &append.join(" "));
 
-    assert_eq!(
-        boot.after_marker("TREE-42:"),
-        LAYERS_TREE,
-        "merged tree\n{boot}"
-    );
     let expected: Vec<String> = LAYERS_FILES
         .iter()
         .map(|(path, content)| format!("{path}:{content}"))
         .collect();
-    assert_eq!(
-        boot.after_marker("FILE-42:"),
-        expected,
-        "file contents\n{boot}"
-    );
-    assert_eq!(
-        boot.after_marker("LINK-42:"),
-        [LAYERS_SYMLINK.1],
-        "symlink\n{boot}"
-    );
-    assert_eq!(
-        boot.after_marker("INODES-42:"),
-        ["1"],
-        "{a} and {b} should be one inode\n{boot}"
-    );
+    for (image, tag) in images {
+        assert_eq!(
+            boot.after_marker(&format!("{tag}-TREE-42:")),
+            LAYERS_TREE,
+            "merged tree of {image}\n{boot}"
+        );
+        assert_eq!(
+            boot.after_marker(&format!("{tag}-FILE-42:")),
+            expected,
+            "file contents of {image}\n{boot}"
+        );
+        assert_eq!(
+            boot.after_marker(&format!("{tag}-LINK-42:")),
+            [LAYERS_SYMLINK.1],
+            "symlink of {image}\n{boot}"
+        );
+        assert_eq!(
+            boot.after_marker(&format!("{tag}-INODES-42:")),
+            ["1"],
+            "{a} and {b} should be one inode in {image}\n{boot}"
+        );
+    }
     assert_verdict(&boot, 0);
 }
 

@@ -93,6 +93,11 @@ const LAYER_MEDIA_TYPES: &[&str] = &[
     "application/vnd.docker.image.rootfs.diff.tar",
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    // zstd, and zstd:chunked (the same type, with a table of contents in
+    // skippable frames). Docker's own name for it is containerd's.
+    "application/vnd.oci.image.layer.v1.tar+zstd",
+    "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+    "application/vnd.docker.image.rootfs.diff.tar.zstd",
 ];
 
 /// Gets `reference` into `store` as `policy` says, and returns it.
@@ -656,14 +661,10 @@ pub(crate) fn check_layer(image: &str, desc: &Descriptor) -> Result<Digest, Pull
         detail: why.to_string(),
     };
     if !LAYER_MEDIA_TYPES.contains(&media_type.as_str()) {
-        return Err(if media_type.ends_with("zstd") {
-            unsupported("zstd-compressed layers are not supported yet")
-        } else {
-            unsupported(&format!(
-                "unsupported media type {}",
-                printable(&media_type, 150)
-            ))
-        });
+        return Err(unsupported(&format!(
+            "unsupported media type {}",
+            printable(&media_type, 150)
+        )));
     }
     desc.digest()
         .to_string()

@@ -48,8 +48,6 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
-    #[error("zstd-compressed layers are not supported yet")]
-    Zstd,
 }
 
 impl UnpackError {
@@ -69,8 +67,11 @@ const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
-/// Unpacks a layer tarball (gzip-compressed or not, recognised by its magic
-/// bytes) into `dest`, which is created if missing.
+/// Unpacks a layer tarball (plain, gzip or zstd, recognised by its magic
+/// bytes rather than its media type, as containerd does) into `dest`, which
+/// is created if missing. zstd streams may hold several frames and skippable
+/// frames: `zstd:chunked` layers are read as plain zstd, their table of
+/// contents skipped.
 ///
 /// Whiteouts become overlayfs whiteouts (`.wh.NAME` → character device 0/0
 /// `NAME`; `.wh..wh..opq` → `trusted.overlay.opaque=y` on its directory);
@@ -99,23 +100,39 @@ pub fn unpack_layer(reader: impl Read, dest: &Path) -> Result<UnpackStats, Unpac
 
     let stats = match &head[..n] {
         [0x1f, 0x8b, ..] => {
-            let mut gz = flate2::read::MultiGzDecoder::new(&mut stream);
-            let stats = unpack_tar(&mut gz, root)?;
-            // Past the tar end marker there is the rest of the tar record
-            // and the gzip trailer; some tools append padding after that,
-            // which a gzip reader calls an invalid header. containerd never
-            // looks there, so neither do we: the digest of the compressed
-            // bytes is what guarantees integrity.
-            if let Err(e) = io::copy(&mut gz, &mut io::sink()) {
-                log::debug!("ignoring what follows the layer's tar stream: {e}");
-            }
-            stats
+            unpack_compressed(flate2::read::MultiGzDecoder::new(&mut stream), root)?
         }
-        [0x28, 0xb5, 0x2f, 0xfd] => return Err(UnpackError::Zstd),
+        // A zstd frame, or a skippable frame (magic 0x184D2A5?).
+        [0x28, 0xb5, 0x2f, 0xfd] | [0x50..=0x5f, 0x2a, 0x4d, 0x18] => {
+            let mut zst =
+                zstd::stream::read::Decoder::new(&mut stream).map_err(UnpackError::Read)?;
+            zst.window_log_max(ZSTD_WINDOW_LOG_MAX)
+                .map_err(UnpackError::Read)?;
+            unpack_compressed(zst, root)?
+        }
         _ => unpack_tar(&mut stream, root)?,
     };
     // Everything is read, so a hashing reader underneath sees the whole blob.
     io::copy(&mut stream, &mut io::sink()).map_err(UnpackError::Read)?;
+    Ok(stats)
+}
+
+/// The largest zstd window a layer may ask for: libzstd's own default, the
+/// most `zstd -d` takes without `--memory`, so `--long` layers decode. Each
+/// layer being unpacked holds its window in RAM (8 MiB at level 19), so
+/// this bounds what a registry can make a pull allocate.
+const ZSTD_WINDOW_LOG_MAX: u32 = 27;
+
+fn unpack_compressed(mut decoder: impl Read, root: Root) -> Result<UnpackStats, UnpackError> {
+    let stats = unpack_tar(&mut decoder, root)?;
+    // Past the tar end marker there is the rest of the tar record and the
+    // compressor's trailer; some tools append padding after that, which a
+    // gzip reader calls an invalid header, and zstd:chunked its table of
+    // contents. containerd never looks there, so neither do we: the digest
+    // of the compressed bytes is what guarantees integrity.
+    if let Err(e) = io::copy(&mut decoder, &mut io::sink()) {
+        log::debug!("ignoring what follows the layer's tar stream: {e}");
+    }
     Ok(stats)
 }
 

@@ -18,7 +18,7 @@ use b2c_oci::{
     RetryPolicy, Trust,
 };
 use common::registry::{free_port, Image, Layout, Registry};
-use common::{init_logging, logged, sha256, warnings, Tb};
+use common::{init_logging, logged, sha256, warnings, Codec, Tb};
 use serde_json::json;
 
 fn base_layer(tag: &str) -> Vec<u8> {
@@ -197,13 +197,79 @@ async fn pulls_over_http_and_reuses_layers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn corrupted_blob_is_not_committed() {
+async fn zstd_and_zstd_chunked_layers_unpack_as_gzip_ones_do() {
     init_logging();
     let reg = Registry::start(None);
     let tmp = tempfile::tempdir().unwrap();
     let layout = Layout::new(&tmp.path().join("oci"));
+    let links = Tb::new()
+        .file_mode("bin/hello", b"#!/bin/sh\necho hi\n", 0o755, 0, 0)
+        .symlink("bin/sh", "hello")
+        .hardlink("bin/hi", "bin/hello")
+        .file_mode("bin/su", b"#!", 0o4755, 0, 0)
+        .finish();
+    let layers = [base_layer("zst"), links, top_layer("zst")];
+    let mut tags = vec![];
+    for (tag, codecs) in [
+        ("gzip", [Codec::Gzip(1); 3]),
+        ("zstd", [Codec::Zstd(3); 3]),
+        ("chunked", [Codec::ZstdChunked; 3]),
+        (
+            "mixed",
+            [Codec::Zstd(3), Codec::Gzip(1), Codec::ZstdChunked],
+        ),
+    ] {
+        let img = layout.image_with("amd64", &layers, &codecs);
+        tags.push((tag, layout.manifest_desc(&img)));
+    }
+    layout.tag(&tags);
+    let host = reg.host();
+    for (tag, _) in &tags {
+        layout.push(tag, &format!("{host}/test/zst:{tag}"), &[]);
+    }
+
+    for (tag, _) in &tags {
+        // A store each, so that every layer is downloaded and unpacked.
+        let store = LayerStore::new(tmp.path().join("store").join(tag)).unwrap();
+        let r = parse_reference(&format!("{host}/test/zst:{tag}")).unwrap();
+        let pulled = pull(&r, &insecure(), &store, PullPolicy::Always)
+            .await
+            .unwrap_or_else(|e| panic!("{tag}: {e}"));
+        assert_eq!(pulled.stats.layers_downloaded, 3, "{tag}");
+        let l = &pulled.layers;
+        check_unpacked(&[l[0].clone(), l[2].clone()], "zst");
+        assert_eq!(
+            fs::read_link(l[1].join("bin/sh")).unwrap(),
+            Path::new("hello")
+        );
+        let hello = fs::metadata(l[1].join("bin/hello")).unwrap();
+        let hi = fs::metadata(l[1].join("bin/hi")).unwrap();
+        assert_eq!(hello.ino(), hi.ino(), "{tag}");
+        assert_eq!(
+            fs::metadata(l[1].join("bin/su")).unwrap().mode() & 0o7777,
+            0o4755
+        );
+        let mut opaque = [0u8; 4];
+        let n = rustix::fs::lgetxattr(l[2].join("var/lib"), "trusted.overlay.opaque", &mut opaque)
+            .unwrap();
+        assert_eq!(&opaque[..n], b"y", "{tag}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corrupted_blob_is_not_committed() {
+    init_logging();
+    for codec in [Codec::Gzip(1), Codec::Zstd(3)] {
+        corrupted_blob_is_not_committed_as(codec).await;
+    }
+}
+
+async fn corrupted_blob_is_not_committed_as(codec: Codec) {
+    let reg = Registry::start(None);
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = Layout::new(&tmp.path().join("oci"));
     let big = Tb::new().file("data", &vec![42u8; 200_000]).finish();
-    let img = layout.image("amd64", &[base_layer("bad"), big]);
+    let img = layout.image_with("amd64", &[base_layer("bad"), big], &[codec; 2]);
     layout.tag(&[("v1", layout.manifest_desc(&img))]);
     layout.push("v1", &format!("{}/test/bad:v1", reg.host()), &[]);
 

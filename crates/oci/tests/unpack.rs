@@ -5,11 +5,12 @@
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use b2c_oci::{unpack_layer, Digest, LayerError, LayerStore, UnpackError};
-use common::{gzip, sha256, Tb, MTIME};
+use common::{gzip, sha256, Codec, Tb, CODECS, MTIME};
 use tar::EntryType;
 
 fn unpack(tar: &[u8]) -> (tempfile::TempDir, Result<b2c_oci::UnpackStats, UnpackError>) {
@@ -55,11 +56,15 @@ fn files_dirs_links_nodes_and_metadata() {
         ])
         .file("usr/bin/ping", b"ping")
         .finish();
-    let (d, r) = unpack(&gzip(&tar));
-    let stats = r.unwrap();
-    let p = d.path();
-    assert_eq!(stats.bytes, 4 + 2 + 3 + 4);
+    for codec in CODECS {
+        let (d, r) = unpack(&codec.compress(&tar));
+        let stats = r.unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+        assert_eq!(stats.bytes, 4 + 2 + 3 + 4);
+        check_files_dirs_links_nodes_and_metadata(d.path());
+    }
+}
 
+fn check_files_dirs_links_nodes_and_metadata(p: &Path) {
     let m = fs::metadata(p.join("etc/hostname")).unwrap();
     assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (1234, 5678, 0o640));
     assert_eq!(m.mtime(), MTIME as i64);
@@ -117,10 +122,16 @@ fn whiteouts_become_overlayfs_whiteouts() {
         .file("keep", b"k")
         .file(".wh.keep", b"")
         .finish();
-    let (d, r) = unpack(&tar);
-    let stats = r.unwrap();
-    let p = d.path();
-    assert_eq!(stats.whiteouts, 5);
+    let mut blobs = vec![tar.clone()];
+    blobs.extend(CODECS.map(|c| c.compress(&tar)));
+    for blob in blobs {
+        let (d, r) = unpack(&blob);
+        assert_eq!(r.unwrap().whiteouts, 5);
+        check_whiteouts(d.path());
+    }
+}
+
+fn check_whiteouts(p: &Path) {
     assert!(is_whiteout(&p.join("etc/passwd")));
     assert!(is_whiteout(&p.join("tmp")));
     assert!(!p.join("etc/.wh.passwd").exists());
@@ -371,15 +382,39 @@ fn truncated_and_garbage_archives_fail() {
     assert!(matches!(r, Err(UnpackError::Read(_))), "{r:?}");
     let (_d, r) = unpack(&tar[..1000]);
     assert!(matches!(r, Err(UnpackError::Read(_))), "{r:?}");
+    // Cut in the middle of the one frame, and inside zstd:chunked's last
+    // data frame (what follows it, its table of contents, is not read).
+    let z = Codec::Zstd(3).compress(&tar);
+    let (_d, r) = unpack(&z[..z.len() / 2]);
+    assert!(matches!(r, Err(UnpackError::Read(_))), "{r:?}");
+    let z = Codec::ZstdChunked.compress(&tar);
+    let toc = z
+        .windows(4)
+        .position(|w| w == [0x50, 0x2a, 0x4d, 0x18])
+        .unwrap();
+    let (_d, r) = unpack(&z[..toc - 5]);
+    assert!(matches!(r, Err(UnpackError::Read(_))), "{r:?}");
     let (_d, r) = unpack(&[0x28, 0xb5, 0x2f, 0xfd, 0, 0]);
-    assert!(matches!(r, Err(UnpackError::Zstd)), "{r:?}");
-    // Padding after the gzip member is tolerated (the digest guards the
-    // blob, not the gzip trailer).
-    let mut padded = gz.clone();
-    padded.extend_from_slice(&[0u8; 1024]);
-    let (d, r) = unpack(&padded);
-    r.unwrap();
-    assert_eq!(fs::read(d.path().join("a")).unwrap().len(), 4000);
+    assert!(matches!(r, Err(UnpackError::Read(_))), "{r:?}");
+    // A frame that asks for a window beyond 128 MiB is refused before any
+    // of it is allocated: a registry cannot make a pull take 2 GiB.
+    let mut e = ::zstd::stream::Encoder::new(Vec::new(), 1).unwrap();
+    e.window_log(31).unwrap();
+    e.long_distance_matching(true).unwrap();
+    e.write_all(&tar).unwrap();
+    let (_d, r) = unpack(&e.finish().unwrap());
+    match r {
+        Err(UnpackError::Read(e)) => assert!(e.to_string().contains("too much memory"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+    // Padding after the compressed stream is tolerated (the digest guards
+    // the blob, not the compressor's trailer).
+    for mut padded in [gz.clone(), Codec::Zstd(3).compress(&tar)] {
+        padded.extend_from_slice(&[0u8; 1024]);
+        let (d, r) = unpack(&padded);
+        r.unwrap();
+        assert_eq!(fs::read(d.path().join("a")).unwrap().len(), 4000);
+    }
     // An empty layer is a valid layer.
     let (_d, r) = unpack(&Tb::new().finish());
     assert_eq!(r.unwrap().entries, 0);
@@ -396,16 +431,22 @@ fn store_entries(store: &LayerStore) -> Vec<String> {
 
 #[test]
 fn store_commits_only_verified_layers() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = LayerStore::new(tmp.path().join("layers")).unwrap();
     let tar = Tb::new()
         .file("etc/os-release", &[b'x'; 10_000])
         .file("bin/true", b"")
         .finish();
-    let blob = gzip(&tar);
+    for codec in CODECS {
+        commits_only_verified_layers(&tar, codec);
+    }
+}
+
+fn commits_only_verified_layers(tar: &[u8], codec: Codec) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(tmp.path().join("layers")).unwrap();
+    let blob = codec.compress(tar);
     let digest: Digest = sha256(&blob).parse().unwrap();
 
-    // One byte changed, anywhere: gzip may or may not notice, the digest
+    // One byte changed, anywhere: the decompressor may or may not notice, the digest
     // does, and nothing is committed.
     for pos in [blob.len() / 2, blob.len() - 1, 20] {
         let mut bad = blob.clone();
@@ -413,7 +454,7 @@ fn store_commits_only_verified_layers() {
         let r = store.unpack_verified(&digest, Some(blob.len() as u64), &bad[..]);
         match r {
             Err(LayerError::DigestMismatch { expected, .. }) => assert_eq!(expected, digest),
-            other => panic!("byte {pos}: {other:?}"),
+            other => panic!("{codec:?}, byte {pos}: {other:?}"),
         }
         assert!(!store.contains(&digest));
         assert!(
@@ -422,6 +463,14 @@ fn store_commits_only_verified_layers() {
             store_entries(&store)
         );
     }
+
+    // A stream cut short: the digest tells, nothing is committed.
+    let r = store.unpack_verified(&digest, Some(blob.len() as u64), &blob[..blob.len() - 7]);
+    assert!(
+        matches!(r, Err(LayerError::DigestMismatch { .. })),
+        "{codec:?}: {r:?}"
+    );
+    assert!(store_entries(&store).is_empty());
 
     // More bytes than the descriptor announces: stopped, not committed.
     let r = store.unpack_verified(&digest, Some(blob.len() as u64 - 1), &blob[..]);

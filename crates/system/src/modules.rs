@@ -781,8 +781,7 @@ pub fn read_module(path: &Path) -> Result<Vec<u8>, Error> {
         return Ok(image);
     }
     let size = file.metadata().map_or(0, |m| m.len() as usize);
-    let mut decoder = ruzstd::decoding::StreamingDecoder::new(std::io::BufReader::new(file))
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))?;
+    let mut decoder = zstd::stream::read::Decoder::new(file).map_err(|e| Error::io(path, e))?;
     // Modules compress about 3:1.
     let mut image = Vec::with_capacity(size * 3);
     std::io::Read::read_to_end(&mut decoder, &mut image).map_err(|e| Error::io(path, e))?;

@@ -3,7 +3,9 @@
 //! and locales removed, as slim images do), split into gzip layers by
 //! directory, written as an OCI image layout. Built once and cached under
 //! target/bench/image/; the layout is what gets pushed to the registry and
-//! its blobs are what the `tar` floor unpacks.
+//! its blobs are what the `tar` floor unpacks. The same layers recompressed
+//! with zstd (levels [`ZSTD_LEVELS`]) are more images of that layout, with
+//! the same configuration.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +17,10 @@ use crate::{run, run_output, Result};
 /// Bumped when the recipe changes, so that a cached image is rebuilt.
 const RECIPE: &str = "minbase+build-essential, slim, 6 layers by directory, gzip -6, v1";
 pub const TAG: &str = "large";
+/// The zstd levels of the recompressed images: podman's default
+/// (`--compression-format zstd`) and a high one, for images built once and
+/// pulled often.
+pub const ZSTD_LEVELS: &[u32] = &[3, 19];
 
 /// The layers, bottom to top: a name and the directories they hold. The
 /// first holds everything the others do not.
@@ -41,7 +47,7 @@ const SLIM: &[&str] = &[
 pub struct Layer {
     pub name: String,
     pub digest: String,
-    /// The gzip blob, in the layout.
+    /// The compressed blob, in the layout.
     pub blob: PathBuf,
     pub compressed: u64,
     /// The tar stream.
@@ -58,6 +64,27 @@ pub struct LargeImage {
     pub unpacked_bytes: u64,
     pub files: u64,
     pub build_seconds: f64,
+    /// The image in zstd, one per level of [`ZSTD_LEVELS`]. Defaulted, so
+    /// that an image cached before they existed is kept and only they are
+    /// made.
+    #[serde(default)]
+    pub zstd: Vec<ZstdImage>,
+}
+
+/// The large image with its layers recompressed with zstd.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ZstdImage {
+    pub level: u32,
+    /// Its tag in the layout.
+    pub tag: String,
+    pub layers: Vec<Layer>,
+    pub build_seconds: f64,
+}
+
+impl ZstdImage {
+    pub fn compressed(&self) -> u64 {
+        self.layers.iter().map(|l| l.compressed).sum()
+    }
 }
 
 impl LargeImage {
@@ -70,24 +97,123 @@ fn dir() -> PathBuf {
     super::bench_dir().join("image")
 }
 
-/// The cached image, or a new one.
+/// The cached image, or a new one; with its zstd images.
 pub fn get() -> Result<LargeImage> {
     let summary = dir().join("image.json");
-    if let Ok(text) = std::fs::read_to_string(&summary) {
-        if let Ok(image) = serde_json::from_str::<LargeImage>(&text) {
-            if image.recipe == RECIPE && image.layers.iter().all(|l| l.blob.is_file()) {
-                println!(
-                    "bench: large image cached in {} ({} layers)",
-                    image.layout.display(),
-                    image.layers.len()
-                );
-                return Ok(image);
-            }
+    let cached = std::fs::read_to_string(&summary)
+        .ok()
+        .and_then(|text| serde_json::from_str::<LargeImage>(&text).ok())
+        .filter(|image| image.recipe == RECIPE && image.layers.iter().all(|l| l.blob.is_file()));
+    let mut image = match cached {
+        Some(image) => {
+            println!(
+                "bench: large image cached in {} ({} layers)",
+                image.layout.display(),
+                image.layers.len()
+            );
+            image
         }
+        None => build()?,
+    };
+    let zstd_cached = image
+        .zstd
+        .iter()
+        .map(|z| z.level)
+        .eq(ZSTD_LEVELS.iter().copied())
+        && image
+            .zstd
+            .iter()
+            .all(|z| z.layers.iter().all(|l| l.blob.is_file()));
+    if !zstd_cached {
+        image.zstd = ZSTD_LEVELS
+            .iter()
+            .map(|&level| make_zstd_image(&image, level))
+            .collect::<Result<_>>()?;
+        write_index(&image)?;
     }
-    let image = build()?;
     std::fs::write(&summary, serde_json::to_string_pretty(&image)?)?;
     Ok(image)
+}
+
+fn zstd_tag(level: u32) -> String {
+    format!("{TAG}-zstd{level}")
+}
+
+/// The large image's layers, each decompressed and compressed again with
+/// `zstd -LEVEL` (with a checksum, as podman writes them), in its layout.
+fn make_zstd_image(image: &LargeImage, level: u32) -> Result<ZstdImage> {
+    let start = std::time::Instant::now();
+    println!(
+        "bench: recompressing the {} layers with zstd -{level} (a minute or a few) ...",
+        image.layers.len()
+    );
+    let blobs = image.layout.join("blobs/sha256");
+    let mut layers = Vec::new();
+    for l in &image.layers {
+        let zst = blobs.join(format!("{}.tar.zst", l.name));
+        run(Command::new("sh")
+            .arg("-c")
+            .arg(r#"gzip -dc "$1" | zstd -q -T0 -"$2" -c > "$3""#)
+            .arg("recompress")
+            .arg(&l.blob)
+            .arg(level.to_string())
+            .arg(&zst))?;
+        layers.push(put_blob(&blobs, &zst, l.name.clone(), l.uncompressed)?);
+    }
+    Ok(ZstdImage {
+        level,
+        tag: zstd_tag(level),
+        layers,
+        build_seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// The layout's index: the gzip image and its zstd images, each manifest
+/// sharing the gzip image's configuration (the same tars, so the same
+/// diff IDs).
+fn write_index(image: &LargeImage) -> Result<()> {
+    let blobs = image.layout.join("blobs/sha256");
+    let index_path = image.layout.join("index.json");
+    let index: Value = serde_json::from_slice(&std::fs::read(&index_path)?)?;
+    let gzip = index["manifests"]
+        .as_array()
+        .and_then(|m| {
+            m.iter()
+                .find(|d| d["annotations"]["org.opencontainers.image.ref.name"] == TAG)
+        })
+        .cloned()
+        .ok_or_else(|| format!("{}: no {TAG} image", index_path.display()))?;
+    let hex = gzip["digest"]
+        .as_str()
+        .and_then(|d| d.strip_prefix("sha256:"))
+        .ok_or("the large image's manifest digest")?;
+    let manifest: Value = serde_json::from_slice(&std::fs::read(blobs.join(hex))?)?;
+    let mut manifests = vec![gzip];
+    for z in &image.zstd {
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": manifest["config"],
+            "layers": layer_descriptors(&z.layers, "application/vnd.oci.image.layer.v1.tar+zstd"),
+        });
+        let (digest, size) = write_blob(&blobs, &m)?;
+        manifests.push(json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": digest,
+            "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": z.tag},
+        }));
+    }
+    let index = json!({"schemaVersion": 2, "manifests": manifests});
+    std::fs::write(&index_path, serde_json::to_vec(&index)?)?;
+    Ok(())
+}
+
+fn layer_descriptors(layers: &[Layer], media_type: &str) -> Vec<Value> {
+    layers
+        .iter()
+        .map(|l| json!({"mediaType": media_type, "digest": l.digest, "size": l.compressed}))
+        .collect()
 }
 
 fn suite() -> String {
@@ -180,11 +306,7 @@ fn build() -> Result<LargeImage> {
             "digest": config_digest,
             "size": config_size,
         },
-        "layers": layers.iter().map(|l| json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": l.digest,
-            "size": l.compressed,
-        })).collect::<Vec<_>>(),
+        "layers": layer_descriptors(&layers, "application/vnd.oci.image.layer.v1.tar+gzip"),
     });
     let (manifest_digest, manifest_size) = write_blob(&blobs, &manifest)?;
     let index = json!({
@@ -210,6 +332,7 @@ fn build() -> Result<LargeImage> {
         unpacked_bytes,
         files,
         build_seconds: start.elapsed().as_secs_f64(),
+        zstd: Vec::new(),
     };
     println!(
         "bench: large image built in {:.0} s: {} layers, {:.0} MB gzip, {:.0} MB unpacked, {} files",
@@ -264,17 +387,21 @@ fn make_layer(rootfs: &Path, blobs: &Path, i: usize) -> Result<(Layer, String)> 
         .arg(&tar)
         .arg(&gz))?;
     std::fs::remove_file(&tar)?;
-    let hex = sha256(&gz)?;
+    Ok((put_blob(blobs, &gz, name.into(), uncompressed)?, diff_id))
+}
+
+/// Moves the compressed layer `file` to its place among `blobs`.
+fn put_blob(blobs: &Path, file: &Path, name: String, uncompressed: u64) -> Result<Layer> {
+    let hex = sha256(file)?;
     let blob = blobs.join(&hex);
-    std::fs::rename(&gz, &blob)?;
-    let layer = Layer {
-        name: name.into(),
+    std::fs::rename(file, &blob)?;
+    Ok(Layer {
+        name,
         digest: format!("sha256:{hex}"),
         compressed: std::fs::metadata(&blob)?.len(),
         blob,
         uncompressed,
-    };
-    Ok((layer, diff_id))
+    })
 }
 
 fn sha256(path: &Path) -> Result<String> {

@@ -4,7 +4,8 @@
 //!
 //! - pull + unpack, cold, of a large multi-layer image served by a local
 //!   registry: `b2c pull` vs `podman pull` vs `skopeo copy` + `umoci
-//!   unpack` vs the floor (`tar -xzf` of the same layer files);
+//!   unpack` vs the floor (`tar -xzf` of the same layer files); and b2c
+//!   vs podman on the same image in zstd (levels 3 and 19);
 //! - push and pull of a volume (1,000 files, 200 MiB) to and from an S3
 //!   server on loopback (s3s-fs): `b2c volume` vs `rclone sync`;
 //! - boot under QEMU TCG to the status line: b2c vs a static init that
@@ -175,8 +176,18 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         let image = image::get()?;
         println!("bench: starting a registry on loopback and pushing the image ...");
         let registry = registry::Registry::start(&dir.join("registry"))?;
-        let reference = registry.push(&image.layout, image::TAG, "bench/large:latest")?;
-        let results = pull::bench(&image, &reference, &cli, o.runs, &dir.join("work"), &logs)?;
+        let refs = pull::References {
+            gzip: registry.push(&image.layout, image::TAG, "bench/large:latest")?,
+            zstd: image
+                .zstd
+                .iter()
+                .map(|z| {
+                    let name = format!("bench/{}:latest", z.tag);
+                    Ok((z.level, registry.push(&image.layout, &z.tag, &name)?))
+                })
+                .collect::<Result<_>>()?,
+        };
+        let results = pull::bench(&image, &refs, &cli, o.runs, &dir.join("work"), &logs)?;
         drop(registry);
         Some((image, results))
     } else {

@@ -1,7 +1,9 @@
 //! Pull + unpack of the large image, cold: b2c, podman, skopeo + umoci,
 //! and the floor (the same gzip layers untarred from local disk with
-//! `tar`, all at once). Rounds interleave the tools, so that whatever
-//! drifts on the machine drifts for all of them.
+//! `tar`, all at once); then b2c and podman again on the same image in
+//! zstd, at each level of [`super::image::ZSTD_LEVELS`]. Rounds interleave
+//! the tools, so that whatever drifts on the machine drifts for all of
+//! them.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,6 +16,8 @@ use crate::Result;
 pub struct ToolRuns {
     pub key: String,
     pub label: String,
+    /// The zstd level of the image it pulled; `None`: the gzip image.
+    pub zstd_level: Option<u32>,
     /// What was run, for the record.
     pub command: String,
     /// Wall time of each run, seconds.
@@ -51,11 +55,26 @@ impl PullResults {
     pub fn tool(&self, key: &str) -> Option<&ToolRuns> {
         self.tools.iter().find(|t| t.key == key)
     }
+
+    /// The zstd levels measured, in order.
+    pub fn zstd_levels(&self) -> Vec<u32> {
+        let mut levels: Vec<u32> = self.tools.iter().filter_map(|t| t.zstd_level).collect();
+        levels.dedup();
+        levels
+    }
+}
+
+/// Where the large image is in the registry, in each compression.
+pub struct References {
+    pub gzip: String,
+    /// (level, reference) of each zstd image.
+    pub zstd: Vec<(u32, String)>,
 }
 
 struct Tool {
-    key: &'static str,
+    key: String,
     label: String,
+    zstd_level: Option<u32>,
     /// Each step is a set of commands run at the same time.
     steps: Vec<(String, Vec<Command>)>,
     /// Where it writes: emptied before each run.
@@ -82,16 +101,9 @@ pub fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn tools(
-    image: &LargeImage,
-    reference: &str,
-    b2c: &Path,
-    work: &Path,
-    podman_driver: &str,
-) -> Vec<Tool> {
-    let mut out = Vec::new();
-
-    let w = work.join("b2c");
+/// `b2c pull` of `reference`, as `key`.
+fn b2c_tool(key: String, b2c: &Path, reference: &str, work: &Path, zstd: Option<u32>) -> Tool {
+    let w = work.join(&key);
     let mut c = Command::new(b2c);
     c.args([
         "pull",
@@ -100,32 +112,52 @@ fn tools(
     ])
     .arg("--root")
     .arg(&w);
-    out.push(Tool {
-        key: "b2c",
+    Tool {
+        key,
         label: "`b2c pull`".into(),
+        zstd_level: zstd,
         steps: vec![("pull".into(), vec![c])],
         result: w.join("layers"),
         work: w,
         state: None,
-    });
+    }
+}
 
-    let w = work.join("podman");
+/// `podman pull` of `reference`, as `key`.
+fn podman_tool(key: String, driver: &str, reference: &str, work: &Path, zstd: Option<u32>) -> Tool {
+    let w = work.join(&key);
+    let runroot = podman_runroot(&key);
     let mut c = Command::new("podman");
     c.arg("--root")
         .arg(w.join("root"))
         .arg("--runroot")
-        .arg(podman_runroot("pull"))
-        .args(["--storage-driver", podman_driver])
+        .arg(&runroot)
+        .args(["--storage-driver", driver])
         .args(["--cgroup-manager", "cgroupfs", "--events-backend", "none"])
         .args(["pull", "-q", "--tls-verify=false", reference]);
-    out.push(Tool {
-        key: "podman",
-        label: format!("`podman pull` ({podman_driver})"),
+    Tool {
+        key,
+        label: format!("`podman pull` ({driver})"),
+        zstd_level: zstd,
         steps: vec![("pull".into(), vec![c])],
-        result: w.join(format!("root/{podman_driver}")),
+        result: w.join(format!("root/{driver}")),
         work: w,
-        state: Some(podman_runroot("pull")),
-    });
+        state: Some(runroot),
+    }
+}
+
+fn tools(
+    image: &LargeImage,
+    refs: &References,
+    b2c: &Path,
+    work: &Path,
+    podman_driver: &str,
+) -> Vec<Tool> {
+    let reference = refs.gzip.as_str();
+    let mut out = vec![
+        b2c_tool("b2c".into(), b2c, reference, work, None),
+        podman_tool("podman".into(), podman_driver, reference, work, None),
+    ];
 
     let w = work.join("skopeo-umoci");
     let layout = format!("{}:{}", w.join("layout").display(), super::image::TAG);
@@ -138,8 +170,9 @@ fn tools(
         .args(["unpack", "--image", &layout])
         .arg(w.join("bundle"));
     out.push(Tool {
-        key: "skopeo-umoci",
+        key: "skopeo-umoci".into(),
         label: "`skopeo copy` + `umoci unpack`".into(),
+        zstd_level: None,
         steps: vec![
             ("skopeo copy".into(), vec![copy]),
             ("umoci unpack".into(), vec![unpack]),
@@ -166,13 +199,31 @@ fn tools(
         })
         .collect();
     out.push(Tool {
-        key: "floor",
+        key: "floor".into(),
         label: "floor: `tar -xzf` of the layer files, in parallel".into(),
+        zstd_level: None,
         steps: vec![("untar".into(), tars)],
         result: w.clone(),
         work: w,
         state: None,
     });
+    for (level, reference) in &refs.zstd {
+        let l = Some(*level);
+        out.push(b2c_tool(
+            format!("b2c-zstd{level}"),
+            b2c,
+            reference,
+            work,
+            l,
+        ));
+        out.push(podman_tool(
+            format!("podman-zstd{level}"),
+            podman_driver,
+            reference,
+            work,
+            l,
+        ));
+    }
     out
 }
 
@@ -218,7 +269,7 @@ fn count_entries(dir: &Path) -> u64 {
 
 pub fn bench(
     image: &LargeImage,
-    reference: &str,
+    refs: &References,
     b2c: &Path,
     runs: usize,
     work: &Path,
@@ -227,12 +278,13 @@ pub fn bench(
     std::fs::create_dir_all(work)?;
     std::fs::create_dir_all(logs)?;
     let driver = podman_driver(work, logs);
-    let mut tools = tools(image, reference, b2c, work, &driver);
+    let mut tools = tools(image, refs, b2c, work, &driver);
     let mut results: Vec<ToolRuns> = tools
         .iter()
         .map(|t| ToolRuns {
-            key: t.key.into(),
+            key: t.key.clone(),
             label: t.label.clone(),
+            zstd_level: t.zstd_level,
             command: t
                 .steps
                 .iter()
@@ -285,7 +337,7 @@ pub fn bench(
         tool.clear()?;
     }
     Ok(PullResults {
-        reference: reference.into(),
+        reference: refs.gzip.clone(),
         cold_cache: cold,
         podman_driver: driver,
         tools: results,

@@ -231,7 +231,7 @@ fn mb(bytes: u64) -> String {
 }
 
 /// A table of tools, each against `b2c`'s median.
-fn tool_rows(s: &mut String, tools: &[ToolRuns], b2c: f64) {
+fn tool_rows<'a>(s: &mut String, tools: impl IntoIterator<Item = &'a ToolRuns>, b2c: f64) {
     let _ = writeln!(
         s,
         "| tool | median | × b2c | runs (s) | then `sync` | peak RSS |\n|---|---|---|---|---|---|"
@@ -390,6 +390,16 @@ impl Results {
                     mb(rss),
                     rss as f64 <= 64.0 * MB,
                 );
+                for level in p.zstd_levels() {
+                    if let Some(z) = p.tool(&format!("b2c-zstd{level}")) {
+                        let ratio = z.median() / b.median();
+                        add(
+                            &format!("zstd -{level} pull ≤ 0.5× the gzip pull (b2c, same image)"),
+                            format!("{ratio:.2}× ({:.2} s vs {:.2} s)", z.median(), b.median()),
+                            ratio <= 0.5,
+                        );
+                    }
+                }
             }
         }
         if let Some(v) = &self.volume {
@@ -510,7 +520,7 @@ impl Results {
             }
         );
         let b2c = p.tool("b2c").map_or(f64::NAN, |t| t.median());
-        tool_rows(s, &p.tools, b2c);
+        tool_rows(s, p.tools.iter().filter(|t| t.zstd_level.is_none()), b2c);
         for t in p.tools.iter().filter(|t| t.steps.len() > 1) {
             let steps: Vec<String> = t
                 .steps
@@ -529,6 +539,70 @@ impl Results {
                 .collect::<Vec<_>>()
                 .join(", ")
         );
+        Self::zstd_section(s, p, img);
+    }
+
+    /// The same image in zstd: b2c against its own gzip pull and against
+    /// podman's pull of the same zstd image.
+    fn zstd_section(s: &mut String, p: &PullResults, img: &LargeImage) {
+        let Some(gzip) = p.tool("b2c") else { return };
+        if img.zstd.is_empty() {
+            return;
+        }
+        let _ = writeln!(s, "\n#### Pull + unpack, cold, zstd layers\n");
+        let sizes: Vec<String> = img
+            .zstd
+            .iter()
+            .map(|z| {
+                format!(
+                    "{:.0} MB at `zstd -{}`",
+                    z.compressed() as f64 / MB,
+                    z.level
+                )
+            })
+            .collect();
+        let _ = writeln!(
+            s,
+            "The same image, each layer decompressed and compressed again with zstd \
+             (`tar+zstd`, one frame per layer, with its checksum, as podman pushes \
+             them): {} (gzip: {:.0} MB). Same registry, same rounds, same cold start; \
+             \"× b2c gzip\" compares with `b2c pull` of the gzip image above.\n",
+            sizes.join(", "),
+            img.compressed() as f64 / MB
+        );
+        let _ = writeln!(
+            s,
+            "| image | tool | median | × b2c gzip | runs (s) | then `sync` | peak RSS |\n\
+             |---|---|---|---|---|---|---|"
+        );
+        let row = |s: &mut String, image: &str, t: &super::pull::ToolRuns| {
+            let _ = writeln!(
+                s,
+                "| {image} | {} | {:.2} s | {:.2} | {} | {:.2} s | {:.0} MiB |",
+                t.label,
+                t.median(),
+                t.median() / gzip.median(),
+                runs_list(&t.seconds),
+                t.median_sync(),
+                t.peak_rss_kib() as f64 / 1024.0
+            );
+        };
+        row(s, "gzip -6", gzip);
+        for level in p.zstd_levels() {
+            for t in p.tools.iter().filter(|t| t.zstd_level == Some(level)) {
+                row(s, &format!("zstd -{level}"), t);
+            }
+        }
+        for level in p.zstd_levels() {
+            let b2c = p.tool(&format!("b2c-zstd{level}"));
+            if let (Some(b), Some(podman)) = (b2c, p.tool(&format!("podman-zstd{level}"))) {
+                let _ = writeln!(
+                    s,
+                    "\nzstd -{level}: `podman pull` takes {:.2}× the time of `b2c pull`.",
+                    podman.median() / b.median()
+                );
+            }
+        }
     }
 
     fn boot_section(&self, s: &mut String, b: &BootResults) {

@@ -284,6 +284,7 @@ pub fn bench(b2c: &Path, runs: usize, work: &Path, logs: &Path) -> Result<Volume
             max_rss_kib: Vec::new(),
             steps: Vec::new(),
             entries: 0,
+            zstd_level: None,
         })
         .collect();
     let mut cold = true;

@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: tarballs built byte by byte
-//! (so hostile ones can be made), gzip, digests, and a console logger.
+//! (so hostile ones can be made), gzip and zstd, digests, and a console
+//! logger.
 
 #![allow(dead_code)]
 
@@ -127,10 +128,13 @@ impl Tb {
     }
 }
 
+pub use qemu_tests::images::Codec;
+
+/// Every way a layer may travel, as the tests compress them.
+pub const CODECS: [Codec; 3] = [Codec::Gzip(1), Codec::Zstd(3), Codec::ZstdChunked];
+
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
+    Codec::Gzip(1).compress(data)
 }
 
 pub fn sha256(data: &[u8]) -> String {

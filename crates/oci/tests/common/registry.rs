@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{gzip, sha256};
+use super::{sha256, Codec};
 
 /// A registry process, killed (by its pid) and reaped on drop, whatever
 /// happened in the test.
@@ -183,16 +183,27 @@ impl Layout {
     /// A manifest for these layer tarballs (gzip'd here); returns its
     /// descriptor-to-be and the layer digests.
     pub fn image(&self, arch: &str, layers: &[Vec<u8>]) -> Image {
-        let gz: Vec<Vec<u8>> = layers.iter().map(|t| gzip(t)).collect();
+        self.image_with(arch, layers, &vec![Codec::Gzip(1); layers.len()])
+    }
+
+    /// The same, each layer compressed as `codecs` says.
+    pub fn image_with(&self, arch: &str, layers: &[Vec<u8>], codecs: &[Codec]) -> Image {
+        assert_eq!(layers.len(), codecs.len());
+        let blobs: Vec<Vec<u8>> = layers
+            .iter()
+            .zip(codecs)
+            .map(|(t, c)| c.compress(t))
+            .collect();
         let config = json!({
             "architecture": arch,
             "os": "linux",
             "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/hello"], "WorkingDir": "/"},
             "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|t| sha256(t)).collect::<Vec<_>>()},
         });
-        let layer_descs: Vec<_> = gz
+        let layer_descs: Vec<_> = blobs
             .iter()
-            .map(|g| self.descriptor("application/vnd.oci.image.layer.v1.tar+gzip", g))
+            .zip(codecs)
+            .map(|(b, c)| self.descriptor(c.media_type(), b))
             .collect();
         let manifest = json!({
             "schemaVersion": 2,
@@ -205,7 +216,7 @@ impl Layout {
         });
         Image {
             manifest,
-            layer_digests: gz.iter().map(|g| sha256(g)).collect(),
+            layer_digests: blobs.iter().map(|b| sha256(b)).collect(),
         }
     }
 
