@@ -60,9 +60,9 @@ pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
 pub use nbd::NbdServer;
 pub use net::{
-    count_blob_downloads, s3s_fs_binary, NetOptions, TestNet, FILE_SERVER, GATEWAY, HTTPS_FILE_SERVER,
-    NETBOOT_SCRIPT_URL, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD, REGISTRY_AUTH_USER, REGISTRY_HTTP,
-    REGISTRY_HTTPS, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
+    count_blob_downloads, s3s_fs_binary, NetOptions, TestNet, FILE_SERVER, GATEWAY,
+    HTTPS_FILE_SERVER, NETBOOT_SCRIPT_URL, REGISTRY_AUTH, REGISTRY_AUTH_PASSWORD,
+    REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
 pub use nfs::{NfsServer, MOUNTD_PORT, NFS_PORT};
 pub use qemu::{Boot, BootOptions, DiskBus};
