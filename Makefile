@@ -2,14 +2,18 @@
 # machine: they install what is missing first.
 
 CARGO ?= cargo
-MUSL_TARGET := x86_64-unknown-linux-musl
+# The architecture `make kernel`, `make initramfs` and `make run` build and
+# boot: x86_64, or aarch64 (cross-built, booted with qemu-system-aarch64).
+ARCH ?= x86_64
+MUSL_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 S3S_FS_VERSION := 0.14.1
 S3S_FS := $(HOME)/.cargo/bin/s3s-fs
 # Debian packages the build, the QEMU boot and the tests need.
 DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony \
 	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
 	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios \
-	pxelinux syslinux-common
+	pxelinux syslinux-common \
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes
@@ -27,7 +31,7 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -q
-	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@for t in $(MUSL_TARGETS); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 	@# The S3 server of the volume tests (storage and QEMU): a real one that
 	@# checks SigV4, pinned (0.14.1 is the last to build with rustc 1.95;
 	@# about 5 minutes, once per machine).
@@ -35,10 +39,10 @@ deps:
 		$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked
 
 kernel: deps
-	$(CARGO) xtask kernel
+	$(CARGO) xtask kernel --arch $(ARCH)
 
 initramfs: kernel
-	$(CARGO) xtask initramfs
+	$(CARGO) xtask initramfs --arch $(ARCH)
 
 # The drivers' firmware (Debian's non-free-firmware), as a second archive
 # for the boot loader: target/initramfs/b2c-firmware.cpio.zst.

@@ -37,6 +37,7 @@
 //!
 //! Facts this relies on: `/work/shared/design/TEST-HARNESS.md`.
 
+mod arch;
 mod ca;
 pub mod disk;
 mod faulty;
@@ -51,6 +52,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
+pub use arch::Arch;
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
 pub use net::{
@@ -114,18 +116,20 @@ pub fn output_dir() -> PathBuf {
     target_dir().join("qemu-tests")
 }
 
-/// `$B2C_KERNEL`, else what `cargo xtask kernel` builds.
+/// `$B2C_KERNEL`, else what `cargo xtask kernel` builds for
+/// [`Arch::current`].
 pub fn default_kernel() -> PathBuf {
     std::env::var_os("B2C_KERNEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("kernel/vmlinux"))
+        .unwrap_or_else(|| Arch::current().kernel_image())
 }
 
-/// `$B2C_INITRAMFS`, else what `cargo xtask initramfs` builds.
+/// `$B2C_INITRAMFS`, else what `cargo xtask initramfs` builds for
+/// [`Arch::current`].
 pub fn default_initramfs() -> PathBuf {
     std::env::var_os("B2C_INITRAMFS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("initramfs/b2c.cpio.zst"))
+        .unwrap_or_else(|| Arch::current().initramfs())
 }
 
 /// `$B2C_FIRMWARE`, else what `cargo xtask firmware` builds: the

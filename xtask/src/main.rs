@@ -1,5 +1,6 @@
 //! cargo xtask: build and boot the b2c initramfs.
 
+mod apt;
 mod bench;
 mod cpio;
 mod firmware;
@@ -11,13 +12,20 @@ mod qemu;
 use std::path::PathBuf;
 use std::process::Command;
 
+use qemu_tests::Arch;
+
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  kernel [--force]          fetch Debian's kernel into target/kernel/
+  kernel [--arch A] [--force]
+                            fetch Debian's kernel into target/kernel/ (x86_64,
+                            the default) or target/kernel-aarch64/ (--arch aarch64)
   initramfs [OPTIONS]       build target/initramfs/b2c.cpio.<compression>
+      --arch A              x86_64 (default) or aarch64: cross-built, with arm64
+                            Debian's crun, busybox, mke2fs and kernel modules,
+                            in target/initramfs/aarch64/
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
@@ -56,7 +64,9 @@ fn main() {
         return;
     }
     let result = match args.first().map(String::as_str) {
-        Some("kernel") => kernel::fetch(args.iter().any(|a| a == "--force")).map(|_| ()),
+        Some("kernel") => arch_option(&args[1..])
+            .and_then(|arch| kernel::fetch(arch, args.iter().any(|a| a == "--force")))
+            .map(|_| ()),
         Some("initramfs") => initramfs::Options::parse(&args[1..])
             .and_then(|o| initramfs::build(&o))
             .map(|_| ()),
@@ -76,6 +86,14 @@ fn main() {
     if let Err(e) = result {
         eprintln!("xtask: error: {e}");
         std::process::exit(1);
+    }
+}
+
+/// The value of `--arch` among a command's options (x86_64 without one).
+fn arch_option(args: &[String]) -> Result<Arch> {
+    match args.iter().position(|a| a == "--arch") {
+        Some(i) => Ok(Arch::parse(args.get(i + 1).ok_or("--arch needs a value")?)?),
+        None => Ok(Arch::X86_64),
     }
 }
 
