@@ -50,7 +50,7 @@ firmware: kernel
 	$(CARGO) xtask firmware
 
 run: initramfs
-	$(CARGO) xtask qemu -- "$$DEMO_APPEND"
+	$(CARGO) xtask qemu --arch $(ARCH) -- "$$DEMO_APPEND"
 
 unit: deps
 	$(CARGO) test --workspace --exclude qemu-tests

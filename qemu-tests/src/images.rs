@@ -2,6 +2,11 @@
 //! as one OCI image layout (one blob store, a ref per image) that every
 //! [`crate::TestNet`] pushes into its registry; and [`BIG_IMAGE`], in a
 //! layout of its own, pushed only by [`crate::TestNet::push_big_image`].
+//!
+//! Every image is an image index with an amd64 and an arm64 image (the
+//! machine's busybox and Debian's arm64 one, `cargo xtask busybox`), so
+//! that one reference runs on either architecture's guest, as real
+//! multi-platform images do.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,9 +16,13 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{Context, Error, Result};
+use crate::{Arch, Context, Error, Result};
 
+/// The machine's static busybox: the amd64 images' and the test network's
+/// HTTP servers'.
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
+
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// An image as pushed to each TestNet's registry.
 pub struct TestImage {
@@ -67,9 +76,14 @@ pub(crate) const BIG: TestImage = TestImage {
 };
 
 impl TestImage {
-    /// The `skopeo copy` arguments that push this image to `registry`.
+    /// The `skopeo copy` arguments that push this image to `registry`:
+    /// the index and every architecture's image (`--all`).
     pub(crate) fn push_args(&self, layout: &Path, registry: &str) -> Vec<String> {
-        let mut args = vec!["copy".to_string(), "--dest-tls-verify=false".into()];
+        let mut args = vec![
+            "copy".to_string(),
+            "--all".into(),
+            "--dest-tls-verify=false".into(),
+        ];
         if self.docker_v2s2 {
             args.extend(["--format".into(), "v2s2".into()]);
         }
@@ -149,8 +163,30 @@ fn text(s: &str) -> Vec<u8> {
     format!("{s}\n").into_bytes()
 }
 
-fn busybox_layer() -> Result<Vec<Entry>> {
-    let busybox = std::fs::read(BUSYBOX).context(|| format!("read {BUSYBOX}"))?;
+/// The static busybox of `arch`'s images: the machine's own for amd64,
+/// else Debian's, unpacked by `cargo xtask busybox` once (it is kept in
+/// target/qemu-tests).
+fn busybox_binary(arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::X86_64 {
+        return Ok(PathBuf::from(BUSYBOX));
+    }
+    let out = crate::output_dir().join(format!("busybox-{}", arch.debian()));
+    if !out.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        crate::run(
+            std::process::Command::new(cargo)
+                .current_dir(crate::workspace_dir())
+                .args(["xtask", "busybox", "--arch", arch.name(), "--output"])
+                .arg(&out),
+            "cargo xtask busybox",
+        )?;
+    }
+    Ok(out)
+}
+
+fn busybox_layer(arch: Arch) -> Result<Vec<Entry>> {
+    let path = busybox_binary(arch)?;
+    let busybox = std::fs::read(&path).context(|| format!("read {}", path.display()))?;
     let mut entries = vec![
         dir("bin", 0o755),
         file("bin/busybox", busybox, 0o755),
@@ -255,6 +291,12 @@ impl Blobs<'_> {
     /// building the same (deterministic) images never see partial blobs.
     fn put(&self, data: &[u8]) -> Result<String> {
         let digest = sha256(data);
+        self.put_as(&digest, data)?;
+        Ok(digest)
+    }
+
+    /// [`Self::put`] of data whose digest is known.
+    fn put_as(&self, digest: &str, data: &[u8]) -> Result<()> {
         let path = self
             .dir
             .join("blobs/sha256")
@@ -262,25 +304,46 @@ impl Blobs<'_> {
         if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(data.len() as u64) {
             write_atomic(&path, data)?;
         }
-        Ok(digest)
+        Ok(())
     }
 
-    /// Writes config and manifest; returns the manifest descriptor.
-    fn image(&self, layers: &[Vec<u8>]) -> Result<Value> {
-        self.image_with(layers, flate2::Compression::default())
+    /// An index of one image per architecture, each of the layers
+    /// `layers` gives for it; returns the index's descriptor.
+    fn index(&self, layers: impl Fn(Arch) -> Result<Vec<Vec<u8>>>) -> Result<Value> {
+        self.index_with(layers, flate2::Compression::default(), default_config())
     }
 
-    fn image_with(&self, layers: &[Vec<u8>], compression: flate2::Compression) -> Result<Value> {
-        let config = json!({
-            "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["/bin/sh"],
-        });
-        self.image_configured(layers, compression, config)
+    fn index_with(
+        &self,
+        layers: impl Fn(Arch) -> Result<Vec<Vec<u8>>>,
+        compression: flate2::Compression,
+        config: Value,
+    ) -> Result<Value> {
+        let mut manifests = Vec::new();
+        for arch in Arch::ALL {
+            let mut descriptor =
+                self.image_configured(arch, &layers(arch)?, compression, config.clone())?;
+            descriptor["platform"] = json!({ "architecture": arch.debian(), "os": "linux" });
+            manifests.push(descriptor);
+        }
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": manifests,
+        }))
+        .expect("json");
+        Ok(json!({
+            "mediaType": INDEX_TYPE,
+            "digest": self.put(&index)?,
+            "size": index.len(),
+        }))
     }
 
-    /// An image whose configuration's `config` is `config`.
+    /// An image for `arch` whose configuration's `config` is `config`;
+    /// returns the manifest's descriptor.
     fn image_configured(
         &self,
+        arch: Arch,
         layers: &[Vec<u8>],
         compression: flate2::Compression,
         config: Value,
@@ -288,19 +351,19 @@ impl Blobs<'_> {
         let mut diff_ids = Vec::new();
         let mut descriptors = Vec::new();
         for tar in layers {
-            diff_ids.push(sha256(tar));
-            let mut gz = GzEncoder::new(Vec::new(), compression);
-            gz.write_all(tar).context(|| "gzip a layer".to_string())?;
-            let gz = gz.finish().context(|| "gzip a layer".to_string())?;
+            let diff_id = sha256(tar);
+            let (gz, digest) = gzip(tar, &diff_id, compression)?;
+            self.put_as(&digest, &gz)?;
+            diff_ids.push(diff_id);
             descriptors.push(json!({
                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                "digest": self.put(&gz)?,
+                "digest": digest,
                 "size": gz.len(),
             }));
         }
         let config = serde_json::to_vec(&json!({
             "created": "2023-11-14T22:13:20Z",
-            "architecture": "amd64",
+            "architecture": arch.debian(),
             "os": "linux",
             "config": config,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
@@ -323,6 +386,33 @@ impl Blobs<'_> {
             "size": manifest.len(),
         }))
     }
+}
+
+fn default_config() -> Value {
+    json!({
+        "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/bin/sh"],
+    })
+}
+
+/// A layer gzipped, and the digest of that: remembered for the process
+/// by the layer's `diff_id`, as each architecture's images share layers
+/// (the big one's 60 MB among them) and an unoptimised test build
+/// deflates and hashes slowly.
+fn gzip(tar: &[u8], diff_id: &str, compression: flate2::Compression) -> Result<(Vec<u8>, String)> {
+    type Done = Vec<(String, u32, Vec<u8>, String)>;
+    static DONE: std::sync::Mutex<Done> = std::sync::Mutex::new(Vec::new());
+    let level = compression.level();
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, _, gz, digest)) = done.iter().find(|(d, l, ..)| d == diff_id && *l == level) {
+        return Ok((gz.clone(), digest.clone()));
+    }
+    let mut gz = GzEncoder::new(Vec::new(), compression);
+    gz.write_all(tar).context(|| "gzip a layer".to_string())?;
+    let gz = gz.finish().context(|| "gzip a layer".to_string())?;
+    let digest = sha256(&gz);
+    done.push((diff_id.to_string(), level, gz.clone(), digest.clone()));
+    Ok((gz, digest))
 }
 
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
@@ -350,16 +440,32 @@ pub fn layout() -> Result<&'static Path> {
 
 fn build(dir: &Path) -> Result<PathBuf> {
     let blobs = Blobs { dir };
-    let mut layers = vec![tar(&busybox_layer()?)?];
-    for entries in data_layers() {
-        layers.push(tar(&entries)?);
+    let mut busybox = Vec::new();
+    for arch in Arch::ALL {
+        busybox.push((arch, tar(&busybox_layer(arch)?)?));
     }
+    let busybox_of = |arch: Arch| {
+        busybox
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, t)| t.clone())
+            .expect("a busybox layer for every architecture")
+    };
+    let data: Vec<Vec<u8>> = data_layers()
+        .iter()
+        .map(|entries| tar(entries))
+        .collect::<Result<_>>()?;
     let mut manifests = Vec::new();
-    for (name, layers) in [("busybox", &layers[..1]), ("layers", &layers[..])] {
-        let mut descriptor = blobs.image(layers)?;
-        descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
-        manifests.push(descriptor);
-    }
+    let mut descriptor = blobs.index(|arch| Ok(vec![busybox_of(arch)]))?;
+    descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": "busybox" });
+    manifests.push(descriptor);
+    let mut descriptor = blobs.index(|arch| {
+        let mut layers = vec![busybox_of(arch)];
+        layers.extend(data.iter().cloned());
+        Ok(layers)
+    })?;
+    descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": "layers" });
+    manifests.push(descriptor);
     write_index(dir, manifests)?;
     Ok(dir.to_path_buf())
 }
@@ -386,7 +492,7 @@ struct BigLayout {
 }
 
 /// Names what [`build_big`] makes: change it with the generator or layout.
-const BIG_STAMP: &str = "built-v1";
+const BIG_STAMP: &str = "built-v2";
 
 fn big() -> Result<&'static BigLayout> {
     static BIG_LAYOUT: OnceLock<Result<BigLayout>> = OnceLock::new();
@@ -407,17 +513,22 @@ fn big() -> Result<&'static BigLayout> {
 /// and every blob the index names must be there with its size.
 fn reuse_big(dir: &Path) -> Option<BigLayout> {
     let file_sha256 = std::fs::read_to_string(dir.join(BIG_STAMP)).ok()?;
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).ok()?).ok()?;
+    let layout: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).ok()?).ok()?;
     let blob_ok = |d: &Value| {
         let hex = d["digest"].as_str()?.strip_prefix("sha256:")?;
         let path = dir.join("blobs/sha256").join(hex);
         (std::fs::metadata(&path).ok()?.len() == d["size"].as_u64()?).then_some(path)
     };
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(blob_ok(&index["manifests"][0])?).ok()?).ok()?;
-    blob_ok(&manifest["config"])?;
-    for layer in manifest["layers"].as_array()? {
-        blob_ok(layer)?;
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(blob_ok(&layout["manifests"][0])?).ok()?).ok()?;
+    for descriptor in index["manifests"].as_array()? {
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(blob_ok(descriptor)?).ok()?).ok()?;
+        blob_ok(&manifest["config"])?;
+        for layer in manifest["layers"].as_array()? {
+            blob_ok(layer)?;
+        }
     }
     Some(BigLayout {
         dir: dir.to_path_buf(),
@@ -463,10 +574,13 @@ fn build_big(out: &Path) -> Result<BigLayout> {
         dir(big_dir, 0o755),
         file(&format!("{big_dir}/{big_name}"), data, 0o644),
     ])?;
-    let layers = [tar(&busybox_layer()?)?, big_layer];
     // Random data does not compress: storing it spares each test process
     // seconds of futile deflating (the result is still a gzip layer).
-    let mut descriptor = blobs.image_with(&layers, flate2::Compression::none())?;
+    let mut descriptor = blobs.index_with(
+        |arch| Ok(vec![tar(&busybox_layer(arch)?)?, big_layer.clone()]),
+        flate2::Compression::none(),
+        default_config(),
+    )?;
     descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": BIG.layout_ref });
     write_index(out, vec![descriptor])?;
     write_atomic(&out.join(BIG_STAMP), file_sha256.as_bytes())?;
@@ -527,7 +641,6 @@ fn ci_tools_layer() -> Vec<Entry> {
 
 fn build_ci(dir: &Path) -> Result<PathBuf> {
     let blobs = Blobs { dir };
-    let busybox = tar(&busybox_layer()?)?;
     let tools = tar(&ci_tools_layer())?;
     let env = json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
     let mut manifests = Vec::new();
@@ -542,9 +655,11 @@ fn build_ci(dir: &Path) -> Result<PathBuf> {
                 "echo telegraf stand-in: PID 1 is $(readlink /proc/1/exe) > /dev/shm/telegraf; exec sleep 3600"]}),
         ),
     ] {
-        let layers = [busybox.clone(), tools.clone()];
-        let mut descriptor =
-            blobs.image_configured(&layers, flate2::Compression::default(), config)?;
+        let mut descriptor = blobs.index_with(
+            |arch| Ok(vec![tar(&busybox_layer(arch)?)?, tools.clone()]),
+            flate2::Compression::default(),
+            config,
+        )?;
         descriptor["annotations"] =
             json!({ "org.opencontainers.image.ref.name": image.layout_ref });
         manifests.push(descriptor);
@@ -564,9 +679,9 @@ pub fn ci_layout() -> Result<&'static Path> {
         .map_err(Clone::clone)
 }
 
-/// The digest of `image`'s manifest as its TestNet's registry serves it
-/// (`sha256:<hex>`): what the init calls the image's digest.
-pub fn manifest_digest(image: &str) -> Result<String> {
+/// The digest of the index `image` names as its TestNet's registry
+/// serves it (`sha256:<hex>`): what `skopeo inspect --raw` digests.
+pub fn index_digest(image: &str) -> Result<String> {
     let found = IMAGES
         .iter()
         .chain([&BIG])
@@ -596,6 +711,36 @@ pub fn manifest_digest(image: &str) -> Result<String> {
         .and_then(|m| m["digest"].as_str())
         .map(String::from)
         .ok_or_else(|| Error::new(format!("{}: no ref {}", path.display(), found.layout_ref)))
+}
+
+/// The digest of `image`'s manifest for the architecture the tests boot
+/// ([`Arch::current`]), as its TestNet's registry serves it: what the
+/// init calls the image's digest.
+pub fn manifest_digest(image: &str) -> Result<String> {
+    platform_digest(image, Arch::current())
+}
+
+/// The digest of `image`'s manifest for `arch`.
+pub fn platform_digest(image: &str, arch: Arch) -> Result<String> {
+    let index = index_digest(image)?;
+    let layout = if image == BIG_IMAGE {
+        big_layout()?
+    } else {
+        layout()?
+    };
+    let path = layout.join("blobs/sha256").join(&index["sha256:".len()..]);
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(&path).context(|| format!("read {}", path.display()))?,
+    )
+    .context(|| format!("parse {}", path.display()))?;
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["platform"]["architecture"] == arch.debian())
+        .and_then(|m| m["digest"].as_str())
+        .map(String::from)
+        .ok_or_else(|| Error::new(format!("{image}: no {} image", arch.debian())))
 }
 
 /// Debian's `busybox` package also installs a /bin/busybox, a dynamic one
@@ -716,29 +861,66 @@ mod tests {
         };
         let mut layer_counts = BTreeMap::new();
         for descriptor in index["manifests"].as_array().unwrap() {
-            let manifest: Value = serde_json::from_slice(&blob(&descriptor["digest"])).unwrap();
-            let config: Value =
-                serde_json::from_slice(&blob(&manifest["config"]["digest"])).unwrap();
-            let layers = manifest["layers"].as_array().unwrap();
-            let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-            assert_eq!(layers.len(), diff_ids.len());
-            for (layer, diff_id) in layers.iter().zip(diff_ids) {
-                let gz = blob(&layer["digest"]);
-                assert_eq!(layer["size"], gz.len());
-                let mut tar = Vec::new();
-                std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&gz[..]), &mut tar)
-                    .unwrap();
-                assert_eq!(&sha256(&tar), diff_id);
-            }
+            assert_eq!(descriptor["mediaType"], INDEX_TYPE);
             let name = descriptor["annotations"]["org.opencontainers.image.ref.name"]
                 .as_str()
                 .unwrap();
-            layer_counts.insert(name.to_string(), layers.len());
+            let platforms: Value = serde_json::from_slice(&blob(&descriptor["digest"])).unwrap();
+            for platform in platforms["manifests"].as_array().unwrap() {
+                let arch = platform["platform"]["architecture"].as_str().unwrap();
+                let manifest: Value = serde_json::from_slice(&blob(&platform["digest"])).unwrap();
+                let config: Value =
+                    serde_json::from_slice(&blob(&manifest["config"]["digest"])).unwrap();
+                assert_eq!(config["architecture"], arch);
+                let layers = manifest["layers"].as_array().unwrap();
+                let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+                assert_eq!(layers.len(), diff_ids.len());
+                for (i, (layer, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+                    let gz = blob(&layer["digest"]);
+                    assert_eq!(layer["size"], gz.len());
+                    let mut tar = Vec::new();
+                    std::io::Read::read_to_end(
+                        &mut flate2::read::GzDecoder::new(&gz[..]),
+                        &mut tar,
+                    )
+                    .unwrap();
+                    assert_eq!(&sha256(&tar), diff_id);
+                    if i == 0 {
+                        assert_eq!(busybox_machine(&tar), Some(arch.to_string()), "{name}");
+                    }
+                }
+                layer_counts.insert(format!("{name} {arch}"), layers.len());
+            }
         }
         assert_eq!(
             layer_counts,
-            BTreeMap::from([("busybox".into(), 1), ("layers".into(), 4)])
+            BTreeMap::from([
+                ("busybox amd64".into(), 1),
+                ("busybox arm64".into(), 1),
+                ("layers amd64".into(), 4),
+                ("layers arm64".into(), 4)
+            ])
         );
+    }
+
+    /// The architecture of the busybox in a busybox layer, from its ELF
+    /// header's e_machine.
+    fn busybox_machine(layer: &[u8]) -> Option<String> {
+        let mut archive = tar::Archive::new(layer);
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("bin/busybox") {
+                let mut elf = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut elf).unwrap();
+                let machine = u16::from_le_bytes([elf[18], elf[19]]);
+                return Some(match machine {
+                    62 => "amd64".into(),
+                    183 => "arm64".into(),
+                    other => format!("e_machine {other}"),
+                });
+            }
+        }
+        None
     }
 
     #[test]
@@ -776,6 +958,11 @@ mod tests {
         );
         assert_eq!(data, big_file_data(), "the same bytes in every process");
 
+        assert_ne!(index_digest(BIG_IMAGE).unwrap(), digest);
+        assert_ne!(
+            platform_digest(BIG_IMAGE, Arch::Aarch64).unwrap(),
+            platform_digest(BIG_IMAGE, Arch::X86_64).unwrap()
+        );
         let busybox = manifest_digest(BUSYBOX_IMAGE).unwrap();
         assert!(
             busybox.starts_with("sha256:") && busybox.len() == 71,

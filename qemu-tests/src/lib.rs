@@ -141,18 +141,23 @@ pub fn default_firmware() -> PathBuf {
 }
 
 /// The default initramfs plus the test CA at [`CA_CERT_IN_INITRAMFS`],
-/// built once per process by `cargo xtask initramfs --ca-cert`.
+/// built once per process by `cargo xtask initramfs --ca-cert`, for
+/// [`Arch::current`].
 pub fn initramfs_with_ca() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let ca = ca_cert_path()?;
-            let output = output_dir().join("b2c-ca.cpio.zst");
+            let arch = Arch::current();
+            let output = match arch {
+                Arch::X86_64 => output_dir().join("b2c-ca.cpio.zst"),
+                arch => output_dir().join(format!("b2c-ca-{arch}.cpio.zst")),
+            };
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             run(
                 Command::new(cargo)
                     .current_dir(workspace_dir())
-                    .args(["xtask", "initramfs", "--ca-cert"])
+                    .args(["xtask", "initramfs", "--arch", arch.name(), "--ca-cert"])
                     .arg(&ca)
                     .arg("--output")
                     .arg(&output),
@@ -234,7 +239,8 @@ pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBu
 
 /// An initramfs that ships only `modules` (and what they need; none at
 /// all when empty), uncompressed, built once per process and name by `cargo xtask
-/// initramfs --modules FILE`: a machine without some drivers.
+/// initramfs --modules FILE` for [`Arch::current`]: a machine without some
+/// drivers.
 pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -246,12 +252,17 @@ pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     let list = dir.join(format!("modules-{name}.txt"));
     std::fs::write(&list, modules.join("\n") + "\n")
         .context(|| format!("write {}", list.display()))?;
-    let output = dir.join(format!("b2c-{name}.cpio"));
+    let arch = Arch::current();
+    let output = match arch {
+        Arch::X86_64 => dir.join(format!("b2c-{name}.cpio")),
+        arch => dir.join(format!("b2c-{name}-{arch}.cpio")),
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(
         Command::new(cargo)
             .current_dir(workspace_dir())
-            .args(["xtask", "initramfs", "--compression", "none", "--modules"])
+            .args(["xtask", "initramfs", "--arch", arch.name()])
+            .args(["--compression", "none", "--modules"])
             .arg(&list)
             .arg("--output")
             .arg(&output),
@@ -340,10 +351,11 @@ pub(crate) fn check_host() -> Result<()> {
         ("docker-registry", "docker-registry"),
         ("skopeo", "skopeo"),
         ("openssl", "openssl"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
     ];
+    let arch = Arch::current();
     let missing: Vec<String> = TOOLS
         .iter()
+        .chain([&(arch.qemu(), arch.qemu_package())])
         .filter(|(tool, _)| find_in_path(tool).is_none())
         .map(|(tool, package)| format!("{tool} (Debian package {package})"))
         .collect();

@@ -2,6 +2,7 @@
 
 mod apt;
 mod bench;
+mod busybox;
 mod cpio;
 mod firmware;
 mod initramfs;
@@ -47,12 +48,18 @@ usage: cargo xtask <command>
                             lacks are listed and skipped)
       --compression C       zstd (default) or none
       --output FILE         write it there instead
-  qemu [--disk IMG]... [--big-image] [-- ARGS...]
+  busybox --arch A [--output FILE]
+                            Debian's static busybox for A, from its arm64 or amd64
+                            package (for the QEMU tests' multi-arch images), in
+                            target/apt-ARCH/busybox
+  qemu [--arch A] [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
                             ARGS appended to the kernel command line and
                             each IMG (a raw disk image) as a virtio disk;
-                            --big-image also serves b2c/big:latest (65 MB)
+                            --big-image also serves b2c/big:latest (65 MB);
+                            --arch aarch64 boots the arm64 build with
+                            qemu-system-aarch64 -M virt
 ";
 
 fn main() {
@@ -76,6 +83,9 @@ fn main() {
         Some("modules") => modules::Options::parse(&args[1..])
             .and_then(|o| modules::build(&o))
             .map(|_| ()),
+        Some("busybox") => arch_option(&args[1..])
+            .and_then(|arch| busybox::fetch(arch, path_option(&args[1..], "--output")))
+            .map(|_| ()),
         Some("qemu") => qemu::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),
         _ => {
@@ -95,6 +105,11 @@ fn arch_option(args: &[String]) -> Result<Arch> {
         Some(i) => Ok(Arch::parse(args.get(i + 1).ok_or("--arch needs a value")?)?),
         None => Ok(Arch::X86_64),
     }
+}
+
+fn path_option(args: &[String], name: &str) -> Option<PathBuf> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).map(PathBuf::from)
 }
 
 pub fn workspace_root() -> PathBuf {
