@@ -20,7 +20,17 @@ DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony 
 # or its $(...): the container's shell does.
 export DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
 
-.PHONY: all deps kernel initramfs firmware run test unit e2e soak bench lint clean
+# The arm64 QEMU tests (qemu-system-aarch64 under TCG, B2C_ARCH=aarch64):
+# `make test` boots hello and the cache partition on arm64 too;
+# `make test-arm64` adds HTTPS and a whole pipeline.
+ARM64_TESTS := --test e2e --test cache -- --exact hello \
+	auto_cache_survives_reboots_and_registry_outages
+ARM64_ALL_TESTS := --test e2e --test cache --test pipeline -- --exact hello \
+	https_with_the_test_ca auto_cache_survives_reboots_and_registry_outages \
+	boot2container_pipeline_semantics
+
+.PHONY: all deps kernel initramfs firmware run test unit e2e e2e-arm64 test-arm64 \
+	soak bench lint clean kernel-x86_64 kernel-aarch64 initramfs-x86_64 initramfs-aarch64
 
 all: initramfs
 
@@ -38,15 +48,21 @@ deps:
 	@$(S3S_FS) --version 2>/dev/null | grep -q ' $(S3S_FS_VERSION)$$' || \
 		$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked
 
-kernel: deps
-	$(CARGO) xtask kernel --arch $(ARCH)
+kernel: kernel-$(ARCH)
 
-initramfs: kernel
-	$(CARGO) xtask initramfs --arch $(ARCH)
+initramfs: initramfs-$(ARCH)
+
+kernel-x86_64 kernel-aarch64: kernel-%: deps
+	$(CARGO) xtask kernel --arch $*
+
+# target/initramfs/b2c.cpio.zst, target/initramfs/aarch64/b2c.cpio.zst
+initramfs-x86_64 initramfs-aarch64: initramfs-%: kernel-%
+	$(CARGO) xtask initramfs --arch $*
 
 # The drivers' firmware (Debian's non-free-firmware), as a second archive
-# for the boot loader: target/initramfs/b2c-firmware.cpio.zst.
-firmware: kernel
+# for the boot loader: target/initramfs/b2c-firmware.cpio.zst (x86_64's
+# drivers).
+firmware: kernel-x86_64
 	$(CARGO) xtask firmware
 
 run: initramfs
@@ -55,14 +71,22 @@ run: initramfs
 unit: deps
 	$(CARGO) test --workspace --exclude qemu-tests
 
-e2e: initramfs firmware
+e2e: initramfs-x86_64 firmware
 	$(CARGO) test -p qemu-tests -- --test-threads=2
 
-test: unit e2e
+e2e-arm64: initramfs-aarch64
+	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_TESTS)
+
+test: unit e2e e2e-arm64
+
+# Every arm64 QEMU test of the subset (README: Testing); not part of
+# `make test`, for its time budget.
+test-arm64: initramfs-aarch64
+	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_ALL_TESTS)
 
 # 30 boots on one cache disk, a third of them cut off at a random moment
 # (qemu-tests/tests/soak.rs); not part of `make test`.
-soak: initramfs
+soak: initramfs-x86_64
 	$(CARGO) test -p qemu-tests --test soak -- --ignored --nocapture
 
 # b2c against podman, skopeo+umoci, tar, a busybox script and a static
