@@ -698,15 +698,9 @@ impl fmt::Display for BootPlan {
             step(
                 f,
                 format_args!(
-                    "network block device {}: {}:{}{}, {} connection(s)",
+                    "network block device {}: {}, {} connection(s)",
                     nbd.device,
-                    nbd.host,
-                    nbd.port,
-                    if nbd.name.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" export {}", nbd.name)
-                    },
+                    nbd.server(),
                     nbd.connections
                 ),
             )?;

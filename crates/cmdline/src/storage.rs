@@ -178,6 +178,18 @@ pub struct Nbd {
     pub name: String,
 }
 
+impl Nbd {
+    /// `host:port`, and ` export NAME` when one is named: how messages
+    /// name the server side.
+    pub fn server(&self) -> String {
+        if self.name.is_empty() {
+            format!("{}:{}", self.host, self.port)
+        } else {
+            format!("{}:{} export {}", self.host, self.port, self.name)
+        }
+    }
+}
+
 /// The most connections one device gets (the kernel has no limit; a
 /// server forks a process or thread per connection).
 pub const MAX_NBD_CONNECTIONS: u32 = 16;

@@ -253,15 +253,9 @@ fn attach(family: u16, nbd: &Nbd) -> Result<Attached, StorageError> {
         read_only: export.flags & handshake::FLAG_READ_ONLY != 0,
     };
     log::info!(
-        "{}: attached to {}:{}{} ({}, {} connection{}{})",
+        "{}: attached to {} ({}, {} connection{}{})",
         option(nbd),
-        nbd.host,
-        nbd.port,
-        if nbd.name.is_empty() {
-            String::new()
-        } else {
-            format!(" export {}", nbd.name)
-        },
+        nbd.server(),
         b2c_system::info::human_bytes(export.size),
         nbd.connections,
         if nbd.connections == 1 { "" } else { "s" },
