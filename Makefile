@@ -2,7 +2,10 @@
 # machine: they install what is missing first.
 
 CARGO ?= cargo
-MUSL_TARGET := x86_64-unknown-linux-musl
+# The architecture `make kernel`, `make initramfs` and `make run` build and
+# boot: x86_64, or aarch64 (cross-built, booted with qemu-system-aarch64).
+ARCH ?= x86_64
+MUSL_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 S3S_FS_VERSION := 0.14.1
 S3S_FS := $(HOME)/.cargo/bin/s3s-fs
 # Debian packages the build, the QEMU boot, the tests and the bench need
@@ -11,14 +14,24 @@ DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony 
 	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
 	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios \
 	pxelinux syslinux-common podman nfs-ganesha nfs-ganesha-vfs rpcbind nbd-server \
-	rclone
+	rclone gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes
 # or its $(...): the container's shell does.
 export DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest sh -c 'echo Hello from a container on $$(hostname), the time is $$(date)'"
 
-.PHONY: all deps kernel initramfs firmware run test unit e2e soak bench lint clean
+# The arm64 QEMU tests (qemu-system-aarch64 under TCG, B2C_ARCH=aarch64):
+# `make test` boots hello and the cache partition on arm64 too;
+# `make test-arm64` adds HTTPS and a whole pipeline.
+ARM64_TESTS := --test e2e --test cache -- --exact hello \
+	auto_cache_survives_reboots_and_registry_outages
+ARM64_ALL_TESTS := --test e2e --test cache --test pipeline -- --exact hello \
+	https_with_the_test_ca auto_cache_survives_reboots_and_registry_outages \
+	boot2container_pipeline_semantics
+
+.PHONY: all deps kernel initramfs firmware run test unit e2e e2e-arm64 test-arm64 \
+	soak bench lint clean kernel-x86_64 kernel-aarch64 initramfs-x86_64 initramfs-aarch64
 
 all: initramfs
 
@@ -29,38 +42,52 @@ deps:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
 	@apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -q
-	@rustup target list --installed | grep -qx $(MUSL_TARGET) || rustup target add $(MUSL_TARGET)
+	@for t in $(MUSL_TARGETS); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 	@# The S3 server of the volume tests (storage and QEMU): a real one that
 	@# checks SigV4, pinned (0.14.1 is the last to build with rustc 1.95;
 	@# about 5 minutes, once per machine).
 	@$(S3S_FS) --version 2>/dev/null | grep -q ' $(S3S_FS_VERSION)$$' || \
 		$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked
 
-kernel: deps
-	$(CARGO) xtask kernel
+kernel: kernel-$(ARCH)
 
-initramfs: kernel
-	$(CARGO) xtask initramfs
+initramfs: initramfs-$(ARCH)
+
+kernel-x86_64 kernel-aarch64: kernel-%: deps
+	$(CARGO) xtask kernel --arch $*
+
+# target/initramfs/b2c.cpio.zst, target/initramfs/aarch64/b2c.cpio.zst
+initramfs-x86_64 initramfs-aarch64: initramfs-%: kernel-%
+	$(CARGO) xtask initramfs --arch $*
 
 # The drivers' firmware (Debian's non-free-firmware), as a second archive
-# for the boot loader: target/initramfs/b2c-firmware.cpio.zst.
-firmware: kernel
+# for the boot loader: target/initramfs/b2c-firmware.cpio.zst (x86_64's
+# drivers).
+firmware: kernel-x86_64
 	$(CARGO) xtask firmware
 
 run: initramfs
-	$(CARGO) xtask qemu -- "$$DEMO_APPEND"
+	$(CARGO) xtask qemu --arch $(ARCH) -- "$$DEMO_APPEND"
 
 unit: deps
 	$(CARGO) test --workspace --exclude qemu-tests
 
-e2e: initramfs firmware
+e2e: initramfs-x86_64 firmware
 	$(CARGO) test -p qemu-tests -- --test-threads=2
 
-test: unit e2e
+e2e-arm64: initramfs-aarch64
+	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_TESTS)
+
+test: unit e2e e2e-arm64
+
+# Every arm64 QEMU test of the subset (README: Testing); not part of
+# `make test`, for its time budget.
+test-arm64: initramfs-aarch64
+	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_ALL_TESTS)
 
 # 30 boots on one cache disk, a third of them cut off at a random moment
 # (qemu-tests/tests/soak.rs); not part of `make test`.
-soak: initramfs
+soak: initramfs-x86_64
 	$(CARGO) test -p qemu-tests --test soak -- --ignored --nocapture
 
 # b2c against podman, skopeo+umoci, tar, a busybox script and a static

@@ -2,6 +2,11 @@
 //! as one OCI image layout (one blob store, a ref per image) that every
 //! [`crate::TestNet`] pushes into its registry; and [`BIG_IMAGE`], in a
 //! layout of its own, pushed only by [`crate::TestNet::push_big_image`].
+//!
+//! Every image is an image index with an amd64 and an arm64 image (the
+//! machine's busybox and Debian's arm64 one, `cargo xtask busybox`), so
+//! that one reference runs on either architecture's guest, as real
+//! multi-platform images do.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -11,9 +16,13 @@ use flate2::write::GzEncoder;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::{Context, Error, Result};
+use crate::{Arch, Context, Error, Result};
 
+/// The machine's static busybox: the amd64 images' and the test network's
+/// HTTP servers'.
 pub(crate) const BUSYBOX: &str = "/bin/busybox";
+
+const INDEX_TYPE: &str = "application/vnd.oci.image.index.v1+json";
 
 /// An image as pushed to each TestNet's registry.
 pub struct TestImage {
@@ -29,13 +38,13 @@ pub struct TestImage {
 pub const BUSYBOX_IMAGE: &str = "b2c/busybox:latest";
 /// The busybox image with Docker schema-2 media types.
 pub const BUSYBOX_DOCKER_IMAGE: &str = "b2c/busybox-docker:latest";
+/// Busybox plus three layers exercising whiteouts, an opaque directory, a
+/// symlink and a hard link; see the `LAYERS_*` constants for the result.
+pub const LAYERS_IMAGE: &str = "b2c/layers:latest";
 /// [`LAYERS_IMAGE`] in zstd (`tar+zstd`): the layer with whiteouts and the
 /// opaque directory in zstd:chunked's shape (see [`Codec::ZstdChunked`]),
 /// the others as one frame each.
 pub const LAYERS_ZSTD_IMAGE: &str = "b2c/layers-zstd:latest";
-/// Busybox plus three layers exercising whiteouts, an opaque directory, a
-/// symlink and a hard link; see the `LAYERS_*` constants for the result.
-pub const LAYERS_IMAGE: &str = "b2c/layers:latest";
 /// Busybox plus one layer holding [`BIG_FILE`]: [`BIG_FILE_SIZE`] bytes of
 /// seeded pseudo-random (incompressible) data, so that a pull takes long
 /// enough to be cut in the middle. Only in registries that asked for it
@@ -76,9 +85,14 @@ pub(crate) const BIG: TestImage = TestImage {
 };
 
 impl TestImage {
-    /// The `skopeo copy` arguments that push this image to `registry`.
+    /// The `skopeo copy` arguments that push this image to `registry`:
+    /// the index and every architecture's image (`--all`).
     pub(crate) fn push_args(&self, layout: &Path, registry: &str) -> Vec<String> {
-        let mut args = vec!["copy".to_string(), "--dest-tls-verify=false".into()];
+        let mut args = vec![
+            "copy".to_string(),
+            "--all".into(),
+            "--dest-tls-verify=false".into(),
+        ];
         if self.docker_v2s2 {
             args.extend(["--format".into(), "v2s2".into()]);
         }
@@ -158,8 +172,30 @@ fn text(s: &str) -> Vec<u8> {
     format!("{s}\n").into_bytes()
 }
 
-fn busybox_layer() -> Result<Vec<Entry>> {
-    let busybox = std::fs::read(BUSYBOX).context(|| format!("read {BUSYBOX}"))?;
+/// The static busybox of `arch`'s images: the machine's own for amd64,
+/// else Debian's, unpacked by `cargo xtask busybox` once (it is kept in
+/// target/qemu-tests).
+fn busybox_binary(arch: Arch) -> Result<PathBuf> {
+    if arch == Arch::X86_64 {
+        return Ok(PathBuf::from(BUSYBOX));
+    }
+    let out = crate::output_dir().join(format!("busybox-{}", arch.debian()));
+    if !out.is_file() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        crate::run(
+            std::process::Command::new(cargo)
+                .current_dir(crate::workspace_dir())
+                .args(["xtask", "busybox", "--arch", arch.name(), "--output"])
+                .arg(&out),
+            "cargo xtask busybox",
+        )?;
+    }
+    Ok(out)
+}
+
+fn busybox_layer(arch: Arch) -> Result<Vec<Entry>> {
+    let path = busybox_binary(arch)?;
+    let busybox = std::fs::read(&path).context(|| format!("read {}", path.display()))?;
     let mut entries = vec![
         dir("bin", 0o755),
         file("bin/busybox", busybox, 0o755),
@@ -255,6 +291,10 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+struct Blobs<'a> {
+    dir: &'a Path,
+}
+
 /// How a test layer travels: its compression and its media type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Codec {
@@ -314,15 +354,17 @@ impl Codec {
     }
 }
 
-struct Blobs<'a> {
-    dir: &'a Path,
-}
-
 impl Blobs<'_> {
     /// Content-addressed and written by rename, so concurrent processes
     /// building the same (deterministic) images never see partial blobs.
     fn put(&self, data: &[u8]) -> Result<String> {
         let digest = sha256(data);
+        self.put_as(&digest, data)?;
+        Ok(digest)
+    }
+
+    /// [`Self::put`] of data whose digest is known.
+    fn put_as(&self, digest: &str, data: &[u8]) -> Result<()> {
         let path = self
             .dir
             .join("blobs/sha256")
@@ -330,22 +372,50 @@ impl Blobs<'_> {
         if std::fs::metadata(&path).map(|m| m.len()).ok() != Some(data.len() as u64) {
             write_atomic(&path, data)?;
         }
-        Ok(digest)
+        Ok(())
     }
 
-    /// Writes config and manifest, each layer compressed as `codecs` says;
-    /// returns the manifest descriptor.
-    fn image_with(&self, layers: &[Vec<u8>], codecs: &[Codec]) -> Result<Value> {
-        let config = json!({
-            "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
-            "Cmd": ["/bin/sh"],
-        });
-        self.image_configured(layers, codecs, config)
+    /// An index of one image per architecture, each of the layers
+    /// `layers` gives for it; returns the index's descriptor.
+    fn index(
+        &self,
+        layers: impl Fn(Arch) -> Result<Vec<Vec<u8>>>,
+        codecs: &[Codec],
+    ) -> Result<Value> {
+        self.index_with(layers, codecs, default_config())
     }
 
-    /// An image whose configuration's `config` is `config`.
+    fn index_with(
+        &self,
+        layers: impl Fn(Arch) -> Result<Vec<Vec<u8>>>,
+        codecs: &[Codec],
+        config: Value,
+    ) -> Result<Value> {
+        let mut manifests = Vec::new();
+        for arch in Arch::ALL {
+            let mut descriptor =
+                self.image_configured(arch, &layers(arch)?, codecs, config.clone())?;
+            descriptor["platform"] = json!({ "architecture": arch.debian(), "os": "linux" });
+            manifests.push(descriptor);
+        }
+        let index = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": INDEX_TYPE,
+            "manifests": manifests,
+        }))
+        .expect("json");
+        Ok(json!({
+            "mediaType": INDEX_TYPE,
+            "digest": self.put(&index)?,
+            "size": index.len(),
+        }))
+    }
+
+    /// An image for `arch` whose configuration's `config` is `config`;
+    /// returns the manifest's descriptor.
     fn image_configured(
         &self,
+        arch: Arch,
         layers: &[Vec<u8>],
         codecs: &[Codec],
         config: Value,
@@ -354,17 +424,19 @@ impl Blobs<'_> {
         let mut diff_ids = Vec::new();
         let mut descriptors = Vec::new();
         for (tar, codec) in layers.iter().zip(codecs) {
-            diff_ids.push(sha256(tar));
-            let blob = codec.compress(tar);
+            let diff_id = sha256(tar);
+            let (blob, digest) = compress(tar, &diff_id, *codec);
+            self.put_as(&digest, &blob)?;
+            diff_ids.push(diff_id);
             descriptors.push(json!({
                 "mediaType": codec.media_type(),
-                "digest": self.put(&blob)?,
+                "digest": digest,
                 "size": blob.len(),
             }));
         }
         let config = serde_json::to_vec(&json!({
             "created": "2023-11-14T22:13:20Z",
-            "architecture": "amd64",
+            "architecture": arch.debian(),
             "os": "linux",
             "config": config,
             "rootfs": { "type": "layers", "diff_ids": diff_ids },
@@ -389,6 +461,33 @@ impl Blobs<'_> {
     }
 }
 
+fn default_config() -> Value {
+    json!({
+        "Env": ["PATH=/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["/bin/sh"],
+    })
+}
+
+/// A layer compressed as `codec` says, and the digest of that:
+/// remembered for the process by the layer's `diff_id`, as each
+/// architecture's images share layers (the big one's 60 MB among them) and
+/// an unoptimised test build compresses and hashes slowly.
+fn compress(tar: &[u8], diff_id: &str, codec: Codec) -> (Vec<u8>, String) {
+    type Done = Vec<(String, Codec, Vec<u8>, String)>;
+    static DONE: std::sync::Mutex<Done> = std::sync::Mutex::new(Vec::new());
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((.., blob, digest)) = done.iter().find(|(d, c, ..)| d == diff_id && *c == codec) {
+        return (blob.clone(), digest.clone());
+    }
+    let blob = codec.compress(tar);
+    let digest = sha256(&blob);
+    done.push((diff_id.to_string(), codec, blob.clone(), digest.clone()));
+    (blob, digest)
+}
+
+/// The compression of most test layers (flate2's default level).
+const GZIP: Codec = Codec::Gzip(6);
+
 fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     let dir = path.parent().expect("blob path has a parent");
     std::fs::create_dir_all(dir).context(|| format!("create {}", dir.display()))?;
@@ -412,15 +511,23 @@ pub fn layout() -> Result<&'static Path> {
         .map_err(Clone::clone)
 }
 
-/// The compression of most test layers (flate2's default level).
-const GZIP: Codec = Codec::Gzip(6);
-
 fn build(dir: &Path) -> Result<PathBuf> {
     let blobs = Blobs { dir };
-    let mut layers = vec![tar(&busybox_layer()?)?];
-    for entries in data_layers() {
-        layers.push(tar(&entries)?);
+    let mut busybox = Vec::new();
+    for arch in Arch::ALL {
+        busybox.push((arch, tar(&busybox_layer(arch)?)?));
     }
+    let busybox_of = |arch: Arch| {
+        busybox
+            .iter()
+            .find(|(a, _)| *a == arch)
+            .map(|(_, t)| t.clone())
+            .expect("a busybox layer for every architecture")
+    };
+    let data: Vec<Vec<u8>> = data_layers()
+        .iter()
+        .map(|entries| tar(entries))
+        .collect::<Result<_>>()?;
     let zstd = [
         Codec::Zstd(3),
         Codec::Zstd(3),
@@ -428,12 +535,18 @@ fn build(dir: &Path) -> Result<PathBuf> {
         Codec::Zstd(3),
     ];
     let mut manifests = Vec::new();
-    for (name, layers, codecs) in [
-        ("busybox", &layers[..1], &[GZIP][..]),
-        ("layers", &layers[..], &[GZIP; 4][..]),
-        ("layers-zstd", &layers[..], &zstd[..]),
-    ] {
-        let mut descriptor = blobs.image_with(layers, codecs)?;
+    let mut descriptor = blobs.index(|arch| Ok(vec![busybox_of(arch)]), &[GZIP])?;
+    descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": "busybox" });
+    manifests.push(descriptor);
+    for (name, codecs) in [("layers", &[GZIP; 4][..]), ("layers-zstd", &zstd[..])] {
+        let mut descriptor = blobs.index(
+            |arch| {
+                let mut layers = vec![busybox_of(arch)];
+                layers.extend(data.iter().cloned());
+                Ok(layers)
+            },
+            codecs,
+        )?;
         descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": name });
         manifests.push(descriptor);
     }
@@ -463,7 +576,7 @@ struct BigLayout {
 }
 
 /// Names what [`build_big`] makes: change it with the generator or layout.
-const BIG_STAMP: &str = "built-v1";
+const BIG_STAMP: &str = "built-v2";
 
 fn big() -> Result<&'static BigLayout> {
     static BIG_LAYOUT: OnceLock<Result<BigLayout>> = OnceLock::new();
@@ -484,17 +597,22 @@ fn big() -> Result<&'static BigLayout> {
 /// and every blob the index names must be there with its size.
 fn reuse_big(dir: &Path) -> Option<BigLayout> {
     let file_sha256 = std::fs::read_to_string(dir.join(BIG_STAMP)).ok()?;
-    let index: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).ok()?).ok()?;
+    let layout: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).ok()?).ok()?;
     let blob_ok = |d: &Value| {
         let hex = d["digest"].as_str()?.strip_prefix("sha256:")?;
         let path = dir.join("blobs/sha256").join(hex);
         (std::fs::metadata(&path).ok()?.len() == d["size"].as_u64()?).then_some(path)
     };
-    let manifest: Value =
-        serde_json::from_slice(&std::fs::read(blob_ok(&index["manifests"][0])?).ok()?).ok()?;
-    blob_ok(&manifest["config"])?;
-    for layer in manifest["layers"].as_array()? {
-        blob_ok(layer)?;
+    let index: Value =
+        serde_json::from_slice(&std::fs::read(blob_ok(&layout["manifests"][0])?).ok()?).ok()?;
+    for descriptor in index["manifests"].as_array()? {
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(blob_ok(descriptor)?).ok()?).ok()?;
+        blob_ok(&manifest["config"])?;
+        for layer in manifest["layers"].as_array()? {
+            blob_ok(layer)?;
+        }
     }
     Some(BigLayout {
         dir: dir.to_path_buf(),
@@ -540,10 +658,13 @@ fn build_big(out: &Path) -> Result<BigLayout> {
         dir(big_dir, 0o755),
         file(&format!("{big_dir}/{big_name}"), data, 0o644),
     ])?;
-    let layers = [tar(&busybox_layer()?)?, big_layer];
     // Random data does not compress: storing it spares each test process
     // seconds of futile deflating (the result is still a gzip layer).
-    let mut descriptor = blobs.image_with(&layers, &[Codec::Gzip(0); 2])?;
+    let mut descriptor = blobs.index_with(
+        |arch| Ok(vec![tar(&busybox_layer(arch)?)?, big_layer.clone()]),
+        &[Codec::Gzip(0); 2],
+        default_config(),
+    )?;
     descriptor["annotations"] = json!({ "org.opencontainers.image.ref.name": BIG.layout_ref });
     write_index(out, vec![descriptor])?;
     write_atomic(&out.join(BIG_STAMP), file_sha256.as_bytes())?;
@@ -604,7 +725,6 @@ fn ci_tools_layer() -> Vec<Entry> {
 
 fn build_ci(dir: &Path) -> Result<PathBuf> {
     let blobs = Blobs { dir };
-    let busybox = tar(&busybox_layer()?)?;
     let tools = tar(&ci_tools_layer())?;
     let env = json!(["PATH=/usr/sbin:/usr/bin:/sbin:/bin"]);
     let mut manifests = Vec::new();
@@ -619,8 +739,11 @@ fn build_ci(dir: &Path) -> Result<PathBuf> {
                 "echo telegraf stand-in: PID 1 is $(readlink /proc/1/exe) > /dev/shm/telegraf; exec sleep 3600"]}),
         ),
     ] {
-        let layers = [busybox.clone(), tools.clone()];
-        let mut descriptor = blobs.image_configured(&layers, &[GZIP; 2], config)?;
+        let mut descriptor = blobs.index_with(
+            |arch| Ok(vec![tar(&busybox_layer(arch)?)?, tools.clone()]),
+            &[GZIP; 2],
+            config,
+        )?;
         descriptor["annotations"] =
             json!({ "org.opencontainers.image.ref.name": image.layout_ref });
         manifests.push(descriptor);
@@ -640,9 +763,9 @@ pub fn ci_layout() -> Result<&'static Path> {
         .map_err(Clone::clone)
 }
 
-/// The digest of `image`'s manifest as its TestNet's registry serves it
-/// (`sha256:<hex>`): what the init calls the image's digest.
-pub fn manifest_digest(image: &str) -> Result<String> {
+/// The digest of the index `image` names as its TestNet's registry
+/// serves it (`sha256:<hex>`): what `skopeo inspect --raw` digests.
+pub fn index_digest(image: &str) -> Result<String> {
     let found = IMAGES
         .iter()
         .chain([&BIG])
@@ -672,6 +795,36 @@ pub fn manifest_digest(image: &str) -> Result<String> {
         .and_then(|m| m["digest"].as_str())
         .map(String::from)
         .ok_or_else(|| Error::new(format!("{}: no ref {}", path.display(), found.layout_ref)))
+}
+
+/// The digest of `image`'s manifest for the architecture the tests boot
+/// ([`Arch::current`]), as its TestNet's registry serves it: what the
+/// init calls the image's digest.
+pub fn manifest_digest(image: &str) -> Result<String> {
+    platform_digest(image, Arch::current())
+}
+
+/// The digest of `image`'s manifest for `arch`.
+pub fn platform_digest(image: &str, arch: Arch) -> Result<String> {
+    let index = index_digest(image)?;
+    let layout = if image == BIG_IMAGE {
+        big_layout()?
+    } else {
+        layout()?
+    };
+    let path = layout.join("blobs/sha256").join(&index["sha256:".len()..]);
+    let index: Value = serde_json::from_slice(
+        &std::fs::read(&path).context(|| format!("read {}", path.display()))?,
+    )
+    .context(|| format!("parse {}", path.display()))?;
+    index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["platform"]["architecture"] == arch.debian())
+        .and_then(|m| m["digest"].as_str())
+        .map(String::from)
+        .ok_or_else(|| Error::new(format!("{image}: no {} image", arch.debian())))
 }
 
 /// Debian's `busybox` package also installs a /bin/busybox, a dynamic one
@@ -792,31 +945,64 @@ mod tests {
         };
         let mut layer_counts = BTreeMap::new();
         for descriptor in index["manifests"].as_array().unwrap() {
-            let manifest: Value = serde_json::from_slice(&blob(&descriptor["digest"])).unwrap();
-            let config: Value =
-                serde_json::from_slice(&blob(&manifest["config"]["digest"])).unwrap();
-            let layers = manifest["layers"].as_array().unwrap();
-            let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
-            assert_eq!(layers.len(), diff_ids.len());
-            for (layer, diff_id) in layers.iter().zip(diff_ids) {
-                let data = blob(&layer["digest"]);
-                assert_eq!(layer["size"], data.len());
-                let tar = Codec::decompress(layer["mediaType"].as_str().unwrap(), &data).unwrap();
-                assert_eq!(&sha256(&tar), diff_id);
-            }
+            assert_eq!(descriptor["mediaType"], INDEX_TYPE);
             let name = descriptor["annotations"]["org.opencontainers.image.ref.name"]
                 .as_str()
                 .unwrap();
-            layer_counts.insert(name.to_string(), layers.len());
+            let platforms: Value = serde_json::from_slice(&blob(&descriptor["digest"])).unwrap();
+            for platform in platforms["manifests"].as_array().unwrap() {
+                let arch = platform["platform"]["architecture"].as_str().unwrap();
+                let manifest: Value = serde_json::from_slice(&blob(&platform["digest"])).unwrap();
+                let config: Value =
+                    serde_json::from_slice(&blob(&manifest["config"]["digest"])).unwrap();
+                assert_eq!(config["architecture"], arch);
+                let layers = manifest["layers"].as_array().unwrap();
+                let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+                assert_eq!(layers.len(), diff_ids.len());
+                for (i, (layer, diff_id)) in layers.iter().zip(diff_ids).enumerate() {
+                    let data = blob(&layer["digest"]);
+                    assert_eq!(layer["size"], data.len());
+                    let tar =
+                        Codec::decompress(layer["mediaType"].as_str().unwrap(), &data).unwrap();
+                    assert_eq!(&sha256(&tar), diff_id);
+                    if i == 0 {
+                        assert_eq!(busybox_machine(&tar), Some(arch.to_string()), "{name}");
+                    }
+                }
+                layer_counts.insert(format!("{name} {arch}"), layers.len());
+            }
         }
         assert_eq!(
             layer_counts,
             BTreeMap::from([
-                ("busybox".into(), 1),
-                ("layers".into(), 4),
-                ("layers-zstd".into(), 4)
+                ("busybox amd64".into(), 1),
+                ("busybox arm64".into(), 1),
+                ("layers amd64".into(), 4),
+                ("layers arm64".into(), 4),
+                ("layers-zstd amd64".into(), 4),
+                ("layers-zstd arm64".into(), 4)
             ])
         );
+    }
+
+    /// The architecture of the busybox in a busybox layer, from its ELF
+    /// header's e_machine.
+    fn busybox_machine(layer: &[u8]) -> Option<String> {
+        let mut archive = tar::Archive::new(layer);
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            if entry.path().unwrap().to_str() == Some("bin/busybox") {
+                let mut elf = Vec::new();
+                std::io::Read::read_to_end(&mut entry, &mut elf).unwrap();
+                let machine = u16::from_le_bytes([elf[18], elf[19]]);
+                return Some(match machine {
+                    62 => "amd64".into(),
+                    183 => "arm64".into(),
+                    other => format!("e_machine {other}"),
+                });
+            }
+        }
+        None
     }
 
     #[test]
@@ -854,6 +1040,11 @@ mod tests {
         );
         assert_eq!(data, big_file_data(), "the same bytes in every process");
 
+        assert_ne!(index_digest(BIG_IMAGE).unwrap(), digest);
+        assert_ne!(
+            platform_digest(BIG_IMAGE, Arch::Aarch64).unwrap(),
+            platform_digest(BIG_IMAGE, Arch::X86_64).unwrap()
+        );
         let busybox = manifest_digest(BUSYBOX_IMAGE).unwrap();
         assert!(
             busybox.starts_with("sha256:") && busybox.len() == 71,

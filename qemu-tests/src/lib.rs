@@ -40,6 +40,7 @@
 //!
 //! Facts this relies on: `/work/shared/design/TEST-HARNESS.md`.
 
+mod arch;
 mod ca;
 pub mod disk;
 mod faulty;
@@ -56,6 +57,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
+pub use arch::Arch;
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
 pub use faulty::{Faults, FaultyRegistry, SeenRequest, FAULTY_REGISTRY};
 pub use nbd::NbdServer;
@@ -121,18 +123,20 @@ pub fn output_dir() -> PathBuf {
     target_dir().join("qemu-tests")
 }
 
-/// `$B2C_KERNEL`, else what `cargo xtask kernel` builds.
+/// `$B2C_KERNEL`, else what `cargo xtask kernel` builds for
+/// [`Arch::current`].
 pub fn default_kernel() -> PathBuf {
     std::env::var_os("B2C_KERNEL")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("kernel/vmlinux"))
+        .unwrap_or_else(|| Arch::current().kernel_image())
 }
 
-/// `$B2C_INITRAMFS`, else what `cargo xtask initramfs` builds.
+/// `$B2C_INITRAMFS`, else what `cargo xtask initramfs` builds for
+/// [`Arch::current`].
 pub fn default_initramfs() -> PathBuf {
     std::env::var_os("B2C_INITRAMFS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| target_dir().join("initramfs/b2c.cpio.zst"))
+        .unwrap_or_else(|| Arch::current().initramfs())
 }
 
 /// `$B2C_FIRMWARE`, else what `cargo xtask firmware` builds: the
@@ -144,18 +148,23 @@ pub fn default_firmware() -> PathBuf {
 }
 
 /// The default initramfs plus the test CA at [`CA_CERT_IN_INITRAMFS`],
-/// built once per process by `cargo xtask initramfs --ca-cert`.
+/// built once per process by `cargo xtask initramfs --ca-cert`, for
+/// [`Arch::current`].
 pub fn initramfs_with_ca() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let ca = ca_cert_path()?;
-            let output = output_dir().join("b2c-ca.cpio.zst");
+            let arch = Arch::current();
+            let output = match arch {
+                Arch::X86_64 => output_dir().join("b2c-ca.cpio.zst"),
+                arch => output_dir().join(format!("b2c-ca-{arch}.cpio.zst")),
+            };
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
             run(
                 Command::new(cargo)
                     .current_dir(workspace_dir())
-                    .args(["xtask", "initramfs", "--ca-cert"])
+                    .args(["xtask", "initramfs", "--arch", arch.name(), "--ca-cert"])
                     .arg(&ca)
                     .arg("--output")
                     .arg(&output),
@@ -237,7 +246,8 @@ pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBu
 
 /// An initramfs that ships only `modules` (and what they need; none at
 /// all when empty), uncompressed, built once per process and name by `cargo xtask
-/// initramfs --modules FILE`: a machine without some drivers.
+/// initramfs --modules FILE` for [`Arch::current`]: a machine without some
+/// drivers.
 pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
@@ -249,12 +259,17 @@ pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     let list = dir.join(format!("modules-{name}.txt"));
     std::fs::write(&list, modules.join("\n") + "\n")
         .context(|| format!("write {}", list.display()))?;
-    let output = dir.join(format!("b2c-{name}.cpio"));
+    let arch = Arch::current();
+    let output = match arch {
+        Arch::X86_64 => dir.join(format!("b2c-{name}.cpio")),
+        arch => dir.join(format!("b2c-{name}-{arch}.cpio")),
+    };
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     run(
         Command::new(cargo)
             .current_dir(workspace_dir())
-            .args(["xtask", "initramfs", "--compression", "none", "--modules"])
+            .args(["xtask", "initramfs", "--arch", arch.name()])
+            .args(["--compression", "none", "--modules"])
             .arg(&list)
             .arg("--output")
             .arg(&output),
@@ -343,10 +358,11 @@ pub(crate) fn check_host() -> Result<()> {
         ("docker-registry", "docker-registry"),
         ("skopeo", "skopeo"),
         ("openssl", "openssl"),
-        ("qemu-system-x86_64", "qemu-system-x86"),
     ];
+    let arch = Arch::current();
     let missing: Vec<String> = TOOLS
         .iter()
+        .chain([&(arch.qemu(), arch.qemu_package())])
         .filter(|(tool, _)| find_in_path(tool).is_none())
         .map(|(tool, package)| format!("{tool} (Debian package {package})"))
         .collect();

@@ -10,18 +10,23 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::net::TestNet;
-use crate::{tail, Context, Error, Result};
+use crate::{tail, Arch, Context, Error, Result};
 
 const STATUS_LINE: &str = "Execution is over, pipeline status: ";
 const POWEROFF_LINE: &str = "It's now safe to turn off your computer";
 const REBOOT_LINE: &str = "Rebooting the computer";
 
 pub struct BootOptions {
-    /// Names the console log: `target/qemu-tests/logs/<name>.log`.
+    /// Names the console log: `target/qemu-tests/logs/<name>.log`
+    /// (`<name>-aarch64.log` on arm64).
     pub name: String,
+    /// The machine QEMU emulates: [`Arch::current`] unless set. `kernel`
+    /// and `initramfs` must be built for it.
+    pub arch: Arch,
     pub kernel: PathBuf,
     pub initramfs: PathBuf,
-    /// Appended to `console=ttyS0 panic=-1 no_timer_check`.
+    /// Appended to `console=ttyS0 panic=-1 no_timer_check` (x86_64) or
+    /// `console=ttyAMA0 panic=-1` (aarch64).
     pub append: String,
     /// QEMU is killed after this long; the boot then has `exited == false`.
     /// Counted from QEMU's start, not from waiting for a free slot.
@@ -65,6 +70,7 @@ impl BootOptions {
     pub fn new(name: &str, append: &str) -> BootOptions {
         BootOptions {
             name: name.into(),
+            arch: Arch::current(),
             kernel: crate::default_kernel(),
             initramfs: crate::default_initramfs(),
             append: append.into(),
@@ -335,33 +341,47 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     }
     let logs = crate::output_dir().join("logs");
     std::fs::create_dir_all(&logs).context(|| format!("create {}", logs.display()))?;
-    let log_path = logs.join(format!("{}.log", opts.name));
+    let log_path = match opts.arch {
+        Arch::X86_64 => logs.join(format!("{}.log", opts.name)),
+        arch => logs.join(format!("{}-{arch}.log", opts.name)),
+    };
     let mut log =
         std::fs::File::create(&log_path).context(|| format!("create {}", log_path.display()))?;
 
     let mut monitor = Monitor::new(&opts.monitor_when)?;
-    let mut cmd = net.command("qemu-system-x86_64");
-    cmd.args(["-accel", "tcg", "-m", "1024", "-smp", "2", "-no-reboot"])
+    let mut cmd = net.command(opts.arch.qemu());
+    cmd.args(["-accel", "tcg"])
+        .args(opts.arch.qemu_machine())
+        .args(["-m", "1024", "-smp", "2", "-no-reboot"])
         // Only what we ask for: the serial console on stdout, no monitor
         // that could read a terminal (one on a socket when asked), no
         // default NIC.
         .args(["-nodefaults", "-display", "none", "-serial", "stdio"]);
     if opts.netboot {
+        if opts.arch != Arch::X86_64 {
+            return Err(Error::new(format!(
+                "netboot: only x86_64 has a firmware with iPXE here, not {}",
+                opts.arch
+            )));
+        }
         // The firmware boots from the network: the NIC's option ROM.
         cmd.args(["-boot", "n"]);
     } else {
         let initrd = concatenated_initrd(net, opts)?;
+        let console = opts.arch.console();
+        // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
+        // timer check can fail and panic the boot before /init runs (x86
+        // only: arm64 has no such check).
+        let timer = match opts.arch {
+            Arch::X86_64 => " no_timer_check",
+            Arch::Aarch64 => "",
+        };
         cmd.arg("-kernel")
             .arg(&opts.kernel)
             .arg("-initrd")
             .arg(&initrd)
             .arg("-append")
-            // no_timer_check: under TCG on a loaded host the kernel's IO-APIC
-            // timer check can fail and panic the boot before /init runs.
-            .arg(format!(
-                "console=ttyS0 panic=-1 no_timer_check {}",
-                opts.append
-            ));
+            .arg(format!("console={console} panic=-1{timer} {}", opts.append));
     }
     cmd.args(["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
         .args(nic_args(&opts.nic))
@@ -379,7 +399,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     let start = Instant::now();
     let mut qemu = KillOnDrop(
         cmd.spawn()
-            .context(|| "cannot start qemu-system-x86_64".to_string())?,
+            .context(|| format!("cannot start {}", opts.arch.qemu()))?,
     );
     let stdout = qemu.0.stdout.take().expect("piped");
     let mut stderr = qemu.0.stderr.take().expect("piped");

@@ -68,13 +68,52 @@ fn testnet_serves_dhcp_dns_ntp_and_the_registry() {
     };
     let http = |name: &str| format!("{}/{name}", net.registry_http());
     let no_tls = ["--tls-verify=false"];
-    let layers = inspect(&http(LAYERS_IMAGE), &no_tls);
+    // Every image is an index with one image per architecture.
+    let platforms = |index: &Value| -> Vec<String> {
+        index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["platform"]["architecture"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let index = inspect(&http(LAYERS_IMAGE), &no_tls);
     assert_eq!(
-        layers["mediaType"],
-        "application/vnd.oci.image.manifest.v1+json"
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
     );
-    assert_eq!(layers["layers"].as_array().unwrap().len(), 4);
-    let docker = inspect(&http(BUSYBOX_DOCKER_IMAGE), &no_tls);
+    assert_eq!(platforms(&index), ["amd64", "arm64"]);
+    for arch in crate::Arch::ALL {
+        let digest = crate::images::platform_digest(LAYERS_IMAGE, arch).unwrap();
+        let layers = inspect(
+            &format!(
+                "{}@{digest}",
+                http(LAYERS_IMAGE).trim_end_matches(":latest")
+            ),
+            &no_tls,
+        );
+        assert_eq!(
+            layers["mediaType"],
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+        assert_eq!(layers["layers"].as_array().unwrap().len(), 4);
+    }
+    // Converted by skopeo on the way: a Docker manifest list and schema-2
+    // manifests.
+    let list = inspect(&http(BUSYBOX_DOCKER_IMAGE), &no_tls);
+    assert_eq!(
+        list["mediaType"],
+        "application/vnd.docker.distribution.manifest.list.v2+json"
+    );
+    assert_eq!(platforms(&list), ["amd64", "arm64"]);
+    let docker = inspect(
+        &format!(
+            "{}@{}",
+            http(BUSYBOX_DOCKER_IMAGE).trim_end_matches(":latest"),
+            list["manifests"][0]["digest"].as_str().unwrap()
+        ),
+        &no_tls,
+    );
     assert_eq!(
         docker["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
@@ -148,11 +187,10 @@ fn big_image_is_pushed_on_demand_downloads_are_counted_and_can_be_slowed() {
     net.push_big_image().unwrap();
     let raw = inspect();
     assert!(raw.status.success(), "{raw:?}");
-    // What the init will report as the image's digest.
     assert_eq!(
         format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw.stdout))),
-        crate::images::manifest_digest(BIG_IMAGE).unwrap(),
-        "the registry serves the manifest as built"
+        crate::images::index_digest(BIG_IMAGE).unwrap(),
+        "the registry serves the index as built"
     );
     assert_eq!(net.blob_downloads("b2c/big"), 0, "{}", net.registry_log());
     run(
@@ -163,7 +201,7 @@ fn big_image_is_pushed_on_demand_downloads_are_counted_and_can_be_slowed() {
         "skopeo copy",
     )
     .unwrap();
-    // The config and two layers, each once.
+    // The config and two layers of this machine's image, each once.
     assert_eq!(net.blob_downloads("b2c/big"), 3, "{}", net.registry_log());
     assert_eq!(net.blob_downloads("b2c/busybox"), 0);
 }

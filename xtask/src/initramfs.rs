@@ -1,13 +1,21 @@
 //! `cargo xtask initramfs`: the static init, crun with its libraries, the
 //! kernel modules b2c needs, in one reproducible compressed cpio.
+//!
+//! For x86_64 (the default) the binaries are the machine's own, as `make
+//! deps` installed them. For another architecture (`--arch aarch64`) the
+//! init is cross-built and the binaries come from that architecture's
+//! Debian packages, downloaded and unpacked ([`crate::apt`]), never
+//! installed; the modules come from that architecture's Debian kernel
+//! (`cargo xtask kernel --arch aarch64`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use b2c_system::modules::ModuleIndex;
+use qemu_tests::Arch;
 
 use crate::cpio::{Archive, Node};
-use crate::{kernel, run, run_output, workspace_root, Result};
+use crate::{apt, kernel, run, run_output, workspace_root, Result};
 
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -21,7 +29,8 @@ pub enum Compression {
 /// Which kernel modules the initramfs ships.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModuleSet {
-    /// `initramfs/modules.txt`: the drivers of a CI farm's machines.
+    /// `initramfs/modules.txt`, and `initramfs/modules-ARCH.txt` for what
+    /// only one architecture has: the drivers of a CI farm's machines.
     Farm,
     /// `initramfs/modules-virtio.txt`: a virtual machine's, nothing more.
     Virtio,
@@ -42,10 +51,14 @@ impl ModuleSet {
         }
     }
 
-    /// The module names (or aliases) of the set.
-    pub fn names(&self) -> Result<Vec<String>> {
+    /// The module names (or aliases) of the set, for a kernel of `arch`.
+    pub fn names(&self, arch: Arch) -> Result<Vec<String>> {
         match self {
-            ModuleSet::Farm => manifest("modules.txt"),
+            ModuleSet::Farm => {
+                let mut names = manifest("modules.txt")?;
+                names.extend(manifest(&format!("modules-{arch}.txt"))?);
+                Ok(names)
+            }
             ModuleSet::Virtio => manifest("modules-virtio.txt"),
             ModuleSet::None => Ok(Vec::new()),
             ModuleSet::File(path) => manifest_at(path),
@@ -59,6 +72,7 @@ pub struct Options {
     pub compression: Compression,
     pub output: Option<PathBuf>,
     pub modules: ModuleSet,
+    pub arch: Arch,
 }
 
 impl Options {
@@ -68,6 +82,7 @@ impl Options {
             compression: Compression::Zstd,
             output: None,
             modules: ModuleSet::Farm,
+            arch: Arch::X86_64,
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -76,6 +91,7 @@ impl Options {
                 "--ca-cert" => o.ca_cert = Some(PathBuf::from(value()?)),
                 "--output" => o.output = Some(PathBuf::from(value()?)),
                 "--modules" => o.modules = ModuleSet::parse(value()?),
+                "--arch" => o.arch = Arch::parse(value()?)?,
                 "--compression" => {
                     o.compression = match value()?.as_str() {
                         "zstd" => Compression::Zstd,
@@ -94,7 +110,15 @@ impl Options {
 }
 
 pub fn out_dir() -> PathBuf {
-    workspace_root().join("target/initramfs")
+    out_dir_for(Arch::X86_64)
+}
+
+/// Where the initramfs of `arch` goes: x86_64's where it always was,
+/// another architecture's in a directory of its own.
+pub fn out_dir_for(arch: Arch) -> PathBuf {
+    workspace_root()
+        .join("target")
+        .join(arch.initramfs_subdir())
 }
 
 /// Lines of a manifest in initramfs/, without comments and blanks.
@@ -112,11 +136,15 @@ fn manifest_at(path: &Path) -> Result<Vec<String>> {
         .collect())
 }
 
-pub(crate) fn build_init() -> Result<PathBuf> {
+/// The static init for `arch`: cross-built for another architecture with
+/// the C compiler and linker .cargo/config.toml names (Debian's
+/// gcc-aarch64-linux-gnu, for ring).
+pub(crate) fn build_init(arch: Arch) -> Result<PathBuf> {
+    let target = arch.rust_target();
     run(Command::new(env!("CARGO"))
         .current_dir(workspace_root())
-        .args(["build", "--release", "--target", TARGET, "-p", "init"]))?;
-    Ok(workspace_root().join(format!("target/{TARGET}/release/init")))
+        .args(["build", "--release", "--target", target, "-p", "init"]))?;
+    Ok(workspace_root().join(format!("target/{target}/release/init")))
 }
 
 /// A dynamic binary with the shared libraries and loader it needs, at the
@@ -147,15 +175,161 @@ pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
     Ok(())
 }
 
+/// The binaries of initramfs/binaries.txt (`PATH PACKAGE` lines) with
+/// what they need: the machine's own for x86_64, else unpacked from
+/// `arch`'s Debian packages.
+fn add_binaries(archive: &mut Archive, arch: Arch, work: &Path) -> Result<()> {
+    let mut binaries = Vec::new();
+    for line in manifest("binaries.txt")? {
+        let mut words = line.split_whitespace();
+        let (Some(path), Some(package)) = (words.next(), words.next()) else {
+            return Err(format!("initramfs/binaries.txt: {line:?} is not PATH PACKAGE").into());
+        };
+        binaries.push((path.to_string(), package.to_string()));
+    }
+    if arch == Arch::X86_64 {
+        for (path, _) in &binaries {
+            add_binary(archive, path)?;
+        }
+        return Ok(());
+    }
+    let apt = kernel::foreign_apt(arch)?;
+    apt.update_if_old()?;
+    let packages: Vec<String> = binaries.iter().map(|(_, p)| p.clone()).collect();
+    let packages = apt.with_dependencies(&packages)?;
+    let debs_dir = workspace_root().join(format!("target/apt-{}/debs", arch.debian()));
+    let debs = apt.download(&packages, &debs_dir)?;
+    let root = work.join("packages");
+    apt::unpack(&debs, &root)?;
+    for (path, package) in &binaries {
+        let file = usr_merged(&root, path)
+            .ok_or_else(|| format!("the {} package {package} has no {path}", arch.debian()))?;
+        add_foreign_binary(archive, arch, &root, path, &file)?;
+    }
+    Ok(())
+}
+
+/// `path` (absolute) under an unpacked `root`, found where Debian's
+/// packages may put it before /usr was merged (/sbin/mke2fs for
+/// /usr/sbin/mke2fs, and the other way), through the root's symbolic
+/// links.
+fn usr_merged(root: &Path, path: &str) -> Option<PathBuf> {
+    let rel = path.trim_start_matches('/');
+    let other = match rel.strip_prefix("usr/") {
+        Some(rest) => rest.to_string(),
+        None => format!("usr/{rel}"),
+    };
+    [rel.to_string(), other]
+        .iter()
+        .find_map(|candidate| resolve_in_root(root, candidate))
+}
+
+/// A file of an unpacked root, following symbolic links (absolute ones
+/// taken as inside the root).
+fn resolve_in_root(root: &Path, rel: &str) -> Option<PathBuf> {
+    let mut path = root.join(rel.trim_start_matches('/'));
+    for _ in 0..16 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&path).ok()?;
+                path = match target.strip_prefix("/") {
+                    Ok(inside) => root.join(inside),
+                    Err(_) => path.parent()?.join(target),
+                };
+            }
+            Ok(m) if m.is_file() => return Some(path),
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A dynamic binary of another architecture at `path` with its loader and
+/// shared libraries (and theirs), taken from the unpacked `root`: ldd
+/// cannot run it, so its ELF headers say what it needs. The libraries go
+/// to /lib/TRIPLET, where the loader looks without an ld.so.cache.
+fn add_foreign_binary(
+    archive: &mut Archive,
+    arch: Arch,
+    root: &Path,
+    path: &str,
+    file: &Path,
+) -> Result<()> {
+    let triplet = format!("{}-linux-gnu", arch.name());
+    let lib_dirs = [
+        format!("lib/{triplet}"),
+        format!("usr/lib/{triplet}"),
+        "lib".to_string(),
+        "usr/lib".to_string(),
+    ];
+    archive.add_file(path, file)?;
+    let mut pending = vec![file.to_path_buf()];
+    let mut added = std::collections::BTreeSet::new();
+    while let Some(elf) = pending.pop() {
+        let (interpreter, needed) = elf_dependencies(&elf)?;
+        if let Some(interp) = interpreter {
+            let found = resolve_in_root(root, &interp)
+                .ok_or_else(|| format!("{}: no loader {interp} in the packages", elf.display()))?;
+            archive.add_file(&interp, &found)?;
+            // libc needs the loader by name: the one already loaded, at
+            // the interpreter's path, is it.
+            if let Some(name) = Path::new(&interp).file_name() {
+                added.insert(name.to_string_lossy().into_owned());
+            }
+        }
+        for name in needed {
+            if !added.insert(name.clone()) {
+                continue;
+            }
+            let found = lib_dirs
+                .iter()
+                .find_map(|dir| resolve_in_root(root, &format!("{dir}/{name}")))
+                .ok_or_else(|| {
+                    format!(
+                        "{} needs {name}, which no package unpacked has (a dependency apt does not know?)",
+                        elf.display()
+                    )
+                })?;
+            archive.add_file(&format!("lib/{triplet}/{name}"), &found)?;
+            pending.push(found);
+        }
+    }
+    Ok(())
+}
+
+/// The program interpreter and the DT_NEEDED libraries of an ELF file,
+/// as binutils' readelf (which reads every architecture's) shows them.
+fn elf_dependencies(elf: &Path) -> Result<(Option<String>, Vec<String>)> {
+    let elf = elf.to_string_lossy();
+    let headers = run_output("readelf", &["--wide", "--program-headers", &elf])?;
+    // "      [Requesting program interpreter: /lib/ld-linux-aarch64.so.1]"
+    let interpreter = headers.lines().find_map(|l| {
+        let (_, rest) = l.split_once("program interpreter: ")?;
+        Some(rest.trim_end_matches(']').to_string())
+    });
+    let dynamic = run_output("readelf", &["--wide", "--dynamic", &elf])?;
+    // " 0x0000000000000001 (NEEDED)  Shared library: [libc.so.6]"
+    let needed = dynamic
+        .lines()
+        .filter(|l| l.contains("(NEEDED)"))
+        .filter_map(|l| {
+            let (_, rest) = l.split_once('[')?;
+            Some(rest.trim_end_matches(']').to_string())
+        })
+        .collect();
+    Ok((interpreter, needed))
+}
+
 /// The modules of the set and everything they need, with a modules.dep
 /// made for exactly that set.
 fn add_modules(
     archive: &mut Archive,
     kernel: &kernel::Kernel,
     set: &ModuleSet,
+    arch: Arch,
     work: &Path,
 ) -> Result<usize> {
-    let wanted = set.names()?;
+    let wanted = set.names(arch)?;
     if wanted.is_empty() {
         return Ok(0);
     }
@@ -237,9 +411,7 @@ pub(crate) fn stage_modules(
         // modules cost more than loading the few a machine needs), and b2c
         // decompresses only the modules it loads. depmod reads them as
         // they are.
-        run(Command::new("zstd")
-            .args(["-q", "-19", "-T1", "--rm", "-f"])
-            .arg(&to))?;
+        compress_module(&to)?;
     }
     // depmod orders its output by modules.order; builtin keeps modprobe
     // names of built-in modules resolvable.
@@ -277,6 +449,39 @@ pub(crate) fn stage_modules(
         built_in,
         absent,
     })
+}
+
+/// `module` replaced by `module.zst` (zstd -19), taken from a cache of
+/// earlier builds by the module's content when it is there: zstd -19 of
+/// a hundred modules took half of a build (20–30 s), and the QEMU tests
+/// build several initramfs variants.
+fn compress_module(module: &Path) -> Result<()> {
+    use sha2::Digest;
+    let data = std::fs::read(module)?;
+    let cache = workspace_root().join("target/modules-zst");
+    let cached = cache.join(format!(
+        "{}.ko.zst",
+        hex::encode(sha2::Sha256::digest(&data))
+    ));
+    let mut out = module.as_os_str().to_os_string();
+    out.push(".zst");
+    if !cached.is_file() {
+        std::fs::create_dir_all(&cache)?;
+        // Unique: builds of other outputs may run at the same time.
+        let partial = cache.join(format!(
+            "{}.partial-{}",
+            cached.file_name().unwrap().to_string_lossy(),
+            std::process::id()
+        ));
+        run(Command::new("zstd")
+            .args(["-q", "-19", "-T1", "-f", "-o"])
+            .arg(&partial)
+            .arg(module))?;
+        std::fs::rename(&partial, &cached)?;
+    }
+    std::fs::copy(&cached, &out)?;
+    std::fs::remove_file(module)?;
+    Ok(())
 }
 
 pub(crate) fn compress(cpio: &Path, compression: Compression, out: &Path) -> Result<()> {
@@ -323,7 +528,7 @@ pub fn build(o: &Options) -> Result<Built> {
     let out = o
         .output
         .clone()
-        .unwrap_or_else(|| out_dir().join(format!("b2c.{ext}")));
+        .unwrap_or_else(|| out_dir_for(o.arch).join(format!("b2c.{ext}")));
     // Everything made on the way sits beside the output, so that builds
     // of different outputs can run at the same time.
     let sibling = |suffix: &str| {
@@ -334,16 +539,14 @@ pub fn build(o: &Options) -> Result<Built> {
     let work = sibling(".work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let kernel = kernel::fetch(false)?;
-    let init = build_init()?;
+    let kernel = kernel::fetch(o.arch, false)?;
+    let init = build_init(o.arch)?;
     let init_size = std::fs::metadata(&init)?.len();
     let mut archive = Archive::for_init(&init)?;
     for dir in ["proc", "sys", "run", "tmp", "etc", "storage"] {
         archive.add(dir, Node::Dir { mode: 0o755 });
     }
-    for binary in manifest("binaries.txt")? {
-        add_binary(&mut archive, &binary)?;
-    }
+    add_binaries(&mut archive, o.arch, &work)?;
     for line in manifest("symlinks.txt")? {
         let (path, target) = line
             .split_once(char::is_whitespace)
@@ -355,7 +558,7 @@ pub fn build(o: &Options) -> Result<Built> {
             },
         );
     }
-    let modules = add_modules(&mut archive, &kernel, &o.modules, &work)?;
+    let modules = add_modules(&mut archive, &kernel, &o.modules, o.arch, &work)?;
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }
@@ -378,12 +581,13 @@ pub fn build(o: &Options) -> Result<Built> {
     };
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules (kernel {})",
+        "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules (kernel {}, {})",
         built.path.display(),
         mib(built.compressed_bytes),
         mib(built.uncompressed_bytes),
         mib(built.init_bytes),
         kernel.release,
+        o.arch,
     );
     Ok(built)
 }

@@ -1,6 +1,8 @@
 //! cargo xtask: build and boot the b2c initramfs.
 
+mod apt;
 mod bench;
+mod busybox;
 mod cpio;
 mod firmware;
 mod initramfs;
@@ -11,13 +13,20 @@ mod qemu;
 use std::path::PathBuf;
 use std::process::Command;
 
+use qemu_tests::Arch;
+
 pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  kernel [--force]          fetch Debian's kernel into target/kernel/
+  kernel [--arch A] [--force]
+                            fetch Debian's kernel into target/kernel/ (x86_64,
+                            the default) or target/kernel-aarch64/ (--arch aarch64)
   initramfs [OPTIONS]       build target/initramfs/b2c.cpio.<compression>
+      --arch A              x86_64 (default) or aarch64: cross-built, with arm64
+                            Debian's crun, busybox, mke2fs and kernel modules,
+                            in target/initramfs/aarch64/
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
@@ -39,12 +48,18 @@ usage: cargo xtask <command>
                             lacks are listed and skipped)
       --compression C       zstd (default) or none
       --output FILE         write it there instead
-  qemu [--disk IMG]... [--big-image] [-- ARGS...]
+  busybox --arch A [--output FILE]
+                            Debian's static busybox for A, from its arm64 or amd64
+                            package (for the QEMU tests' multi-arch images), in
+                            target/apt-ARCH/busybox
+  qemu [--arch A] [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
                             ARGS appended to the kernel command line and
                             each IMG (a raw disk image) as a virtio disk;
-                            --big-image also serves b2c/big:latest (65 MB)
+                            --big-image also serves b2c/big:latest (65 MB);
+                            --arch aarch64 boots the arm64 build with
+                            qemu-system-aarch64 -M virt
 ";
 
 fn main() {
@@ -56,7 +71,9 @@ fn main() {
         return;
     }
     let result = match args.first().map(String::as_str) {
-        Some("kernel") => kernel::fetch(args.iter().any(|a| a == "--force")).map(|_| ()),
+        Some("kernel") => arch_option(&args[1..])
+            .and_then(|arch| kernel::fetch(arch, args.iter().any(|a| a == "--force")))
+            .map(|_| ()),
         Some("initramfs") => initramfs::Options::parse(&args[1..])
             .and_then(|o| initramfs::build(&o))
             .map(|_| ()),
@@ -65,6 +82,9 @@ fn main() {
             .map(|_| ()),
         Some("modules") => modules::Options::parse(&args[1..])
             .and_then(|o| modules::build(&o))
+            .map(|_| ()),
+        Some("busybox") => arch_option(&args[1..])
+            .and_then(|arch| busybox::fetch(arch, path_option(&args[1..], "--output")))
             .map(|_| ()),
         Some("qemu") => qemu::run(&args[1..]),
         Some("bench") => bench::run_bench(&args[1..]),
@@ -77,6 +97,19 @@ fn main() {
         eprintln!("xtask: error: {e}");
         std::process::exit(1);
     }
+}
+
+/// The value of `--arch` among a command's options (x86_64 without one).
+fn arch_option(args: &[String]) -> Result<Arch> {
+    match args.iter().position(|a| a == "--arch") {
+        Some(i) => Ok(Arch::parse(args.get(i + 1).ok_or("--arch needs a value")?)?),
+        None => Ok(Arch::X86_64),
+    }
+}
+
+fn path_option(args: &[String], name: &str) -> Option<PathBuf> {
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).map(PathBuf::from)
 }
 
 pub fn workspace_root() -> PathBuf {

@@ -8,6 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::cpio::Archive;
+use qemu_tests::Arch;
+
 use crate::initramfs::{self, Compression, ModuleSet};
 use crate::{workspace_root, Result};
 
@@ -71,7 +73,7 @@ pub fn build(o: &Options) -> Result<PathBuf> {
     let staged = initramfs::stage_modules(
         &o.kernel_modules,
         &release,
-        &o.modules.names()?,
+        &o.modules.names(Arch::X86_64)?,
         false,
         &work.join("stage"),
     )?;

@@ -1,11 +1,12 @@
 //! `cargo xtask qemu -- ARGS`: boot the initramfs under QEMU on the private
 //! test network of the qemu-tests harness (DHCP, DNS, NTP and a registry
 //! with the test images at 10.99.0.1:5000), with ARGS appended to the
-//! kernel command line. The console is shown as it comes.
+//! kernel command line. The console is shown as it comes. `--arch aarch64`
+//! boots the arm64 kernel and initramfs with qemu-system-aarch64.
 
 use std::time::Duration;
 
-use qemu_tests::{BootOptions, TestNet};
+use qemu_tests::{Arch, BootOptions, TestNet};
 
 use crate::Result;
 
@@ -13,10 +14,12 @@ pub fn run(args: &[String]) -> Result<()> {
     let ours: Vec<&String> = args.iter().take_while(|a| *a != "--").collect();
     let mut disks = Vec::new();
     let mut big = false;
+    let mut arch = Arch::current();
     let mut it = ours.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--big-image" => big = true,
+            "--arch" => arch = Arch::parse(it.next().ok_or("--arch needs a value")?)?,
             "--disk" => disks.push(
                 it.next()
                     .ok_or("--disk needs a disk image file")?
@@ -32,8 +35,20 @@ pub fn run(args: &[String]) -> Result<()> {
         .cloned()
         .collect::<Vec<_>>()
         .join(" ");
-    if !qemu_tests::default_initramfs().exists() {
-        return Err("no initramfs yet: run `cargo xtask initramfs` (or `make initramfs`)".into());
+    let mut opts = BootOptions::new("xtask-qemu", &append);
+    if arch != opts.arch {
+        opts.arch = arch;
+        opts.kernel = arch.kernel_image();
+        opts.initramfs = arch.initramfs();
+    }
+    for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
+        if !path.exists() {
+            return Err(format!(
+                "no {what} at {}: run `make initramfs ARCH={arch}` (or `cargo xtask kernel --arch {arch}` and `cargo xtask initramfs --arch {arch}`)",
+                path.display()
+            )
+            .into());
+        }
     }
     println!("starting the test network (dnsmasq, chronyd, registry) ...");
     let net = TestNet::start()?;
@@ -54,7 +69,6 @@ pub fn run(args: &[String]) -> Result<()> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut opts = BootOptions::new("xtask-qemu", &append);
     opts.echo = true;
     for disk in &disks {
         opts = opts.with_disk(disk);

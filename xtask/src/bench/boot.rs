@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use qemu_tests::{BootOptions, TestNet};
+use qemu_tests::{Arch, BootOptions, TestNet};
 
 use super::measure::{median, paired_median};
 use crate::cpio::{Archive, Node};
@@ -163,7 +163,7 @@ const APPLETS: &[&str] = &[
 /// network modules, compressed as b2c's is.
 pub fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let kernel = kernel::fetch(false)?;
+    let kernel = kernel::fetch(Arch::X86_64, false)?;
     let (registry, rest) = IMAGE.split_once('/').expect("host/repo:tag");
     let (repo, tag) = rest.rsplit_once(':').expect("repo:tag");
     let script = BUSYBOX_INIT
@@ -339,7 +339,9 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
         .next()
         .unwrap_or_default()
         .to_string();
-    let kernel_release = kernel::existing().map(|k| k.release).unwrap_or_default();
+    let kernel_release = kernel::existing(Arch::X86_64)
+        .map(|k| k.release)
+        .unwrap_or_default();
     Ok(BootResults {
         kernel: kernel_release,
         qemu,

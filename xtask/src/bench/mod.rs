@@ -26,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use qemu_tests::Arch;
+
 use crate::initramfs::{self, Compression};
 use crate::{kernel, run, workspace_root, Result};
 
@@ -147,7 +149,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
     std::fs::create_dir_all(&logs)?;
 
     deps::ensure()?;
-    kernel::fetch(false)?;
+    kernel::fetch(Arch::X86_64, false)?;
     println!("bench: building the initramfs and the b2c command (release, static musl) ...");
     let initramfs_dir = dir.join("initramfs");
     std::fs::create_dir_all(&initramfs_dir)?;
@@ -167,6 +169,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             compression: *c,
             output: Some(initramfs_dir.join(format!("b2c.cpio.{ext}"))),
             modules: initramfs::ModuleSet::Farm,
+            arch: Arch::X86_64,
         })?);
     }
     let cli = build_cli()?;
