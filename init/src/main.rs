@@ -34,6 +34,9 @@ fn main() {
     }
     b2c_system::reaper::start();
     phases::banner();
+    if let Err(e) = b2c_runtime::crun::make_read_only() {
+        warn!("crun stays writable, so it copies itself before each container: {e}");
+    }
 
     let outcome = match early.map_err(BootError::Early).and_then(|_| phases::plan()) {
         Err(e) => fail(e),

@@ -621,9 +621,49 @@ async fn fetch_manifest(
     endpoints: &[Endpoint],
     reference: &Reference,
 ) -> Result<(usize, Manifest), Failure> {
+    // The later endpoints are asked while the first is: without
+    // verification, waiting for HTTPS to fail before trying plain HTTP cost
+    // a round of TLS (~0.1 s under TCG) on every pull from a plain-HTTP
+    // registry. The first is still preferred, and once it answers the
+    // others are not waited for (a filtered port 80 must not hold up HTTPS).
+    let (first, rest) = endpoints.split_first().expect("at least one endpoint");
+    let mut rest_pings = std::pin::pin!(futures_util::future::join_all(
+        rest.iter().map(Endpoint::ping)
+    ));
+    let mut rest_answered = None;
+    let mut first_ping = {
+        let mut ping = std::pin::pin!(first.ping());
+        let answer = loop {
+            tokio::select! {
+                biased;
+                answer = &mut ping => break answer,
+                answers = &mut rest_pings, if rest_answered.is_none() => {
+                    rest_answered = Some(answers);
+                }
+            }
+        };
+        Some(answer)
+    };
+    let mut rest_answers = None;
     let mut failures = Vec::new();
     for (i, ep) in endpoints.iter().enumerate() {
-        let answer = match ep.ping().await {
+        let ping = match first_ping.take() {
+            Some(answer) => answer,
+            None => {
+                if rest_answers.is_none() {
+                    let answers = match rest_answered.take() {
+                        Some(answers) => answers,
+                        None => rest_pings.as_mut().await,
+                    };
+                    rest_answers = Some(answers.into_iter());
+                }
+                rest_answers
+                    .as_mut()
+                    .and_then(Iterator::next)
+                    .expect("an answer per endpoint")
+            }
+        };
+        let answer = match ping {
             Ok(()) => ep.manifest(reference).await,
             Err(f) => Err(f),
         };
