@@ -46,7 +46,8 @@ fn podman_flags_take_effect_inside_the_containers() {
         run(
             "--pid=host --ipc=host --uts=host --cgroupns=host",
             &format!(
-                "echo HOSTPID-$((1+1)):$(readlink /proc/1/exe):$(hostname); {}",
+                "echo HOSTPID-$((1+1)):$(readlink /proc/1/exe):$(hostname); \
+                 echo CRUNRO-$(grep -c /usr/bin/crun.ro. /proc/1/mountinfo); {}",
                 ns_loop.replace("WHO", "host")
             ),
         ),
@@ -121,6 +122,9 @@ fn podman_flags_take_effect_inside_the_containers() {
     // are the host's too, and a container without the flags has its own.
     assert_eq!(one("HOSTPID-2:"), "/init:dut-my_farm-1");
     assert_eq!(one("OWNPID-3:"), "/bin/busybox");
+    // b2c's crun is read-only where it lies, so that it does not copy and
+    // execute itself again before each container.
+    assert_eq!(one("CRUNRO-"), "1");
     let lines: Vec<&str> = boot.after_marker("NS-4:");
     let host = namespaces(&lines, "host ");
     let own = namespaces(&lines, "own ");
