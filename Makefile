@@ -24,11 +24,11 @@ export DEMO_APPEND ?= b2c.run="--tls-verify=false docker://10.99.0.1:5000/b2c/bu
 # The arm64 QEMU tests (qemu-system-aarch64 under TCG, B2C_ARCH=aarch64):
 # `make test` boots hello and the cache partition on arm64 too;
 # `make test-arm64` adds HTTPS and a whole pipeline.
-ARM64_TESTS := --test e2e --test cache -- --exact hello \
-	auto_cache_survives_reboots_and_registry_outages
-ARM64_ALL_TESTS := --test e2e --test cache --test pipeline -- --exact hello \
-	https_with_the_test_ca auto_cache_survives_reboots_and_registry_outages \
-	boot2container_pipeline_semantics
+ARM64_TESTS := --test suite -- --exact e2e::hello \
+	cache::auto_cache_survives_reboots_and_registry_outages
+ARM64_ALL_TESTS := --test suite -- --exact e2e::hello \
+	e2e::https_with_the_test_ca cache::auto_cache_survives_reboots_and_registry_outages \
+	pipeline::boot2container_pipeline_semantics
 
 .PHONY: all deps kernel initramfs firmware run test unit e2e e2e-arm64 test-arm64 \
 	soak bench lint clean kernel-x86_64 kernel-aarch64 initramfs-x86_64 initramfs-aarch64
@@ -86,9 +86,9 @@ test-arm64: initramfs-aarch64
 	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_ALL_TESTS)
 
 # 30 boots on one cache disk, a third of them cut off at a random moment
-# (qemu-tests/tests/soak.rs); not part of `make test`.
+# (qemu-tests/tests/suite/soak.rs); not part of `make test`.
 soak: initramfs-x86_64
-	$(CARGO) test -p qemu-tests --test soak -- --ignored --nocapture
+	$(CARGO) test -p qemu-tests --test suite -- --ignored --nocapture soak::
 
 # b2c against podman, skopeo+umoci, tar, a busybox script and a static
 # init; installs what it needs; writes target/bench/results.{md,json}.

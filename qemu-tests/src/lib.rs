@@ -28,11 +28,11 @@
 //!
 //! Running, as root: `make e2e` (builds kernel and initramfs first), or
 //! `cargo test -p qemu-tests --lib` for the harness's own tests (no kernel
-//! needed) and `cargo test -p qemu-tests --test e2e` (pulls, images, TLS,
-//! clock), `--test pipeline` (pipefail, services, post containers,
-//! volumes, extra args, reboot), `--test network` (static addresses),
-//! `--test cache` (`b2c.cache_device`) and `--test signals` (Ctrl-Alt-Del,
-//! a crash) for the boots. Console
+//! needed) and `cargo test -p qemu-tests --test suite -- e2e::` (pulls,
+//! images, TLS, clock), `pipeline::` (pipefail, services, post containers,
+//! volumes, extra args, reboot), `network::` (static addresses), `cache::`
+//! (`b2c.cache_device`), `signals::` (Ctrl-Alt-Del, a crash) and the other
+//! modules of `tests/suite/` for the boots. Console
 //! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
 //! test the services' logs are kept there too. Boots queue for a CPU slot
 //! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests

@@ -5,10 +5,10 @@
 //! up, never piled up.
 //!
 //! Not part of `make test` (it took 8.5 minutes on 2 cores): `make soak`, or
-//! `cargo test -p qemu-tests --test soak -- --ignored --nocapture`.
+//! `cargo test -p qemu-tests --test suite -- --ignored --nocapture soak::`.
 //! `$B2C_SOAK_SEED` replays a run (the seed is printed).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

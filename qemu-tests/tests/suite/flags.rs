@@ -10,7 +10,7 @@
 //! shell tricks. The containers come from `b2c.extra_args_url`, as CI
 //! farms give them: the kernel takes 2048 bytes of command line.
 
-mod common;
+use crate::common;
 
 use common::{assert_verdict, boot_on, img, opt, options, start_net};
 use qemu_tests::NetOptions;

@@ -4,9 +4,6 @@
 //! Markers are computed by the guest's shell (`$((40+2))`) so that the
 //! kernel's echo of its command line can never match them.
 
-// Each test binary compiles this module and uses a different part of it.
-#![allow(dead_code)]
-
 use qemu_tests::images::BUSYBOX_IMAGE;
 use qemu_tests::{Boot, BootOptions, NetOptions, TestNet, REGISTRY_HTTP};
 

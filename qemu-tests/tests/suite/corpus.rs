@@ -10,7 +10,7 @@
 //! boot is cut when `It's now safe to turn off your computer` appears, as
 //! CI-tron cuts the power (the lines' `b2c.poweroff_delay=15` is for that).
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@
 //! The NFS server is NFS-Ganesha (this host's kernel has no nfsd): see
 //! `qemu-tests/src/nfs.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //!
 //! The helpers, and why markers look like `$((40+2))`: `common/mod.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -11,7 +11,7 @@
 //!
 //! The helpers: `common/mod.rs`.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

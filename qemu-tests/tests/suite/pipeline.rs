@@ -5,7 +5,7 @@
 //!
 //! The helpers, and why markers look like `$((40+2))`: `common/mod.rs`.
 
-mod common;
+use crate::common;
 
 use common::{assert_verdict, boot, boot_on, boot_with, img, opt, options, run_img, start_net};
 use qemu_tests::{Boot, NetOptions, CA_CERT_IN_INITRAMFS, REGISTRY_HTTP};

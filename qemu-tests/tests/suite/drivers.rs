@@ -9,7 +9,7 @@
 //!
 //! The helpers, and why markers look like `$((40+2))`: `common/mod.rs`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
