@@ -52,21 +52,32 @@ fn stamped(s: &str) -> Option<(f64, bool, &str)> {
 }
 
 /// After a `[`: spaces, digits, `.`, digits, `]`, then `: ` (b2c) or a
-/// space or the end of the line (the kernel).
+/// space or the end of the line (the kernel). Looks at a few bytes only,
+/// whatever follows: a line of garbage full of `[` costs no more than its
+/// length.
 fn stamp_at(s: &str) -> Option<(f64, bool, &str)> {
-    let body = s.trim_start_matches(' ');
-    let close = body.find(']')?;
-    let (secs, frac) = body[..close].split_once('.')?;
-    let digits = |p: &str, max: usize| {
-        !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit())
-    };
+    let bytes = s.as_bytes();
+    let start = bytes.iter().take(16).take_while(|b| **b == b' ').count();
+    let len = bytes[start..]
+        .iter()
+        .take(21)
+        .take_while(|b| b.is_ascii_digit() || **b == b'.')
+        .count();
+    let close = start + len;
+    if bytes.get(close) != Some(&b']') {
+        return None;
+    }
+    // ASCII up to here: these are character boundaries.
+    let stamp = &s[start..close];
+    let (secs, frac) = stamp.split_once('.')?;
+    let digits = |p: &str, max: usize| !p.is_empty() && p.len() <= max && !p.contains('.');
     // Ten digits of seconds is three centuries of uptime: longer is not
     // a stamp, and could not be a finite number either.
     if !digits(secs, 10) || !digits(frac, 9) {
         return None;
     }
-    let at: f64 = body[..close].parse().ok()?;
-    let rest = &body[close + 1..];
+    let at: f64 = stamp.parse().ok()?;
+    let rest = &s[close + 1..];
     if let Some(text) = rest.strip_prefix(": ") {
         Some((at, true, text))
     } else if rest.is_empty() || rest.starts_with(' ') {
@@ -168,6 +179,12 @@ mod tests {
                 (5.072, true, "clock set from 10.99.0.1".into()),
             ]
         );
+    }
+
+    #[test]
+    fn a_line_of_brackets_is_read_in_linear_time() {
+        let garbage = format!("{}{}", "[ 1".repeat(200_000), "[ 2.000]: found");
+        assert_eq!(all(&garbage), [(2.0, true, "found".into())]);
     }
 
     #[test]

@@ -207,7 +207,7 @@ pub fn render_svg(t: &BootTimeline) -> String {
 
     for (i, ((depth, span), label)) in rows.iter().zip(&labels).enumerate() {
         let y = TOP + ROW * i as f64;
-        row(&mut out, span, label, *depth, y, x, width);
+        row(&mut out, span, label, *depth, y, x, (label_width, width));
     }
     legend(&mut out, t, bottom + 40.0);
     out.push_str("</svg>\n");
@@ -222,7 +222,7 @@ fn row(
     depth: usize,
     y: f64,
     x: impl Fn(f64) -> f64,
-    width: f64,
+    (left, width): (f64, f64),
 ) {
     let x0 = x(span.start);
     let w = (x(span.end) - x0).max(1.5);
@@ -276,9 +276,9 @@ fn row(
         State::Done => {}
     }
     // After the bar if it fits, else before it: a late bar leaves its
-    // row's left part empty.
+    // row's left part empty. If neither fits, after it, cut by the edge.
     let est = note.chars().count() as f64 * CHAR;
-    let (tx, anchor) = if x0 + w + 6.0 + est <= width - 4.0 || x0 - 6.0 - est < x(0.0).min(x0) {
+    let (tx, anchor) = if x0 + w + 6.0 + est <= width - 4.0 || x0 - 6.0 - est < left {
         (x0 + w + 6.0, "start")
     } else {
         (x0 - 6.0, "end")
