@@ -275,14 +275,17 @@ fn row(
         State::Unfinished => note.push_str(" · unfinished"),
         State::Done => {}
     }
-    // After the bar if it fits, else before it: a late bar leaves its
-    // row's left part empty. If neither fits, after it, cut by the edge.
-    let est = note.chars().count() as f64 * CHAR;
-    let (tx, anchor) = if x0 + w + 6.0 + est <= width - 4.0 || x0 - 6.0 - est < left {
-        (x0 + w + 6.0, "start")
+    // After the bar if it fits, else before it (a late bar leaves its
+    // row's left part empty), else on the roomier side, cut to fit.
+    let after = (width - 4.0 - (x0 + w + 6.0)) / CHAR;
+    let before = (x0 - 6.0 - left) / CHAR;
+    let chars = note.chars().count() as f64;
+    let (tx, anchor, room) = if chars <= after || after >= before {
+        (x0 + w + 6.0, "start", after)
     } else {
-        (x0 - 6.0, "end")
+        (x0 - 6.0, "end", before)
     };
+    let note = shorten(&note, (room.floor().max(0.0) as usize).max(12));
     let _ = writeln!(
         out,
         r##"<text x="{tx:.1}" y="{:.1}" text-anchor="{anchor}" fill="#333333">{}</text></g>"##,

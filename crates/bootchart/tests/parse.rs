@@ -8,6 +8,7 @@ const LAYERS: &str = include_str!("fixtures/layers.log");
 const CACHE: &str = include_str!("fixtures/cache-auto-aarch64.log");
 const UNREACHABLE: &str = include_str!("fixtures/unreachable-registry.log");
 const MALFORMED: &str = include_str!("fixtures/malformed-run.log");
+const FOUR: &str = include_str!("fixtures/cache-service-four-images.log");
 
 /// Top-level spans as (name, start, end, state), times in ms to compare
 /// them exactly.
@@ -91,6 +92,59 @@ fn a_boot_with_two_images_pulled_at_once() {
         "10.99.0.1:5000/b2c/layers-zstd:latest, status 0"
     );
     assert_eq!(t.rows().len(), 12);
+}
+
+#[test]
+fn four_images_pulled_at_once_with_their_layers_and_a_service() {
+    let t = parse(FOUR).unwrap();
+    assert_eq!(
+        top(&t),
+        [
+            ("kernel", 0, 5141, Done),
+            ("b2c start", 5141, 5358, Done),
+            ("kernel modules", 5358, 8072, Done),
+            ("network", 8099, 8328, Done),
+            ("clock", 8329, 8347, Done),
+            ("cache", 8353, 11864, Done),
+            ("pull", 11895, 21829, Done),
+            ("service-0", 21842, 31440, Done),
+            ("run-0", 21973, 23899, Done),
+            ("run-1", 23901, 25919, Done),
+            ("run-2", 25922, 30873, Done),
+            ("shutdown", 31440, 31689, Done),
+        ]
+    );
+    let pull = span(&t, "pull");
+    let images: Vec<(&str, i64, i64, usize)> = pull
+        .children
+        .iter()
+        .map(|s| (s.name.as_str(), ms(s.start), ms(s.end), s.children.len()))
+        .collect();
+    assert_eq!(
+        images,
+        [
+            ("10.99.0.1:5000/b2c/busybox:latest", 11963, 14500, 1),
+            ("10.99.0.1:5000/b2c/layers:latest", 12147, 14413, 4),
+            ("10.99.0.1:5000/b2c/layers-zstd:latest", 12158, 14470, 4),
+            ("10.99.0.1:5000/b2c/big:latest", 12170, 21829, 2),
+        ]
+    );
+    // The big layer: `done: … in 9.006 s` at 21.697.
+    let big = &pull.children[3].children[1];
+    assert_eq!(
+        (big.name.as_str(), ms(big.start), ms(big.end), big.kind),
+        ("sha256:e2b47aa651e8", 12691, 21697, Kind::Layer)
+    );
+    assert_eq!(
+        big.detail,
+        "62.9 MB downloaded, 62.9 MB unpacked, 2 entries"
+    );
+    assert_eq!(
+        span(&t, "service-0").detail,
+        "10.99.0.1:5000/b2c/busybox:latest, stopped, status 143"
+    );
+    // Its row count: 12 top-level spans, 4 images, 11 layers.
+    assert_eq!(t.rows().len(), 27);
 }
 
 #[test]
