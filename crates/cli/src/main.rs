@@ -65,8 +65,11 @@ enum Command {
     ///
     /// Reads the uptime-stamped lines of a b2c boot (`[   9.155]: …`) and
     /// writes an SVG timeline on stdout: the kernel, each setup phase
-    /// (modules, network, clock, extra args, cache), each pull, service
-    /// and container, and the end. `b2c plot serial.log > boot.svg`.
+    /// (modules, network, clock, extra args, cache), the pull with each
+    /// image and its layers, each service and container, and the
+    /// shutdown. Kernel lines, container output, CRs, ANSI escapes and
+    /// GitLab section markers in the log are fine. `b2c plot serial.log >
+    /// boot.svg`.
     Plot(plot::Args),
     /// Push DIR to its bucket, or pull the bucket into DIR, as a boot
     /// syncs a b2c.volume

@@ -156,10 +156,27 @@ fn plot_charts_a_console_log_and_refuses_one_without_b2c_lines() {
     .unwrap();
     let (code, out, err) = b2c(&["plot", log.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
+    assert!(err.is_empty(), "{err}");
     assert!(
-        out.starts_with("<svg ") && out.contains("pull a:1"),
+        out.starts_with("<svg ") && out.contains(">a:1</text>") && out.ends_with("</svg>\n"),
         "{out}"
     );
+    // Two boots: the last one, unless told.
+    let one = std::fs::read_to_string(&log).unwrap();
+    std::fs::write(&log, format!("{one}{}", one.replace("a:1", "b:2"))).unwrap();
+    let (code, out, err) = b2c(&["plot", log.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(">b:2</text>") && !out.contains(">a:1</text>"));
+    assert!(
+        err.contains("2 b2c boots in it: drawing the last one"),
+        "{err}"
+    );
+    let (code, out, _) = b2c(&["plot", "--boot", "1", log.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert!(out.contains(">a:1</text>"));
+    let (code, _, err) = b2c(&["plot", "--boot", "3", log.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(err.contains("there is no boot 3: the log holds 2"), "{err}");
     std::fs::write(&log, "[    0.000000] Linux version 6.1\n").unwrap();
     let (code, _, err) = b2c(&["plot", log.to_str().unwrap()]);
     assert_eq!(code, 1);

@@ -801,13 +801,16 @@ impl LayerJob<'_> {
                 })
             }
         };
-        log::debug!(
-            "{}: layer {} done: {} entries, {} MB in {:.1} s",
+        // One line per layer, with its own time: where a slow pull's time
+        // went (`b2c plot` draws each layer from it).
+        log::info!(
+            "{}: layer {} done: {} MB downloaded, {} MB unpacked, {} entries, in {:.3} s",
             self.image,
             digest.short(),
-            stats.entries,
+            mb(size),
             mb(stats.bytes),
-            started.elapsed().as_secs_f32()
+            stats.entries,
+            started.elapsed().as_secs_f64()
         );
         Ok(stats)
     }

@@ -37,6 +37,10 @@ pub struct Variant {
     pub userland: Vec<f64>,
     /// The b2c console lines (uptime-stamped) of the median boot.
     pub timeline: Vec<String>,
+    /// The whole console of the median boot, for its chart and its
+    /// phases (results.json has its b2c lines, above).
+    #[serde(skip)]
+    pub console: String,
 }
 
 impl Variant {
@@ -67,6 +71,61 @@ mod tests {
     }
 
     #[test]
+    fn a_chart_for_each_variant_that_printed_b2c_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("boot-gone.svg"), "an earlier run's").unwrap();
+        std::fs::write(dir.path().join("results.md"), "kept").unwrap();
+        let variant = |key: &str, console: &str| super::Variant {
+            key: key.into(),
+            label: key.into(),
+            initramfs: "x".into(),
+            compressed_bytes: 0,
+            seconds: vec![],
+            userland: vec![],
+            timeline: vec![],
+            console: console.into(),
+        };
+        let mut boot = super::BootResults {
+            kernel: String::new(),
+            qemu: String::new(),
+            append: String::new(),
+            variants: vec![
+                variant(
+                    "floor",
+                    "[    0.000000] Linux\nExecution is over, pipeline status: 0\n",
+                ),
+                variant("b2c-zstd", LAYERS),
+                variant("../my build", LAYERS),
+            ],
+            charts: vec![],
+        };
+        boot.write_charts(dir.path()).unwrap();
+        let mut files: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        assert_eq!(
+            files,
+            ["boot-.._my_build.svg", "boot-b2c-zstd.svg", "results.md"]
+        );
+        let svg = std::fs::read_to_string(dir.path().join("boot-b2c-zstd.svg")).unwrap();
+        assert!(svg.starts_with("<svg ") && svg.contains("10.99.0.1:5000/b2c/layers:latest"));
+        assert_eq!(
+            boot.charts,
+            [
+                ("b2c-zstd".to_string(), "boot-b2c-zstd.svg".to_string()),
+                (
+                    "../my build".to_string(),
+                    "boot-.._my_build.svg".to_string()
+                )
+            ]
+        );
+    }
+
+    const LAYERS: &str = include_str!("../../../crates/bootchart/tests/fixtures/layers.log");
+
+    #[test]
     fn timeline_keeps_only_b2c_lines() {
         let console = "[    0.803041] pci 0000:00:01.1: BAR 0 [io  0x01f0-0x01f7]: legacy\n\
                        [    1.938]: b2c 0.1.0\n\
@@ -88,12 +147,50 @@ pub struct BootResults {
     pub qemu: String,
     pub append: String,
     pub variants: Vec<Variant>,
+    /// The boot charts written next to results.md, by variant key.
+    pub charts: Vec<(String, String)>,
 }
 
 impl BootResults {
     pub fn variant(&self, key: &str) -> Option<&Variant> {
         self.variants.iter().find(|v| v.key == key)
     }
+
+    /// Writes `boot-<variant>.svg` in `dir` for each variant whose median
+    /// boot printed b2c lines (`b2c plot` of its console), after removing
+    /// those of an earlier run. The baselines print none: they get none.
+    pub fn write_charts(&mut self, dir: &Path) -> Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if name.starts_with("boot-") && name.ends_with(".svg") {
+                std::fs::remove_file(dir.join(&name))?;
+            }
+        }
+        self.charts.clear();
+        for v in &self.variants {
+            let Ok(timeline) = b2c_bootchart::parse(&v.console) else {
+                continue;
+            };
+            let file = format!("boot-{}.svg", file_safe(&v.key));
+            std::fs::write(dir.join(&file), b2c_bootchart::render_svg(&timeline))?;
+            self.charts.push((v.key.clone(), file));
+        }
+        Ok(())
+    }
+}
+
+/// A variant key (`--initramfs LABEL=…` chooses it) as a file name: no
+/// `/`, nothing a shell would trip on.
+fn file_safe(key: &str) -> String {
+    key.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 const FLOOR_C: &str = r#"
@@ -287,6 +384,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
             seconds: Vec::new(),
             userland: Vec::new(),
             timeline: Vec::new(),
+            console: String::new(),
         })
         .collect();
     let mut consoles: Vec<Vec<(f64, String)>> = vec![Vec::new(); candidates.len()];
@@ -331,6 +429,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
         runs.sort_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((_, console)) = runs.get(runs.len() / 2) {
             v.timeline = timeline(console);
+            v.console = console.clone();
         }
     }
     let qemu = crate::run_output("qemu-system-x86_64", &["--version"])
@@ -347,5 +446,6 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
         qemu,
         append: "console=ttyS0 panic=-1 (+ the variant's own options)".into(),
         variants,
+        charts: Vec::new(),
     })
 }

@@ -12,6 +12,9 @@
 //!   powers off at once (the floor) vs a busybox script doing the same job;
 //! - sizes of the initramfs (zstd, xz, none) and of the init;
 //! - peak RSS of the pulls.
+//!
+//! Next to results.md, `boot-<variant>.svg`: the chart of the median boot
+//! of each b2c variant (`b2c plot` of its console).
 
 mod boot;
 mod deps;
@@ -34,7 +37,8 @@ use crate::{kernel, run, workspace_root, Result};
 pub const USAGE: &str =
     "  bench [OPTIONS]           b2c against podman, skopeo+umoci, tar, a busybox
                             script and a static init: pull, boot, size, memory;
-                            writes target/bench/results.{md,json} and prints them
+                            writes target/bench/results.{md,json} and prints them,
+                            and a boot chart per b2c variant (boot-<variant>.svg)
       --runs N              runs of each measurement (default 7; medians)
       --quick               one run each, no xz initramfs
       --no-pull, --no-volume, --no-boot
@@ -241,7 +245,9 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 append: boot::b2c_append(),
             });
         }
-        Some(boot::bench(&candidates, o.runs)?)
+        let mut results = boot::bench(&candidates, o.runs)?;
+        results.write_charts(&dir)?;
+        Some(results)
     } else {
         None
     };

@@ -82,68 +82,46 @@ fn cpio_breakdown(cpio: &Path) -> Result<BTreeMap<String, u64>> {
     Ok(out)
 }
 
-/// Steps of a b2c boot, from its console lines: each step ends at the
-/// first line containing its marker.
-const PHASES: &[(&str, &str)] = &[
-    ("kernel boot, initramfs unpacked, b2c started", "]: b2c "),
-    ("kernel modules", "kernel modules"),
-    ("network (DHCP)", "]: network: "),
-    ("clock (SNTP)", "clock set"),
-    ("until the pull starts", "]: pulling "),
-    ("pull (manifest, config, layer)", "]: pulled "),
-    ("container set up", "]: running "),
-    ("container run (crun)", "exited with status"),
-    ("status line", "Execution is over"),
-];
-
-fn phases(timeline: &[String]) -> Vec<(&'static str, f64)> {
-    // A section header line starts with GitLab's marker, then `\r ESC[0K`.
-    let stamp = |l: &str| -> Option<f64> {
-        let l = l.rsplit("\x1b[0K").next()?;
-        l.strip_prefix('[')?.split(']').next()?.trim().parse().ok()
-    };
-    let mut out = Vec::new();
-    let mut prev = 0.0;
-    for (name, marker) in PHASES {
-        if let Some(t) = timeline
-            .iter()
-            .find(|l| l.contains(marker))
-            .and_then(|l| stamp(l))
-        {
-            out.push((*name, t - prev));
-            prev = t;
-        }
-    }
-    out
+/// Where the guest's time went: the top-level spans of the boot's chart
+/// (b2c-bootchart, as `b2c plot` reads a console), as (name, start,
+/// duration).
+fn phases(console: &str) -> Vec<(String, f64, f64)> {
+    b2c_bootchart::parse(console).map_or_else(
+        |_| Vec::new(),
+        |t| {
+            t.spans
+                .iter()
+                .map(|s| (s.name.clone(), s.start, s.duration()))
+                .collect()
+        },
+    )
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn phases_are_differences_between_markers() {
-        let t: Vec<String> = [
-            "[    2.000]: b2c 0.1.0",
-            "[    2.500]: loaded 3 kernel modules",
-            "[    2.600]: clock set from x",
-            "\x1b[0Ksection_start:1:b2c_run-0\r\x1b[0K[    2.700]: running run-0: x",
-            "[    3.000]: Execution is over, pipeline status: 0",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let p = super::phases(&t);
-        let names: Vec<&str> = p.iter().map(|(n, _)| *n).collect();
+    fn phases_are_the_charts_top_level_spans() {
+        let console = include_str!("../../../crates/bootchart/tests/fixtures/layers.log");
+        let p = super::phases(console);
+        let names: Vec<&str> = p.iter().map(|(n, _, _)| n.as_str()).collect();
         assert_eq!(
             names,
             [
-                "kernel boot, initramfs unpacked, b2c started",
+                "kernel",
+                "b2c start",
                 "kernel modules",
-                "clock (SNTP)",
-                "container set up",
-                "status line"
+                "network",
+                "clock",
+                "cache",
+                "pull",
+                "run-0",
+                "run-1",
+                "shutdown"
             ]
         );
-        assert!((p[1].1 - 0.5).abs() < 1e-9 && (p[4].1 - 0.3).abs() < 1e-9);
+        let (_, start, secs) = &p[6];
+        assert!((start - 5.082).abs() < 1e-9 && (secs - 0.597).abs() < 1e-9);
+        assert!(super::phases("no stamps").is_empty());
     }
 }
 
@@ -639,17 +617,31 @@ impl Results {
                 runs_list(&v.seconds)
             );
         }
+        if !b.charts.is_empty() {
+            let files: Vec<String> = b
+                .charts
+                .iter()
+                .map(|(key, file)| format!("[{key}]({file})"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "\nThe median boot of each b2c variant as a chart (`b2c plot` of its \
+                 console), next to this file: {}.",
+                files.join(", ")
+            );
+        }
         if let Some(v) = b.variant("b2c-zstd") {
-            let phases = phases(&v.timeline);
+            let phases = phases(&v.console);
             if !phases.is_empty() {
                 let _ = writeln!(
                     s,
                     "\nWhere the guest's time goes in the median b2c (zstd) boot, from its \
                      console stamps (uptime; the kernel's early clock is coarse, so the \
-                     first row is approximate):\n\n| step | time |\n|---|---|"
+                     first row is approximate; the gaps between rows are b2c's own work \
+                     between phases):\n\n| step | from | time |\n|---|---|---|"
                 );
-                for (name, secs) in phases {
-                    let _ = writeln!(s, "| {name} | {secs:.2} s |");
+                for (name, start, secs) in phases {
+                    let _ = writeln!(s, "| {name} | {start:.2} s | {secs:.2} s |");
                 }
             }
             let _ = writeln!(
