@@ -481,7 +481,8 @@ async fn pull_from(
             tokio::select! {
                 next = jobs.next() => match next {
                     None => break,
-                    Some(Ok(s)) => stats.push(s),
+                    Some(Ok(Some(s))) => stats.push(s),
+                    Some(Ok(None)) => {}
                     Some(Err(e)) => {
                         if failure.is_none() {
                             failure = Some(e);
@@ -543,11 +544,13 @@ async fn pull_from(
     };
 
     let secs = start.elapsed().as_secs_f64();
-    let unpacked: u64 = stats.iter().map(|s| s.bytes).sum();
+    let unpacked: u64 = stats.iter().map(|(s, _)| s.bytes).sum();
+    // Layers another pull of this boot brought meanwhile count as reused.
+    let downloaded: u64 = stats.iter().map(|(_, size)| size).sum();
     let pull_stats = PullStats {
-        layers_reused: distinct.len() - fetched,
-        layers_downloaded: fetched,
-        bytes_downloaded: total,
+        layers_reused: distinct.len() - stats.len(),
+        layers_downloaded: stats.len(),
+        bytes_downloaded: downloaded,
     };
     log::info!(
         "pulled {image} ({}) from {source}: {} layers, {} downloaded, {} reused from the store; \
@@ -556,9 +559,9 @@ async fn pull_from(
         distinct.len(),
         pull_stats.layers_downloaded,
         pull_stats.layers_reused,
-        mb(total),
+        mb(downloaded),
         mb(unpacked),
-        total as f64 / 1e6 / secs.max(0.001),
+        downloaded as f64 / 1e6 / secs.max(0.001),
     );
     Ok(PulledImage {
         reference: image,
@@ -730,13 +733,26 @@ impl LayerJob<'_> {
         digest: Digest,
         size: u64,
         opts: &RegistryOptions,
-    ) -> Result<UnpackStats, PullError> {
+    ) -> Result<Option<(UnpackStats, u64)>, PullError> {
         let what = format!(
             "{}: layer {} from {}",
             self.image,
             digest.short(),
             self.registry
         );
+        let mut cancelled = self.cancelled.clone();
+        let _claim = tokio::select! {
+            claim = self.store.claim(&digest) => claim,
+            _ = cancelled.wait_for(|c| *c) => return Err(self.cancelled_error(&digest)),
+        };
+        if self.store.contains(&digest) {
+            log::info!(
+                "{}: layer {} was brought by another pull meanwhile",
+                self.image,
+                digest.short()
+            );
+            return Ok(None);
+        }
         let started = Instant::now();
         let (tx, rx) = body::pipe(BUFFERED_PER_LAYER);
         let unpack = {
@@ -745,7 +761,6 @@ impl LayerJob<'_> {
             tokio::task::spawn_blocking(move || store.unpack_verified(&d, Some(size), rx))
         };
         let sent = AtomicU64::new(0);
-        let mut cancelled = self.cancelled.clone();
         let net = tokio::select! {
             r = with_retries(&opts.retry, &what, || {
                 self.download(&digest, size, &tx, &sent, opts.min_progress)
@@ -785,13 +800,7 @@ impl LayerJob<'_> {
                 )
             }
             // Never reported: `pull` returns the failure that caused it.
-            (Ok(None), _) => {
-                return Err(PullError::Registry {
-                    image: self.image.to_string(),
-                    registry: self.registry.to_string(),
-                    detail: format!("layer {digest}: cancelled"),
-                })
-            }
+            (Ok(None), _) => return Err(self.cancelled_error(&digest)),
             (Ok(Some(())), Ok(stats)) => stats,
             (Ok(Some(())), Err(source)) => {
                 return Err(PullError::Layer {
@@ -812,7 +821,16 @@ impl LayerJob<'_> {
             stats.entries,
             started.elapsed().as_secs_f64()
         );
-        Ok(stats)
+        Ok(Some((stats, size)))
+    }
+
+    /// Never reported: `pull` returns the failure that caused it.
+    fn cancelled_error(&self, digest: &Digest) -> PullError {
+        PullError::Registry {
+            image: self.image.to_string(),
+            registry: self.registry.to_string(),
+            detail: format!("layer {digest}: cancelled"),
+        }
     }
 
     /// One attempt: the blob from the first byte the unpacker lacks into

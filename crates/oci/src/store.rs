@@ -31,11 +31,13 @@
 //! away before deleting it, so an interrupted eviction never leaves a
 //! half-deleted layer under its real name.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::confined::remove_tree;
@@ -88,6 +90,10 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct LayerStore {
     root: PathBuf,
+    /// The layers being fetched by a pull of this boot, shared by clones:
+    /// images pulled at once often share their base layers, and a layer
+    /// must be downloaded and unpacked once, not once per image.
+    fetching: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -118,7 +124,10 @@ impl LayerStore {
     /// The root is made (or made again) mode 0700, as podman's: an image's
     /// setuid binaries and device nodes are no business of other users.
     pub fn new(root: impl Into<PathBuf>) -> io::Result<LayerStore> {
-        let store = LayerStore { root: root.into() };
+        let store = LayerStore {
+            root: root.into(),
+            fetching: Arc::default(),
+        };
         store.check_format()?;
         fs::set_permissions(&store.root, fs::Permissions::from_mode(0o700))?;
         let default_blobs = store.root.join("blobs/sha256");
@@ -313,6 +322,20 @@ impl LayerStore {
             self.mark_used(std::slice::from_ref(digest));
         }
         committed
+    }
+
+    /// Waits until no other pull of this boot is fetching `digest`, then
+    /// holds it for the caller until the guard drops: the caller checks
+    /// [`Self::contains`] again once it has it.
+    pub(crate) async fn claim(&self, digest: &Digest) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = self
+            .fetching
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.clone())
+            .or_default()
+            .clone();
+        lock.lock_owned().await
     }
 
     fn blob_dir(&self, digest: &Digest) -> PathBuf {

@@ -620,3 +620,52 @@ async fn unknown_manifest_types_are_refused() {
         assert!(!msg.chars().any(char::is_control), "{msg}");
     }
 }
+
+/// Images pulled at once (a boot's pulls all start together) often share
+/// their base layers: each layer is downloaded and unpacked once, the
+/// other pull waiting for it and counting it as reused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_shared_by_images_pulled_at_once_is_downloaded_once() {
+    init_logging();
+    // Incompressible, so that the first download is still running when
+    // the second pull reads its manifest.
+    let mut seed = 1u64;
+    let noise: Vec<u8> = (0..(3 << 20))
+        .map(|_| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            (seed >> 56) as u8
+        })
+        .collect();
+    let base = Tb::new().file("base.bin", &noise).finish();
+    let mut content = Content::default();
+    let first = content.image("first", &[base.clone(), Tb::new().file("a", b"a").finish()]);
+    let second = content.image("second", &[base, Tb::new().file("b", b"b").finish()]);
+    let shared = first.layer_digests[0].clone();
+    assert_eq!(shared, second.layer_digests[0]);
+    let server = Hostile::start(content, no_script());
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+
+    let reference = |name: &str| parse_reference(&format!("{}/{name}:v1", server.host())).unwrap();
+    let (a, b) = (reference("first"), reference("second"));
+    let options = opts();
+    let (a, b) = tokio::join!(
+        pull(&a, &options, &store, PullPolicy::Always),
+        pull(&b, &options, &store, PullPolicy::Always)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(
+        server.count(|r| r.path.ends_with(&shared)),
+        1,
+        "{:#?}",
+        server.requests()
+    );
+    assert_eq!(a.layers[0], b.layers[0]);
+    let mut counts = [
+        (a.stats.layers_downloaded, a.stats.layers_reused),
+        (b.stats.layers_downloaded, b.stats.layers_reused),
+    ];
+    counts.sort();
+    assert_eq!(counts, [(1, 1), (2, 0)]);
+    assert!(fs::read(a.layers[0].join("base.bin")).unwrap() == noise);
+}
