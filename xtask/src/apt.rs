@@ -212,7 +212,7 @@ impl Apt {
         const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
         let fresh = std::fs::read_dir(self.dir.join("lists"))?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            .filter(|e| is_package_list(&e.file_name().to_string_lossy()))
             .filter_map(|e| e.metadata().ok()?.modified().ok()?.elapsed().ok())
             .any(|age| age < DAY);
         if fresh {
@@ -303,6 +303,17 @@ impl Apt {
         }
         Ok(files.iter().map(|f| dest.join(f)).collect())
     }
+}
+
+/// Whether a file of apt's lists directory is a package list, binary or
+/// source: apt may keep them compressed (`…_Packages.lz4` on Debian 12
+/// here), so the name's end is not enough.
+fn is_package_list(name: &str) -> bool {
+    let base = [".lz4", ".gz", ".xz", ".zst", ".bz2", ".lzma"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    base.ends_with("_Packages") || base.ends_with("_Sources")
 }
 
 /// The packages an `apt-cache depends` text says its packages need: the
@@ -421,6 +432,24 @@ mod tests {
             archives_in("deb https://packages.example/apt cloud-sdk main\n"),
             []
         );
+    }
+
+    #[test]
+    fn package_lists_are_recognised_compressed_or_not() {
+        for name in [
+            "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages",
+            "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages.lz4",
+            "deb.debian.org_debian_dists_bookworm_main_source_Sources.xz",
+        ] {
+            assert!(is_package_list(name), "{name}");
+        }
+        for name in [
+            "deb.debian.org_debian_dists_bookworm_InRelease",
+            "deb.debian.org_debian_dists_bookworm_main_dep11_Components-arm64.yml.gz",
+            "lock",
+        ] {
+            assert!(!is_package_list(name), "{name}");
+        }
     }
 
     #[test]
