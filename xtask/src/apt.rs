@@ -37,6 +37,15 @@ impl Archive {
             self.signed_by, self.uri, self.suite
         )
     }
+
+    /// The `deb-src` line of the same archive: its source packages, for
+    /// `apt-get source`.
+    pub fn deb_src_line(&self, components: &str) -> String {
+        format!(
+            "deb-src [signed-by={}] {} {} {components}\n",
+            self.signed_by, self.uri, self.suite
+        )
+    }
 }
 
 /// The texts of the machine's apt sources: deb822 `.sources` files and
@@ -207,7 +216,7 @@ impl Apt {
     }
 
     /// Updates the package lists unless an update less than a day old
-    /// left some.
+    /// left some (binary or, for `deb-src` lines, source package lists).
     pub fn update_if_old(&self) -> Result<()> {
         const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
         let fresh = std::fs::read_dir(self.dir.join("lists"))?
@@ -405,6 +414,10 @@ mod tests {
             format!(
                 "deb [arch=arm64 signed-by={KEYRING}] http://deb.debian.org/debian bookworm main\n"
             )
+        );
+        assert_eq!(
+            archives[0].deb_src_line("main"),
+            format!("deb-src [signed-by={KEYRING}] http://deb.debian.org/debian bookworm main\n")
         );
         let security_first = "Types: deb\nURIs: http://security.debian.org/debian-security\n\
                               Suites: bookworm-security\n\nTypes: deb\n\
