@@ -9,12 +9,14 @@ MUSL_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 S3S_FS_VERSION := 0.14.1
 S3S_FS := $(HOME)/.cargo/bin/s3s-fs
 # Debian packages the build, the QEMU boot, the tests and the bench need
-# (rclone: the bench's comparison for volume syncs).
-DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony \
+# (rclone: the bench's comparison for volume syncs; gcc, make, libc6-dev,
+# dpkg-dev and python3: crun, built from Debian's source package, static).
+DEB_PACKAGES := qemu-system-x86 docker-registry skopeo dnsmasq-base chrony \
 	cpio busybox-static e2fsprogs kmod musl-tools iproute2 openssl xz-utils zstd \
 	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios \
 	pxelinux syslinux-common podman nfs-ganesha nfs-ganesha-vfs rpcbind nbd-server \
-	rclone gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm
+	rclone gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm \
+	gcc make libc6-dev dpkg-dev python3
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes

@@ -37,6 +37,15 @@ impl Archive {
             self.signed_by, self.uri, self.suite
         )
     }
+
+    /// The `deb-src` line of the same archive: its source packages, for
+    /// `apt-get source`.
+    pub fn deb_src_line(&self, components: &str) -> String {
+        format!(
+            "deb-src [signed-by={}] {} {} {components}\n",
+            self.signed_by, self.uri, self.suite
+        )
+    }
 }
 
 /// The texts of the machine's apt sources: deb822 `.sources` files and
@@ -207,12 +216,12 @@ impl Apt {
     }
 
     /// Updates the package lists unless an update less than a day old
-    /// left some.
+    /// left some (binary or, for `deb-src` lines, source package lists).
     pub fn update_if_old(&self) -> Result<()> {
         const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
         let fresh = std::fs::read_dir(self.dir.join("lists"))?
             .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with("_Packages"))
+            .filter(|e| is_package_list(&e.file_name().to_string_lossy()))
             .filter_map(|e| e.metadata().ok()?.modified().ok()?.elapsed().ok())
             .any(|age| age < DAY);
         if fresh {
@@ -305,6 +314,17 @@ impl Apt {
     }
 }
 
+/// Whether a file of apt's lists directory is a package list, binary or
+/// source: apt may keep them compressed (`…_Packages.lz4` on Debian 12
+/// here), so the name's end is not enough.
+fn is_package_list(name: &str) -> bool {
+    let base = [".lz4", ".gz", ".xz", ".zst", ".bz2", ".lzma"]
+        .iter()
+        .find_map(|ext| name.strip_suffix(ext))
+        .unwrap_or(name);
+    base.ends_with("_Packages") || base.ends_with("_Sources")
+}
+
 /// The packages an `apt-cache depends` text says its packages need: the
 /// package of each Depends and PreDepends line, the first of alternatives
 /// (`|Depends:` marks a line the next one is an alternative to), and for
@@ -395,6 +415,10 @@ mod tests {
                 "deb [arch=arm64 signed-by={KEYRING}] http://deb.debian.org/debian bookworm main\n"
             )
         );
+        assert_eq!(
+            archives[0].deb_src_line("main"),
+            format!("deb-src [signed-by={KEYRING}] http://deb.debian.org/debian bookworm main\n")
+        );
         let security_first = "Types: deb\nURIs: http://security.debian.org/debian-security\n\
                               Suites: bookworm-security\n\nTypes: deb\n\
                               URIs: http://mirror.example/debian\nSuites: trixie\n";
@@ -421,6 +445,24 @@ mod tests {
             archives_in("deb https://packages.example/apt cloud-sdk main\n"),
             []
         );
+    }
+
+    #[test]
+    fn package_lists_are_recognised_compressed_or_not() {
+        for name in [
+            "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages",
+            "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages.lz4",
+            "deb.debian.org_debian_dists_bookworm_main_source_Sources.xz",
+        ] {
+            assert!(is_package_list(name), "{name}");
+        }
+        for name in [
+            "deb.debian.org_debian_dists_bookworm_InRelease",
+            "deb.debian.org_debian_dists_bookworm_main_dep11_Components-arm64.yml.gz",
+            "lock",
+        ] {
+            assert!(!is_package_list(name), "{name}");
+        }
     }
 
     #[test]

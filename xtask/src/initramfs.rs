@@ -1,12 +1,14 @@
-//! `cargo xtask initramfs`: the static init, crun with its libraries, the
-//! kernel modules b2c needs, in one reproducible compressed cpio.
+//! `cargo xtask initramfs`: the static init, a static crun, busybox and
+//! mke2fs, the kernel modules b2c needs, in one reproducible compressed
+//! cpio.
 //!
-//! For x86_64 (the default) the binaries are the machine's own, as `make
-//! deps` installed them. For another architecture (`--arch aarch64`) the
-//! init is cross-built and the binaries come from that architecture's
-//! Debian packages, downloaded and unpacked ([`crate::apt`]), never
-//! installed; the modules come from that architecture's Debian kernel
-//! (`cargo xtask kernel --arch aarch64`).
+//! crun is built from Debian's source package ([`crate::crun`]). For
+//! x86_64 (the default) the other binaries are the machine's own, as
+//! `make deps` installed them. For another architecture (`--arch
+//! aarch64`) the init is cross-built and the binaries come from that
+//! architecture's Debian packages, downloaded and unpacked
+//! ([`crate::apt`]), never installed; the modules come from that
+//! architecture's Debian kernel (`cargo xtask kernel --arch aarch64`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,7 +17,7 @@ use b2c_system::modules::ModuleIndex;
 use qemu_tests::Arch;
 
 use crate::cpio::{Archive, Node};
-use crate::{apt, kernel, run, run_output, workspace_root, Result};
+use crate::{apt, crun, kernel, run, run_output, workspace_root, Result};
 
 pub const TARGET: &str = "x86_64-unknown-linux-musl";
 
@@ -149,7 +151,7 @@ pub(crate) fn build_init(arch: Arch) -> Result<PathBuf> {
 
 /// A dynamic binary with the shared libraries and loader it needs, at the
 /// paths the loader looks for them.
-pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
+fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
     let path = Path::new(binary);
     if !path.exists() {
         return Err(format!("{binary} is missing: run `make deps`").into());
@@ -299,7 +301,7 @@ fn add_foreign_binary(
 
 /// The program interpreter and the DT_NEEDED libraries of an ELF file,
 /// as binutils' readelf (which reads every architecture's) shows them.
-fn elf_dependencies(elf: &Path) -> Result<(Option<String>, Vec<String>)> {
+pub(crate) fn elf_dependencies(elf: &Path) -> Result<(Option<String>, Vec<String>)> {
     let elf = elf.to_string_lossy();
     let headers = run_output("readelf", &["--wide", "--program-headers", &elf])?;
     // "      [Requesting program interpreter: /lib/ld-linux-aarch64.so.1]"
@@ -546,6 +548,7 @@ pub fn build(o: &Options) -> Result<Built> {
     for dir in ["proc", "sys", "run", "tmp", "etc", "storage"] {
         archive.add(dir, Node::Dir { mode: 0o755 });
     }
+    archive.add_file("usr/bin/crun", &crun::binary(o.arch)?)?;
     add_binaries(&mut archive, o.arch, &work)?;
     for line in manifest("symlinks.txt")? {
         let (path, target) = line

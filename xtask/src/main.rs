@@ -4,6 +4,7 @@ mod apt;
 mod bench;
 mod busybox;
 mod cpio;
+mod crun;
 mod firmware;
 mod initramfs;
 mod kernel;
@@ -25,8 +26,8 @@ usage: cargo xtask <command>
                             the default) or target/kernel-aarch64/ (--arch aarch64)
   initramfs [OPTIONS]       build target/initramfs/b2c.cpio.<compression>
       --arch A              x86_64 (default) or aarch64: cross-built, with arm64
-                            Debian's crun, busybox, mke2fs and kernel modules,
-                            in target/initramfs/aarch64/
+                            Debian's busybox, mke2fs and kernel modules, in
+                            target/initramfs/aarch64/
       --ca-cert FILE        ship FILE as /etc/b2c/ca.pem (use with b2c.ca_cert=/etc/b2c/ca.pem)
       --compression C       zstd (default), xz or none
       --output FILE         write the compressed archive there instead
@@ -34,6 +35,10 @@ usage: cargo xtask <command>
                             initramfs/modules.txt), virtio (a VM's only,
                             initramfs/modules-virtio.txt), none (for a kernel whose
                             modules come from `xtask modules`) or a FILE
+  crun [--arch A] [--force]
+                            build crun static and without systemd from Debian's
+                            source package (what the initramfs ships), kept in
+                            target/crun/VERSION/ARCH/crun; --force builds it again
   firmware [OPTIONS]        build target/initramfs/b2c-firmware.cpio.zst: the
                             firmware the shipped drivers declare, from Debian's
                             non-free-firmware packages (initramfs/firmware.txt),
@@ -77,6 +82,7 @@ fn main() {
         Some("initramfs") => initramfs::Options::parse(&args[1..])
             .and_then(|o| initramfs::build(&o))
             .map(|_| ()),
+        Some("crun") => crun::command(&args[1..]),
         Some("firmware") => firmware::Options::parse(&args[1..])
             .and_then(|o| firmware::build(&o))
             .map(|_| ()),

@@ -75,7 +75,7 @@ fn cpio_breakdown(cpio: &Path) -> Result<BTreeMap<String, u64>> {
         } else if name.ends_with("/mke2fs") {
             "mke2fs"
         } else {
-            "shared libraries and loader (crun, mke2fs)"
+            "shared libraries and loader (mke2fs)"
         };
         *out.entry(group.to_string()).or_insert(0) += size;
     }
