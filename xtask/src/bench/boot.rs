@@ -184,7 +184,9 @@ mod tests {
     fn the_big_script_formats_the_disk_as_b2c_and_pulls_every_layer_at_once() {
         let script = super::busybox_script(&big_job());
         assert!(script.contains("repo=http://10.99.0.1:5000/v2/bench/large\n"));
-        assert!(script.contains("mke2fs -t ext4 -O encrypt -L B2C_CACHE -F -q /dev/vda ||"));
+        assert!(
+            script.contains("/usr/sbin/mke2fs -t ext4 -O encrypt -L B2C_CACHE -F -q /dev/vda ||")
+        );
         assert!(script.contains("mount -t ext4 -o noatime /dev/vda /cache ||"));
         assert!(script
             .contains("wget -q -O - \"$repo/blobs/$layer\" | tar -xzf - -C /cache/layers/$n &\n"));
@@ -399,7 +401,9 @@ const LAYER_DIGESTS: &str =
     r#"tr -d '\n' | sed 's/.*"layers"[^[]*\[//' | grep -o 'sha256:[0-9a-f]\{64\}'"#;
 
 const SCRIPT_DISK: &str = r#"mkdir -p /cache
-mke2fs __MKE2FS_ARGS__ __DISK__ || fail "mke2fs __DISK__"
+# The full path: this busybox runs its own applets first, and its
+# mke2fs is not e2fsprogs'.
+/usr/sbin/mke2fs __MKE2FS_ARGS__ __DISK__ || fail "mke2fs __DISK__"
 mount -t ext4 -o noatime __DISK__ /cache || fail "mount __DISK__"
 at "disk formatted and mounted"
 layers=$(echo "$manifest" | __LAYER_DIGESTS__)

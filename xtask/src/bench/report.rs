@@ -127,6 +127,87 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod big_boot_tests {
+    use super::super::bigboot::{BigBootResults, BigVariant, ScriptRuns};
+
+    fn results(first: Vec<f64>, cached: Vec<f64>) -> BigBootResults {
+        BigBootResults {
+            image: "10.99.0.1:5000/bench/large:latest".into(),
+            layers: 6,
+            compressed_bytes: 125_000_000,
+            unpacked_bytes: 373_000_000,
+            files: 9398,
+            disk_bytes: 4 << 30,
+            command: "gcc --version".into(),
+            runs: 2,
+            variants: vec![BigVariant {
+                key: "b2c-zstd".into(),
+                label: "b2c (zstd -19)".into(),
+                hello: vec![4.0, 5.0],
+                first,
+                cached,
+                first_exit: vec![21.0, 23.0],
+                timeline: vec!["[   30.000]: Execution is over, pipeline status: 0".into()],
+                console: include_str!("../../../crates/bootchart/tests/fixtures/layers.log").into(),
+            }],
+            script: ScriptRuns {
+                label: "busybox script".into(),
+                seconds: vec![40.0, 30.0],
+                exit: vec![41.0, 31.0],
+                steps: vec![
+                    ("network up".into(), vec![2.5, 2.7]),
+                    ("6 layers unpacked".into(), vec![30.0, 31.0]),
+                ],
+            },
+            charts: vec![("b2c-zstd".into(), "bigboot-b2c-zstd.svg".into())],
+            round_seconds: vec![60.0, 70.0],
+        }
+    }
+
+    #[test]
+    fn targets_from_the_rounds() {
+        // Round by round: first ÷ script 0.5 and 0.8; cached − hello 0.5 and 1.0.
+        let t = super::big_boot_targets(&results(vec![20.0, 24.0], vec![4.5, 6.0]));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].measured, "0.65× (medians 22.00 s vs 35.00 s)");
+        assert!(t[0].holds);
+        assert_eq!(t[1].measured, "+0.75 s (medians 5.25 s vs 4.50 s)");
+        assert!(t[1].holds);
+        let t = super::big_boot_targets(&results(vec![36.0, 27.0], vec![6.0, 6.5]));
+        assert_eq!(t[0].measured, "0.90× (medians 31.50 s vs 35.00 s)");
+        assert!(!t[0].holds);
+        assert_eq!(t[1].measured, "+1.75 s (medians 6.25 s vs 4.50 s)");
+        assert!(!t[1].holds);
+        let mut none = results(vec![], vec![]);
+        none.variants[0].key = "mine".into();
+        assert!(
+            super::big_boot_targets(&none).is_empty(),
+            "the default initramfs only"
+        );
+    }
+
+    #[test]
+    fn section_has_a_row_per_round_and_the_medians() {
+        let mut s = String::new();
+        super::big_boot_section(&mut s, &results(vec![20.0, 24.0], vec![4.5, 6.0]));
+        assert!(s.starts_with("\n#### Boot under QEMU TCG, large image, cache disk\n"));
+        assert!(s.contains("(6 gzip layers: 125 MB compressed, 373 MB and 9398 files unpacked)"));
+        assert!(s.contains("a blank sparse 4 GiB virtio disk"));
+        assert!(s.contains("2 round(s); a round took 65 s (median), 2.2 min in all."));
+        assert!(s.contains(
+            "| 1 | 4.00 s | 20.00 s | 5.00 | 4.50 s | 1.12 | +0.50 s | 40.00 s | 0.50 |\n\
+             | 2 | 5.00 s | 24.00 s | 4.80 | 6.00 s | 1.20 | +1.00 s | 30.00 s | 0.80 |\n\
+             | median | 4.50 s | 22.00 s | 4.90 | 5.25 s | 1.16 | +0.75 s | 35.00 s | 0.65 |\n"
+        ));
+        assert!(s.contains("b2c's first boot 22.00 s, the script 36.00 s (medians)"));
+        assert!(s.contains("network up at 2.60 s, 6 layers unpacked at 30.50 s."));
+        assert!(s.contains("| pull | 5.08 s | 0.60 s |"));
+        assert!(s.contains("[b2c-zstd](bigboot-b2c-zstd.svg)"));
+        assert!(s.ends_with("```\n[   30.000]: Execution is over, pipeline status: 0\n```\n"));
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Target {
     pub target: String,
