@@ -227,6 +227,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_amd64_manifest_of_an_index() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let descriptor = |c: char, arch: &str| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": d(c),
+                "size": 500,
+                "platform": {"architecture": arch, "os": "linux"},
+            })
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [descriptor('a', "arm64"), descriptor('b', "amd64"), descriptor('c', "amd64")],
+        });
+        for text in [
+            serde_json::to_string(&index).unwrap(),
+            serde_json::to_string_pretty(&index).unwrap(),
+        ] {
+            assert_eq!(
+                busybox_sh(super::PLATFORM_DIGEST, &text),
+                format!("{}\n", d('b')),
+                "{text}"
+            );
+        }
+    }
+
     /// The sed of the script on what `crun spec` writes, with words that
     /// JSON, sed and sh each quote.
     #[test]
@@ -384,8 +412,19 @@ ip link set eth0 up || fail "no eth0"
 udhcpc -i eth0 -f -q -n -t 30 -T 1 -s /etc/udhcpc.sh >/dev/null 2>&1 || fail "no DHCP lease"
 at "network up"
 repo=http://__REGISTRY__/v2/__REPO__
-manifest=$(wget -q -O - --header "Accept: application/vnd.oci.image.manifest.v1+json" "$repo/manifests/__TAG__") || fail manifest
+accept=application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json
+manifest=$(wget -q -O - --header "Accept: $accept" "$repo/manifests/__TAG__") || fail manifest
+# A multi-platform image (the test images are): this machine's manifest.
+case "$manifest" in *'"manifests"'*)
+    digest=$(echo "$manifest" | __PLATFORM_DIGEST__)
+    [ -n "$digest" ] || fail "no amd64 image in $manifest"
+    manifest=$(wget -q -O - --header "Accept: $accept" "$repo/manifests/$digest") || fail manifest ;;
+esac
 "#;
+
+/// The digest of the amd64 manifest of an image index on stdin: one
+/// descriptor a line, the first that names amd64.
+const PLATFORM_DIGEST: &str = r#"tr -d '\n ' | sed 's/},{/}\n{/g' | grep '"architecture":"amd64"' | grep -o 'sha256:[0-9a-f]\{64\}' | head -n 1"#;
 
 const SCRIPT_TMPFS: &str = r#"layer=$(echo "$manifest" | sed -n 's/.*"layers":\[{[^}]*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p')
 [ -n "$layer" ] || fail "no layer in $manifest"
@@ -476,6 +515,7 @@ pub fn busybox_script(job: &ScriptJob) -> String {
         .replace("__READONLY__", readonly)
         .replace("__ARGS__", &crun_args(job.command));
     format!("{SCRIPT_HEAD}{pull}{run}")
+        .replace("__PLATFORM_DIGEST__", PLATFORM_DIGEST)
         .replace("__REGISTRY__", registry)
         .replace("__REPO__", repo)
         .replace("__TAG__", tag)
@@ -490,7 +530,7 @@ exit 0
 
 const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "ip", "udhcpc", "wget", "sed", "tar", "mkdir", "cat", "poweroff",
-    "tr", "grep",
+    "tr", "grep", "head",
 ];
 
 /// A busybox-script baseline: busybox, crun with its libraries, the
