@@ -67,12 +67,24 @@ pub struct BigVariant {
     /// The first boot until QEMU exited: after the power-off and the
     /// write-back before it.
     pub first_exit: Vec<f64>,
+    /// By the guest's clock, the kernel starting /init → the kernel
+    /// powering off ([`boot::userland_seconds`]): without QEMU's start and
+    /// the kernel's boot, which vary most on a loaded machine.
+    pub hello_userland: Vec<f64>,
+    pub first_userland: Vec<f64>,
+    pub cached_userland: Vec<f64>,
     /// The b2c console lines of the median first boot.
     pub timeline: Vec<String>,
     /// The whole console of the median first boot, for its chart and its
     /// phases.
     #[serde(skip)]
     pub console: String,
+    /// The consoles of the median hello and cached boots, for their
+    /// phases side by side.
+    #[serde(skip)]
+    pub hello_console: String,
+    #[serde(skip)]
+    pub cached_console: String,
 }
 
 impl BigVariant {
@@ -93,6 +105,11 @@ impl BigVariant {
     pub fn first_to_script(&self, script: &ScriptRuns) -> f64 {
         paired_ratio(&self.first, &script.seconds)
     }
+
+    /// Cached − hello round by round, by the guest's clock.
+    pub fn cached_over_hello_userland(&self) -> f64 {
+        paired_median(&self.cached_userland, &self.hello_userland)
+    }
 }
 
 /// The busybox script on the large image.
@@ -102,6 +119,8 @@ pub struct ScriptRuns {
     pub seconds: Vec<f64>,
     /// Until QEMU exited: `poweroff -f` syncs first.
     pub exit: Vec<f64>,
+    /// /init → power-off by the guest's clock, as [`BigVariant`]'s.
+    pub userland: Vec<f64>,
     /// The script's own `script: WHAT at UPTIME s` lines, by step: the
     /// uptime of each, one per round.
     pub steps: Vec<(String, Vec<f64>)>,
@@ -243,8 +262,13 @@ pub fn bench(
             first: Vec::new(),
             cached: Vec::new(),
             first_exit: Vec::new(),
+            hello_userland: Vec::new(),
+            first_userland: Vec::new(),
+            cached_userland: Vec::new(),
             timeline: Vec::new(),
             console: String::new(),
+            hello_console: String::new(),
+            cached_console: String::new(),
         })
         .collect();
     let mut script = ScriptRuns {
@@ -252,9 +276,13 @@ pub fn bench(
             .into(),
         seconds: Vec::new(),
         exit: Vec::new(),
+        userland: Vec::new(),
         steps: Vec::new(),
     };
-    let mut first_consoles: Vec<Vec<(f64, String)>> = vec![Vec::new(); variants.len()];
+    // (seconds, console) of each boot, by variant: the median's console
+    // is kept.
+    let mut consoles: Vec<[Vec<(f64, String)>; 3]> = vec![Default::default(); variants.len()];
+    let userland = |b: &qemu_tests::Boot| boot::userland_seconds(&b.console).unwrap_or(f64::NAN);
     let mut round_seconds = Vec::new();
     let disk = work.join("disk.img");
     let progress = |round: usize, what: &str, key: &str, boot: &qemu_tests::Boot| {
@@ -278,6 +306,7 @@ pub fn bench(
         progress(round, "script", "busybox", &b);
         script.seconds.push(secs(&b));
         script.exit.push(b.elapsed.as_secs_f64());
+        script.userland.push(userland(&b));
         for (what, at) in script_steps(&b.console) {
             match script.steps.iter_mut().find(|(w, _)| *w == what) {
                 Some((_, v)) => v.push(at),
@@ -291,6 +320,8 @@ pub fn bench(
             let b = boot_ok(&net, &opts, &format!("\n{}", boot::HELLO))?;
             progress(round, "hello", &c.key, &b);
             v.hello.push(secs(&b));
+            v.hello_userland.push(userland(&b));
+            consoles[i][0].push((secs(&b), b.console.clone()));
 
             let append = b2c_append();
             let disk = blank_disk(&disk)?;
@@ -299,7 +330,8 @@ pub fn bench(
             progress(round, "first", &c.key, &b);
             v.first.push(secs(&b));
             v.first_exit.push(b.elapsed.as_secs_f64());
-            first_consoles[i].push((secs(&b), b.console.clone()));
+            v.first_userland.push(userland(&b));
+            consoles[i][1].push((secs(&b), b.console.clone()));
 
             let downloads = net.blob_downloads(REPOSITORY);
             let opts = options(&name("cached"), &c.initramfs, &append, Some(&disk), &kernel);
@@ -316,16 +348,17 @@ pub fn bench(
                 .into());
             }
             v.cached.push(secs(&b));
+            v.cached_userland.push(userland(&b));
+            consoles[i][2].push((secs(&b), b.console.clone()));
         }
         round_seconds.push(start.elapsed().as_secs_f64());
     }
     let _ = std::fs::remove_file(&disk);
-    for (v, runs) in results.iter_mut().zip(first_consoles.iter_mut()) {
-        runs.sort_by(|a, b| a.0.total_cmp(&b.0));
-        if let Some((_, console)) = runs.get(runs.len() / 2) {
-            v.timeline = boot::timeline(console);
-            v.console = console.clone();
-        }
+    for (v, [hello, first, cached]) in results.iter_mut().zip(consoles) {
+        v.hello_console = median_console(hello);
+        v.console = median_console(first);
+        v.cached_console = median_console(cached);
+        v.timeline = boot::timeline(&v.console);
     }
     Ok(BigBootResults {
         image: IMAGE.into(),
@@ -343,6 +376,16 @@ pub fn bench(
     })
 }
 
+/// The console of the median boot of `runs`, (seconds, console) each.
+fn median_console(mut runs: Vec<(f64, String)>) -> String {
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mid = runs.len() / 2;
+    runs.into_iter()
+        .nth(mid)
+        .map(|(_, c)| c)
+        .unwrap_or_default()
+}
+
 impl ScriptRuns {
     pub fn median(&self) -> f64 {
         median(&self.seconds)
@@ -352,6 +395,16 @@ impl ScriptRuns {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_median_console() {
+        let runs = |v: &[(f64, &str)]| v.iter().map(|(s, c)| (*s, c.to_string())).collect();
+        assert_eq!(
+            median_console(runs(&[(9.0, "c"), (1.0, "a"), (5.0, "b")])),
+            "b"
+        );
+        assert_eq!(median_console(runs(&[])), "");
+    }
 
     #[test]
     fn script_steps_from_its_console() {
@@ -379,9 +432,15 @@ mod tests {
             first: vec![20.0, 32.0, 30.0],
             cached: vec![5.0, 8.5, 6.5],
             first_exit: vec![],
+            hello_userland: vec![3.0, 3.5, 3.2],
+            first_userland: vec![],
+            cached_userland: vec![3.5, 4.5, 3.3],
             timeline: vec![],
             console: String::new(),
+            hello_console: String::new(),
+            cached_console: String::new(),
         };
+        assert!((v.cached_over_hello_userland() - 0.5).abs() < 1e-9);
         assert_eq!(v.first_to_hello(), 5.0);
         assert_eq!(v.cached_over_hello(), 1.0);
         assert_eq!(v.cached_to_hello(), 1.25);
@@ -389,6 +448,7 @@ mod tests {
             label: "s".into(),
             seconds: vec![40.0, 40.0, 50.0],
             exit: vec![],
+            userland: vec![],
             steps: vec![],
         };
         assert_eq!(v.first_to_script(&script), 0.6);

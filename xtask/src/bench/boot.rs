@@ -623,7 +623,7 @@ pub fn b2c_append() -> String {
 
 /// From the kernel's `Run /init as init process` to its `reboot: Power
 /// down`, by the kernel's own stamps.
-fn userland_seconds(console: &str) -> Option<f64> {
+pub(super) fn userland_seconds(console: &str) -> Option<f64> {
     let stamp = |marker: &str| -> Option<f64> {
         let line = console.lines().find(|l| l.contains(marker))?;
         line.strip_prefix('[')?
