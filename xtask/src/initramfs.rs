@@ -151,7 +151,7 @@ pub(crate) fn build_init(arch: Arch) -> Result<PathBuf> {
 
 /// A dynamic binary with the shared libraries and loader it needs, at the
 /// paths the loader looks for them.
-fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
+pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
     let path = Path::new(binary);
     if !path.exists() {
         return Err(format!("{binary} is missing: run `make deps`").into());

@@ -21,7 +21,7 @@ use crate::{crun, kernel, run, Result};
 
 /// The image and the command every variant runs.
 const IMAGE: &str = "10.99.0.1:5000/b2c/busybox:latest";
-const HELLO: &str = "hello from the benchmark";
+pub(super) const HELLO: &str = "hello from the benchmark";
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Variant {
@@ -123,6 +123,153 @@ mod tests {
         );
     }
 
+    /// `busybox sh -c SCRIPT` on the host, with stdin: the same shell
+    /// as the guest's.
+    fn busybox_sh(script: &str, stdin: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("busybox")
+            .args(["sh", "-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "{script}");
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn big_job() -> super::ScriptJob<'static> {
+        super::ScriptJob {
+            name: "busybox-big",
+            image: "10.99.0.1:5000/bench/large:latest",
+            command: &["gcc", "--version"],
+            disk: Some("/dev/vda"),
+        }
+    }
+
+    #[test]
+    fn scripts_are_valid_sh() {
+        for job in [super::hello_job(), big_job()] {
+            let script = super::busybox_script(&job);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("init");
+            std::fs::write(&path, &script).unwrap();
+            let status = std::process::Command::new("busybox")
+                .args(["sh", "-n"])
+                .arg(&path)
+                .status()
+                .unwrap();
+            assert!(status.success(), "{script}");
+            assert!(!script.contains("__"), "a placeholder left: {script}");
+        }
+    }
+
+    #[test]
+    fn the_hello_script_unpacks_one_layer_into_a_tmpfs() {
+        let script = super::busybox_script(&super::hello_job());
+        assert!(script.contains("repo=http://10.99.0.1:5000/v2/b2c/busybox\n"));
+        assert!(script.contains("/manifests/latest\""));
+        assert!(script.contains("| tar -xzf - -C /tmp/c/rootfs || fail layer\n"));
+        assert!(script.contains(r#"\1"echo", "hello from the benchmark"/' config.json"#));
+        assert!(!script.contains("mke2fs") && !script.contains("overlay"));
+    }
+
+    #[test]
+    fn the_big_script_formats_the_disk_as_b2c_and_pulls_every_layer_at_once() {
+        let script = super::busybox_script(&big_job());
+        assert!(script.contains("repo=http://10.99.0.1:5000/v2/bench/large\n"));
+        assert!(
+            script.contains("/usr/sbin/mke2fs -t ext4 -O encrypt -L B2C_CACHE -F -q /dev/vda ||")
+        );
+        assert!(script.contains("mount -t ext4 -o noatime /dev/vda /cache ||"));
+        assert!(script
+            .contains("wget -q -O - \"$repo/blobs/$layer\" | tar -xzf - -C /cache/layers/$n &\n"));
+        assert!(script.contains("for pid in $pids; do wait $pid || fail \"a layer\"; done"));
+        assert!(script.contains("mount -t overlay overlay -o \"lowerdir=$lower,upperdir="));
+        assert!(script.contains(r#"\1"gcc", "--version"/' config.json"#));
+        assert!(script.contains(r#"'s/"readonly": true/"readonly": false/'"#));
+    }
+
+    /// The same arguments as b2c's own mke2fs call.
+    #[test]
+    fn mke2fs_arguments_are_b2cs() {
+        let source = include_str!("../../../crates/storage/src/format.rs");
+        for word in super::MKE2FS_ARGS.split(' ') {
+            let quoted = format!("\"{word}\"");
+            assert!(
+                source.contains(&quoted) || word == "B2C_CACHE",
+                "{word} is not in b2c's mke2fs arguments"
+            );
+        }
+        assert!(source.contains("label::LABEL"));
+    }
+
+    #[test]
+    fn layer_digests_in_order_from_compact_and_pretty_manifests() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "config": {"digest": d('c'), "size": 1},
+            "layers": [{"digest": d('1'), "size": 2}, {"digest": d('2'), "size": 3}],
+        });
+        let want = format!("{}\n{}\n", d('1'), d('2'));
+        for text in [
+            serde_json::to_string(&manifest).unwrap(),
+            serde_json::to_string_pretty(&manifest).unwrap(),
+        ] {
+            assert_eq!(busybox_sh(super::LAYER_DIGESTS, &text), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_amd64_manifest_of_an_index() {
+        let d = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let descriptor = |c: char, arch: &str| {
+            serde_json::json!({
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": d(c),
+                "size": 500,
+                "platform": {"architecture": arch, "os": "linux"},
+            })
+        };
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [descriptor('a', "arm64"), descriptor('b', "amd64"), descriptor('c', "amd64")],
+        });
+        for text in [
+            serde_json::to_string(&index).unwrap(),
+            serde_json::to_string_pretty(&index).unwrap(),
+        ] {
+            assert_eq!(
+                busybox_sh(super::PLATFORM_DIGEST, &text),
+                format!("{}\n", d('b')),
+                "{text}"
+            );
+        }
+    }
+
+    /// The sed of the script on what `crun spec` writes, with words that
+    /// JSON, sed and sh each quote.
+    #[test]
+    fn crun_args_survive_sed_and_json() {
+        let spec = "{\n\t\"process\": {\n\t\t\"terminal\": true,\n\t\t\"args\": [\n\t\t\t\"sh\"\n\t\t],\n\t\t\"cwd\": \"/\"\n\t}\n}\n";
+        let words = ["/bin/sh", "-c", r#"echo "a&b" 'c' \d"#];
+        let sed = format!(
+            r#"sed -e 's/^\(\s*\)"sh"$/\1{}/'"#,
+            super::crun_args(&words)
+        );
+        let out = busybox_sh(&sed, spec);
+        let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(json["process"]["args"], serde_json::json!(words));
+    }
+
     const LAYERS: &str = include_str!("../../../crates/bootchart/tests/fixtures/layers.log");
 
     #[test]
@@ -181,7 +328,7 @@ impl BootResults {
 
 /// A variant key (`--initramfs LABEL=…` chooses it) as a file name: no
 /// `/`, nothing a shell would trip on.
-fn file_safe(key: &str) -> String {
+pub(super) fn file_safe(key: &str) -> String {
     key.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || "-_.".contains(c) {
@@ -219,31 +366,160 @@ pub fn floor_initramfs(dir: &Path) -> Result<PathBuf> {
     write_archive(&archive, &dir.join("floor.cpio"), Compression::None)
 }
 
-const BUSYBOX_INIT: &str = r#"#!/bin/sh
+/// What a busybox-script baseline does: boot2container's job for one
+/// image, written in busybox sh as a farm admin would write it.
+pub struct ScriptJob<'a> {
+    /// Names its files in the baselines' directory.
+    pub name: &'a str,
+    /// `host:port/repository:tag`, pulled over plain HTTP.
+    pub image: &'a str,
+    /// What it runs in the image with crun.
+    pub command: &'a [&'a str],
+    /// `None`: the image's first layer is unpacked into a tmpfs (the hello
+    /// image has one). A disk (`/dev/vda`): it is formatted as b2c formats
+    /// its cache, every layer is streamed into a directory of its own on
+    /// it, all at once, and overlayfs stacks them, as b2c does.
+    pub disk: Option<&'a str>,
+}
+
+/// The hello image's job, the baseline of the hello boot.
+pub fn hello_job() -> ScriptJob<'static> {
+    ScriptJob {
+        name: "busybox",
+        image: IMAGE,
+        command: &["echo", HELLO],
+        disk: None,
+    }
+}
+
+const SCRIPT_HEAD: &str = r#"#!/bin/sh
 # boot2container's job for one image, as a busybox script: the baseline.
-export PATH=/bin
+export PATH=/bin:/usr/sbin:/usr/bin
 fail() { echo "FAILED: $*"; echo "Execution is over, pipeline status: 1"; poweroff -f; }
+# Where the time went, by the guest's clock, for the bench's report.
+at() { read up idle < /proc/uptime; echo "script: $* at $up s"; }
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmp /tmp
-for m in $(cat /etc/modules); do insmod "$m" || fail "insmod $m"; done
+# A second word marks a soft dependency, which may fail (crc32c-intel
+# beside crc32c-generic).
+while read m optional; do insmod "$m" || [ -n "$optional" ] || fail "insmod $m"; done < /etc/modules
+at "modules loaded"
 ip link set lo up
 ip link set eth0 up || fail "no eth0"
 udhcpc -i eth0 -f -q -n -t 30 -T 1 -s /etc/udhcpc.sh >/dev/null 2>&1 || fail "no DHCP lease"
+at "network up"
 repo=http://__REGISTRY__/v2/__REPO__
-manifest=$(wget -q -O - --header "Accept: application/vnd.oci.image.manifest.v1+json" "$repo/manifests/__TAG__") || fail manifest
-layer=$(echo "$manifest" | sed -n 's/.*"layers":\[{[^}]*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p')
+accept=application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json
+manifest=$(wget -q -O - --header "Accept: $accept" "$repo/manifests/__TAG__") || fail manifest
+# A multi-platform image (the test images are): this machine's manifest.
+case "$manifest" in *'"manifests"'*)
+    digest=$(echo "$manifest" | __PLATFORM_DIGEST__)
+    [ -n "$digest" ] || fail "no amd64 image in $manifest"
+    manifest=$(wget -q -O - --header "Accept: $accept" "$repo/manifests/$digest") || fail manifest ;;
+esac
+"#;
+
+/// The digest of the amd64 manifest of an image index on stdin: one
+/// descriptor a line, the first that names amd64.
+const PLATFORM_DIGEST: &str = r#"tr -d '\n ' | sed 's/},{/}\n{/g' | grep '"architecture":"amd64"' | grep -o 'sha256:[0-9a-f]\{64\}' | head -n 1"#;
+
+const SCRIPT_TMPFS: &str = r#"layer=$(echo "$manifest" | sed -n 's/.*"layers":\[{[^}]*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p')
 [ -n "$layer" ] || fail "no layer in $manifest"
 mkdir -p /tmp/c/rootfs
 wget -q -O - "$repo/blobs/$layer" | tar -xzf - -C /tmp/c/rootfs || fail layer
-cd /tmp/c && crun spec || fail "crun spec"
-sed -i -e 's/"terminal": true/"terminal": false/' -e 's/^\(\s*\)"sh"$/\1"echo", "__HELLO__"/' config.json
+at "layer unpacked"
+"#;
+
+/// The layer digests of a manifest on stdin, bottom first: whatever
+/// follows `"layers"` (the config's digest comes before it in the
+/// registry's compact JSON, and in a pretty-printed one).
+const LAYER_DIGESTS: &str =
+    r#"tr -d '\n' | sed 's/.*"layers"[^[]*\[//' | grep -o 'sha256:[0-9a-f]\{64\}'"#;
+
+const SCRIPT_DISK: &str = r#"mkdir -p /cache
+# The full path: this busybox runs its own applets first, and its
+# mke2fs is not e2fsprogs'.
+/usr/sbin/mke2fs __MKE2FS_ARGS__ __DISK__ || fail "mke2fs __DISK__"
+mount -t ext4 -o noatime __DISK__ /cache || fail "mount __DISK__"
+at "disk formatted and mounted"
+layers=$(echo "$manifest" | __LAYER_DIGESTS__)
+[ -n "$layers" ] || fail "no layers in $manifest"
+# Every layer at once, each streamed from the registry into a directory
+# of its own; overlayfs stacks them (the top layer first in lowerdir).
+n=0; pids=; lower=
+for layer in $layers; do
+    mkdir -p /cache/layers/$n
+    wget -q -O - "$repo/blobs/$layer" | tar -xzf - -C /cache/layers/$n &
+    pids="$pids $!"
+    lower="/cache/layers/$n${lower:+:$lower}"
+    n=$((n + 1))
+done
+for pid in $pids; do wait $pid || fail "a layer"; done
+at "$n layers unpacked"
+mkdir -p /cache/upper /cache/work /tmp/c/rootfs
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=/cache/upper,workdir=/cache/work" /tmp/c/rootfs || fail overlay
+"#;
+
+const SCRIPT_RUN: &str = r#"cd /tmp/c && crun spec || fail "crun spec"
+sed -i -e 's/"terminal": true/"terminal": false/'__READONLY__ -e 's/^\(\s*\)"sh"$/\1__ARGS__/' config.json
 crun run --no-pivot hello
-echo "Execution is over, pipeline status: $?"
+status=$?
+at "container exited"
+echo "Execution is over, pipeline status: $status"
 poweroff -f
 "#;
+
+/// The mke2fs arguments b2c formats its cache with
+/// (crates/storage/src/format.rs), so that both sides write the same
+/// filesystem.
+const MKE2FS_ARGS: &str = "-t ext4 -O encrypt -L B2C_CACHE -F -q";
+
+/// The command as the JSON array items of crun's `args`, escaped for a
+/// sed replacement inside single quotes.
+fn crun_args(command: &[&str]) -> String {
+    command
+        .iter()
+        .map(|w| {
+            let json = w.replace('\\', "\\\\").replace('"', "\\\"");
+            let sed = json
+                .replace('\\', "\\\\")
+                .replace('/', "\\/")
+                .replace('&', "\\&");
+            format!("\"{}\"", sed.replace('\'', r"'\''"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The init script of a busybox baseline.
+pub fn busybox_script(job: &ScriptJob) -> String {
+    let (registry, rest) = job.image.split_once('/').expect("host/repo:tag");
+    let (repo, tag) = rest.rsplit_once(':').expect("repo:tag");
+    let pull = match job.disk {
+        None => SCRIPT_TMPFS.to_string(),
+        Some(disk) => SCRIPT_DISK
+            .replace("__MKE2FS_ARGS__", MKE2FS_ARGS)
+            .replace("__DISK__", disk)
+            .replace("__LAYER_DIGESTS__", LAYER_DIGESTS),
+    };
+    // The overlay has an upper layer, as b2c's containers do: the root
+    // is writable, as in b2c.
+    let readonly = match job.disk {
+        None => "",
+        Some(_) => r#" -e 's/"readonly": true/"readonly": false/'"#,
+    };
+    let run = SCRIPT_RUN
+        .replace("__READONLY__", readonly)
+        .replace("__ARGS__", &crun_args(job.command));
+    format!("{SCRIPT_HEAD}{pull}{run}")
+        .replace("__PLATFORM_DIGEST__", PLATFORM_DIGEST)
+        .replace("__REGISTRY__", registry)
+        .replace("__REPO__", repo)
+        .replace("__TAG__", tag)
+}
 
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 [ "$1" = bound ] || exit 0
@@ -254,29 +530,28 @@ exit 0
 
 const APPLETS: &[&str] = &[
     "sh", "mount", "insmod", "ip", "udhcpc", "wget", "sed", "tar", "mkdir", "cat", "poweroff",
+    "tr", "grep", "head",
 ];
 
-/// The busybox-script baseline: busybox, the initramfs's static crun (the
+/// A busybox-script baseline: busybox, the initramfs's static crun (the
 /// same runtime as b2c's, so that only the init differs), the network
-/// modules, compressed as b2c's is.
-pub fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
+/// modules, with a disk also mke2fs and the ext4, virtio-blk and overlay
+/// modules; compressed as b2c's is.
+pub fn busybox_initramfs(dir: &Path, job: &ScriptJob) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
     let kernel = kernel::fetch(Arch::X86_64, false)?;
-    let (registry, rest) = IMAGE.split_once('/').expect("host/repo:tag");
-    let (repo, tag) = rest.rsplit_once(':').expect("repo:tag");
-    let script = BUSYBOX_INIT
-        .replace("__REGISTRY__", registry)
-        .replace("__REPO__", repo)
-        .replace("__TAG__", tag)
-        .replace("__HELLO__", HELLO);
-    for (name, text) in [("init", script.as_str()), ("udhcpc.sh", UDHCPC_SCRIPT)] {
-        let path = dir.join(name);
-        std::fs::write(&path, text)?;
+    let init = dir.join(format!("{}-init", job.name));
+    let udhcpc = dir.join("udhcpc.sh");
+    for (path, text) in [
+        (&init, busybox_script(job)),
+        (&udhcpc, UDHCPC_SCRIPT.to_string()),
+    ] {
+        std::fs::write(path, text)?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))?;
     }
-    let mut archive = Archive::for_init(&dir.join("init"))?;
-    archive.add_file("etc/udhcpc.sh", &dir.join("udhcpc.sh"))?;
+    let mut archive = Archive::for_init(&init)?;
+    archive.add_file("etc/udhcpc.sh", &udhcpc)?;
     for d in ["proc", "sys", "tmp", "run"] {
         archive.add(d, Node::Dir { mode: 0o755 });
     }
@@ -296,17 +571,35 @@ pub fn busybox_initramfs(dir: &Path) -> Result<PathBuf> {
             target: "/usr/bin/crun".into(),
         },
     );
-    let index = b2c_system::modules::ModuleIndex::load(&kernel.modules)?;
-    let files = index.load_order(&["virtio_pci".into(), "virtio_net".into()])?;
-    let mut list = String::new();
-    for file in &files {
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        archive.add_file(&format!("lib/modules/{name}"), file)?;
-        list.push_str(&format!("/lib/modules/{name}\n"));
+    let mut wanted = vec!["virtio_pci".to_string(), "virtio_net".into()];
+    if job.disk.is_some() {
+        initramfs::add_binary(&mut archive, "/usr/sbin/mke2fs")?;
+        // What b2c loads for a cache on a virtio disk.
+        wanted.extend(["virtio_blk".into(), "fs-ext4".into(), "overlay".into()]);
     }
-    std::fs::write(dir.join("modules"), list)?;
-    archive.add_file("etc/modules", &dir.join("modules"))?;
-    write_archive(&archive, &dir.join("busybox.cpio.zst"), Compression::Zstd)
+    let index = b2c_system::modules::ModuleIndex::load(&kernel.modules)?;
+    let mut list = String::new();
+    for step in index.plan(&wanted)? {
+        let name = step
+            .path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        archive.add_file(&format!("lib/modules/{name}"), &step.path)?;
+        list.push_str(&format!(
+            "/lib/modules/{name}{}\n",
+            if step.optional { " optional" } else { "" }
+        ));
+    }
+    let modules = dir.join(format!("{}-modules", job.name));
+    std::fs::write(&modules, list)?;
+    archive.add_file("etc/modules", &modules)?;
+    write_archive(
+        &archive,
+        &dir.join(format!("{}.cpio.zst", job.name)),
+        Compression::Zstd,
+    )
 }
 
 fn write_archive(archive: &Archive, out: &Path, compression: Compression) -> Result<PathBuf> {
@@ -331,7 +624,7 @@ pub fn b2c_append() -> String {
 
 /// From the kernel's `Run /init as init process` to its `reboot: Power
 /// down`, by the kernel's own stamps.
-fn userland_seconds(console: &str) -> Option<f64> {
+pub(super) fn userland_seconds(console: &str) -> Option<f64> {
     let stamp = |marker: &str| -> Option<f64> {
         let line = console.lines().find(|l| l.contains(marker))?;
         line.strip_prefix('[')?
@@ -346,7 +639,7 @@ fn userland_seconds(console: &str) -> Option<f64> {
 
 /// The b2c lines of a console: `[   1.234]: …` (the kernel's own stamps
 /// have six decimals).
-fn timeline(console: &str) -> Vec<String> {
+pub(super) fn timeline(console: &str) -> Vec<String> {
     console
         .lines()
         .filter(|l| {

@@ -99,6 +99,17 @@ fn dir() -> PathBuf {
 
 /// The cached image, or a new one; with its zstd images.
 pub fn get() -> Result<LargeImage> {
+    get_with(true)
+}
+
+/// The cached image, or a new one, with its zstd images only if they are
+/// cached already: the large-image boot needs the gzip image alone, and
+/// making the zstd copies takes minutes.
+pub fn get_gzip() -> Result<LargeImage> {
+    get_with(false)
+}
+
+fn get_with(make_zstd: bool) -> Result<LargeImage> {
     let summary = dir().join("image.json");
     let cached = std::fs::read_to_string(&summary)
         .ok()
@@ -124,7 +135,7 @@ pub fn get() -> Result<LargeImage> {
             .zstd
             .iter()
             .all(|z| z.layers.iter().all(|l| l.blob.is_file()));
-    if !zstd_cached {
+    if make_zstd && !zstd_cached {
         image.zstd = ZSTD_LEVELS
             .iter()
             .map(|&level| make_zstd_image(&image, level))

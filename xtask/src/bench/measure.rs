@@ -109,9 +109,31 @@ pub fn paired_median(a: &[f64], b: &[f64]) -> f64 {
     median(&diffs)
 }
 
+/// `a[i] / b[i]` of runs made in the same round.
+pub fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x / y).collect()
+}
+
+/// The median of [`ratios`]: as [`paired_median`], for a target set as
+/// a ratio.
+pub fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    median(&ratios(a, b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratios_compare_rounds() {
+        // a takes twice b's time in every round, however loaded it was.
+        let a = [4.0, 10.0, 5.0];
+        let b = [2.0, 5.0, 2.5];
+        assert_eq!(ratios(&a, &b), [2.0, 2.0, 2.0]);
+        assert_eq!(paired_ratio(&a, &b), 2.0);
+        assert_eq!(paired_ratio(&[3.0, 1.0, 8.0], &[1.0, 1.0, 2.0]), 3.0);
+        assert!(paired_ratio(&[], &[]).is_nan());
+    }
 
     #[test]
     fn paired_median_compares_rounds() {

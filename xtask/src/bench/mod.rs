@@ -10,12 +10,17 @@
 //!   server on loopback (s3s-fs): `b2c volume` vs `rclone sync`;
 //! - boot under QEMU TCG to the status line: b2c vs a static init that
 //!   powers off at once (the floor) vs a busybox script doing the same job;
+//! - boot of the large image under QEMU TCG with a cache disk: b2c's first
+//!   boot on a blank disk and its cached boot, against its hello boot and
+//!   a busybox script pulling the same image onto the same kind of disk;
 //! - sizes of the initramfs (zstd, xz, none) and of the init;
 //! - peak RSS of the pulls.
 //!
 //! Next to results.md, `boot-<variant>.svg`: the chart of the median boot
-//! of each b2c variant (`b2c plot` of its console).
+//! of each b2c variant (`b2c plot` of its console), and `bigboot-<variant>.svg`:
+//! the median first boot of the large image.
 
+mod bigboot;
 mod boot;
 mod deps;
 mod image;
@@ -41,8 +46,11 @@ pub const USAGE: &str =
                             and a boot chart per b2c variant (boot-<variant>.svg)
       --runs N              runs of each measurement (default 7; medians)
       --quick               one run each, no xz initramfs
-      --no-pull, --no-volume, --no-boot
-                            leave out the pull, the volume or the boot benchmark
+      --no-pull, --no-volume, --no-boot, --no-big-boot
+                            leave out the pull, the volume, the (hello) boot or
+                            the large-image boot benchmark
+      --big-runs N          rounds of the large-image boot (default 3, 1 with
+                            --quick; each round is minutes of TCG)
       --initramfs LABEL=PATH  also boot this b2c initramfs (e.g. a patched
                             build) side by side with the others
 ";
@@ -54,6 +62,9 @@ struct Options {
     pull: bool,
     volume: bool,
     boot: bool,
+    big_boot: bool,
+    /// Rounds of the large-image boot.
+    big_runs: Option<usize>,
     /// More b2c initramfs images to boot: (label, path).
     extra: Vec<(String, PathBuf)>,
 }
@@ -66,6 +77,8 @@ impl Options {
             pull: true,
             volume: true,
             boot: true,
+            big_boot: true,
+            big_runs: None,
             extra: Vec::new(),
         };
         let mut it = args.iter();
@@ -86,6 +99,15 @@ impl Options {
                 "--no-pull" => o.pull = false,
                 "--no-volume" => o.volume = false,
                 "--no-boot" => o.boot = false,
+                "--no-big-boot" => o.big_boot = false,
+                "--big-runs" => {
+                    o.big_runs = Some(
+                        it.next()
+                            .and_then(|n| n.parse().ok())
+                            .filter(|n| *n > 0)
+                            .ok_or("--big-runs needs a number > 0")?,
+                    )
+                }
                 "--initramfs" => {
                     let v = it.next().ok_or("--initramfs needs LABEL=PATH")?;
                     let (label, path) = v
@@ -99,6 +121,13 @@ impl Options {
             }
         }
         Ok(o)
+    }
+
+    /// Rounds of the large-image boot: `--big-runs`, else as many as the
+    /// other measurements up to [`bigboot::DEFAULT_RUNS`].
+    fn big_runs(&self) -> usize {
+        self.big_runs
+            .unwrap_or_else(|| self.runs.min(bigboot::DEFAULT_RUNS))
     }
 }
 
@@ -208,8 +237,13 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         None
     };
 
+    let base = dir.join("baselines");
+    let b2c_zstd = builds
+        .iter()
+        .find(|b| b.path.extension().is_some_and(|e| e == "zst"))
+        .map(|b| b.path.clone())
+        .ok_or("no zstd initramfs was built")?;
     let boot = if o.boot {
-        let base = dir.join("baselines");
         let mut candidates = vec![
             boot::Candidate {
                 key: "floor".into(),
@@ -220,7 +254,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             boot::Candidate {
                 key: "busybox".into(),
                 label: "busybox script: udhcpc, wget, tar, crun (zstd)".into(),
-                initramfs: boot::busybox_initramfs(&base)?,
+                initramfs: boot::busybox_initramfs(&base, &boot::hello_job())?,
                 append: String::new(),
             },
         ];
@@ -252,8 +286,48 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         None
     };
 
-    let results =
-        report::Results::new(&o, sizes, pull, volume, boot, start.elapsed().as_secs_f64());
+    // The zstd initramfs (the default) and the ones given with
+    // --initramfs: the others differ only in what the kernel unpacks,
+    // which the hello boot measures.
+    let big_boot = if o.big_boot {
+        let image = image::get_gzip()?;
+        let mut candidates = vec![boot::Candidate {
+            key: "b2c-zstd".into(),
+            label: "b2c (zstd -19)".into(),
+            initramfs: b2c_zstd.clone(),
+            append: boot::b2c_append(),
+        }];
+        for (label, path) in &o.extra {
+            candidates.push(boot::Candidate {
+                key: label.clone(),
+                label: format!("{label} ({})", path.display()),
+                initramfs: path.clone(),
+                append: boot::b2c_append(),
+            });
+        }
+        let script = boot::busybox_initramfs(&base, &bigboot::script_job())?;
+        let mut results = bigboot::bench(
+            &candidates,
+            &script,
+            &image,
+            o.big_runs(),
+            &dir.join("bigboot"),
+        )?;
+        results.write_charts(&dir)?;
+        Some(results)
+    } else {
+        None
+    };
+
+    let results = report::Results::new(
+        &o,
+        sizes,
+        pull,
+        volume,
+        boot,
+        big_boot,
+        start.elapsed().as_secs_f64(),
+    );
     let md = results.markdown();
     std::fs::write(dir.join("results.md"), &md)?;
     std::fs::write(

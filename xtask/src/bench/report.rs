@@ -4,8 +4,10 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::path::Path;
 
+use super::bigboot::BigBootResults;
 use super::boot::BootResults;
 use super::image::LargeImage;
+use super::measure::median;
 use super::pull::{PullResults, ToolRuns};
 use super::volume::VolumeResults;
 use super::Options;
@@ -125,6 +127,105 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod big_boot_tests {
+    use super::super::bigboot::{BigBootResults, BigVariant, ScriptRuns};
+
+    const LAYERS: &str = include_str!("../../../crates/bootchart/tests/fixtures/layers.log");
+
+    fn results(first: Vec<f64>, cached: Vec<f64>) -> BigBootResults {
+        BigBootResults {
+            image: "10.99.0.1:5000/bench/large:latest".into(),
+            layers: 6,
+            compressed_bytes: 125_000_000,
+            unpacked_bytes: 373_000_000,
+            files: 9398,
+            disk_bytes: 4 << 30,
+            command: "gcc --version".into(),
+            runs: 2,
+            variants: vec![BigVariant {
+                key: "b2c-zstd".into(),
+                label: "b2c (zstd -19)".into(),
+                hello: vec![4.0, 5.0],
+                first,
+                cached,
+                first_exit: vec![21.0, 23.0],
+                hello_userland: vec![3.0, 3.5],
+                first_userland: vec![18.0, 19.0],
+                cached_userland: vec![3.25, 4.25],
+                timeline: vec!["[   30.000]: Execution is over, pipeline status: 0".into()],
+                console: LAYERS.into(),
+                hello_console: LAYERS.replace("b2c.cache_device=auto", ""),
+                cached_console: LAYERS.into(),
+            }],
+            script: ScriptRuns {
+                label: "busybox script".into(),
+                seconds: vec![40.0, 30.0],
+                exit: vec![41.0, 31.0],
+                userland: vec![37.0, 27.0],
+                steps: vec![
+                    ("network up".into(), vec![2.5, 2.7]),
+                    ("6 layers unpacked".into(), vec![30.0, 31.0]),
+                ],
+            },
+            charts: vec![("b2c-zstd".into(), "bigboot-b2c-zstd.svg".into())],
+            round_seconds: vec![60.0, 70.0],
+        }
+    }
+
+    #[test]
+    fn targets_from_the_rounds() {
+        // Round by round: first ÷ script 0.5 and 0.8; cached − hello 0.5 and 1.0.
+        let t = super::big_boot_targets(&results(vec![20.0, 24.0], vec![4.5, 6.0]));
+        assert_eq!(t.len(), 2);
+        assert_eq!(t[0].measured, "0.65× (medians 22.00 s vs 35.00 s)");
+        assert!(t[0].holds);
+        assert_eq!(
+            t[1].measured,
+            "+0.75 s (medians 5.25 s vs 4.50 s); by the guest's clock, /init → power-off: +0.50 s"
+        );
+        assert!(t[1].holds);
+        let t = super::big_boot_targets(&results(vec![36.0, 27.0], vec![6.0, 6.5]));
+        assert_eq!(t[0].measured, "0.90× (medians 31.50 s vs 35.00 s)");
+        assert!(!t[0].holds);
+        assert!(t[1]
+            .measured
+            .starts_with("+1.75 s (medians 6.25 s vs 4.50 s);"));
+        assert!(!t[1].holds);
+        let mut none = results(vec![], vec![]);
+        none.variants[0].key = "mine".into();
+        assert!(
+            super::big_boot_targets(&none).is_empty(),
+            "the default initramfs only"
+        );
+    }
+
+    #[test]
+    fn section_has_a_row_per_round_and_the_medians() {
+        let mut s = String::new();
+        super::big_boot_section(&mut s, &results(vec![20.0, 24.0], vec![4.5, 6.0]));
+        assert!(s.starts_with("\n#### Boot under QEMU TCG, large image, cache disk\n"));
+        assert!(s.contains("(6 gzip layers: 125 MB compressed, 373 MB and 9398 files unpacked)"));
+        assert!(s.contains("a blank sparse 4 GiB virtio disk"));
+        assert!(s.contains("2 round(s); a round took 65 s (median), 2.2 min in all."));
+        assert!(s.contains(
+            "| 1 | 4.00 s | 20.00 s | 5.00 | 4.50 s | 1.12 | +0.50 s | 40.00 s | 0.50 |\n\
+             | 2 | 5.00 s | 24.00 s | 4.80 | 6.00 s | 1.20 | +1.00 s | 30.00 s | 0.80 |\n\
+             | median | 4.50 s | 22.00 s | 4.90 | 5.25 s | 1.16 | +0.75 s | 35.00 s | 0.65 |\n"
+        ));
+        assert!(s.contains("b2c's first boot 22.00 s, the script 36.00 s (medians)"));
+        assert!(s.contains("network up at 2.60 s, 6 layers unpacked at 30.50 s."));
+        assert!(s.contains(
+            "hello 3.25 s, first boot 18.50 s, cached boot 3.75 s, busybox script 32.00 s; \
+             cached − hello, round by round: +0.50 s."
+        ));
+        assert!(s.contains("| step | hello | cached boot |\n|---|---|---|\n| kernel | "));
+        assert!(s.contains("| pull | 5.08 s | 0.60 s |"));
+        assert!(s.contains("[b2c-zstd](bigboot-b2c-zstd.svg)"));
+        assert!(s.ends_with("```\n[   30.000]: Execution is over, pipeline status: 0\n```\n"));
+    }
+}
+
 #[derive(Debug, serde::Serialize)]
 pub struct Target {
     pub target: String,
@@ -196,6 +297,7 @@ pub struct Results {
     pub pull: Option<PullResults>,
     pub volume: Option<VolumeResults>,
     pub boot: Option<BootResults>,
+    pub big_boot: Option<BigBootResults>,
     pub targets: Vec<Target>,
     pub total_seconds: f64,
 }
@@ -273,6 +375,204 @@ fn volume_section(s: &mut String, v: &VolumeResults) {
     );
 }
 
+/// The issue's targets for the large image, on the default initramfs.
+fn big_boot_targets(b: &BigBootResults) -> Vec<Target> {
+    let Some(v) = b.variant("b2c-zstd") else {
+        return Vec::new();
+    };
+    let to_script = v.first_to_script(&b.script);
+    let over = v.cached_over_hello();
+    vec![
+        Target {
+            target: "large image: first boot ≤ 0.8× the busybox script's (TCG, blank cache disk)"
+                .into(),
+            measured: format!(
+                "{to_script:.2}× (medians {:.2} s vs {:.2} s)",
+                median(&v.first),
+                b.script.median()
+            ),
+            holds: to_script <= 0.8,
+        },
+        Target {
+            target: "large image: cached boot ≤ hello boot + 1.0 s (TCG)".into(),
+            measured: format!(
+                "{over:+.2} s (medians {:.2} s vs {:.2} s); by the guest's clock, \
+                 /init → power-off: {:+.2} s",
+                median(&v.cached),
+                median(&v.hello),
+                v.cached_over_hello_userland()
+            ),
+            holds: over <= 1.0,
+        },
+    ]
+}
+
+fn big_boot_section(s: &mut String, b: &BigBootResults) {
+    let _ = writeln!(s, "\n#### Boot under QEMU TCG, large image, cache disk\n");
+    let _ = writeln!(
+        s,
+        "The image of the pull benchmark ({} gzip layers: {:.0} MB compressed, {:.0} MB and \
+         {} files unpacked), pushed to the registry of the boot's test network (HTTP), \
+         and `{}` run in it with crun; QEMU and kernel as above, `-m 1024`, a blank \
+         sparse {:.0} GiB virtio disk. Each round boots, one after the other:\n\n\
+         - the busybox script: `mke2fs` of the whole disk with b2c's arguments, the \
+         manifest by `wget`, then every layer at once, each `wget -O - | tar -xzf -` \
+         into a directory of its own on the disk (busybox's gzip; no digest is \
+         checked), overlayfs stacking them under a writable upper layer on the disk, \
+         `crun run`;\n\
+         - for each b2c initramfs: the hello boot (the busybox image, no disk, as \
+         above), the first boot on a blank disk (`b2c.cache_device=auto`: b2c \
+         partitions and formats it, pulls with digests checked, syncs each layer), \
+         and the cached boot on the same disk (the manifest is asked for, the image is \
+         up to date: no blob downloaded, checked in the registry's log).\n\n\
+         Times from QEMU's start to the status line. Ratios and differences are the \
+         medians of each round's: this shared machine's speed drifts between rounds. \
+         {} round(s); a round took {:.0} s (median), {:.1} min in all.\n",
+        b.layers,
+        b.compressed_bytes as f64 / MB,
+        b.unpacked_bytes as f64 / MB,
+        b.files,
+        b.command,
+        b.disk_bytes as f64 / (1024.0 * MIB),
+        b.runs,
+        median(&b.round_seconds),
+        b.round_seconds.iter().sum::<f64>() / 60.0,
+    );
+    for v in &b.variants {
+        let _ = writeln!(
+            s,
+            "{}:\n\n| round | hello | first boot | first ÷ hello | cached boot | cached ÷ hello \
+             | cached − hello | busybox script | first ÷ script |\n\
+             |---|---|---|---|---|---|---|---|---|",
+            v.label
+        );
+        for i in 0..v.first.len() {
+            let (h, f, c) = (v.hello[i], v.first[i], v.cached[i]);
+            let script = b.script.seconds.get(i).copied().unwrap_or(f64::NAN);
+            let _ = writeln!(
+                s,
+                "| {} | {h:.2} s | {f:.2} s | {:.2} | {c:.2} s | {:.2} | {:+.2} s | {script:.2} s | {:.2} |",
+                i + 1,
+                f / h,
+                c / h,
+                c - h,
+                f / script
+            );
+        }
+        let _ = writeln!(
+            s,
+            "| median | {:.2} s | {:.2} s | {:.2} | {:.2} s | {:.2} | {:+.2} s | {:.2} s | {:.2} |\n",
+            median(&v.hello),
+            median(&v.first),
+            v.first_to_hello(),
+            median(&v.cached),
+            v.cached_to_hello(),
+            v.cached_over_hello(),
+            b.script.median(),
+            v.first_to_script(&b.script)
+        );
+        let _ = writeln!(
+            s,
+            "Until QEMU exited (the power-off, after the write-back: b2c syncs each layer \
+             as it commits it, the script's `poweroff -f` syncs before powering off): \
+             b2c's first boot {:.2} s, the script {:.2} s (medians).\n",
+            median(&v.first_exit),
+            median(&b.script.exit)
+        );
+        let _ = writeln!(
+            s,
+            "By the guest's clock, from the kernel's `Run /init` to its `reboot: Power \
+             down` (without QEMU's start and the kernel's boot; medians): hello {:.2} s, \
+             first boot {:.2} s, cached boot {:.2} s, busybox script {:.2} s; cached − \
+             hello, round by round: {:+.2} s.\n",
+            median(&v.hello_userland),
+            median(&v.first_userland),
+            median(&v.cached_userland),
+            median(&b.script.userland),
+            v.cached_over_hello_userland()
+        );
+    }
+    if !b.script.steps.is_empty() {
+        let steps: Vec<String> = b
+            .script
+            .steps
+            .iter()
+            .map(|(what, at)| format!("{what} at {:.2} s", median(at)))
+            .collect();
+        let _ = writeln!(
+            s,
+            "The script's steps by the guest's clock (uptime, medians of the rounds): {}.\n",
+            steps.join(", ")
+        );
+    }
+    if let Some(v) = b.variants.first() {
+        let phases = phases(&v.console);
+        if !phases.is_empty() {
+            let _ = writeln!(
+                s,
+                "Where the guest's time goes in the median first boot of {}, from its console \
+                 stamps:\n\n| step | from | time |\n|---|---|---|",
+                v.label
+            );
+            for (name, start, secs) in phases {
+                let _ = writeln!(s, "| {name} | {start:.2} s | {secs:.2} s |");
+            }
+            let _ = writeln!(s);
+        }
+    }
+    if let Some(v) = b.variants.first() {
+        let (hello, cached) = (phases(&v.hello_console), phases(&v.cached_console));
+        if !cached.is_empty() {
+            let _ = writeln!(
+                s,
+                "The median cached boot against the median hello boot of {}, step by \
+                 step:\n\n| step | hello | cached boot |\n|---|---|---|",
+                v.label
+            );
+            let mut names: Vec<&str> = hello.iter().map(|(n, _, _)| n.as_str()).collect();
+            for (n, _, _) in &cached {
+                if !names.contains(&n.as_str()) {
+                    names.push(n);
+                }
+            }
+            let time = |p: &[(String, f64, f64)], name: &str| {
+                p.iter()
+                    .find(|(n, _, _)| n == name)
+                    .map_or("–".to_string(), |(_, _, secs)| format!("{secs:.2} s"))
+            };
+            for name in names {
+                let _ = writeln!(
+                    s,
+                    "| {name} | {} | {} |",
+                    time(&hello, name),
+                    time(&cached, name)
+                );
+            }
+            let _ = writeln!(s);
+        }
+    }
+    if !b.charts.is_empty() {
+        let files: Vec<String> = b
+            .charts
+            .iter()
+            .map(|(key, file)| format!("[{key}]({file})"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "The median first boot of each b2c initramfs as a chart (`b2c plot` of its \
+             console), next to this file: {}.\n",
+            files.join(", ")
+        );
+    }
+    if let Some(v) = b.variants.first() {
+        let _ = writeln!(s, "b2c's own lines in that boot (uptime-stamped):\n\n```");
+        for l in &v.timeline {
+            let _ = writeln!(s, "{l}");
+        }
+        let _ = writeln!(s, "```");
+    }
+}
+
 fn runs_list(v: &[f64]) -> String {
     v.iter()
         .map(|s| format!("{s:.2}"))
@@ -287,6 +587,7 @@ impl Results {
         pull: Option<(LargeImage, PullResults)>,
         volume: Option<VolumeResults>,
         boot: Option<BootResults>,
+        big_boot: Option<BigBootResults>,
         total_seconds: f64,
     ) -> Results {
         let mut command = "cargo xtask bench".to_string();
@@ -306,6 +607,11 @@ impl Results {
         if !o.boot {
             command.push_str(" --no-boot");
         }
+        if !o.big_boot {
+            command.push_str(" --no-big-boot");
+        } else if let Some(n) = o.big_runs {
+            command.push_str(&format!(" --big-runs {n}"));
+        }
         for (label, path) in &o.extra {
             command.push_str(&format!(" --initramfs {label}={}", path.display()));
         }
@@ -322,6 +628,7 @@ impl Results {
             pull,
             volume,
             boot,
+            big_boot,
             targets: Vec::new(),
             total_seconds,
         };
@@ -425,6 +732,11 @@ impl Results {
                 );
             }
         }
+        if let Some(b) = &self.big_boot {
+            for target in big_boot_targets(b) {
+                add(&target.target, target.measured, target.holds);
+            }
+        }
         let z = self.sizes.zstd();
         add(
             "initramfs ≤ 10 MB compressed, crun and the farm's drivers included (zstd)",
@@ -474,6 +786,9 @@ impl Results {
         if let Some(b) = &self.boot {
             self.boot_section(&mut s, b);
         }
+        if let Some(b) = &self.big_boot {
+            big_boot_section(&mut s, b);
+        }
         self.size_section(&mut s);
         s
     }
@@ -503,7 +818,7 @@ impl Results {
             let steps: Vec<String> = t
                 .steps
                 .iter()
-                .map(|(n, v)| format!("{n} {:.2} s", super::measure::median(v)))
+                .map(|(n, v)| format!("{n} {:.2} s", median(v)))
                 .collect();
             let _ = writeln!(s, "\n{}: {}.", t.label, steps.join(", "));
         }
