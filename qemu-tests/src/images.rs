@@ -763,6 +763,20 @@ pub fn ci_layout() -> Result<&'static Path> {
         .map_err(Clone::clone)
 }
 
+/// The OCI layout holding `image`.
+fn layout_of(image: &str) -> Result<&'static Path> {
+    if image == BIG_IMAGE {
+        big_layout()
+    } else {
+        layout()
+    }
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    serde_json::from_slice(&std::fs::read(path).context(|| format!("read {}", path.display()))?)
+        .context(|| format!("parse {}", path.display()))
+}
+
 /// The digest of the index `image` names as its TestNet's registry
 /// serves it (`sha256:<hex>`): what `skopeo inspect --raw` digests.
 pub fn index_digest(image: &str) -> Result<String> {
@@ -777,17 +791,8 @@ pub fn index_digest(image: &str) -> Result<String> {
             "{image} is converted when pushed: ask the registry for its digest"
         )));
     }
-    let layout = if found.name == BIG_IMAGE {
-        big_layout()?
-    } else {
-        layout()?
-    };
-    let path = layout.join("index.json");
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(&path).context(|| format!("read {}", path.display()))?,
-    )
-    .context(|| format!("parse {}", path.display()))?;
-    index["manifests"]
+    let path = layout_of(found.name)?.join("index.json");
+    read_json(&path)?["manifests"]
         .as_array()
         .into_iter()
         .flatten()
@@ -807,17 +812,10 @@ pub fn manifest_digest(image: &str) -> Result<String> {
 /// The digest of `image`'s manifest for `arch`.
 pub fn platform_digest(image: &str, arch: Arch) -> Result<String> {
     let index = index_digest(image)?;
-    let layout = if image == BIG_IMAGE {
-        big_layout()?
-    } else {
-        layout()?
-    };
-    let path = layout.join("blobs/sha256").join(&index["sha256:".len()..]);
-    let index: Value = serde_json::from_slice(
-        &std::fs::read(&path).context(|| format!("read {}", path.display()))?,
-    )
-    .context(|| format!("parse {}", path.display()))?;
-    index["manifests"]
+    let path = layout_of(image)?
+        .join("blobs/sha256")
+        .join(&index["sha256:".len()..]);
+    read_json(&path)?["manifests"]
         .as_array()
         .into_iter()
         .flatten()

@@ -271,14 +271,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 append: boot::b2c_append(),
             });
         }
-        for (label, path) in &o.extra {
-            candidates.push(boot::Candidate {
-                key: label.clone(),
-                label: format!("{label} ({})", path.display()),
-                initramfs: path.clone(),
-                append: boot::b2c_append(),
-            });
-        }
+        candidates.extend(extra_candidates(&o.extra));
         let mut results = boot::bench(&candidates, o.runs)?;
         results.write_charts(&dir)?;
         Some(results)
@@ -297,14 +290,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             initramfs: b2c_zstd.clone(),
             append: boot::b2c_append(),
         }];
-        for (label, path) in &o.extra {
-            candidates.push(boot::Candidate {
-                key: label.clone(),
-                label: format!("{label} ({})", path.display()),
-                initramfs: path.clone(),
-                append: boot::b2c_append(),
-            });
-        }
+        candidates.extend(extra_candidates(&o.extra));
         let script = boot::busybox_initramfs(&base, &bigboot::script_job())?;
         let mut results = bigboot::bench(
             &candidates,
@@ -342,4 +328,14 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         start.elapsed().as_secs_f64() / 60.0
     );
     Ok(())
+}
+
+/// The boots of the initramfs images given with `--initramfs`.
+fn extra_candidates(extra: &[(String, PathBuf)]) -> impl Iterator<Item = boot::Candidate> + '_ {
+    extra.iter().map(|(label, path)| boot::Candidate {
+        key: label.clone(),
+        label: format!("{label} ({})", path.display()),
+        initramfs: path.clone(),
+        append: boot::b2c_append(),
+    })
 }
