@@ -10,7 +10,10 @@
 //!   server on loopback (s3s-fs): `b2c volume` vs `rclone sync`;
 //! - boot under QEMU TCG to the status line: b2c vs a static init that
 //!   powers off at once (the floor) vs a busybox script doing the same job;
-//! - sizes of the initramfs (zstd, xz, none) and of the init;
+//! - on our own kernel too, when `cargo xtask kernel` has built it: the
+//!   floor and b2c with an initramfs without modules;
+//! - sizes of the initramfs (zstd, xz, none; arm64's with zstd) and of
+//!   the init;
 //! - peak RSS of the pulls.
 
 mod boot;
@@ -41,6 +44,8 @@ pub const USAGE: &str =
                             leave out the pull, the volume or the boot benchmark
       --initramfs LABEL=PATH  also boot this b2c initramfs (e.g. a patched
                             build) side by side with the others
+      --no-arm64            leave out the arm64 initramfs's size (its first
+                            cross build takes about 10 minutes)
 ";
 
 #[derive(Debug)]
@@ -50,6 +55,7 @@ struct Options {
     pull: bool,
     volume: bool,
     boot: bool,
+    arm64: bool,
     /// More b2c initramfs images to boot: (label, path).
     extra: Vec<(String, PathBuf)>,
 }
@@ -62,6 +68,7 @@ impl Options {
             pull: true,
             volume: true,
             boot: true,
+            arm64: true,
             extra: Vec::new(),
         };
         let mut it = args.iter();
@@ -82,6 +89,7 @@ impl Options {
                 "--no-pull" => o.pull = false,
                 "--no-volume" => o.volume = false,
                 "--no-boot" => o.boot = false,
+                "--no-arm64" => o.arm64 = false,
                 "--initramfs" => {
                     let v = it.next().ok_or("--initramfs needs LABEL=PATH")?;
                     let (label, path) = v
@@ -172,8 +180,36 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             arch: Arch::X86_64,
         })?);
     }
+    let arm64 = if o.arm64 {
+        Some(initramfs::build(&initramfs::Options {
+            ca_cert: None,
+            compression: Compression::Zstd,
+            output: Some(initramfs_dir.join("b2c-aarch64.cpio.zst")),
+            modules: initramfs::ModuleSet::Farm,
+            arch: Arch::Aarch64,
+        })?)
+    } else {
+        None
+    };
+    // Our kernel, when built: b2c boots it with no module at all.
+    let own_kernel = qemu_tests::own_kernel(Arch::X86_64);
+    let no_modules = match own_kernel {
+        Some(_) => Some(initramfs::build(&initramfs::Options {
+            ca_cert: None,
+            compression: Compression::Zstd,
+            output: Some(initramfs_dir.join("b2c-no-modules.cpio.zst")),
+            modules: initramfs::ModuleSet::None,
+            arch: Arch::X86_64,
+        })?),
+        None => {
+            println!("bench: no kernel of our own (`cargo xtask kernel`): booting Debian's only");
+            None
+        }
+    };
     let cli = build_cli()?;
-    let sizes = report::Sizes::measure(&builds)?;
+    let mut sizes = report::Sizes::measure(&builds)?;
+    sizes.arm64_bytes = arm64.as_ref().map(|b| b.compressed_bytes);
+    sizes.no_modules_bytes = no_modules.as_ref().map(|b| b.compressed_bytes);
 
     let pull = if o.pull {
         let image = image::get()?;
@@ -206,18 +242,21 @@ pub fn run_bench(args: &[String]) -> Result<()> {
 
     let boot = if o.boot {
         let base = dir.join("baselines");
+        let floor = boot::floor_initramfs(&base)?;
         let mut candidates = vec![
             boot::Candidate {
                 key: "floor".into(),
                 label: "floor: static init, powers off at once".into(),
-                initramfs: boot::floor_initramfs(&base)?,
+                initramfs: floor.clone(),
                 append: String::new(),
+                kernel: None,
             },
             boot::Candidate {
                 key: "busybox".into(),
                 label: "busybox script: udhcpc, wget, tar, crun (zstd)".into(),
                 initramfs: boot::busybox_initramfs(&base)?,
                 append: String::new(),
+                kernel: None,
             },
         ];
         for b in &builds {
@@ -231,6 +270,24 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 label: format!("b2c ({what})"),
                 initramfs: b.path.clone(),
                 append: boot::b2c_append(),
+                kernel: None,
+            });
+        }
+        if let (Some((image, release)), Some(bare)) = (&own_kernel, &no_modules) {
+            let kernel = Some((image.clone(), release.clone()));
+            candidates.push(boot::Candidate {
+                key: boot::OWN_FLOOR.into(),
+                label: format!("floor, our kernel {release}"),
+                initramfs: floor.clone(),
+                append: String::new(),
+                kernel: kernel.clone(),
+            });
+            candidates.push(boot::Candidate {
+                key: boot::OWN_B2C.into(),
+                label: format!("b2c (zstd -19), our kernel {release}, no modules"),
+                initramfs: bare.path.clone(),
+                append: boot::b2c_append(),
+                kernel,
             });
         }
         for (label, path) in &o.extra {
@@ -239,6 +296,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 label: format!("{label} ({})", path.display()),
                 initramfs: path.clone(),
                 append: boot::b2c_append(),
+                kernel: None,
             });
         }
         Some(boot::bench(&candidates, o.runs)?)
