@@ -12,9 +12,9 @@ mod common;
 use std::path::PathBuf;
 
 use b2c_system::devices::NO_DRIVER;
-use common::{assert_verdict, boot_on, run_http, start_net};
+use common::{assert_verdict, boot_on, opt, run_http, start_net};
 use qemu_tests::images::BUSYBOX_IMAGE;
-use qemu_tests::{disk, Arch, Boot, BootOptions, DiskBus, NetOptions};
+use qemu_tests::{disk, Arch, Boot, BootOptions, DiskBus, NetOptions, REGISTRY_HTTP};
 
 /// Boot options for our kernel with an initramfs that ships no module,
 /// or `None` (the test then skips, saying why) when the kernel is not
@@ -92,9 +92,12 @@ fn cache_fscrypt_and_watchdog_on_our_kernel() {
     let key = format!("{}AA==", "Zm9vYmFy".repeat(10) + "Zm9v");
     let append = format!(
         "b2c.cache_device=auto b2c.volume=\"secret,fscrypt_key={key}\" {}",
-        run_http(
-            BUSYBOX_IMAGE,
-            "-v secret:/s sh -c 'echo SECRET-$((40+2)) > /s/f; cat /s/f'"
+        opt(
+            "b2c.run",
+            &format!(
+                "-v secret:/s --tls-verify=false docker://{REGISTRY_HTTP}/{BUSYBOX_IMAGE} \
+                 sh -c 'echo SECRET-$((40+2)) > /s/f; cat /s/f'"
+            )
         )
     );
     let Some((opts, release)) = own_kernel_options("own-kernel-cache", &append) else {
