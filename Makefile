@@ -2,8 +2,9 @@
 # machine: they install what is missing first.
 
 CARGO ?= cargo
-# The architecture `make kernel`, `make initramfs` and `make run` build and
-# boot: x86_64, or aarch64 (cross-built, booted with qemu-system-aarch64).
+# The architecture `make initramfs` and `make run` build and boot: x86_64,
+# or aarch64 (cross-built, booted with qemu-system-aarch64). `make kernel`
+# builds both unless ARCH=… is on the command line.
 ARCH ?= x86_64
 MUSL_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 S3S_FS_VERSION := 0.14.1
@@ -15,10 +16,12 @@ DEB_PACKAGES := qemu-system-x86 crun docker-registry skopeo dnsmasq-base chrony 
 	ca-certificates qemu-utils fdisk iptables apache2-utils ipxe-qemu seabios \
 	pxelinux syslinux-common podman nfs-ganesha nfs-ganesha-vfs rpcbind nbd-server \
 	rclone gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm
-# What `make kernel` needs besides: Debian's kernel source (the stock
-# kernel's version, with Debian's patches; 130 MB, so not in `make deps`)
-# and the kernel build's tools. The arm64 cross compiler is in DEB_PACKAGES.
-KERNEL_DEB_PACKAGES := linux-source bc bison flex libelf-dev libssl-dev make gcc xz-utils
+# What `make kernel` needs: Debian's kernel source (the stock kernel's
+# version, with Debian's patches; 130 MB, so not in `make deps`), the
+# kernel build's tools and the arm64 cross compiler. Not `make deps`'s
+# whole list (and its S3 server build): a kernel needs none of it.
+KERNEL_DEB_PACKAGES := linux-source bc bison flex libelf-dev libssl-dev make gcc xz-utils \
+	gcc-aarch64-linux-gnu
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes
@@ -59,7 +62,7 @@ deps:
 	@$(S3S_FS) --version 2>/dev/null | grep -q ' $(S3S_FS_VERSION)$$' || \
 		$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked
 
-deps-kernel: deps
+deps-kernel:
 	$(call install_debs,$(KERNEL_DEB_PACKAGES))
 
 # Our kernel, every driver b2c needs built in (kernel-config/), into
