@@ -171,4 +171,22 @@ mod tests {
         }
         assert!(Arch::parse("riscv64").is_err());
     }
+
+    #[test]
+    fn kernels_by_name() {
+        let own = crate::kernel_named("own", Arch::Aarch64);
+        assert!(
+            own.ends_with("own-kernel/aarch64/Image"),
+            "{}",
+            own.display()
+        );
+        assert!(crate::kernel_named("own", Arch::X86_64).ends_with("own-kernel/x86_64/vmlinux"));
+        for debian in ["", "debian"] {
+            assert!(crate::kernel_named(debian, Arch::X86_64).ends_with("kernel/vmlinux"));
+        }
+        assert_eq!(
+            crate::kernel_named("/boot/vmlinuz", Arch::X86_64),
+            PathBuf::from("/boot/vmlinuz")
+        );
+    }
 }
