@@ -200,15 +200,7 @@ impl Apt {
     }
 
     fn output(&self, program: &str, args: &[&str]) -> Result<String> {
-        let out = self.command(program).args(args).output()?;
-        if !out.status.success() {
-            return Err(format!(
-                "{program} {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-            .into());
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        crate::command_output(self.command(program).args(args))
     }
 
     pub fn update(&self) -> Result<()> {

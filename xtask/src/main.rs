@@ -137,16 +137,16 @@ pub fn run(cmd: &mut Command) -> Result<()> {
 }
 
 pub fn run_output(program: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new(program)
-        .args(args)
+    command_output(Command::new(program).args(args))
+}
+
+/// What `cmd` printed, or an error with what it printed on stderr.
+pub fn command_output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
         .output()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|e| format!("cannot run {:?}: {e}", cmd.get_program()))?;
     if !out.status.success() {
-        return Err(format!(
-            "{program} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-        .into());
+        return Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)).into());
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

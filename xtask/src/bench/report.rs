@@ -302,6 +302,15 @@ pub struct Results {
     pub total_seconds: f64,
 }
 
+/// `[key](file), …`: the charts written next to results.md.
+fn chart_links(charts: &[(String, String)]) -> String {
+    charts
+        .iter()
+        .map(|(key, file)| format!("[{key}]({file})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn mb(bytes: u64) -> String {
     format!(
         "{:.2} MB ({:.2} MiB)",
@@ -552,16 +561,11 @@ fn big_boot_section(s: &mut String, b: &BigBootResults) {
         }
     }
     if !b.charts.is_empty() {
-        let files: Vec<String> = b
-            .charts
-            .iter()
-            .map(|(key, file)| format!("[{key}]({file})"))
-            .collect();
         let _ = writeln!(
             s,
             "The median first boot of each b2c initramfs as a chart (`b2c plot` of its \
              console), next to this file: {}.\n",
-            files.join(", ")
+            chart_links(&b.charts)
         );
     }
     if let Some(v) = b.variants.first() {
@@ -933,16 +937,11 @@ impl Results {
             );
         }
         if !b.charts.is_empty() {
-            let files: Vec<String> = b
-                .charts
-                .iter()
-                .map(|(key, file)| format!("[{key}]({file})"))
-                .collect();
             let _ = writeln!(
                 s,
                 "\nThe median boot of each b2c variant as a chart (`b2c plot` of its \
                  console), next to this file: {}.",
-                files.join(", ")
+                chart_links(&b.charts)
             );
         }
         if let Some(v) = b.variant("b2c-zstd") {
