@@ -147,7 +147,13 @@ ip link set lo up
 ip link set eth0 up || fail "no eth0"
 udhcpc -i eth0 -f -q -n -t 30 -T 1 -s /etc/udhcpc.sh >/dev/null 2>&1 || fail "no DHCP lease"
 repo=http://__REGISTRY__/v2/__REPO__
-manifest=$(wget -q -O - --header "Accept: application/vnd.oci.image.manifest.v1+json" "$repo/manifests/__TAG__") || fail manifest
+accept=application/vnd.oci.image.manifest.v1+json
+manifest=$(wget -q -O - --header "Accept: $accept, application/vnd.oci.image.index.v1+json" "$repo/manifests/__TAG__") || fail manifest
+# The test images are multi-arch indexes (compact JSON, sorted keys): amd64's manifest.
+amd64=$(echo "$manifest" | sed -n 's/.*"digest":"\(sha256:[0-9a-f]*\)","mediaType":"[^"]*","platform":{"architecture":"amd64".*/\1/p')
+if [ -n "$amd64" ]; then
+  manifest=$(wget -q -O - --header "Accept: $accept" "$repo/manifests/$amd64") || fail "manifest $amd64"
+fi
 layer=$(echo "$manifest" | sed -n 's/.*"layers":\[{[^}]*"digest":"\(sha256:[0-9a-f]*\)".*/\1/p')
 [ -n "$layer" ] || fail "no layer in $manifest"
 mkdir -p /tmp/c/rootfs
