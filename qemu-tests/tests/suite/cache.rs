@@ -215,13 +215,7 @@ fn power_cut_mid_download_is_recovered() {
     net.push_big_image().unwrap_or_else(|e| panic!("{e}"));
     let expected = images::big_file_sha256().unwrap_or_else(|e| panic!("{e}"));
     let disk = blank_disk("cache-power-cut", GIB);
-    let append = format!(
-        "b2c.cache_device=auto {}",
-        run_http(
-            BIG_IMAGE,
-            &format!("sh -c 'echo SUM-$((40+2)):$(sha256sum {BIG_FILE})'"),
-        )
-    );
+    let append = common::big_image_on_auto_cache();
 
     // The init prints `pulling <image>: X / Y MB` every 2 s while layers
     // come in: the first such line is a moment in the middle of the

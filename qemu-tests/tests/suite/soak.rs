@@ -12,9 +12,9 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::{boot_on, options, run_http, start_net};
+use common::{boot_on, options, start_net};
 use qemu_tests::disk;
-use qemu_tests::images::{self, BIG_FILE, BIG_IMAGE};
+use qemu_tests::images::{self, BIG_FILE};
 use qemu_tests::NetOptions;
 
 const BOOTS: usize = 30;
@@ -57,13 +57,7 @@ fn thirty_boots_on_one_cache_with_power_cuts() {
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap();
     let disk = disk::blank_disk(&dir, "soak.img", 2 << 30).unwrap_or_else(|e| panic!("{e}"));
-    let append = format!(
-        "b2c.cache_device=auto {}",
-        run_http(
-            BIG_IMAGE,
-            &format!("sh -c 'echo SUM-$((40+2)):$(sha256sum {BIG_FILE})'"),
-        )
-    );
+    let append = common::big_image_on_auto_cache();
     // Slow enough that early cuts land in the middle of the download.
     net.limit_download_rate(Some(10_000_000)).unwrap();
 

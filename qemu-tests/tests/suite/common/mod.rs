@@ -4,7 +4,7 @@
 //! Markers are computed by the guest's shell (`$((40+2))`) so that the
 //! kernel's echo of its command line can never match them.
 
-use qemu_tests::images::BUSYBOX_IMAGE;
+use qemu_tests::images::{BIG_FILE, BIG_IMAGE, BUSYBOX_IMAGE};
 use qemu_tests::{Boot, BootOptions, NetOptions, TestNet, REGISTRY_HTTP};
 
 /// Boot options for the default kernel and initramfs, which must exist:
@@ -58,6 +58,19 @@ pub fn run_img(command: &str) -> String {
 }
 
 /// `b2c.run` of an image in the plain-HTTP registry.
+/// The big image pulled onto the cache (`b2c.cache_device=auto`), its
+/// file's checksum printed after `SUM-42:`: what the power-cut tests
+/// check a pull by.
+pub fn big_image_on_auto_cache() -> String {
+    format!(
+        "b2c.cache_device=auto {}",
+        run_http(
+            BIG_IMAGE,
+            &format!("sh -c 'echo SUM-$((40+2)):$(sha256sum {BIG_FILE})'"),
+        )
+    )
+}
+
 pub fn run_http(image: &str, command: &str) -> String {
     opt(
         "b2c.run",
