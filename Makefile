@@ -2,8 +2,9 @@
 # machine: they install what is missing first.
 
 CARGO ?= cargo
-# The architecture `make kernel`, `make initramfs` and `make run` build and
-# boot: x86_64, or aarch64 (cross-built, booted with qemu-system-aarch64).
+# The architecture `make initramfs` and `make run` build and boot: x86_64,
+# or aarch64 (cross-built, booted with qemu-system-aarch64). `make kernel`
+# builds both unless ARCH=… is on the command line.
 ARCH ?= x86_64
 MUSL_TARGETS := x86_64-unknown-linux-musl aarch64-unknown-linux-musl
 S3S_FS_VERSION := 0.14.1
@@ -17,6 +18,12 @@ DEB_PACKAGES := qemu-system-x86 docker-registry skopeo dnsmasq-base chrony \
 	pxelinux syslinux-common podman nfs-ganesha nfs-ganesha-vfs rpcbind nbd-server \
 	rclone gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-system-arm \
 	gcc make libc6-dev dpkg-dev python3
+# What `make kernel` needs: Debian's kernel source (the stock kernel's
+# version, with Debian's patches; 130 MB, so not in `make deps`), the
+# kernel build's tools and the arm64 cross compiler. Not `make deps`'s
+# whole list (and its S3 server build): a kernel needs none of it.
+KERNEL_DEB_PACKAGES := linux-source bc bison flex libelf-dev libssl-dev make gcc xz-utils \
+	gcc-aarch64-linux-gnu
 # The demo container of `make run`: a busybox image the test network builds
 # and serves from its registry at 10.99.0.1:5000.
 # Exported, and used quoted, so that no shell on the way reads its quotes
@@ -32,17 +39,23 @@ ARM64_ALL_TESTS := --test suite -- --exact e2e::hello \
 	e2e::https_with_the_test_ca cache::auto_cache_survives_reboots_and_registry_outages \
 	pipeline::boot2container_pipeline_semantics
 
-.PHONY: all deps kernel initramfs firmware run test unit e2e e2e-arm64 test-arm64 \
-	soak bench lint clean kernel-x86_64 kernel-aarch64 initramfs-x86_64 initramfs-aarch64
+.PHONY: all deps deps-kernel kernel initramfs firmware run test unit e2e e2e-arm64 test-arm64 \
+	test-kernel soak bench lint clean kernel-x86_64 kernel-aarch64 kernel-debian-x86_64 \
+	kernel-debian-aarch64 initramfs-x86_64 initramfs-aarch64
 
 all: initramfs
 
-deps:
-	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+# Installs the Debian packages of $(1) that are missing.
+define install_debs
+	@missing=$$(for p in $(1); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing:" $$missing; \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+deps:
+	$(call install_debs,$(DEB_PACKAGES))
 	@apt-cache show linux-image-amd64 >/dev/null 2>&1 || apt-get update -q
 	@for t in $(MUSL_TARGETS); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 	@# The S3 server of the volume tests (storage and QEMU): a real one that
@@ -51,21 +64,36 @@ deps:
 	@$(S3S_FS) --version 2>/dev/null | grep -q ' $(S3S_FS_VERSION)$$' || \
 		$(CARGO) install s3s-fs --version $(S3S_FS_VERSION) --features binary --locked
 
+deps-kernel:
+	$(call install_debs,$(KERNEL_DEB_PACKAGES))
+
+# Our kernel, every driver b2c needs built in (kernel-config/), into
+# target/own-kernel/ARCH/: both architectures, or the one ARCH=… names on
+# the command line. Many minutes each (README: Building our kernel).
+ifeq ($(origin ARCH),command line)
 kernel: kernel-$(ARCH)
+else
+kernel: kernel-x86_64 kernel-aarch64
+endif
 
 initramfs: initramfs-$(ARCH)
 
-kernel-x86_64 kernel-aarch64: kernel-%: deps
+kernel-x86_64 kernel-aarch64: kernel-%: deps-kernel
 	$(CARGO) xtask kernel --arch $*
 
+# Debian's stock kernel, whose modules the initramfs ships and which the
+# QEMU tests boot: target/kernel/, target/kernel-aarch64/.
+kernel-debian-x86_64 kernel-debian-aarch64: kernel-debian-%: deps
+	$(CARGO) xtask kernel --debian --arch $*
+
 # target/initramfs/b2c.cpio.zst, target/initramfs/aarch64/b2c.cpio.zst
-initramfs-x86_64 initramfs-aarch64: initramfs-%: kernel-%
+initramfs-x86_64 initramfs-aarch64: initramfs-%: kernel-debian-%
 	$(CARGO) xtask initramfs --arch $*
 
 # The drivers' firmware (Debian's non-free-firmware), as a second archive
 # for the boot loader: target/initramfs/b2c-firmware.cpio.zst (x86_64's
 # drivers).
-firmware: kernel-x86_64
+firmware: kernel-debian-x86_64
 	$(CARGO) xtask firmware
 
 run: initramfs
@@ -86,6 +114,14 @@ test: unit e2e e2e-arm64
 # `make test`, for its time budget.
 test-arm64: initramfs-aarch64
 	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_ALL_TESTS)
+
+# Our kernel (built first when missing or when the fragments changed,
+# incrementally) booted with an initramfs without modules: hello, then the
+# cache on NVMe with an fscrypt volume and the watchdog; x86_64, then arm64.
+# Not part of `make test`: a first build of both kernels takes long.
+test-kernel: kernel
+	$(CARGO) test -p qemu-tests --test suite -- --nocapture own_kernel::
+	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests --test suite -- --nocapture own_kernel::
 
 # 30 boots on one cache disk, a third of them cut off at a random moment
 # (qemu-tests/tests/suite/soak.rs); not part of `make test`.

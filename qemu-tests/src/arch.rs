@@ -65,7 +65,7 @@ impl Arch {
         }
     }
 
-    /// Where `cargo xtask kernel` puts this architecture's kernel, in the
+    /// Where `cargo xtask kernel --debian` puts this architecture's kernel, in the
     /// target directory: x86_64's stays where it always was.
     pub fn kernel_subdir(self) -> &'static str {
         match self {
@@ -97,6 +97,16 @@ impl Arch {
     pub fn kernel_image(self) -> PathBuf {
         crate::target_dir()
             .join(self.kernel_subdir())
+            .join(self.kernel_file())
+    }
+
+    /// Our own kernel, built from kernel-config/ by `cargo xtask kernel`
+    /// (every driver built in), whether built or not: `vmlinux` or
+    /// `Image` as [`Self::kernel_file`] names Debian's.
+    pub fn own_kernel_image(self) -> PathBuf {
+        crate::target_dir()
+            .join("own-kernel")
+            .join(self.name())
             .join(self.kernel_file())
     }
 
@@ -160,5 +170,23 @@ mod tests {
             assert_eq!(Arch::parse(arch.debian()).unwrap(), arch);
         }
         assert!(Arch::parse("riscv64").is_err());
+    }
+
+    #[test]
+    fn kernels_by_name() {
+        let own = crate::kernel_named("own", Arch::Aarch64);
+        assert!(
+            own.ends_with("own-kernel/aarch64/Image"),
+            "{}",
+            own.display()
+        );
+        assert!(crate::kernel_named("own", Arch::X86_64).ends_with("own-kernel/x86_64/vmlinux"));
+        for debian in ["", "debian"] {
+            assert!(crate::kernel_named(debian, Arch::X86_64).ends_with("kernel/vmlinux"));
+        }
+        assert_eq!(
+            crate::kernel_named("/boot/vmlinuz", Arch::X86_64),
+            PathBuf::from("/boot/vmlinuz")
+        );
     }
 }

@@ -123,12 +123,32 @@ pub fn output_dir() -> PathBuf {
     target_dir().join("qemu-tests")
 }
 
-/// `$B2C_KERNEL`, else what `cargo xtask kernel` builds for
-/// [`Arch::current`].
+/// `$B2C_KERNEL`: a kernel image, or `own` for ours
+/// ([`Arch::own_kernel_image`]), or `debian` (the default): what `cargo
+/// xtask kernel --debian` fetches, for [`Arch::current`].
 pub fn default_kernel() -> PathBuf {
-    std::env::var_os("B2C_KERNEL")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Arch::current().kernel_image())
+    kernel_named(
+        &std::env::var("B2C_KERNEL").unwrap_or_default(),
+        Arch::current(),
+    )
+}
+
+/// A kernel by the names `$B2C_KERNEL` and `cargo xtask qemu --kernel`
+/// take: `own`, `debian` (or nothing), or a path.
+pub fn kernel_named(name: &str, arch: Arch) -> PathBuf {
+    match name {
+        "" | "debian" => arch.kernel_image(),
+        "own" => arch.own_kernel_image(),
+        path => PathBuf::from(path),
+    }
+}
+
+/// Our own kernel for `arch` and its release (`6.1.192-b2c`), when
+/// `cargo xtask kernel` has built it.
+pub fn own_kernel(arch: Arch) -> Option<(PathBuf, String)> {
+    let image = arch.own_kernel_image();
+    let release = std::fs::read_to_string(image.with_file_name("release")).ok()?;
+    image.is_file().then(|| (image, release.trim().to_string()))
 }
 
 /// `$B2C_INITRAMFS`, else what `cargo xtask initramfs` builds for
@@ -280,15 +300,16 @@ pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
 }
 
 /// The modules archive `cargo xtask modules --kernel-modules DIR` makes
-/// (uncompressed) for the kernel of `cargo xtask kernel`, built once per
+/// (uncompressed) for the kernel of `cargo xtask kernel --debian`, built once per
 /// process: what a boot loader appends for a kernel of one's own.
 pub fn modules_archive() -> Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf>> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let kernel = target_dir().join("kernel");
-            let release = std::fs::read_to_string(kernel.join("release"))
-                .context(|| "no target/kernel/release: run `cargo xtask kernel`".to_string())?;
+            let release = std::fs::read_to_string(kernel.join("release")).context(|| {
+                "no target/kernel/release: run `cargo xtask kernel --debian`".to_string()
+            })?;
             let dir = kernel.join("root/lib/modules").join(release.trim());
             let output = output_dir().join("b2c-modules.cpio");
             let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());

@@ -334,7 +334,7 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
         if !path.is_file() && !opts.netboot {
             return Err(Error::new(format!(
-                "no {what} at {}: run `make initramfs kernel` (or set B2C_KERNEL / B2C_INITRAMFS)",
+                "no {what} at {}: run `make initramfs` (or set B2C_KERNEL / B2C_INITRAMFS)",
                 path.display()
             )));
         }

@@ -51,7 +51,7 @@ fn work_dir() -> PathBuf {
 }
 
 /// The firmware names the modules of the set (and their dependencies)
-/// declare, for the kernel of `cargo xtask kernel`.
+/// declare, for the kernel of `cargo xtask kernel --debian`.
 fn wanted_firmware(set: &ModuleSet) -> Result<BTreeSet<String>> {
     let kernel = kernel::fetch(Arch::X86_64, false)?;
     let index = ModuleIndex::load(&kernel.modules)?;

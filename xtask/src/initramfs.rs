@@ -8,7 +8,8 @@
 //! aarch64`) the init is cross-built and the binaries come from that
 //! architecture's Debian packages, downloaded and unpacked
 //! ([`crate::apt`]), never installed; the modules come from that
-//! architecture's Debian kernel (`cargo xtask kernel --arch aarch64`).
+//! architecture's Debian kernel (`cargo xtask kernel --debian --arch
+//! aarch64`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -541,7 +542,13 @@ pub fn build(o: &Options) -> Result<Built> {
     let work = sibling(".work");
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work)?;
-    let kernel = kernel::fetch(o.arch, false)?;
+    // Debian's kernel only for its modules: an initramfs without any
+    // (for a kernel of one's own) needs none fetched.
+    let kernel = if o.modules.names(o.arch)?.is_empty() {
+        None
+    } else {
+        Some(kernel::fetch(o.arch, false)?)
+    };
     let init = build_init(o.arch)?;
     let init_size = std::fs::metadata(&init)?.len();
     let mut archive = Archive::for_init(&init)?;
@@ -561,7 +568,10 @@ pub fn build(o: &Options) -> Result<Built> {
             },
         );
     }
-    let modules = add_modules(&mut archive, &kernel, &o.modules, o.arch, &work)?;
+    let modules = match &kernel {
+        Some(kernel) => add_modules(&mut archive, kernel, &o.modules, o.arch, &work)?,
+        None => 0,
+    };
     if let Some(ca) = &o.ca_cert {
         archive.add_file("etc/b2c/ca.pem", ca)?;
     }
@@ -584,12 +594,14 @@ pub fn build(o: &Options) -> Result<Built> {
     };
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(
-        "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules (kernel {}, {})",
+        "initramfs {}: {:.2} MiB compressed, {:.2} MiB uncompressed, init {:.2} MiB stripped, {modules} kernel modules ({}, {})",
         built.path.display(),
         mib(built.compressed_bytes),
         mib(built.uncompressed_bytes),
         mib(built.init_bytes),
-        kernel.release,
+        kernel
+            .as_ref()
+            .map_or("for any kernel".to_string(), |k| format!("kernel {}", k.release)),
         o.arch,
     );
     Ok(built)

@@ -1,4 +1,4 @@
-//! `cargo xtask kernel [--arch ARCH]`: Debian's kernel, unpacked where QEMU
+//! `cargo xtask kernel --debian [--arch ARCH]`: Debian's kernel, unpacked where QEMU
 //! and the initramfs build can use it.
 //!
 //! Output (under target/kernel/ for x86_64, target/kernel-aarch64/ for

@@ -9,6 +9,7 @@ mod firmware;
 mod initramfs;
 mod kernel;
 mod modules;
+mod own_kernel;
 mod qemu;
 
 use std::path::PathBuf;
@@ -21,9 +22,20 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
-  kernel [--arch A] [--force]
-                            fetch Debian's kernel into target/kernel/ (x86_64,
-                            the default) or target/kernel-aarch64/ (--arch aarch64)
+  kernel [OPTIONS]          build our kernel from kernel-config/ (every driver
+                            b2c needs built in, no modules) out of Debian's
+                            linux-source into target/own-kernel/ARCH/; fails
+                            naming every fragment option that did not survive
+      --arch A              x86_64 (default) or aarch64 (cross-built)
+      --check               configure and check only, no build (seconds)
+      --base B              allnoconfig (default) or tinyconfig
+      --jobs N              make -jN (default: one per core)
+      --clean               remove the object tree afterwards (the next
+                            build then starts from scratch)
+  kernel --debian [--arch A] [--force]
+                            fetch Debian's kernel, which the initramfs's modules
+                            and the QEMU tests use, into target/kernel/ (x86_64)
+                            or target/kernel-aarch64/ (--arch aarch64)
   initramfs [OPTIONS]       build target/initramfs/b2c.cpio.<compression>
       --arch A              x86_64 (default) or aarch64: cross-built, with arm64
                             Debian's busybox, mke2fs and kernel modules, in
@@ -57,14 +69,17 @@ usage: cargo xtask <command>
                             Debian's static busybox for A, from its arm64 or amd64
                             package (for the QEMU tests' multi-arch images), in
                             target/apt-ARCH/busybox
-  qemu [--arch A] [--disk IMG]... [--big-image] [-- ARGS...]
+  qemu [--arch A] [--kernel K] [--initramfs F] [--disk IMG]... [--big-image] [-- ARGS...]
                             boot it under QEMU on a private test network
                             (DHCP, NTP, registry with test images), with
                             ARGS appended to the kernel command line and
                             each IMG (a raw disk image) as a virtio disk;
                             --big-image also serves b2c/big:latest (65 MB);
                             --arch aarch64 boots the arm64 build with
-                            qemu-system-aarch64 -M virt
+                            qemu-system-aarch64 -M virt; --kernel own boots
+                            our kernel (`kernel`), debian Debian's (the
+                            default), or a file; --initramfs another archive
+                            (e.g. `initramfs --modules none --output F`)
 ";
 
 fn main() {
@@ -76,9 +91,12 @@ fn main() {
         return;
     }
     let result = match args.first().map(String::as_str) {
-        Some("kernel") => arch_option(&args[1..])
+        Some("kernel") if args.iter().any(|a| a == "--debian") => arch_option(&args[1..])
             .and_then(|arch| kernel::fetch(arch, args.iter().any(|a| a == "--force")))
             .map(|_| ()),
+        Some("kernel") => {
+            own_kernel::Options::parse(&args[1..]).and_then(|o| own_kernel::build(&o))
+        }
         Some("initramfs") => initramfs::Options::parse(&args[1..])
             .and_then(|o| initramfs::build(&o))
             .map(|_| ()),

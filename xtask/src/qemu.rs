@@ -2,7 +2,8 @@
 //! test network of the qemu-tests harness (DHCP, DNS, NTP and a registry
 //! with the test images at 10.99.0.1:5000), with ARGS appended to the
 //! kernel command line. The console is shown as it comes. `--arch aarch64`
-//! boots the arm64 kernel and initramfs with qemu-system-aarch64.
+//! boots the arm64 kernel and initramfs with qemu-system-aarch64;
+//! `--kernel own` our kernel (`cargo xtask kernel`) instead of Debian's.
 
 use std::time::Duration;
 
@@ -15,11 +16,15 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut disks = Vec::new();
     let mut big = false;
     let mut arch = Arch::current();
+    let mut kernel = None;
+    let mut initramfs = None;
     let mut it = ours.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--big-image" => big = true,
             "--arch" => arch = Arch::parse(it.next().ok_or("--arch needs a value")?)?,
+            "--kernel" => kernel = Some(it.next().ok_or("--kernel needs own, debian or a file")?),
+            "--initramfs" => initramfs = Some(it.next().ok_or("--initramfs needs a file")?),
             "--disk" => disks.push(
                 it.next()
                     .ok_or("--disk needs a disk image file")?
@@ -41,10 +46,16 @@ pub fn run(args: &[String]) -> Result<()> {
         opts.kernel = arch.kernel_image();
         opts.initramfs = arch.initramfs();
     }
+    if let Some(name) = kernel {
+        opts.kernel = qemu_tests::kernel_named(name, arch);
+    }
+    if let Some(path) = initramfs {
+        opts.initramfs = path.into();
+    }
     for (what, path) in [("kernel", &opts.kernel), ("initramfs", &opts.initramfs)] {
         if !path.exists() {
             return Err(format!(
-                "no {what} at {}: run `make initramfs ARCH={arch}` (or `cargo xtask kernel --arch {arch}` and `cargo xtask initramfs --arch {arch}`)",
+                "no {what} at {}: run `make initramfs ARCH={arch}` (or `cargo xtask kernel --debian --arch {arch}` and `cargo xtask initramfs --arch {arch}`; `make kernel-{arch}` for our own kernel, `--kernel own`)",
                 path.display()
             )
             .into());

@@ -1,6 +1,6 @@
 //! End-to-end: boot the built initramfs under QEMU against the test
 //! network and check what CI would read on the console. Needs the outputs
-//! of `make initramfs kernel` (they fail, not skip, without them).
+//! of `make initramfs` (they fail, not skip, without them).
 //!
 //! The helpers, and why markers look like `$((40+2))`: `common/mod.rs`.
 

@@ -17,6 +17,7 @@ mod faults;
 mod flags;
 mod netboot;
 mod network;
+mod own_kernel;
 mod pipeline;
 mod signals;
 mod soak;

@@ -7,6 +7,10 @@
 //!   powers off at once;
 //! - a busybox shell-script init doing the same job as b2c for the hello
 //!   image: modules, udhcpc, wget of the manifest and the layer, tar, crun.
+//!
+//! When our own kernel is built (`cargo xtask kernel`), the floor and b2c
+//! (with an initramfs without modules) also boot it, in the same rounds:
+//! Debian's kernel with modules against ours with every driver built in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,6 +23,10 @@ use crate::cpio::{Archive, Node};
 use crate::initramfs::{self, Compression};
 use crate::{crun, kernel, run, Result};
 
+/// The keys of the variants that boot our kernel.
+pub const OWN_FLOOR: &str = "floor-own-kernel";
+pub const OWN_B2C: &str = "b2c-own-kernel";
+
 /// The image and the command every variant runs.
 const IMAGE: &str = "10.99.0.1:5000/b2c/busybox:latest";
 pub(super) const HELLO: &str = "hello from the benchmark";
@@ -27,6 +35,9 @@ pub(super) const HELLO: &str = "hello from the benchmark";
 pub struct Variant {
     pub key: String,
     pub label: String,
+    /// The kernel's release, e.g. `6.1.0-57-amd64` (Debian's) or
+    /// `6.1.192-b2c` (ours).
+    pub kernel: String,
     pub initramfs: PathBuf,
     pub compressed_bytes: u64,
     /// Boots: QEMU start → status line, seconds.
@@ -78,6 +89,7 @@ mod tests {
         let variant = |key: &str, console: &str| super::Variant {
             key: key.into(),
             label: key.into(),
+            kernel: String::new(),
             initramfs: "x".into(),
             compressed_bytes: 0,
             seconds: vec![],
@@ -662,17 +674,26 @@ pub struct Candidate {
     pub label: String,
     pub initramfs: PathBuf,
     pub append: String,
+    /// Our kernel (image, release) instead of Debian's.
+    pub kernel: Option<(PathBuf, String)>,
 }
 
 pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
     println!("bench: starting the test network (dnsmasq, chronyd, registry) ...");
     let net = TestNet::start()?;
     let kernel = qemu_tests::default_kernel();
+    let kernel_release = kernel::existing(Arch::X86_64)
+        .map(|k| k.release)
+        .unwrap_or_default();
     let mut variants: Vec<Variant> = candidates
         .iter()
         .map(|c| Variant {
             key: c.key.clone(),
             label: c.label.clone(),
+            kernel: c
+                .kernel
+                .as_ref()
+                .map_or(kernel_release.clone(), |(_, r)| r.clone()),
             compressed_bytes: std::fs::metadata(&c.initramfs).map_or(0, |m| m.len()),
             initramfs: c.initramfs.clone(),
             seconds: Vec::new(),
@@ -686,7 +707,10 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
         for (i, c) in candidates.iter().enumerate() {
             let mut opts = BootOptions::new(&format!("bench-{}-{round}", c.key), &c.append);
             opts.initramfs = c.initramfs.clone();
-            opts.kernel = kernel.clone();
+            opts.kernel = c
+                .kernel
+                .as_ref()
+                .map_or(kernel.clone(), |(image, _)| image.clone());
             opts.timeout = Duration::from_secs(120);
             let boot = net.boot(&opts)?;
             let at = boot.status_at.ok_or_else(|| {
@@ -697,7 +721,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
                 )
             })?;
             if boot.status() != Some(0)
-                || (c.key != "floor" && !boot.console.contains(&format!("\n{HELLO}")))
+                || (!c.key.starts_with("floor") && !boot.console.contains(&format!("\n{HELLO}")))
             {
                 return Err(format!(
                     "{}: the boot did not run the hello container: see {}",
@@ -732,9 +756,6 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
         .next()
         .unwrap_or_default()
         .to_string();
-    let kernel_release = kernel::existing(Arch::X86_64)
-        .map(|k| k.release)
-        .unwrap_or_default();
     Ok(BootResults {
         kernel: kernel_release,
         qemu,

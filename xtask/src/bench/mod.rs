@@ -13,7 +13,10 @@
 //! - boot of the large image under QEMU TCG with a cache disk: b2c's first
 //!   boot on a blank disk and its cached boot, against its hello boot and
 //!   a busybox script pulling the same image onto the same kind of disk;
-//! - sizes of the initramfs (zstd, xz, none) and of the init;
+//! - on our own kernel too, when `cargo xtask kernel` has built it: the
+//!   floor and b2c with an initramfs without modules;
+//! - sizes of the initramfs (zstd, xz, none; arm64's with zstd) and of
+//!   the init;
 //! - peak RSS of the pulls.
 //!
 //! Next to results.md, `boot-<variant>.svg`: the chart of the median boot
@@ -53,6 +56,8 @@ pub const USAGE: &str =
                             --quick; each round is minutes of TCG)
       --initramfs LABEL=PATH  also boot this b2c initramfs (e.g. a patched
                             build) side by side with the others
+      --no-arm64            leave out the arm64 initramfs's size (its first
+                            cross build takes about 10 minutes)
 ";
 
 #[derive(Debug)]
@@ -65,6 +70,7 @@ struct Options {
     big_boot: bool,
     /// Rounds of the large-image boot.
     big_runs: Option<usize>,
+    arm64: bool,
     /// More b2c initramfs images to boot: (label, path).
     extra: Vec<(String, PathBuf)>,
 }
@@ -79,6 +85,7 @@ impl Options {
             boot: true,
             big_boot: true,
             big_runs: None,
+            arm64: true,
             extra: Vec::new(),
         };
         let mut it = args.iter();
@@ -108,6 +115,7 @@ impl Options {
                             .ok_or("--big-runs needs a number > 0")?,
                     )
                 }
+                "--no-arm64" => o.arm64 = false,
                 "--initramfs" => {
                     let v = it.next().ok_or("--initramfs needs LABEL=PATH")?;
                     let (label, path) = v
@@ -205,8 +213,36 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             arch: Arch::X86_64,
         })?);
     }
+    let arm64 = if o.arm64 {
+        Some(initramfs::build(&initramfs::Options {
+            ca_cert: None,
+            compression: Compression::Zstd,
+            output: Some(initramfs_dir.join("b2c-aarch64.cpio.zst")),
+            modules: initramfs::ModuleSet::Farm,
+            arch: Arch::Aarch64,
+        })?)
+    } else {
+        None
+    };
+    // Our kernel, when built: b2c boots it with no module at all.
+    let own_kernel = qemu_tests::own_kernel(Arch::X86_64);
+    let no_modules = match own_kernel {
+        Some(_) => Some(initramfs::build(&initramfs::Options {
+            ca_cert: None,
+            compression: Compression::Zstd,
+            output: Some(initramfs_dir.join("b2c-no-modules.cpio.zst")),
+            modules: initramfs::ModuleSet::None,
+            arch: Arch::X86_64,
+        })?),
+        None => {
+            println!("bench: no kernel of our own (`cargo xtask kernel`): booting Debian's only");
+            None
+        }
+    };
     let cli = build_cli()?;
-    let sizes = report::Sizes::measure(&builds)?;
+    let mut sizes = report::Sizes::measure(&builds)?;
+    sizes.arm64_bytes = arm64.as_ref().map(|b| b.compressed_bytes);
+    sizes.no_modules_bytes = no_modules.as_ref().map(|b| b.compressed_bytes);
 
     let pull = if o.pull {
         let image = image::get()?;
@@ -244,18 +280,21 @@ pub fn run_bench(args: &[String]) -> Result<()> {
         .map(|b| b.path.clone())
         .ok_or("no zstd initramfs was built")?;
     let boot = if o.boot {
+        let floor = boot::floor_initramfs(&base)?;
         let mut candidates = vec![
             boot::Candidate {
                 key: "floor".into(),
                 label: "floor: static init, powers off at once".into(),
-                initramfs: boot::floor_initramfs(&base)?,
+                initramfs: floor.clone(),
                 append: String::new(),
+                kernel: None,
             },
             boot::Candidate {
                 key: "busybox".into(),
                 label: "busybox script: udhcpc, wget, tar, crun (zstd)".into(),
                 initramfs: boot::busybox_initramfs(&base, &boot::hello_job())?,
                 append: String::new(),
+                kernel: None,
             },
         ];
         for b in &builds {
@@ -269,6 +308,24 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 label: format!("b2c ({what})"),
                 initramfs: b.path.clone(),
                 append: boot::b2c_append(),
+                kernel: None,
+            });
+        }
+        if let (Some((image, release)), Some(bare)) = (&own_kernel, &no_modules) {
+            let kernel = Some((image.clone(), release.clone()));
+            candidates.push(boot::Candidate {
+                key: boot::OWN_FLOOR.into(),
+                label: format!("floor, our kernel {release}"),
+                initramfs: floor.clone(),
+                append: String::new(),
+                kernel: kernel.clone(),
+            });
+            candidates.push(boot::Candidate {
+                key: boot::OWN_B2C.into(),
+                label: format!("b2c (zstd -19), our kernel {release}, no modules"),
+                initramfs: bare.path.clone(),
+                append: boot::b2c_append(),
+                kernel,
             });
         }
         candidates.extend(extra_candidates(&o.extra));
@@ -289,6 +346,7 @@ pub fn run_bench(args: &[String]) -> Result<()> {
             label: "b2c (zstd -19)".into(),
             initramfs: b2c_zstd.clone(),
             append: boot::b2c_append(),
+            kernel: None,
         }];
         candidates.extend(extra_candidates(&o.extra));
         let script = boot::busybox_initramfs(&base, &bigboot::script_job())?;
@@ -337,5 +395,6 @@ fn extra_candidates(extra: &[(String, PathBuf)]) -> impl Iterator<Item = boot::C
         label: format!("{label} ({})", path.display()),
         initramfs: path.clone(),
         append: boot::b2c_append(),
+        kernel: None,
     })
 }

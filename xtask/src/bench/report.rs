@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::bigboot::BigBootResults;
-use super::boot::BootResults;
+use super::boot::{BootResults, OWN_B2C};
 use super::image::LargeImage;
 use super::measure::median;
 use super::pull::{PullResults, ToolRuns};
@@ -25,6 +25,11 @@ pub struct Sizes {
     pub init_stripped_bytes: u64,
     /// What the uncompressed archive is made of.
     pub breakdown: BTreeMap<String, u64>,
+    /// arm64's initramfs (zstd), the farm's drivers from Debian's arm64
+    /// kernel.
+    pub arm64_bytes: Option<u64>,
+    /// x86_64's without any module, for our kernel (zstd).
+    pub no_modules_bytes: Option<u64>,
 }
 
 impl Sizes {
@@ -47,6 +52,8 @@ impl Sizes {
             uncompressed_bytes: builds.first().map_or(0, |b| b.uncompressed_bytes),
             init_stripped_bytes: builds.first().map_or(0, |b| b.init_bytes),
             breakdown,
+            arm64_bytes: None,
+            no_modules_bytes: None,
         })
     }
 
@@ -223,6 +230,118 @@ mod big_boot_tests {
         assert!(s.contains("| pull | 5.08 s | 0.60 s |"));
         assert!(s.contains("[b2c-zstd](bigboot-b2c-zstd.svg)"));
         assert!(s.ends_with("```\n[   30.000]: Execution is over, pipeline status: 0\n```\n"));
+    }
+}
+
+#[cfg(test)]
+mod own_kernel_tests {
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    use super::super::boot::{BootResults, Variant, OWN_B2C, OWN_FLOOR};
+    use super::{Machine, Results, Sizes};
+
+    fn variant(key: &str, kernel: &str, seconds: &[f64]) -> Variant {
+        Variant {
+            key: key.into(),
+            label: format!("{key} label"),
+            kernel: kernel.into(),
+            initramfs: PathBuf::new(),
+            compressed_bytes: 1 << 20,
+            seconds: seconds.to_vec(),
+            userland: seconds.to_vec(),
+            timeline: Vec::new(),
+            console: String::new(),
+        }
+    }
+
+    fn results(variants: Vec<Variant>, arm64: Option<u64>) -> Results {
+        let mut r = Results {
+            command: "cargo xtask bench".into(),
+            runs: 2,
+            machine: Machine {
+                cpu: "cpu".into(),
+                cores: 2,
+                memory: "4 GiB".into(),
+                kernel: "6.1".into(),
+                os: "Debian".into(),
+                rustc: "rustc".into(),
+                commit: "abc".into(),
+                date: "today".into(),
+            },
+            sizes: Sizes {
+                initramfs_bytes: BTreeMap::from([("zst".to_string(), 9_000_000)]),
+                uncompressed_bytes: 18_000_000,
+                init_stripped_bytes: 4_900_000,
+                breakdown: BTreeMap::new(),
+                arm64_bytes: arm64,
+                no_modules_bytes: arm64.map(|_| 8_000_000),
+            },
+            image: None,
+            pull: None,
+            volume: None,
+            boot: Some(BootResults {
+                kernel: "6.1.0-57-amd64".into(),
+                qemu: "QEMU emulator version 7.2".into(),
+                append: String::new(),
+                variants,
+                charts: Vec::new(),
+            }),
+            big_boot: None,
+            targets: Vec::new(),
+            total_seconds: 60.0,
+        };
+        r.targets = r.evaluate();
+        r
+    }
+
+    #[test]
+    fn our_kernel_gets_rows_a_target_and_sizes() {
+        let debian = "6.1.0-57-amd64";
+        let ours = "6.1.192-b2c";
+        let r = results(
+            vec![
+                variant("floor", debian, &[3.0, 3.2]),
+                variant("busybox", debian, &[7.0, 7.2]),
+                variant("b2c-zstd", debian, &[6.0, 6.4]),
+                variant(OWN_FLOOR, ours, &[2.0, 2.2]),
+                variant(OWN_B2C, ours, &[5.0, 5.2]),
+            ],
+            Some(9_500_000),
+        );
+        let md = r.markdown();
+        assert!(
+            md.contains(&format!(
+                "| {OWN_B2C} label | {ours} | 1.00 MiB | 5.10 s | +2.00 s |"
+            )),
+            "{md}"
+        );
+        assert!(
+            md.contains(&format!("| {OWN_FLOOR} label | {ours} |")),
+            "{md}"
+        );
+        assert!(md.contains("| initramfs arm64, zstd -19 | 9.50 MB"), "{md}");
+        assert!(
+            md.contains("| initramfs without modules (for our kernel), zstd -19 | 8.00 MB"),
+            "{md}"
+        );
+        let target = r
+            .targets
+            .iter()
+            .find(|t| t.target.contains("our kernel"))
+            .expect("a target for our kernel");
+        assert!(target.holds, "{target:?}");
+        assert!(
+            target.measured.starts_with("-1.10 s per round"),
+            "{target:?}"
+        );
+    }
+
+    #[test]
+    fn without_our_kernel_nothing_is_said_of_it() {
+        let r = results(vec![variant("b2c-zstd", "6.1.0-57-amd64", &[6.0])], None);
+        let md = r.markdown();
+        assert!(!md.contains("our kernel") && !md.contains("arm64"), "{md}");
     }
 }
 
@@ -616,6 +735,9 @@ impl Results {
         } else if let Some(n) = o.big_runs {
             command.push_str(&format!(" --big-runs {n}"));
         }
+        if !o.arm64 {
+            command.push_str(" --no-arm64");
+        }
         for (label, path) in &o.extra {
             command.push_str(&format!(" --initramfs {label}={}", path.display()));
         }
@@ -733,6 +855,22 @@ impl Results {
                         bb.userland_median()
                     ),
                     vs_bb < 0.0,
+                );
+            }
+        }
+        if let Some(boot) = &self.boot {
+            if let (Some(own), Some(debian)) = (boot.variant(OWN_B2C), boot.variant("b2c-zstd")) {
+                let over = own.over(debian);
+                add(
+                    "b2c on our kernel, no modules, boots no slower than on Debian's with modules",
+                    format!(
+                        "{over:+.2} s per round (medians {:.2} s vs {:.2} s; kernel {} vs {})",
+                        own.median(),
+                        debian.median(),
+                        own.kernel,
+                        debian.kernel
+                    ),
+                    over <= 0.0,
                 );
             }
         }
@@ -907,7 +1045,7 @@ impl Results {
         let _ = writeln!(
             s,
             "Wall time from QEMU's start to the `Execution is over, pipeline status: 0` \
-             line: {}, kernel {} (`-kernel vmlinux`, PVH entry), `-accel tcg -smp 2 -m 1024`, \
+             line: {}, kernel {} (`-kernel vmlinux`, PVH entry) unless the row names another, `-accel tcg -smp 2 -m 1024`, \
              virtio-net on a tap in a private network namespace with dnsmasq, chronyd and \
              the registry (the qemu-tests harness). Each variant pulls \
              `b2c/busybox:latest` over HTTP and runs `echo` in it with crun, except the \
@@ -921,14 +1059,15 @@ impl Results {
              the same round: this shared machine's speed drifts between rounds.\n\n\
              \"/init → power-off\" is by the guest's clock: the init's own time, without \
              QEMU's start, the kernel's boot and the unpacking of the initramfs.\n\n\
-             | init | initramfs | median | over the floor | /init → power-off | runs (s) |\n\
-             |---|---|---|---|---|---|"
+             | init | kernel | initramfs | median | over the floor | /init → power-off | runs (s) |\n\
+             |---|---|---|---|---|---|---|"
         );
         for v in &b.variants {
             let _ = writeln!(
                 s,
-                "| {} | {:.2} MiB | {:.2} s | {:+.2} s | {:.2} s | {} |",
+                "| {} | {} | {:.2} MiB | {:.2} s | {:+.2} s | {:.2} s | {} |",
                 v.label,
+                v.kernel,
                 v.compressed_bytes as f64 / MIB,
                 v.median(),
                 floor.map_or(f64::NAN, |f| v.over(f)),
@@ -980,6 +1119,16 @@ impl Results {
             if let Some(b) = z.initramfs_bytes.get(ext) {
                 let _ = writeln!(s, "| initramfs, {name} | {} |", mb(*b));
             }
+        }
+        if let Some(b) = z.arm64_bytes {
+            let _ = writeln!(s, "| initramfs arm64, zstd -19 | {} |", mb(b));
+        }
+        if let Some(b) = z.no_modules_bytes {
+            let _ = writeln!(
+                s,
+                "| initramfs without modules (for our kernel), zstd -19 | {} |",
+                mb(b)
+            );
         }
         let _ = writeln!(
             s,

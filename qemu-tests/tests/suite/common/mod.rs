@@ -14,7 +14,7 @@ pub fn options(name: &str, append: &str) -> BootOptions {
     for path in [&opts.kernel, &opts.initramfs] {
         assert!(
             path.is_file(),
-            "{} is missing: run `make initramfs kernel` first",
+            "{} is missing: run `make initramfs` first",
             path.display()
         );
     }
