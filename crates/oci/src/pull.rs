@@ -406,40 +406,6 @@ async fn pull_from(
         )));
     }
 
-    let config = match store.read_blob(&layer_list.config) {
-        Some(bytes) => Fetched {
-            bytes,
-            digest: layer_list.config.clone(),
-            stored: true,
-        },
-        None => {
-            let size = parsed.config().size();
-            if size > MAX_CONFIG {
-                return Err(bad(format!(
-                    "the config {} is {size} bytes, more than the {MAX_CONFIG} b2c accepts",
-                    layer_list.config
-                )));
-            }
-            let what = format!("{image}: fetching the config from {registry}");
-            // A descriptor that says 0 is wrong; the digest check then says so.
-            let bytes = with_retries(&opts.retry, &what, || {
-                endpoint.small_blob(&layer_list.config, size.max(1))
-            })
-            .await
-            .map_err(registry_error)?;
-            Fetched {
-                bytes,
-                digest: layer_list.config.clone(),
-                stored: false,
-            }
-        }
-    };
-    let image_config =
-        ImageConfiguration::from_reader(&config.bytes[..]).map_err(|e| PullError::BadConfig {
-            image: image.clone(),
-            detail: shown(&e),
-        })?;
-
     let mut layers = Vec::with_capacity(parsed.layers().len());
     let mut distinct = HashSet::new();
     let mut to_fetch: Vec<(Digest, u64)> = Vec::new();
@@ -454,53 +420,107 @@ async fn pull_from(
     let total: u64 = to_fetch.iter().map(|(_, size)| size).sum();
     let progress = AtomicU64::new(0);
     let fetched = to_fetch.len();
-    // Set on the first failure: the other layers stop, and `pull` returns
-    // only once their unpackers have cleaned up. Nothing of this pull may
-    // still be writing to the store after it returned.
+    // Set on the first failure (of a layer, or of the config): the other
+    // layers stop, and `pull` returns only once their unpackers have
+    // cleaned up. Nothing of this pull may still be writing to the store
+    // after it returned.
     let (cancel, cancelled) = watch::channel(false);
-    let mut stats = Vec::with_capacity(fetched);
-    let mut failure = None;
-    {
-        let jobs = futures_util::stream::iter(to_fetch.into_iter().map(|(digest, size)| {
-            let job = LayerJob {
-                endpoint,
-                image: &image,
-                registry,
-                store,
-                progress: &progress,
-                cancelled: cancelled.clone(),
-            };
-            async move { job.fetch(digest, size, opts).await }
-        }))
-        .buffer_unordered(CONCURRENT_LAYERS);
-        tokio::pin!(jobs);
-        // Progress lines while the layers come in; no cursor tricks.
-        let mut ticker =
-            tokio::time::interval_at(tokio::time::Instant::now() + PROGRESS_EVERY, PROGRESS_EVERY);
-        loop {
-            tokio::select! {
-                next = jobs.next() => match next {
-                    None => break,
-                    Some(Ok(Some(s))) => stats.push(s),
-                    Some(Ok(None)) => {}
-                    Some(Err(e)) => {
-                        if failure.is_none() {
-                            failure = Some(e);
-                            let _ = cancel.send(true);
+
+    // The config is asked for while the layers come: one round trip less
+    // before the first layer (~0.05 s under TCG).
+    let config_fetch = async {
+        let fetched = match store.read_blob(&layer_list.config) {
+            Some(bytes) => Ok(Fetched {
+                bytes,
+                digest: layer_list.config.clone(),
+                stored: true,
+            }),
+            None => {
+                let size = parsed.config().size();
+                if size > MAX_CONFIG {
+                    Err(bad(format!(
+                        "the config {} is {size} bytes, more than the {MAX_CONFIG} b2c accepts",
+                        layer_list.config
+                    )))
+                } else {
+                    let what = format!("{image}: fetching the config from {registry}");
+                    // A descriptor that says 0 is wrong; the digest check then
+                    // says so.
+                    with_retries(&opts.retry, &what, || {
+                        endpoint.small_blob(&layer_list.config, size.max(1))
+                    })
+                    .await
+                    .map(|bytes| Fetched {
+                        bytes,
+                        digest: layer_list.config.clone(),
+                        stored: false,
+                    })
+                    .map_err(registry_error)
+                }
+            }
+        };
+        if fetched.is_err() {
+            let _ = cancel.send(true);
+        }
+        fetched
+    };
+    let layers_fetch = async {
+        let mut stats = Vec::with_capacity(fetched);
+        let mut failure = None;
+        {
+            let jobs = futures_util::stream::iter(to_fetch.into_iter().map(|(digest, size)| {
+                let job = LayerJob {
+                    endpoint,
+                    image: &image,
+                    registry,
+                    store,
+                    progress: &progress,
+                    cancelled: cancelled.clone(),
+                };
+                async move { job.fetch(digest, size, opts).await }
+            }))
+            .buffer_unordered(CONCURRENT_LAYERS);
+            tokio::pin!(jobs);
+            // Progress lines while the layers come in; no cursor tricks.
+            let mut ticker = tokio::time::interval_at(
+                tokio::time::Instant::now() + PROGRESS_EVERY,
+                PROGRESS_EVERY,
+            );
+            loop {
+                tokio::select! {
+                    next = jobs.next() => match next {
+                        None => break,
+                        Some(Ok(Some(s))) => stats.push(s),
+                        Some(Ok(None)) => {}
+                        Some(Err(e)) => {
+                            if failure.is_none() {
+                                failure = Some(e);
+                                let _ = cancel.send(true);
+                            }
                         }
-                    }
-                },
-                _ = ticker.tick(), if failure.is_none() => log::info!(
-                    "pulling {image}: {} / {} MB",
-                    mb(progress.load(Ordering::Relaxed)),
-                    mb(total)
-                ),
+                    },
+                    _ = ticker.tick(), if failure.is_none() => log::info!(
+                        "pulling {image}: {} / {} MB",
+                        mb(progress.load(Ordering::Relaxed)),
+                        mb(total)
+                    ),
+                }
             }
         }
-    }
-    if let Some(e) = failure {
-        return Err(e);
-    }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(stats),
+        }
+    };
+    let (config, stats) = tokio::join!(config_fetch, layers_fetch);
+    // A failed config stopped the layers: its error is the one to report.
+    let config = config?;
+    let stats = stats?;
+    let image_config =
+        ImageConfiguration::from_reader(&config.bytes[..]).map_err(|e| PullError::BadConfig {
+            image: image.clone(),
+            detail: shown(&e),
+        })?;
 
     // The image is stored once its record is, after everything it names.
     let layer_digests = layer_list.layers;

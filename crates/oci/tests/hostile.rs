@@ -669,3 +669,92 @@ async fn a_layer_shared_by_images_pulled_at_once_is_downloaded_once() {
     assert_eq!(counts, [(1, 1), (2, 0)]);
     assert!(fs::read(a.layers[0].join("base.bin")).unwrap() == noise);
 }
+
+/// The config is asked for while the layers come, not before them: one
+/// round trip less before the first layer. This registry answers the
+/// config only once a layer has been asked for, and refuses it after 5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_is_fetched_while_the_layers_come() {
+    init_logging();
+    let mut content = Content::default();
+    let image = content.image("concurrent", &layers(1));
+    let config = image.blob_path(&image.config_digest);
+    let layer = image.blob_path(&image.layer_digests[0]);
+    let layer_asked = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let script: Script = Arc::new({
+        let layer_asked = layer_asked.clone();
+        move |r| {
+            use std::sync::atomic::Ordering::SeqCst;
+            if r.path == layer {
+                layer_asked.store(true, SeqCst);
+            } else if r.path == config {
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while !layer_asked.load(SeqCst) {
+                    if std::time::Instant::now() > deadline {
+                        return Some(Reply::json(
+                            404,
+                            json!({"errors": [{"code": "BLOB_UNKNOWN", "message": "no layer asked for"}]}),
+                        ));
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            None
+        }
+    });
+    let server = Hostile::start(content, script);
+    pull_from(&server, "concurrent", &opts()).await.unwrap();
+}
+
+/// A config that fails stops the layers still coming, the pull reports
+/// the config's error, and leaves nothing half-written behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_config_stops_the_layers() {
+    init_logging();
+    let mut content = Content::default();
+    let image = content.image("badconfig", &layers(1));
+    let config = image.blob_path(&image.config_digest);
+    let layer = image.blob_path(&image.layer_digests[0]);
+    let script: Script = Arc::new({
+        let content = content.clone();
+        move |r| {
+            if r.path == layer {
+                // Never ends: only the config's failure can stop it.
+                return Some(content.answer(r).stall_after(100));
+            }
+            (r.path == config).then(|| {
+                // After the layer has started.
+                std::thread::sleep(Duration::from_millis(500));
+                Reply::json(
+                    404,
+                    json!({"errors": [{"code": "BLOB_UNKNOWN", "message": "gone"}]}),
+                )
+            })
+        }
+    });
+    let server = Hostile::start(content, script);
+    let tmp = tempfile::tempdir().unwrap();
+    let store = LayerStore::new(tmp.path().join("store")).unwrap();
+    let started = std::time::Instant::now();
+    let err = tokio::time::timeout(
+        Duration::from_secs(120),
+        pull(
+            &reference(&server, "badconfig"),
+            &opts(),
+            &store,
+            PullPolicy::Always,
+        ),
+    )
+    .await
+    .expect("the pull hung")
+    .unwrap_err();
+    assert!(err.to_string().contains("config"), "{err}");
+    assert!(err.to_string().contains("404"), "{err}");
+    // Not the layer's stall timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(leftovers(&store), Vec::<String>::new());
+}
