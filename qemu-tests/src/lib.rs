@@ -67,7 +67,7 @@ pub use net::{
     REGISTRY_AUTH_USER, REGISTRY_HTTP, REGISTRY_HTTPS, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
 };
 pub use nfs::{NfsServer, MOUNTD_PORT, NFS_PORT};
-pub use qemu::{Boot, BootOptions, DiskBus};
+pub use qemu::{Boot, BootOptions, DiskBus, TCG_KERNEL_ARGS};
 
 /// Where `initramfs_with_ca()` puts the test CA inside the initramfs; boot
 /// with `b2c.ca_cert=` this path.

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use common::{assert_verdict, boot_on, options, run_http, start_net};
 use qemu_tests::images::BUSYBOX_IMAGE;
-use qemu_tests::{NetOptions, NETBOOT_SCRIPT_URL};
+use qemu_tests::{NetOptions, NETBOOT_SCRIPT_URL, TCG_KERNEL_ARGS};
 
 /// The iPXE script of README.md: the indented block after `### iPXE`.
 fn readme_ipxe_script() -> String {
@@ -128,10 +128,9 @@ fn pxelinux_boots_the_readme_config_over_tftp() {
         pxelinux: true,
         ..Default::default()
     });
-    // no_timer_check, as every boot of the harness has (qemu.rs): under
-    // TCG on a loaded host the kernel's timer check can panic the boot.
+    // What every boot of the harness adds under TCG (qemu.rs).
     let job = format!(
-        "{} no_timer_check",
+        "{} {TCG_KERNEL_ARGS}",
         run_http(BUSYBOX_IMAGE, "sh -c 'echo HELLO-$((40+2))'")
     );
     let mut opts = options("netboot-pxelinux", "");
@@ -186,10 +185,9 @@ fn ipxe_boots_the_readme_script_over_http() {
         netboot: true,
         ..Default::default()
     });
-    // no_timer_check, as every boot of the harness has (qemu.rs): under
-    // TCG on a loaded host the kernel's timer check can panic the boot.
+    // What every boot of the harness adds under TCG (qemu.rs).
     let job = format!(
-        "{} no_timer_check",
+        "{} {TCG_KERNEL_ARGS}",
         run_http(BUSYBOX_IMAGE, "sh -c 'echo HELLO-$((40+2))'")
     );
     let mut opts = options("netboot-ipxe", "");

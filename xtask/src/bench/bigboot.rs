@@ -44,7 +44,8 @@ pub fn script_job() -> boot::ScriptJob<'static> {
     }
 }
 
-/// What each b2c boot appends to `console=ttyS0 panic=-1`.
+/// What each b2c boot appends to `console=ttyS0 panic=-1` and
+/// [`qemu_tests::TCG_KERNEL_ARGS`].
 pub fn b2c_append() -> String {
     format!(
         r#"b2c.cache_device=auto b2c.run="--tls-verify=false docker://{IMAGE} {}""#,

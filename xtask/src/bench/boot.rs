@@ -629,7 +629,8 @@ fn write_archive(archive: &Archive, out: &Path, compression: Compression) -> Res
     Ok(out.to_path_buf())
 }
 
-/// What a boot of each variant appends to `console=ttyS0 panic=-1`.
+/// What a boot of each variant appends to `console=ttyS0 panic=-1`
+/// and [`qemu_tests::TCG_KERNEL_ARGS`].
 pub fn b2c_append() -> String {
     format!(r#"b2c.run="--tls-verify=false docker://{IMAGE} echo {HELLO}""#)
 }
@@ -759,7 +760,10 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
     Ok(BootResults {
         kernel: kernel_release,
         qemu,
-        append: "console=ttyS0 panic=-1 (+ the variant's own options)".into(),
+        append: format!(
+            "console=ttyS0 panic=-1 {} (+ the variant's own options)",
+            qemu_tests::TCG_KERNEL_ARGS
+        ),
         variants,
         charts: Vec::new(),
     })
