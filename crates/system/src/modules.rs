@@ -240,12 +240,20 @@ impl ModuleIndex {
             );
             return Ok(index);
         };
-        Ok(Self::parse(
+        let started = Instant::now();
+        let index = Self::parse(
             root,
             &dep,
             &read("modules.softdep")?.unwrap_or_default(),
             &read("modules.alias")?.unwrap_or_default(),
-        ))
+        );
+        log::debug!(
+            "kernel modules: index of {} modules and {} aliases read in {} ms",
+            index.order.len(),
+            index.aliases.len(),
+            started.elapsed().as_millis()
+        );
+        Ok(index)
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -501,13 +509,15 @@ impl Modules {
         for _ in 0..COLDPLUG_ROUNDS {
             let started = Instant::now();
             let devices = device_modaliases(sys_bus);
+            let read = started.elapsed();
             let wanted: Vec<String> = devices
                 .iter()
                 .flat_map(|alias| self.untried_drivers(alias))
                 .collect();
             log::debug!(
-                "coldplug: {} device modaliases, new drivers: {:?} ({} ms)",
+                "coldplug: {} device modaliases read in {} ms, new drivers: {:?} ({} ms)",
                 devices.len(),
+                read.as_millis(),
                 wanted,
                 started.elapsed().as_millis()
             );
