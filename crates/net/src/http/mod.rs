@@ -135,7 +135,15 @@ pub async fn fetch(url: &str, opts: &FetchOptions) -> Result<Vec<u8>, NetError> 
 }
 
 fn parse_url(url: &str) -> Result<Url, Failure> {
-    let parsed = Url::parse(url).map_err(|e| Failure::other(format!("not a valid URL: {e}")))?;
+    let parsed = Url::parse(url).map_err(|e| {
+        Failure::other(match e {
+            // See idna_adapter in Cargo.toml.
+            url::ParseError::IdnaError => "not a valid URL: its host name is not ASCII \
+                 (write an international domain name in its xn-- form)"
+                .to_string(),
+            e => format!("not a valid URL: {e}"),
+        })
+    })?;
     match parsed.scheme() {
         "http" | "https" => Ok(parsed),
         other => Err(Failure::other(format!(
@@ -228,4 +236,21 @@ async fn get(client: &Client, url: &Url, limit: BodyLimit) -> Result<Vec<u8>, Fa
     read_bounded(body::chunks(response), announced, limit)
         .await
         .map_err(|e| e.into_failure(transport))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_url;
+
+    #[test]
+    fn host_names_are_ascii_and_idns_are_written_in_their_xn_form() {
+        let err = parse_url("https://例え.jp/extra-args").unwrap_err();
+        assert!(err.detail.contains("xn--"), "{}", err.detail);
+        let url = parse_url("https://xn--r8jz45g.jp/extra-args").unwrap();
+        assert_eq!(url.host_str(), Some("xn--r8jz45g.jp"));
+        assert!(parse_url("ftp://host/x")
+            .unwrap_err()
+            .detail
+            .contains("http or https"));
+    }
 }
