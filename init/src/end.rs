@@ -154,6 +154,7 @@ pub fn finish_with(outcome: Outcome, opts: &EndPlan) -> ! {
     }
     if let Some(command) = command {
         info!("running {command:?} (b2c.shutdown_cmd / b2c.reboot_cmd)");
+        unpack_shell();
         power::sync();
         // As in boot2container, the command sees how the pipeline went:
         // `echo JOB_RESULT=$B2C_PIPELINE_PREV_CONTAINER_EXIT_CODE`.
@@ -173,9 +174,18 @@ pub fn finish_with(outcome: Outcome, opts: &EndPlan) -> ! {
     power::finish(action)
 }
 
+/// The shell ships compressed with the other seldom needed programs; if
+/// it cannot be unpacked, starting it fails and says so.
+fn unpack_shell() {
+    if let Err(e) = b2c_system::tools::ensure() {
+        warn!("cannot unpack the shell: {e}");
+    }
+}
+
 /// `b2c.shell`: a shell on the console to look around after a failure.
 fn rescue_shell() {
     info!("b2c.shell: starting a shell on the console; exit it to continue");
+    unpack_shell();
     let result = reaper::run(
         Command::new(SHELL)
             .arg("-l")

@@ -94,6 +94,44 @@ impl Archive {
         Ok(())
     }
 
+    /// The same content as a tar (sorted, owned by root, mtime 0), for
+    /// what the init unpacks itself: it reads tar, not cpio.
+    pub fn write_tar(&self, out: impl Write) -> Result<()> {
+        let mut tar = tar::Builder::new(out);
+        for (path, node) in &self.entries {
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_size(0);
+            match node {
+                Node::Dir { mode } => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(*mode);
+                    tar.append_data(&mut header, path, std::io::empty())?;
+                }
+                Node::File { mode, source } => {
+                    let data =
+                        std::fs::read(source).map_err(|e| format!("{}: {e}", source.display()))?;
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(*mode);
+                    header.set_size(data.len() as u64);
+                    tar.append_data(&mut header, path, &data[..])?;
+                }
+                Node::Symlink { target } => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    tar.append_link(&mut header, path, target)?;
+                }
+                Node::CharDev { .. } => {
+                    return Err(format!("{path}: a device node has no place in a tar").into())
+                }
+            }
+        }
+        tar.into_inner()?.flush()?;
+        Ok(())
+    }
+
     pub fn write(&self, out: &mut impl Write) -> Result<u64> {
         let mut w = CountingWriter {
             inner: out,

@@ -1,6 +1,6 @@
 //! `cargo xtask initramfs`: the static init, a static crun, busybox and
-//! mke2fs, the kernel modules b2c needs, in one reproducible compressed
-//! cpio.
+//! mke2fs (in a compressed tar the init unpacks at their first use), the
+//! kernel modules b2c needs, in one reproducible compressed cpio.
 //!
 //! crun is built from Debian's source package ([`crate::crun`]). For
 //! x86_64 (the default) the other binaries are the machine's own, as
@@ -176,6 +176,31 @@ pub(crate) fn add_binary(archive: &mut Archive, binary: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// busybox and mke2fs with their libraries (initramfs/binaries.txt) and
+/// links (initramfs/symlinks.txt), as the zstd tar that the init unpacks
+/// at their first use (`b2c_system::tools`): needed on few boots, they
+/// would cost the kernel's decompression of ~5 MiB on every one.
+fn tools(arch: Arch, work: &Path) -> Result<PathBuf> {
+    let mut tools = Archive::default();
+    add_binaries(&mut tools, arch, work)?;
+    for line in manifest("symlinks.txt")? {
+        let (path, target) = line
+            .split_once(char::is_whitespace)
+            .ok_or_else(|| format!("initramfs/symlinks.txt: {line:?} is not PATH TARGET"))?;
+        tools.add(
+            path,
+            Node::Symlink {
+                target: target.trim().to_string(),
+            },
+        );
+    }
+    let tar = work.join("tools.tar");
+    tools.write_tar(std::io::BufWriter::new(std::fs::File::create(&tar)?))?;
+    let out = work.join("tools.tar.zst");
+    compress(&tar, Compression::Zstd, &out)?;
+    Ok(out)
 }
 
 /// The binaries of initramfs/binaries.txt (`PATH PACKAGE` lines) with
@@ -556,18 +581,10 @@ pub fn build(o: &Options) -> Result<Built> {
         archive.add(dir, Node::Dir { mode: 0o755 });
     }
     archive.add_file("usr/bin/crun", &crun::binary(o.arch)?)?;
-    add_binaries(&mut archive, o.arch, &work)?;
-    for line in manifest("symlinks.txt")? {
-        let (path, target) = line
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| format!("initramfs/symlinks.txt: {line:?} is not PATH TARGET"))?;
-        archive.add(
-            path,
-            Node::Symlink {
-                target: target.trim().to_string(),
-            },
-        );
-    }
+    archive.add_file(
+        b2c_system::tools::ARCHIVE.trim_start_matches('/'),
+        &tools(o.arch, &work)?,
+    )?;
     let modules = match &kernel {
         Some(kernel) => add_modules(&mut archive, kernel, &o.modules, o.arch, &work)?,
         None => 0,

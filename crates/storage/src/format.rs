@@ -1,4 +1,5 @@
-//! Formatting the cache with the initramfs' mke2fs.
+//! Formatting the cache with the initramfs' mke2fs (unpacked at first
+//! use: [`b2c_system::tools`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -45,6 +46,7 @@ pub(crate) fn mke2fs_args(device: &Path) -> Vec<std::ffi::OsString> {
 /// Formats `device` (a partition, a whole device or an image file) as the
 /// cache. Runs mke2fs through the reaper; its errors go to the console.
 pub(crate) fn format(device: &Path) -> Result<(), StorageError> {
+    b2c_system::tools::ensure()?;
     let program = mke2fs_binary();
     let code = reaper::run(
         Command::new(&program)

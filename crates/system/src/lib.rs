@@ -1,6 +1,6 @@
 //! PID 1 duties: mounts, console logging, kernel modules and hot-plug,
 //! the reaper, host name and clock, stop signals, the hardware watchdog,
-//! and the final power-off.
+//! the initramfs's seldom needed programs, and the final power-off.
 
 pub mod devices;
 pub mod error_chain;
@@ -13,6 +13,7 @@ pub mod mounts;
 pub mod power;
 pub mod reaper;
 pub mod signals;
+pub mod tools;
 pub mod uevents;
 pub mod watchdog;
 

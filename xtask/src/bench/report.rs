@@ -79,12 +79,10 @@ fn cpio_breakdown(cpio: &Path) -> Result<BTreeMap<String, u64>> {
             "kernel modules"
         } else if name.ends_with("/crun") {
             "crun"
-        } else if name.ends_with("/busybox") {
-            "busybox"
-        } else if name.ends_with("/mke2fs") {
-            "mke2fs"
+        } else if name.ends_with("/tools.tar.zst") {
+            "busybox and mke2fs with its libraries (zstd, unpacked at first use)"
         } else {
-            "shared libraries and loader (mke2fs)"
+            "other"
         };
         *out.entry(group.to_string()).or_insert(0) += size;
     }
