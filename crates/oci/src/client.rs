@@ -1,6 +1,7 @@
 //! The registry protocol of a pull (the part of the OCI distribution spec
-//! a pull needs), on the HTTP layer: `GET /v2/` once, to learn how to
-//! authenticate; a Bearer token when the registry asks for one (anonymous,
+//! a pull needs), on the HTTP layer: the manifest asked once without
+//! credentials, to learn how to authenticate (an open registry serves it
+//! at once, without podman's `GET /v2/` first); a Bearer token when the registry asks for one (anonymous,
 //! or for the `--creds`/`--authfile` credentials of the repository; renewed
 //! once when a request is refused), or HTTP Basic with those credentials
 //! when that is what the registry asks; manifests with their `Accept` types;
@@ -50,7 +51,8 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.list.v2+json, \
      application/vnd.docker.distribution.manifest.v2+json";
 
-/// How requests to the registry are authenticated, learnt from `GET /v2/`.
+/// How requests to the registry are authenticated, learnt from the first
+/// answer ([`Endpoint::probe`]).
 enum Auth {
     Unknown,
     /// No authentication asked.
@@ -146,46 +148,66 @@ impl Endpoint {
         format!("{}://{}{path}", self.scheme, self.registry)
     }
 
-    /// `GET /v2/`, once: whether this endpoint holds a conversation at all,
-    /// and how to authenticate.
-    pub(crate) async fn ping(&self) -> Result<(), Failure> {
+    /// The manifest `reference` names, asked without credentials while
+    /// how to authenticate is not known yet (`None` once it is): an open
+    /// registry serves it at once, one round trip sooner than after a
+    /// `GET /v2/`; one that wants credentials says how in its 401, and no
+    /// credential or token has gone to an endpoint the pull may not use
+    /// (plain HTTP is asked beside HTTPS without verification). Whether
+    /// this endpoint holds a conversation at all shows here too.
+    pub(crate) async fn probe(&self, reference: &Reference) -> Result<Option<Manifest>, Failure> {
         let mut auth = self.auth.lock().await;
         if !matches!(*auth, Auth::Unknown) {
-            return Ok(());
+            return Ok(None);
         }
-        let res = self.send(self.client.get(self.url("/v2/"))).await?;
-        *auth = match res.status().as_u16() {
-            // A registry without /v2/ (a mirror behind a bare proxy) may
-            // still serve the paths below it.
-            200..=299 | 404 => Auth::Open,
-            401 => match bearer_challenge(res.headers()) {
-                Some(challenge) => Auth::Bearer {
-                    challenge,
-                    token: None,
-                },
-                None if self.credential.is_some() => Auth::Basic,
-                None => {
-                    return Err(Failure::Http(http::Failure::status(
-                        401,
-                        "the registry asks for credentials: give them with --creds \
-                         USER:PASSWORD or --authfile",
-                    )))
-                }
-            },
-            _ => return Err(self.error_answer(res).await),
-        };
-        Ok(())
+        let req = self
+            .client
+            .get(self.url(&manifest_path(&self.repository, reference)))
+            .header(ACCEPT, MANIFEST_ACCEPT);
+        let res = self.send(req).await?;
+        match res.status().as_u16() {
+            200..=299 => {
+                *auth = Auth::Open;
+                drop(auth);
+                self.read_manifest(res, reference).await.map(Some)
+            }
+            401 => {
+                *auth = match bearer_challenge(res.headers()) {
+                    Some(challenge) => Auth::Bearer {
+                        challenge,
+                        token: None,
+                    },
+                    None if self.credential.is_some() => Auth::Basic,
+                    None => {
+                        return Err(Failure::Http(http::Failure::status(
+                            401,
+                            "the registry asks for credentials: give them with --creds \
+                             USER:PASSWORD or --authfile",
+                        )))
+                    }
+                };
+                Ok(None)
+            }
+            _ => Err(self.error_answer(res).await),
+        }
     }
 
     /// The manifest or index `reference` names.
     pub(crate) async fn manifest(&self, reference: &Reference) -> Result<Manifest, Failure> {
-        let name = reference
-            .digest()
-            .or(reference.tag())
-            .unwrap_or("latest")
-            .to_string();
-        let path = format!("/v2/{}/manifests/{name}", self.repository);
+        if let Some(manifest) = self.probe(reference).await? {
+            return Ok(manifest);
+        }
+        let path = manifest_path(&self.repository, reference);
         let res = self.get(&path, Some(MANIFEST_ACCEPT), 0).await?;
+        self.read_manifest(res, reference).await
+    }
+
+    /// A manifest answer's body, checked against the digests it must have.
+    async fn read_manifest(
+        &self,
+        res: Response,
+        reference: &Reference,
+    ) -> Result<Manifest, Failure> {
         let header = |name| {
             res.headers()
                 .get(name)
@@ -290,7 +312,6 @@ impl Endpoint {
         accept: Option<&str>,
         offset: u64,
     ) -> Result<Response, Failure> {
-        self.ping().await?;
         let mut renewed = false;
         loop {
             let mut req = self.client.get(self.url(path));
@@ -518,6 +539,11 @@ fn verify(expected: &Digest, bytes: &[u8], what: &str) -> Result<(), Failure> {
             "{what} hashes to {actual}, not {expected}"
         )))
     }
+}
+
+fn manifest_path(repository: &str, reference: &Reference) -> String {
+    let name = reference.digest().or(reference.tag()).unwrap_or("latest");
+    format!("/v2/{repository}/manifests/{name}")
 }
 
 /// The Bearer challenge among an answer's `WWW-Authenticate` headers.

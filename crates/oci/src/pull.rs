@@ -649,13 +649,15 @@ async fn fetch_manifest(
     // a round of TLS (~0.1 s under TCG) on every pull from a plain-HTTP
     // registry. The first is still preferred, and once it answers the
     // others are not waited for (a filtered port 80 must not hold up HTTPS).
+    // Each is asked without credentials (Endpoint::probe): only the one
+    // used gets them.
     let (first, rest) = endpoints.split_first().expect("at least one endpoint");
     let mut rest_pings = std::pin::pin!(futures_util::future::join_all(
-        rest.iter().map(Endpoint::ping)
+        rest.iter().map(|ep| ep.probe(reference))
     ));
     let mut rest_answered = None;
     let mut first_ping = {
-        let mut ping = std::pin::pin!(first.ping());
+        let mut ping = std::pin::pin!(first.probe(reference));
         let answer = loop {
             tokio::select! {
                 biased;
@@ -687,7 +689,9 @@ async fn fetch_manifest(
             }
         };
         let answer = match ping {
-            Ok(()) => ep.manifest(reference).await,
+            Ok(Some(manifest)) => Ok(manifest),
+            // It asks for credentials.
+            Ok(None) => ep.manifest(reference).await,
             Err(f) => Err(f),
         };
         match answer {

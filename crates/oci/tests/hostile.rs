@@ -195,8 +195,8 @@ fn token_script(port: Arc<std::sync::OnceLock<u16>>, token: serde_json::Value) -
 
 /// Problems 2 and 8: a token is checked before it becomes a header (a
 /// `\n` in it made oci-client panic, which ends PID 1), a malformed token
-/// is not "denied access", and a pull asks `/v2/` once, not once per
-/// layer (20,005 requests for 10,000 layers).
+/// is not "denied access", and a pull learns how to authenticate once,
+/// not once per layer (20,005 requests for 10,000 layers).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_are_checked_and_asked_for_once() {
     init_logging();
@@ -241,9 +241,18 @@ async fn tokens_are_checked_and_asked_for_once() {
         .iter()
         .filter(|r| r.path.contains("/blobs/"))
         .count();
-    // The TLS attempt first is no request the server can read; then one
-    // GET /v2/, one token, the config and the 5 layers.
-    assert_eq!((pings, tokens, blobs), (1, 1, 6), "{requests:#?}");
+    let manifests = requests
+        .iter()
+        .filter(|r| r.path.contains("/manifests/"))
+        .count();
+    // The TLS attempt first is no request the server can read; then the
+    // manifest without a token (401), one token, the manifest again, the
+    // config and the 5 layers: no GET /v2/.
+    assert_eq!(
+        (pings, manifests, tokens, blobs),
+        (0, 2, 1, 6),
+        "{requests:#?}"
+    );
     let token_request = requests
         .iter()
         .find(|r| r.path.starts_with("/token"))
@@ -254,6 +263,26 @@ async fn tokens_are_checked_and_asked_for_once() {
             .contains("scope=repository%3Atokened%3Apull"),
         "{token_request:?}"
     );
+}
+
+/// An open registry serves the manifest to the first request: no `GET
+/// /v2/` before it (podman's way), one round trip less on every pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_registry_is_asked_for_the_manifest_first() {
+    init_logging();
+    let mut content = Content::default();
+    content.image("open", &layers(2));
+    let server = Hostile::start(content, no_script());
+    pull_from(&server, "open", &opts()).await.unwrap();
+    let requests = server.requests();
+    let paths: Vec<&str> = requests.iter().map(|r| r.path.as_str()).collect();
+    assert!(paths[0].ends_with("/open/manifests/v1"), "{paths:#?}");
+    assert_eq!(
+        paths.iter().filter(|p| p.contains("/manifests/")).count(),
+        1,
+        "{paths:#?}"
+    );
+    assert!(!paths.contains(&"/v2/"), "{paths:#?}");
 }
 
 /// Problem 3: nothing a registry sends is read without a bound. An endless
