@@ -505,17 +505,33 @@ impl Modules {
     /// Loads the drivers of the devices under `sys_bus` (`/sys/bus`), then
     /// of the devices those drivers add, until nothing new matches.
     pub fn coldplug(&self, sys_bus: &Path) -> Coldplug {
+        self.coldplug_with(sys_bus, None)
+    }
+
+    /// [`coldplug`](Self::coldplug); with `events` (subscribed before the
+    /// first look at sysfs), the devices the drivers add are taken from
+    /// their uevents, which a driver's probe has sent by the time its
+    /// module is loaded, instead of reading every bus again after each
+    /// round (35-70 ms a round under TCG). A lost event means a look at
+    /// sysfs again.
+    fn coldplug_with(&self, sys_bus: &Path, events: Option<&UeventSocket>) -> Coldplug {
         let mut report = Coldplug::default();
+        let mut look = true;
         for _ in 0..COLDPLUG_ROUNDS {
             let started = Instant::now();
-            let devices = device_modaliases(sys_bus);
+            let added = events.filter(|_| !look).and_then(added_devices);
+            let (devices, source) = match added {
+                Some(added) => (added, "uevents of devices added"),
+                None => (device_modaliases(sys_bus), "device modaliases read"),
+            };
+            look = false;
             let read = started.elapsed();
             let wanted: Vec<String> = devices
                 .iter()
                 .flat_map(|alias| self.untried_drivers(alias))
                 .collect();
             log::debug!(
-                "coldplug: {} device modaliases read in {} ms, new drivers: {:?} ({} ms)",
+                "coldplug: {} {source} in {} ms, new drivers: {:?} ({} ms)",
                 devices.len(),
                 read.as_millis(),
                 wanted,
@@ -547,13 +563,22 @@ impl Modules {
         sys_bus: &Path,
         names: &[String],
     ) -> (Coldplug, Result<Vec<String>, Error>) {
+        self.coldplug_while_loading_with(sys_bus, names, None)
+    }
+
+    fn coldplug_while_loading_with(
+        &self,
+        sys_bus: &Path,
+        names: &[String],
+        events: Option<&UeventSocket>,
+    ) -> (Coldplug, Result<Vec<String>, Error>) {
         let plan: Vec<LoadStep> = match self.index().plan(names) {
             Ok(plan) => self.not_loaded(plan),
-            Err(e) => return (self.coldplug(sys_bus), Err(e)),
+            Err(e) => return (self.coldplug_with(sys_bus, events), Err(e)),
         };
         let (report, (paths, done)) = std::thread::scope(|scope| {
             let other = scope.spawn(|| insmod_steps(&self.shared.insmod, plan));
-            let report = self.coldplug(sys_bus);
+            let report = self.coldplug_with(sys_bus, events);
             (report, other.join().expect("the insmod thread panicked"))
         });
         let names = self.record(paths);
@@ -574,7 +599,7 @@ impl Modules {
             .map_err(|e| warn!("kernel modules: {e}: devices that appear late get no driver"))
             .ok();
         let sys_bus = sys.join("bus");
-        let result = self.coldplug_while_loading(&sys_bus, names);
+        let result = self.coldplug_while_loading_with(&sys_bus, names, socket.as_ref());
         self.report_unclaimed(&sys_bus);
         if let Some(socket) = socket {
             let modules = self.clone();
@@ -758,6 +783,24 @@ fn insmod_steps(insmod: &Loader, plan: Vec<LoadStep>) -> (Vec<PathBuf>, Result<(
         loaded.push(step.path);
     }
     (loaded, Ok(()))
+}
+
+/// The modaliases of the devices added since the last call, as their
+/// uevents say; `None` if some were lost (or the socket failed): then
+/// only sysfs knows.
+fn added_devices(events: &UeventSocket) -> Option<BTreeSet<String>> {
+    let mut added = BTreeSet::new();
+    loop {
+        match events.recv(Duration::ZERO) {
+            Ok(Received::Event(event)) => {
+                if event.action == "add" {
+                    added.extend(event.modalias);
+                }
+            }
+            Ok(Received::Nothing) => return Some(added),
+            Ok(Received::Overflow) | Err(_) => return None,
+        }
+    }
 }
 
 /// Loads one module file: a plain `.ko`, or a `.ko.zst` (as the
