@@ -33,6 +33,7 @@ fn main() {
         warn!("{e}");
     }
     b2c_system::reaper::start();
+    let module_index = phases::read_module_index();
     phases::banner();
     if let Err(e) = b2c_runtime::crun::make_read_only() {
         warn!("crun stays writable, so it copies itself before each container: {e}");
@@ -42,15 +43,19 @@ fn main() {
         Err(e) => fail(e),
         Ok((cmdline, plan)) => {
             end::set_options(&plan.end);
-            boot(&cmdline, plan).unwrap_or_else(fail)
+            boot(&cmdline, plan, module_index).unwrap_or_else(fail)
         }
     };
     end::finish(outcome)
 }
 
-fn boot(cmdline: &str, mut plan: BootPlan) -> Result<Outcome, BootError> {
+fn boot(
+    cmdline: &str,
+    mut plan: BootPlan,
+    module_index: phases::ModuleIndexRead,
+) -> Result<Outcome, BootError> {
     phases::announce(&plan);
-    let mut modules = phases::load_modules(&plan)?;
+    let mut modules = phases::load_modules(&plan, module_index)?;
     // Its driver is one of the modules just loaded.
     if let Some(timeout) = plan.watchdog {
         b2c_system::watchdog::arm(timeout);

@@ -240,20 +240,12 @@ impl ModuleIndex {
             );
             return Ok(index);
         };
-        let started = Instant::now();
-        let index = Self::parse(
+        Ok(Self::parse(
             root,
             &dep,
             &read("modules.softdep")?.unwrap_or_default(),
             &read("modules.alias")?.unwrap_or_default(),
-        );
-        log::debug!(
-            "kernel modules: index of {} modules and {} aliases read in {} ms",
-            index.order.len(),
-            index.aliases.len(),
-            started.elapsed().as_millis()
-        );
-        Ok(index)
+        ))
     }
 
     pub fn contains(&self, name: &str) -> bool {
