@@ -426,6 +426,10 @@ pub struct Coldplug {
 /// A driver that binds may add devices of its own (virtio_pci adds the
 /// virtio devices), so coldplug repeats; buses are not nested deeper.
 const COLDPLUG_ROUNDS: usize = 8;
+
+/// How many drivers of a coldplug round load at once, at most (one per
+/// CPU up to this).
+const PARALLEL_LOADS: usize = 4;
 /// How long a hot-plugged device may take to be bound by a driver built
 /// into the kernel before the console says it has none.
 const UNCLAIMED_GRACE: Duration = Duration::from_secs(2);
@@ -532,13 +536,44 @@ impl Modules {
             if wanted.is_empty() {
                 break;
             }
-            for module in wanted {
-                if let Err(e) = self.load(std::slice::from_ref(&module)) {
-                    report.failed.push(e);
-                }
-            }
+            report.failed.extend(self.load_each(wanted));
         }
         report
+    }
+
+    /// Loads each module (with what it needs) on its own, a few at a
+    /// time: on real hardware a driver's probe can take long (a NIC's
+    /// PHY, a disk controller's reset), and independent drivers need not
+    /// wait for each other. A shared dependency is safe: the kernel makes
+    /// a second insmod of a module wait for the first, then answer EEXIST.
+    /// One that fails does not keep the others from trying.
+    fn load_each(&self, modules: Vec<String>) -> Vec<Error> {
+        let workers = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, PARALLEL_LOADS)
+            .min(modules.len());
+        let queue = Mutex::new(modules.into_iter());
+        let next = || queue.lock().unwrap_or_else(|e| e.into_inner()).next();
+        let work = || {
+            let mut failed = Vec::new();
+            while let Some(module) = next() {
+                if let Err(e) = self.load(std::slice::from_ref(&module)) {
+                    failed.push(e);
+                }
+            }
+            failed
+        };
+        if workers <= 1 {
+            return work();
+        }
+        std::thread::scope(|scope| {
+            let helpers: Vec<_> = (1..workers).map(|_| scope.spawn(work)).collect();
+            let mut failed = work();
+            for helper in helpers {
+                failed.extend(helper.join().expect("an insmod thread panicked"));
+            }
+            failed
+        })
     }
 
     /// Every module loaded so far, in order.
@@ -1071,6 +1106,51 @@ alias pci:v00008086d000010D4sv*sd*bc*sc*i* e1000e
         std::fs::create_dir_all(&listed).unwrap();
         std::os::unix::fs::symlink(&dir, listed.join(dir.file_name().unwrap())).unwrap();
         dir
+    }
+
+    #[test]
+    fn the_drivers_of_a_round_load_side_by_side_and_a_failure_stops_none() {
+        let sys = fake_sys("coldplug-parallel");
+        add_device(&sys, "virtio", "virtio0", "virtio:d00000001v00001AF4");
+        add_device(&sys, "virtio", "virtio1", "virtio:d00000002v00001AF4");
+        add_device(
+            &sys,
+            "pci",
+            "pci0000:00/0000:00:05.0",
+            "pci:v00008086d000010D3sv0sd0bc02sc00i00",
+        );
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (b, m) = (busy.clone(), most.clone());
+        let loader: Loader = Arc::new(move |path: &Path| {
+            use std::sync::atomic::Ordering::SeqCst;
+            let now = b.fetch_add(1, SeqCst) + 1;
+            m.fetch_max(now, SeqCst);
+            // A probe that takes a while, as on real hardware.
+            std::thread::sleep(Duration::from_millis(100));
+            b.fetch_sub(1, SeqCst);
+            match module_name(path.to_str().unwrap()).as_str() {
+                "e1000e" => Err(Error::Module {
+                    path: path.to_path_buf(),
+                    source: Errno::ENODEV,
+                }),
+                _ => Ok(()),
+            }
+        });
+        let modules = Modules::with_loader(index(), loader);
+        let report = modules.coldplug(&sys.join("bus"));
+        assert_eq!(report.failed.len(), 1, "{:?}", report.failed);
+        assert!(report.failed[0].to_string().contains("e1000e"));
+        let mut loaded = modules.loaded();
+        loaded.sort();
+        assert_eq!(
+            loaded,
+            ["failover", "net_failover", "virtio_blk", "virtio_net"]
+        );
+        if std::thread::available_parallelism().map_or(1, |n| n.get()) > 1 {
+            assert!(most.load(std::sync::atomic::Ordering::SeqCst) > 1);
+        }
+        std::fs::remove_dir_all(&sys).unwrap();
     }
 
     #[test]
