@@ -72,11 +72,14 @@ pub async fn bring_up(
     for warning in &plan.warnings {
         warn!("network: {warning}");
     }
-    loopback_up().await?;
     if plan.ifaces.is_empty() {
+        loopback_up().await?;
         return Ok(NetworkUp::default());
     }
-    execute(&plan, resolv_conf, dhcp_timeout).await
+    // Nothing on the interfaces needs lo: one netlink round less before
+    // the first DHCP discover.
+    let ((), up) = tokio::try_join!(loopback_up(), execute(&plan, resolv_conf, dhcp_timeout))?;
+    Ok(up)
 }
 
 async fn execute(
