@@ -322,7 +322,10 @@ fn a_named_partition_is_mounted_as_it_is_then_reused() {
 #[test]
 fn no_disk_means_a_warning_and_images_in_ram() {
     let net = start_net(&NetOptions::default());
-    let boot = boot_with_disk(&net, "cache-no-disk", &busybox_append("auto"), None);
+    let mut opts = options("cache-no-disk", &busybox_append("auto"));
+    // 10 s of waiting for a disk.
+    opts.waits = true;
+    let boot = boot_on(&net, &opts);
     assert_ran(&boot);
     let warnings: Vec<&str> = boot.lines_containing("WARNING: ").collect();
     assert!(

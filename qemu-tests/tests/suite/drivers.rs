@@ -431,6 +431,8 @@ fn any_kernel_with_its_modules_appended_and_none_at_all() {
     // and ends cleanly without a network.
     opts.name = "drivers-kernel-no-modules".into();
     opts.extra_initrds.clear();
+    // 10 s of waiting for a network link.
+    opts.waits = true;
     let none = boot_on(&net, &opts);
     assert!(
         none.lines_containing("]: kernel modules: none for this kernel")

@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{assert_verdict, boot_on, img, opt, options, start_net};
 use qemu_tests::disk::{self, SECTOR};
-use qemu_tests::{Boot, NetOptions, TestNet, FILE_SERVER, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER};
+use qemu_tests::{
+    Boot, BootOptions, NetOptions, TestNet, FILE_SERVER, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
+};
 
 const GIB: u64 = 1 << 30;
 
@@ -217,11 +219,21 @@ fn nothing_is_lost_when_the_final_push_fails() {
     assert_eq!(kept, "result-42\n", "the volume is kept on the cache");
 
     net.stop_s3();
-    let second = boot_with(
+    // Its pushes retry for half a minute: a boot that mostly waits.
+    let second = boot_on(
         &net,
-        "volumes-owed-2",
-        S3_SECRET_KEY,
-        "b2c.run=\"--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest true\"",
+        &BootOptions {
+            waits: true,
+            ..options(
+                "volumes-owed-2",
+                &format!(
+                    "b2c.cache_device=auto {} {volume} {}",
+                    minio(S3_SECRET_KEY),
+                    "b2c.run=\"--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest true\"",
+                ),
+            )
+            .with_disk(&disk)
+        },
     );
     assert_verdict(&second, 1);
     assert!(
