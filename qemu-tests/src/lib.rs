@@ -36,7 +36,8 @@
 //! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
 //! test the services' logs are kept there too. Boots queue for a CPU slot
 //! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests
-//! do not starve each other into timeouts.
+//! do not starve each other into timeouts; a boot that mostly waits
+//! ([`BootOptions::waits`]) may take the one slot kept for such boots.
 //!
 //! Facts this relies on: `/work/shared/design/TEST-HARNESS.md`.
 
