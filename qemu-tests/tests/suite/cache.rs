@@ -32,12 +32,12 @@ const MARKER: &str = "CACHE-42";
 fn disk_path(name: &str) -> PathBuf {
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir.join(format!("{name}.img"))
+    dir.join(common::disk_file(name))
 }
 
 fn blank_disk(name: &str, size: u64) -> PathBuf {
     let path = disk_path(name);
-    disk::blank_disk(path.parent().unwrap(), &format!("{name}.img"), size)
+    disk::blank_disk(path.parent().unwrap(), &common::disk_file(name), size)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -48,7 +48,7 @@ fn used_disk(name: &str) -> PathBuf {
     let path = disk_path(name);
     let disk = disk::dos_disk_with_ext4(
         path.parent().unwrap(),
-        &format!("{name}.img"),
+        &common::disk_file(name),
         GIB,
         100 * MIB,
         "DATA",

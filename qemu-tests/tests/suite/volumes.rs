@@ -171,7 +171,7 @@ fn the_real_line_pulls_inputs_pushes_changes_and_results_then_expires() {
 fn disk_path(name: &str) -> PathBuf {
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap();
-    disk::blank_disk(&dir, &format!("{name}.img"), GIB).unwrap()
+    disk::blank_disk(&dir, &common::disk_file(name), GIB).unwrap()
 }
 
 /// The cache partition of a disk that `auto` formatted.
