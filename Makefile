@@ -39,7 +39,8 @@ ARM64_ALL_TESTS := --test suite -- --exact e2e::hello \
 	e2e::https_with_the_test_ca cache::auto_cache_survives_reboots_and_registry_outages \
 	pipeline::boot2container_pipeline_semantics
 
-.PHONY: all deps deps-kernel kernel initramfs firmware run test unit e2e e2e-arm64 test-arm64 \
+.PHONY: all deps deps-kernel kernel initramfs firmware run test unit e2e e2e-suite e2e-harness \
+	e2e-arm64 test-arm64 \
 	test-kernel soak bench lint clean kernel-x86_64 kernel-aarch64 kernel-debian-x86_64 \
 	kernel-debian-aarch64 initramfs-x86_64 initramfs-aarch64
 
@@ -103,17 +104,25 @@ run: initramfs
 unit: deps
 	$(CARGO) test --workspace --exclude qemu-tests
 
-e2e: initramfs-x86_64 firmware
-	$(CARGO) test -p qemu-tests -- --test-threads=2
+# The QEMU tests: the suite of boots, and the harness's own tests (test
+# networks, no kernel, no boot: about a minute) with its doc tests.
+e2e: e2e-suite e2e-harness
+
+e2e-suite: initramfs-x86_64 firmware
+	$(CARGO) test -p qemu-tests --test suite -- --test-threads=2
+
+e2e-harness: deps
+	$(CARGO) test -p qemu-tests --lib
+	$(CARGO) test -p qemu-tests --doc
 
 e2e-arm64: initramfs-aarch64
 	B2C_ARCH=aarch64 $(CARGO) test -p qemu-tests $(ARM64_TESTS)
 
 # The x86_64 QEMU suite leaves about half of the machine idle (its boots
 # wait on timers and servers): the arm64 part (its cross builds, then its
-# boots) runs beside it.
+# boots) and the harness's own tests run beside it, off its critical path.
 test: unit
-	$(MAKE) -j2 e2e e2e-arm64
+	$(MAKE) -j3 e2e-suite e2e-harness e2e-arm64
 
 # Every arm64 QEMU test of the subset (README: Testing); not part of
 # `make test`, for its time budget.

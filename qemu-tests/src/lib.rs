@@ -36,7 +36,8 @@
 //! logs land in `target/qemu-tests/logs/<boot name>.log`; after a failed
 //! test the services' logs are kept there too. Boots queue for a CPU slot
 //! (`$B2C_QEMU_JOBS`, default one per two cores) so that parallel tests
-//! do not starve each other into timeouts.
+//! do not starve each other into timeouts; a boot that mostly waits
+//! ([`BootOptions::waits`]) may take the one slot kept for such boots.
 //!
 //! Facts this relies on: `/work/shared/design/TEST-HARNESS.md`.
 
@@ -55,7 +56,7 @@ mod selftest;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub use arch::Arch;
 pub use ca::{ca_cert_path, issue_server_cert_with, make_ca};
@@ -267,13 +268,26 @@ pub fn initramfs_with_files(name: &str, files: &[(&str, &str)]) -> Result<PathBu
 /// An initramfs that ships only `modules` (and what they need; none at
 /// all when empty), uncompressed, built once per process and name by `cargo xtask
 /// initramfs --modules FILE` for [`Arch::current`]: a machine without some
-/// drivers.
+/// drivers. Variants of different names build at the same time.
 pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
-    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
-    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((_, path)) = built.iter().find(|(n, _)| n == name) {
-        return Ok(path.clone());
-    }
+    type Built = Arc<OnceLock<Result<PathBuf>>>;
+    static BUILT: Mutex<Vec<(String, Built)>> = Mutex::new(Vec::new());
+    let cell = {
+        let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+        match built.iter().find(|(n, _)| n == name) {
+            Some((_, cell)) => cell.clone(),
+            None => {
+                let cell = Built::default();
+                built.push((name.to_string(), cell.clone()));
+                cell
+            }
+        }
+    };
+    cell.get_or_init(|| build_initramfs_with_modules(name, modules))
+        .clone()
+}
+
+fn build_initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
     let dir = output_dir();
     std::fs::create_dir_all(&dir).context(|| format!("create {}", dir.display()))?;
     let list = dir.join(format!("modules-{name}.txt"));
@@ -295,7 +309,6 @@ pub fn initramfs_with_modules(name: &str, modules: &[&str]) -> Result<PathBuf> {
             .arg(&output),
         "cargo xtask initramfs --modules",
     )?;
-    built.push((name.to_string(), output.clone()));
     Ok(output)
 }
 

@@ -73,6 +73,11 @@ pub struct BootOptions {
     /// to boot (see [`crate::NetOptions::netboot`]). `kernel`,
     /// `initramfs` and `append` are then unused.
     pub netboot: bool,
+    /// The boot spends much of its time waiting on purpose (an outage the
+    /// test makes, a timeout it runs into): it may take the slot kept for
+    /// such boots (one at a time) beside the CPU slots, so that its idle
+    /// guest does not keep a busy one waiting (see [`Slots`]).
+    pub waits: bool,
 }
 
 impl BootOptions {
@@ -94,6 +99,7 @@ impl BootOptions {
             monitor_when: Vec::new(),
             extra_initrds: Vec::new(),
             netboot: false,
+            waits: false,
         }
     }
 
@@ -293,38 +299,58 @@ impl fmt::Display for Boot {
 /// TCG is CPU-bound: more guests than cores only make each one slower,
 /// until parallel tests hit their timeouts. So boots wait for a slot:
 /// `$B2C_QEMU_JOBS` of them, by default one per two cores (`-smp 2`).
+/// A boot that mostly waits ([`BootOptions::waits`]: a 20 s DHCP outage,
+/// a job run into its timeout) may also take the one slot kept for such
+/// boots: its idle guest then runs beside a busy one rather than holding
+/// up every other boot for its whole wait.
 struct Slots {
-    used: Mutex<usize>,
+    /// CPU slots taken, and whether the waiting boots' slot is.
+    used: Mutex<(usize, bool)>,
     freed: Condvar,
 }
 
 static SLOTS: Slots = Slots {
-    used: Mutex::new(0),
+    used: Mutex::new((0, false)),
     freed: Condvar::new(),
 };
 
-struct Slot;
+/// Which slot a boot holds.
+enum Slot {
+    Cpu,
+    Waiting,
+}
 
 impl Slot {
-    fn acquire() -> Slot {
+    fn acquire(waits: bool) -> Slot {
         let max = std::env::var("B2C_QEMU_JOBS")
             .ok()
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() / 2))
             .max(1);
         let mut used = SLOTS.used.lock().unwrap_or_else(|e| e.into_inner());
-        while *used >= max {
+        loop {
+            if waits && !used.1 {
+                used.1 = true;
+                return Slot::Waiting;
+            }
+            if used.0 < max {
+                used.0 += 1;
+                return Slot::Cpu;
+            }
             used = SLOTS.freed.wait(used).unwrap_or_else(|e| e.into_inner());
         }
-        *used += 1;
-        Slot
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        *SLOTS.used.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        SLOTS.freed.notify_one();
+        let mut used = SLOTS.used.lock().unwrap_or_else(|e| e.into_inner());
+        match self {
+            Slot::Cpu => used.0 -= 1,
+            Slot::Waiting => used.1 = false,
+        }
+        // Waiters of both kinds wait on the same condition.
+        SLOTS.freed.notify_all();
     }
 }
 
@@ -402,7 +428,8 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let _slot = Slot::acquire();
+    let asked = Instant::now();
+    let slot = Slot::acquire(opts.waits);
     let start = Instant::now();
     let mut qemu = KillOnDrop(
         cmd.spawn()
@@ -511,6 +538,17 @@ pub(crate) fn boot(net: &TestNet, opts: &BootOptions) -> Result<Boot> {
     }
     let status = wait_bounded(&mut qemu.0)?;
     let elapsed = start.elapsed();
+    let _ = writeln!(
+        log,
+        "--- qemu-tests: QEMU ran {:.1} s, after {:.1} s waiting for a{} slot ---",
+        elapsed.as_secs_f64(),
+        start.duration_since(asked).as_secs_f64(),
+        match slot {
+            Slot::Cpu => " CPU",
+            Slot::Waiting => " waiting boot's",
+        },
+    );
+    drop(slot);
     let stderr = stderr_reader.join().unwrap_or_default();
     if !stderr.is_empty() {
         let _ = write!(log, "--- qemu stderr ---\n{stderr}");

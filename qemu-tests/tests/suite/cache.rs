@@ -32,12 +32,12 @@ const MARKER: &str = "CACHE-42";
 fn disk_path(name: &str) -> PathBuf {
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    dir.join(format!("{name}.img"))
+    dir.join(common::disk_file(name))
 }
 
 fn blank_disk(name: &str, size: u64) -> PathBuf {
     let path = disk_path(name);
-    disk::blank_disk(path.parent().unwrap(), &format!("{name}.img"), size)
+    disk::blank_disk(path.parent().unwrap(), &common::disk_file(name), size)
         .unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -48,7 +48,7 @@ fn used_disk(name: &str) -> PathBuf {
     let path = disk_path(name);
     let disk = disk::dos_disk_with_ext4(
         path.parent().unwrap(),
-        &format!("{name}.img"),
+        &common::disk_file(name),
         GIB,
         100 * MIB,
         "DATA",
@@ -322,7 +322,10 @@ fn a_named_partition_is_mounted_as_it_is_then_reused() {
 #[test]
 fn no_disk_means_a_warning_and_images_in_ram() {
     let net = start_net(&NetOptions::default());
-    let boot = boot_with_disk(&net, "cache-no-disk", &busybox_append("auto"), None);
+    let mut opts = options("cache-no-disk", &busybox_append("auto"));
+    // 10 s of waiting for a disk.
+    opts.waits = true;
+    let boot = boot_on(&net, &opts);
     assert_ran(&boot);
     let warnings: Vec<&str> = boot.lines_containing("WARNING: ").collect();
     assert!(

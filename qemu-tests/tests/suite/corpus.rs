@@ -65,6 +65,8 @@ fn boot_line(net: &TestNet, name: &str, append: &str, initramfs: Option<PathBuf>
         opts.initramfs = initramfs;
     }
     opts.kill_when = Some(SAFE.into());
+    // 10 s of waiting for a disk the machine does not have.
+    opts.waits = true;
     boot_on(net, &opts)
 }
 

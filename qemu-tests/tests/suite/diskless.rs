@@ -202,7 +202,9 @@ fn cache_and_swap_on_nbd_survive_a_server_restart() {
         ),
     ]
     .join(" ");
-    let opts = options("diskless-nbd", &append);
+    let mut opts = options("diskless-nbd", &append);
+    // A job of 20 one-second sleeps, a server away for 5 s.
+    opts.waits = true;
     let log = qemu_tests::output_dir()
         .join("logs")
         .join(format!("{}.log", opts.name));

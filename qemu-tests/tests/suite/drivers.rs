@@ -90,7 +90,7 @@ fn an_unknown_asked_module_is_named() {
 fn blank_disk(name: &str) -> PathBuf {
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    disk::blank_disk(&dir, &format!("{name}.img"), 1 << 30).unwrap_or_else(|e| panic!("{e}"))
+    disk::blank_disk(&dir, &common::disk_file(name), 1 << 30).unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The console's lines naming a device no driver took.
@@ -152,7 +152,7 @@ fn the_cache_goes_on_every_kind_of_disk() {
             let dir = qemu_tests::output_dir().join("disks");
             disk::dos_disk_with_ext4(
                 &dir,
-                "drivers-cache-sd.img",
+                &common::disk_file("drivers-cache-sd"),
                 1 << 30,
                 256 << 20,
                 "B2C_CACHE",
@@ -431,6 +431,8 @@ fn any_kernel_with_its_modules_appended_and_none_at_all() {
     // and ends cleanly without a network.
     opts.name = "drivers-kernel-no-modules".into();
     opts.extra_initrds.clear();
+    // 10 s of waiting for a network link.
+    opts.waits = true;
     let none = boot_on(&net, &opts);
     assert!(
         none.lines_containing("]: kernel modules: none for this kernel")

@@ -39,6 +39,8 @@ fn a_registry_that_rate_limits_then_dies_and_no_ntp() {
     );
     let mut opts = options("faults-registry", &append);
     opts.timeout = Duration::from_secs(300);
+    // 10 s of Retry-After, 10 s of a registry down.
+    opts.waits = true;
     let boot = boot_on(&net, &opts);
 
     assert_eq!(
@@ -110,10 +112,10 @@ fn a_long_job_times_out() {
     let append = format!(
         r#"b2c.timeout=20s b2c.run="{img} sh -c 'echo STARTED-$((40+2)); sleep 600'" b2c.post_container="{img} echo POST-$((40+2))""#
     );
-    let boot = boot_on(
-        &start_net(&NetOptions::default()),
-        &options("faults-timeout", &append),
-    );
+    let mut opts = options("faults-timeout", &append);
+    // 20 s of a sleeping job, then 5 s until SIGKILL.
+    opts.waits = true;
+    let boot = boot_on(&start_net(&NetOptions::default()), &opts);
     assert_eq!(boot.after_marker("STARTED-42").len(), 1, "{boot}");
     assert!(
         boot.after_marker("POST-42").is_empty(),
@@ -137,6 +139,8 @@ fn a_hung_kernel_is_reset_by_the_watchdog() {
     opts.extra_qemu_args
         .extend(["-device".to_string(), "i6300esb".to_string()]);
     opts.timeout = Duration::from_secs(150);
+    // 10 s of a hung kernel.
+    opts.waits = true;
     let boot = boot_on(&start_net(&NetOptions::default()), &opts);
     assert!(
         boot.lines_containing("hardware watchdog")

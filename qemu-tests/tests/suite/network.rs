@@ -124,7 +124,10 @@ fn dhcp_waits_for_a_late_server_within_b2c_dhcp_timeout() {
             let dropped = net.dhcp_packets_dropped();
             net.block_dhcp(false).map(|()| dropped)
         });
-        let boot = boot_on(&net, &options(name, &append));
+        let mut opts = options(name, &append);
+        // 20 s of its boot wait for the server.
+        opts.waits = true;
+        let boot = boot_on(&net, &opts);
         let dropped = unblock.join().expect("the unblocking thread panicked");
         (boot, dropped)
     });

@@ -104,8 +104,8 @@ fn cache_fscrypt_and_watchdog_on_our_kernel() {
     };
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-    let image: PathBuf =
-        disk::blank_disk(&dir, "own-kernel-cache.img", 1 << 30).unwrap_or_else(|e| panic!("{e}"));
+    let image: PathBuf = disk::blank_disk(&dir, &common::disk_file("own-kernel-cache"), 1 << 30)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut opts = opts.with_disk_on(DiskBus::Nvme, &image);
     opts.extra_qemu_args
         .extend(["-device", "i6300esb"].map(String::from));

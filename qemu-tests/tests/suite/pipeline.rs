@@ -216,7 +216,8 @@ fn real_world_line_with_entrypoint_and_cache_device() {
             )
         )
     );
-    let boot = boot("real-world-entrypoint", &append);
+    // 10 s of waiting for a disk the machine does not have.
+    let boot = boot_with("real-world-entrypoint", &append, |opts| opts.waits = true);
     assert!(boot.has_line("hi-2"), "no container output\n{boot}");
     let warnings: Vec<&str> = boot
         .lines_containing("WARNING: ")

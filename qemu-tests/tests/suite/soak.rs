@@ -56,7 +56,8 @@ fn thirty_boots_on_one_cache_with_power_cuts() {
     );
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap();
-    let disk = disk::blank_disk(&dir, "soak.img", 2 << 30).unwrap_or_else(|e| panic!("{e}"));
+    let disk = disk::blank_disk(&dir, &common::disk_file("soak"), 2 << 30)
+        .unwrap_or_else(|e| panic!("{e}"));
     let append = common::big_image_on_auto_cache();
     // Slow enough that early cuts land in the middle of the download.
     net.limit_download_rate(Some(10_000_000)).unwrap();

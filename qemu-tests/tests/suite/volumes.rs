@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use common::{assert_verdict, boot_on, img, opt, options, start_net};
 use qemu_tests::disk::{self, SECTOR};
-use qemu_tests::{Boot, NetOptions, TestNet, FILE_SERVER, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER};
+use qemu_tests::{
+    Boot, BootOptions, NetOptions, TestNet, FILE_SERVER, S3_ACCESS_KEY, S3_SECRET_KEY, S3_SERVER,
+};
 
 const GIB: u64 = 1 << 30;
 
@@ -169,7 +171,7 @@ fn the_real_line_pulls_inputs_pushes_changes_and_results_then_expires() {
 fn disk_path(name: &str) -> PathBuf {
     let dir = qemu_tests::output_dir().join("disks");
     std::fs::create_dir_all(&dir).unwrap();
-    disk::blank_disk(&dir, &format!("{name}.img"), GIB).unwrap()
+    disk::blank_disk(&dir, &common::disk_file(name), GIB).unwrap()
 }
 
 /// The cache partition of a disk that `auto` formatted.
@@ -217,11 +219,21 @@ fn nothing_is_lost_when_the_final_push_fails() {
     assert_eq!(kept, "result-42\n", "the volume is kept on the cache");
 
     net.stop_s3();
-    let second = boot_with(
+    // Its pushes retry for half a minute: a boot that mostly waits.
+    let second = boot_on(
         &net,
-        "volumes-owed-2",
-        S3_SECRET_KEY,
-        "b2c.run=\"--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest true\"",
+        &BootOptions {
+            waits: true,
+            ..options(
+                "volumes-owed-2",
+                &format!(
+                    "b2c.cache_device=auto {} {volume} {}",
+                    minio(S3_SECRET_KEY),
+                    "b2c.run=\"--tls-verify=false docker://10.99.0.1:5000/b2c/busybox:latest true\"",
+                ),
+            )
+            .with_disk(&disk)
+        },
     );
     assert_verdict(&second, 1);
     assert!(

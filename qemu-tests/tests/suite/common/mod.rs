@@ -41,6 +41,18 @@ pub fn boot_with(name: &str, append: &str, adjust: impl FnOnce(&mut BootOptions)
     boot_on(&start_net(&NetOptions::default()), &opts)
 }
 
+/// The file name of a test's disk image `name` in
+/// `target/qemu-tests/disks/`: `name.img` on x86_64, `name-ARCH.img` on
+/// another architecture (as the console logs), so that the arm64 boots of
+/// `make test` never share a disk with the x86_64 suite running beside
+/// them.
+pub fn disk_file(name: &str) -> String {
+    match qemu_tests::Arch::current() {
+        qemu_tests::Arch::X86_64 => format!("{name}.img"),
+        arch => format!("{name}-{arch}.img"),
+    }
+}
+
 /// The busybox image in the plain-HTTP registry, as the image part of a
 /// `b2c.run` value.
 pub fn img() -> String {
