@@ -1,11 +1,12 @@
 //! The registry protocol of a pull (the part of the OCI distribution spec
 //! a pull needs), on the HTTP layer: the manifest asked once without
 //! credentials, to learn how to authenticate (an open registry serves it
-//! at once, without podman's `GET /v2/` first); a Bearer token when the registry asks for one (anonymous,
-//! or for the `--creds`/`--authfile` credentials of the repository; renewed
-//! once when a request is refused), or HTTP Basic with those credentials
-//! when that is what the registry asks; manifests with their `Accept` types;
-//! blobs, resumed with `Range`.
+//! at once, without podman's `GET /v2/` first); a Bearer token when the
+//! registry asks for one (anonymous, or for the `--creds`/`--authfile`
+//! credentials of the repository; renewed once when a request is
+//! refused), or HTTP Basic with those credentials when that is what the
+//! registry asks; manifests with their `Accept` types; blobs, resumed
+//! with `Range`.
 //!
 //! Everything a registry sends is untrusted. Every body read into memory is
 //! bounded in size (manifests and configs 4 MiB and tokens 1 MiB, as
