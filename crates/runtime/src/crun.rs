@@ -15,31 +15,51 @@ pub fn crun_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/usr/bin/crun"))
 }
 
-/// Makes the crun binary read-only where it lies, with a bind mount of it
-/// onto itself. crun guards against a container overwriting it through
-/// `/proc/self/exe` (CVE-2019-5736) by copying itself to a read-only
-/// place and executing itself again unless it already runs from one: on
-/// an initramfs that second start, with its shared libraries loaded again,
-/// cost ~0.2 s of every container under TCG. The mount gives the same
-/// protection once per boot.
+/// Where [`make_read_only`] mounts the ramfs it copies crun into, for the
+/// moment of the copy.
+const RAMFS_DIR: &str = "/run/b2c-crun";
+
+/// Puts crun where it need not copy itself before each container: a
+/// read-only ramfs, bind-mounted over [`crun_binary`].
+///
+/// crun guards against a container overwriting it through
+/// `/proc/self/exe` (CVE-2019-5736): unless it runs from a sealed memfd or
+/// from a read-only filesystem, it copies itself into a memfd and executes
+/// that copy, loading itself twice per container (and its 1.5 MB copy
+/// under TCG). Making the initramfs's file read-only is not enough: the
+/// initramfs is tmpfs, whose files answer `F_GET_SEALS` (unsealed), and
+/// crun trusts that answer before it looks at the mount. A ramfs file has
+/// no seals, so crun goes on to see the read-only mount. The protection
+/// is the same, paid once per boot.
 pub fn make_read_only() -> std::io::Result<()> {
-    use nix::mount::{mount, MsFlags};
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
     let crun = crun_binary();
+    let crun = crun.as_path();
+    let dir = Path::new(RAMFS_DIR);
+    std::fs::create_dir_all(dir)?;
     mount(
-        Some(&crun),
-        &crun,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
+        Some("ramfs"),
+        dir,
+        Some("ramfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some("mode=0700"),
     )?;
-    mount(
-        None::<&str>,
-        &crun,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    )?;
-    Ok(())
+    let copy = dir.join("crun");
+    let done = std::fs::copy(crun, &copy).and_then(|_| {
+        mount(Some(&copy), crun, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+        mount(
+            None::<&str>,
+            crun,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(std::io::Error::from)
+    });
+    // The bind mount keeps the ramfs alive; its own mount point goes.
+    let _ = umount2(dir, MntFlags::MNT_DETACH);
+    let _ = std::fs::remove_dir(dir);
+    done
 }
 
 /// `crun run --no-pivot`: an initramfs root cannot be pivoted away from.

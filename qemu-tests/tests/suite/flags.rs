@@ -47,7 +47,8 @@ fn podman_flags_take_effect_inside_the_containers() {
             "--pid=host --ipc=host --uts=host --cgroupns=host",
             &format!(
                 "echo HOSTPID-$((1+1)):$(readlink /proc/1/exe):$(hostname); \
-                 echo CRUNRO-$(grep -c /usr/bin/crun.ro. /proc/1/mountinfo); {}",
+                 echo CRUNRO-$(grep -c /usr/bin/crun.ro. /proc/1/mountinfo); \
+                 echo CRUNEXE-$((1+4)):$(readlink /proc/$PPID/exe); {}",
                 ns_loop.replace("WHO", "host")
             ),
         ),
@@ -123,8 +124,10 @@ fn podman_flags_take_effect_inside_the_containers() {
     assert_eq!(one("HOSTPID-2:"), "/init:dut-my_farm-1");
     assert_eq!(one("OWNPID-3:"), "/bin/busybox");
     // b2c's crun is read-only where it lies, so that it does not copy and
-    // execute itself again before each container.
+    // execute itself again before each container: the container's parent,
+    // `crun run`, runs from /usr/bin/crun, not from a memfd.
     assert_eq!(one("CRUNRO-"), "1");
+    assert_eq!(one("CRUNEXE-5:"), "/usr/bin/crun");
     let lines: Vec<&str> = boot.after_marker("NS-4:");
     let host = namespaces(&lines, "host ");
     let own = namespaces(&lines, "own ");
