@@ -647,8 +647,10 @@ async fn fetch_manifest(
     // The later endpoints are asked while the first is: without
     // verification, waiting for HTTPS to fail before trying plain HTTP cost
     // a round of TLS (~0.1 s under TCG) on every pull from a plain-HTTP
-    // registry. The first is still preferred, and once it answers the
-    // others are not waited for (a filtered port 80 must not hold up HTTPS).
+    // registry. The first is preferred, and once it answers the others are
+    // not waited for (a filtered port 80 must not hold up HTTPS), unless a
+    // later one served the manifest already: a port that answers plain
+    // HTTP does not also speak TLS, so HTTPS can only fail there.
     // Each is asked without credentials (Endpoint::probe): only the one
     // used gets them.
     let (first, rest) = endpoints.split_first().expect("at least one endpoint");
@@ -662,7 +664,12 @@ async fn fetch_manifest(
             tokio::select! {
                 biased;
                 answer = &mut ping => break answer,
-                answers = &mut rest_pings, if rest_answered.is_none() => {
+                mut answers = &mut rest_pings, if rest_answered.is_none() => {
+                    if let Some(i) = answers.iter().position(|a| matches!(a, Ok(Some(_)))) {
+                        if let Ok(Some(manifest)) = answers.swap_remove(i) {
+                            return Ok((i + 1, manifest));
+                        }
+                    }
                     rest_answered = Some(answers);
                 }
             }

@@ -285,6 +285,26 @@ async fn an_open_registry_is_asked_for_the_manifest_first() {
     assert!(!paths.contains(&"/v2/"), "{paths:#?}");
 }
 
+/// With `--tls-verify=false`, HTTPS and plain HTTP are asked at once; a
+/// registry that served the manifest over plain HTTP is used without
+/// waiting for the HTTPS attempt, which can only fail on that port. Here
+/// the handshake is swallowed: waiting for it would take the 5 s connect
+/// timeout (the handshake is part of the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_http_that_served_the_manifest_does_not_wait_for_https() {
+    init_logging();
+    let mut content = Content::default();
+    content.image("plain", &layers(1));
+    let server = Hostile::start_stalling_tls(content, no_script());
+    let started = std::time::Instant::now();
+    pull_from(&server, "plain", &opts()).await.unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(2500),
+        "waited for HTTPS: {took:?}"
+    );
+}
+
 /// Problem 3: nothing a registry sends is read without a bound. An endless
 /// manifest took 1.55 GB, an endless token answer 3 GB; a 50 MB manifest
 /// was accepted. Podman's bounds: 4 MiB for manifests and configs.

@@ -277,6 +277,16 @@ pub struct Hostile {
 impl Hostile {
     /// Serves `content`, each answer first offered to `script`.
     pub fn start(content: Content, script: Script) -> Hostile {
+        Hostile::start_with(content, script, false)
+    }
+
+    /// As [`Hostile::start`], but a TLS handshake is met with silence (a
+    /// middlebox that swallows it) instead of a hang-up.
+    pub fn start_stalling_tls(content: Content, script: Script) -> Hostile {
+        Hostile::start_with(content, script, true)
+    }
+
+    fn start_with(content: Content, script: Script, stall_tls: bool) -> Hostile {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -293,7 +303,7 @@ impl Hostile {
                             let (stop, log, sent) = (stop.clone(), log.clone(), bytes_sent.clone());
                             let (content, script) = (content.clone(), script.clone());
                             std::thread::spawn(move || {
-                                serve(conn, &content, &script, &stop, &log, &sent)
+                                serve(conn, &content, &script, &stop, &log, &sent, stall_tls)
                             });
                         }
                         Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -343,7 +353,7 @@ impl Drop for Hostile {
     }
 }
 
-fn read_head(conn: &mut TcpStream) -> Option<String> {
+fn read_head(conn: &mut TcpStream, stall_tls: bool, stop: &AtomicBool) -> Option<String> {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -353,6 +363,11 @@ fn read_head(conn: &mut TcpStream) -> Option<String> {
         }
         // A TLS ClientHello (tls_verify=false tries HTTPS first): hang up,
         // as a plain HTTP server would after answering 400.
+        if head.len() == 1 && !head[0].is_ascii_alphabetic() && stall_tls {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         if (head.len() == 1 && !head[0].is_ascii_alphabetic()) || head.len() > 65536 {
             return None;
         }
@@ -367,10 +382,11 @@ fn serve(
     stop: &AtomicBool,
     log: &Mutex<Vec<Request>>,
     sent: &Mutex<HashMap<String, u64>>,
+    stall_tls: bool,
 ) {
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _ = conn.set_nodelay(true);
-    let Some(head) = read_head(&mut conn) else {
+    let Some(head) = read_head(&mut conn, stall_tls, stop) else {
         return;
     };
     let mut lines = head.split("\r\n");
