@@ -35,15 +35,13 @@ fn main() {
     b2c_system::reaper::start();
     let module_index = phases::read_module_index();
     phases::banner();
-    if let Err(e) = b2c_runtime::crun::make_read_only() {
-        warn!("crun stays writable, so it copies itself before each container: {e}");
-    }
+    let crun = phases::prepare_crun();
 
     let outcome = match early.map_err(BootError::Early).and_then(|_| phases::plan()) {
         Err(e) => fail(e),
         Ok((cmdline, plan)) => {
             end::set_options(&plan.end);
-            boot(&cmdline, plan, module_index).unwrap_or_else(fail)
+            boot(&cmdline, plan, module_index, crun).unwrap_or_else(fail)
         }
     };
     end::finish(outcome)
@@ -53,6 +51,7 @@ fn boot(
     cmdline: &str,
     mut plan: BootPlan,
     module_index: phases::ModuleIndexRead,
+    crun: phases::CrunReady,
 ) -> Result<Outcome, BootError> {
     phases::announce(&plan);
     let mut modules = phases::load_modules(&plan, module_index)?;
@@ -107,6 +106,7 @@ fn boot(
         // crun and the reaper block: keep them off the async workers, which
         // go on renewing the lease.
         let outcome = tokio::task::block_in_place(|| {
+            crun.wait();
             b2c_runtime::run_pipeline_with(&plan, &prepared, &site, &hooks)
         });
         Ok(phases::volumes_end(&mut volumes, outcome).await)

@@ -99,6 +99,27 @@ pub fn read_module_index() -> ModuleIndexRead {
     })
 }
 
+/// crun being made read-only ([`b2c_runtime::crun::make_read_only`]).
+pub struct CrunReady(std::thread::JoinHandle<std::io::Result<()>>);
+
+/// Makes crun read-only on a thread of its own: its copy into a ramfs
+/// took ~20 ms under TCG, which only the first container waits for.
+pub fn prepare_crun() -> CrunReady {
+    CrunReady(std::thread::spawn(b2c_runtime::crun::make_read_only))
+}
+
+impl CrunReady {
+    pub fn wait(self) {
+        match self.0.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!("crun stays writable, so it copies itself before each container: {e}")
+            }
+            Err(_) => warn!("crun stays writable: the thread making it read-only panicked"),
+        }
+    }
+}
+
 /// The drivers of the devices present (by modalias, as udev's coldplug
 /// would) and of those that appear later (hot-plug, for the whole boot),
 /// overlayfs (every container needs it) and `b2c.modules`.
