@@ -46,7 +46,13 @@ pub fn make_read_only() -> std::io::Result<()> {
     )?;
     let copy = dir.join("crun");
     let done = std::fs::copy(crun, &copy).and_then(|_| {
-        mount(Some(&copy), crun, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+        mount(
+            Some(&copy),
+            crun,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )?;
         mount(
             None::<&str>,
             crun,
