@@ -35,13 +35,12 @@ fn main() {
     b2c_system::reaper::start();
     let module_index = phases::read_module_index();
     phases::banner();
-    let crun = phases::prepare_crun();
 
     let outcome = match early.map_err(BootError::Early).and_then(|_| phases::plan()) {
         Err(e) => fail(e),
         Ok((cmdline, plan)) => {
             end::set_options(&plan.end);
-            boot(&cmdline, plan, module_index, crun).unwrap_or_else(fail)
+            boot(&cmdline, plan, module_index).unwrap_or_else(fail)
         }
     };
     end::finish(outcome)
@@ -51,10 +50,12 @@ fn boot(
     cmdline: &str,
     mut plan: BootPlan,
     module_index: phases::ModuleIndexRead,
-    crun: phases::CrunReady,
 ) -> Result<Outcome, BootError> {
     phases::announce(&plan);
     let mut modules = phases::load_modules(&plan, module_index)?;
+    // After the drivers, which keep both CPUs busy; the network mostly
+    // waits.
+    let crun = phases::prepare_crun();
     // Its driver is one of the modules just loaded.
     if let Some(timeout) = plan.watchdog {
         b2c_system::watchdog::arm(timeout);

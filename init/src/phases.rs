@@ -103,7 +103,7 @@ pub fn read_module_index() -> ModuleIndexRead {
 pub struct CrunReady(std::thread::JoinHandle<std::io::Result<()>>);
 
 /// Makes crun read-only on a thread of its own: its copy into a ramfs
-/// took ~20 ms under TCG, which only the first container waits for.
+/// took ~20 ms under TCG, which only the first container need wait for.
 pub fn prepare_crun() -> CrunReady {
     CrunReady(std::thread::spawn(b2c_runtime::crun::make_read_only))
 }
