@@ -374,6 +374,43 @@ fn hostile_hard_links_are_refused() {
     }
 }
 
+/// A layer of 2 MB, many of the decoder's and the unpacker's buffers,
+/// comes out whole, also with 300 KB of junk after the compressed stream;
+/// a cut one fails.
+#[test]
+fn a_large_layer_comes_out_whole() {
+    let mut tb = Tb::new();
+    let files: Vec<(String, Vec<u8>)> = (0..40u32)
+        .map(|i| {
+            let data = (0..50_000u32)
+                .map(|j| (j.wrapping_mul(2_654_435_761).wrapping_add(i) >> 13) as u8)
+                .collect();
+            (format!("d/f{i}"), data)
+        })
+        .collect();
+    for (path, data) in &files {
+        tb.file(path, data);
+    }
+    let tar = tb.finish();
+    for codec in CODECS {
+        let mut blob = codec.compress(&tar);
+        let (d, r) = unpack(&blob);
+        assert_eq!(r.unwrap().entries, 40, "{codec:?}");
+        for (path, data) in &files {
+            assert!(
+                fs::read(d.path().join(path)).unwrap() == *data,
+                "{codec:?} {path}"
+            );
+        }
+        let (_d, r) = unpack(&blob[..blob.len() * 3 / 4]);
+        assert!(matches!(r, Err(UnpackError::Read(_))), "{codec:?}: {r:?}");
+        blob.extend_from_slice(&[0xff; 300_000]);
+        let (d, r) = unpack(&blob);
+        assert_eq!(r.unwrap().entries, 40, "{codec:?}");
+        assert!(fs::read(d.path().join("d/f39")).unwrap() == files[39].1);
+    }
+}
+
 #[test]
 fn truncated_and_garbage_archives_fail() {
     let tar = Tb::new().file("a", &[7u8; 4000]).finish();
