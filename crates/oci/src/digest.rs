@@ -214,4 +214,24 @@ mod tests {
         let r = VerifyingReader::new(&data[..], &expected, Some(5));
         assert!(r.finish().is_err());
     }
+
+    /// Reads of any size, over a megabyte, give the digest of the whole.
+    #[test]
+    fn reads_of_any_size_give_the_digest_of_the_whole() {
+        let data: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        for algorithm in ["sha256", "sha512"] {
+            let zero = match algorithm {
+                "sha256" => "0".repeat(64),
+                _ => "0".repeat(128),
+            };
+            let kind: Digest = format!("{algorithm}:{zero}").parse().unwrap();
+            let expected = kind.of(&data);
+            let mut r = VerifyingReader::new(&data[..], &expected, Some(data.len() as u64));
+            let mut buf = [0u8; 4096];
+            for size in [1, 511, 512, 4096].iter().cycle().take(100) {
+                r.read_exact(&mut buf[..*size]).unwrap();
+            }
+            assert_eq!(r.finish().unwrap(), expected, "{algorithm}");
+        }
+    }
 }
