@@ -99,13 +99,15 @@ pub fn read_module_index() -> ModuleIndexRead {
     })
 }
 
-/// crun being made read-only ([`b2c_runtime::crun::make_read_only`]).
+/// crun and the containers' cgroup being readied
+/// ([`b2c_runtime::crun::prepare`]).
 pub struct CrunReady(std::thread::JoinHandle<std::io::Result<()>>);
 
-/// Makes crun read-only on a thread of its own: its copy into a ramfs
-/// took ~20 ms under TCG, which only the first container need wait for.
+/// Readies crun on a thread of its own: its copy into a ramfs and the
+/// parent cgroup took ~50 ms under TCG, which only the first container
+/// need wait for.
 pub fn prepare_crun() -> CrunReady {
-    CrunReady(std::thread::spawn(b2c_runtime::crun::make_read_only))
+    CrunReady(std::thread::spawn(b2c_runtime::crun::prepare))
 }
 
 impl CrunReady {

@@ -557,7 +557,10 @@ pub fn runtime_spec(inputs: &SpecInputs, id: &str) -> Result<Spec, SpecError> {
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces(args)?)
         .resources(resources(args)?)
-        .cgroups_path(PathBuf::from(format!("/b2c/{id}")))
+        .cgroups_path(PathBuf::from(format!(
+            "/{}/{id}",
+            crate::crun::CGROUP_PARENT
+        )))
         .masked_paths(args.security.masked_paths.clone())
         .readonly_paths(Vec::<String>::new());
     if !args.sysctls.is_empty() {
