@@ -29,16 +29,29 @@ pub struct ModuleIndex {
     paths: HashMap<String, PathBuf>,
     deps: HashMap<String, Vec<String>>,
     pre: HashMap<String, Vec<String>>,
-    /// (normalised fnmatch pattern, module), in modules.alias order.
-    aliases: Vec<(String, String)>,
-    /// Indexes into `aliases` by the first [`BUCKET`] characters of
-    /// their literal start (`pci:v00008086d`, `usb:v0BDAp8153`): a name
-    /// is only matched against the patterns that can match it. Thousands
-    /// of aliases (the farm's drivers) cost no more to look up than a
-    /// few, which matters under TCG.
-    buckets: HashMap<String, Vec<usize>>,
+    /// `modules.alias`, normalised ([`normalise_aliases`]): the patterns
+    /// and module names of `aliases` are ranges of it. One string rather
+    /// than two per alias: the thousands of allocations were most of the
+    /// index's read (150 ms under TCG with musl's malloc).
+    alias_text: String,
+    /// (fnmatch pattern, module), in modules.alias order.
+    aliases: Vec<(Span, Span)>,
+    /// Indexes into `aliases` by the first [`BUCKET`] bytes of their
+    /// literal start (`pci:v00008086d`, `usb:v0BDAp8153`), sorted by key
+    /// and within a key in alias order: a name is only matched against
+    /// the patterns that can match it. Thousands of aliases (the farm's
+    /// drivers) cost no more to look up than a few, which matters under
+    /// TCG.
+    buckets: Vec<([u8; BUCKET], u32)>,
     /// Patterns whose literal start is shorter (`acpi*:…`, `fs-ext4`).
-    unbucketed: Vec<usize>,
+    unbucketed: Vec<u32>,
+}
+
+/// A byte range of [`ModuleIndex::alias_text`].
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
 /// Long enough to tell PCI vendors and USB vendor/products apart.
@@ -46,36 +59,45 @@ const BUCKET: usize = 14;
 
 /// The part of an fnmatch pattern before its first wildcard.
 fn literal_start(pattern: &str) -> &str {
-    let end = pattern.find(['*', '?', '[']).unwrap_or(pattern.len());
+    let end = pattern
+        .bytes()
+        .position(|b| matches!(b, b'*' | b'?' | b'['))
+        .unwrap_or(pattern.len());
     &pattern[..end]
 }
 
 /// `kernel/fs/ext4/ext4.ko` → `ext4`.
 pub fn module_name(path: &str) -> String {
+    module_name_of(path).replace('-', "_")
+}
+
+/// The name part of a module's path, not normalised.
+fn module_name_of(path: &str) -> &str {
     let file = path.rsplit('/').next().unwrap_or(path);
-    let stem = file.split_once(".ko").map_or(file, |(stem, _)| stem);
-    stem.replace('-', "_")
+    file.split_once(".ko").map_or(file, |(stem, _)| stem)
 }
 
 /// `-` → `_` outside bracket expressions, as kmod normalises both the
 /// aliases depmod indexes and the names it looks up.
 fn normalise_alias(alias: &str) -> String {
+    normalise_aliases(alias.to_string())
+}
+
+/// [`normalise_alias`] for every word of a text at once; a bracket
+/// expression ends with its word. Module names come out normalised too,
+/// as [`module_name`] does.
+fn normalise_aliases(text: String) -> String {
+    let mut bytes = text.into_bytes();
     let mut in_class = false;
-    alias
-        .chars()
-        .map(|c| match c {
-            '[' => {
-                in_class = true;
-                c
-            }
-            ']' => {
-                in_class = false;
-                c
-            }
-            '-' if !in_class => '_',
-            c => c,
-        })
-        .collect()
+    for b in &mut bytes {
+        match *b {
+            b'[' => in_class = true,
+            b']' | b' ' | b'\t' | b'\n' => in_class = false,
+            b'-' if !in_class => *b = b'_',
+            _ => {}
+        }
+    }
+    String::from_utf8(bytes).expect("only ASCII bytes were replaced")
 }
 
 /// fnmatch(3) without flags, which is how kmod matches a modalias against
@@ -193,20 +215,34 @@ impl ModuleIndex {
             }
         }
         // "alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e"
-        for line in alias.lines() {
-            let mut words = line.split_whitespace();
+        index.alias_text = normalise_aliases(alias.to_string());
+        let text = &index.alias_text;
+        let span = |word: &str| {
+            let start = word.as_ptr() as usize - text.as_ptr() as usize;
+            Span {
+                start: start as u32,
+                end: (start + word.len()) as u32,
+            }
+        };
+        for line in text.lines() {
+            let mut words = line.split_ascii_whitespace();
             if let (Some("alias"), Some(pattern), Some(module)) =
                 (words.next(), words.next(), words.next())
             {
-                let pattern = normalise_alias(pattern);
-                let at = index.aliases.len();
-                match literal_start(&pattern).get(..BUCKET) {
-                    Some(key) => index.buckets.entry(key.to_string()).or_default().push(at),
+                let at = index.aliases.len() as u32;
+                match literal_start(pattern).as_bytes().get(..BUCKET) {
+                    Some(key) => index
+                        .buckets
+                        .push((key.try_into().expect("BUCKET bytes"), at)),
                     None => index.unbucketed.push(at),
                 }
-                index.aliases.push((pattern, module_name(module)));
+                index
+                    .aliases
+                    .push((span(pattern), span(module_name_of(module))));
             }
         }
+        // Stable: alias order within a key.
+        index.buckets.sort_by_key(|&(key, _)| key);
         index
     }
 
@@ -267,20 +303,35 @@ impl ModuleIndex {
             return vec![module];
         }
         let name = normalise_alias(name);
-        let bucket = name
-            .get(..BUCKET)
-            .and_then(|key| self.buckets.get(key))
-            .map_or(&[][..], Vec::as_slice);
+        let bucket = match name.as_bytes().get(..BUCKET) {
+            Some(key) => {
+                let from = self.buckets.partition_point(|(k, _)| k[..] < *key);
+                let to = self.buckets.partition_point(|(k, _)| k[..] <= *key);
+                &self.buckets[from..to]
+            }
+            None => &[],
+        };
         // In modules.alias order, as modprobe lists them.
-        let mut candidates: Vec<usize> = bucket.iter().chain(&self.unbucketed).copied().collect();
+        let mut candidates: Vec<u32> = bucket
+            .iter()
+            .map(|&(_, at)| at)
+            .chain(self.unbucketed.iter().copied())
+            .collect();
         candidates.sort_unstable();
         let mut found: Vec<String> = Vec::new();
-        for (pattern, module) in candidates.into_iter().map(|i| &self.aliases[i]) {
-            if alias_matches(pattern, &name) && !found.contains(module) {
-                found.push(module.clone());
+        for (pattern, module) in candidates.into_iter().map(|i| self.alias(i)) {
+            if alias_matches(pattern, &name) && !found.iter().any(|f| f == module) {
+                found.push(module.to_string());
             }
         }
         found
+    }
+
+    /// The alias at `at`: (pattern, module).
+    fn alias(&self, at: u32) -> (&str, &str) {
+        let (pattern, module) = self.aliases[at as usize];
+        let text = |s: Span| &self.alias_text[s.start as usize..s.end as usize];
+        (text(pattern), text(module))
     }
 
     /// The files to load for `names` (module names or aliases), each once,
@@ -1088,6 +1139,17 @@ alias pci:v00008086d000010D4sv*sd*bc*sc*i* e1000e
     fn dashes_in_aliases_are_normalised_outside_brackets() {
         assert_eq!(normalise_alias("fs-ext4"), "fs_ext4");
         assert_eq!(normalise_alias("of:N*T*C[a-z]-x"), "of:N*T*C[a-z]_x");
+        // The whole file at once: an unclosed bracket ends with its word,
+        // and module names come out as module_name gives them.
+        let index = ModuleIndex::parse(
+            Path::new("/m"),
+            "a.ko:\n",
+            "",
+            "alias of:x[a-z]-y[q-r snd-hda-intel\nalias fs-ext4 ext-4\n",
+        );
+        assert_eq!(index.alias(0), ("of:x[a-z]_y[q-r", "snd_hda_intel"));
+        assert_eq!(index.alias(1), ("fs_ext4", "ext_4"));
+        assert_eq!(index.resolve("fs-ext4"), ["ext_4"]);
     }
 
     #[test]
@@ -1403,9 +1465,10 @@ alias virtio:d00000001v* virtio_net
         for name in names {
             let normalised = normalise_alias(name);
             let mut brute: Vec<String> = Vec::new();
-            for (pattern, module) in &index.aliases {
-                if alias_matches(pattern, &normalised) && !brute.contains(module) {
-                    brute.push(module.clone());
+            for at in 0..index.aliases.len() as u32 {
+                let (pattern, module) = index.alias(at);
+                if alias_matches(pattern, &normalised) && !brute.iter().any(|b| b == module) {
+                    brute.push(module.to_string());
                 }
             }
             assert_eq!(index.resolve(name), brute, "{name}");
