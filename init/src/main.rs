@@ -56,6 +56,8 @@ fn boot(
     // After the drivers, which keep both CPUs busy; the network mostly
     // waits.
     let crun = phases::prepare_crun();
+    // While the network comes up: the first HTTPS client needs them.
+    std::thread::spawn(b2c_net::http::Trust::prepare);
     // Its driver is one of the modules just loaded.
     if let Some(timeout) = plan.watchdog {
         b2c_system::watchdog::arm(timeout);

@@ -27,6 +27,7 @@ mod proxy;
 mod retry;
 mod trust;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use b2c_cmdline::Proxy;
@@ -204,14 +205,30 @@ pub fn client_builder(
         .read_timeout(READ_TIMEOUT)
         .user_agent(USER_AGENT);
     Ok(if verify {
-        builder.tls_certs_only(
-            trust
-                .reqwest_roots()
-                .map_err(|e| setup_failure(proxies, &e))?,
-        )
+        builder.tls_backend_preconfigured(verifying_tls(trust).map_err(|e| {
+            Failure::other(format!(
+                "setting up the HTTP client: {}",
+                proxies.scrub(e.to_string())
+            ))
+        })?)
     } else {
         builder.tls_danger_accept_invalid_certs(true)
     })
+}
+
+/// What reqwest would build from `tls_certs_only`, from the roots `trust`
+/// parsed once rather than once per client.
+fn verifying_tls(trust: &Trust) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = rustls::crypto::CryptoProvider::get_default()
+        .cloned()
+        .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(rustls::ALL_VERSIONS)?
+        .with_root_certificates(trust.store())
+        .with_no_client_auth();
+    // reqwest is built for HTTP/1 only.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
 }
 
 /// reqwest refused the settings (proxy secrets kept out).
