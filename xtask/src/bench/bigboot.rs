@@ -41,6 +41,7 @@ pub fn script_job() -> boot::ScriptJob<'static> {
         image: IMAGE,
         command: COMMAND,
         disk: Some("/dev/vda"),
+        kernel_modules: true,
     }
 }
 

@@ -8,9 +8,10 @@
 //! - a busybox shell-script init doing the same job as b2c for the hello
 //!   image: modules, udhcpc, wget of the manifest and the layer, tar, crun.
 //!
-//! When our own kernel is built (`cargo xtask kernel`), the floor and b2c
-//! (with an initramfs without modules) also boot it, in the same rounds:
-//! Debian's kernel with modules against ours with every driver built in.
+//! When our own kernel is built (`cargo xtask kernel`), the floor, the
+//! busybox script and b2c (both with an initramfs without modules) also
+//! boot it, in the same rounds: Debian's kernel with modules against ours
+//! with every driver built in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +27,7 @@ use crate::{crun, kernel, run, Result};
 /// The keys of the variants that boot our kernel.
 pub const OWN_FLOOR: &str = "floor-own-kernel";
 pub const OWN_B2C: &str = "b2c-own-kernel";
+pub const OWN_BUSYBOX: &str = "busybox-own-kernel";
 
 /// The image and the command every variant runs.
 const IMAGE: &str = "10.99.0.1:5000/b2c/busybox:latest";
@@ -162,6 +164,7 @@ mod tests {
             image: "10.99.0.1:5000/bench/large:latest",
             command: &["gcc", "--version"],
             disk: Some("/dev/vda"),
+            kernel_modules: true,
         }
     }
 
@@ -392,6 +395,9 @@ pub struct ScriptJob<'a> {
     /// its cache, every layer is streamed into a directory of its own on
     /// it, all at once, and overlayfs stacks them, as b2c does.
     pub disk: Option<&'a str>,
+    /// The network's (and the disk's) modules from Debian's kernel,
+    /// insmodded first; false for our kernel, which has them built in.
+    pub kernel_modules: bool,
 }
 
 /// The hello image's job, the baseline of the hello boot.
@@ -401,6 +407,16 @@ pub fn hello_job() -> ScriptJob<'static> {
         image: IMAGE,
         command: &["echo", HELLO],
         disk: None,
+        kernel_modules: true,
+    }
+}
+
+/// The hello image's job on our kernel: no module to load.
+pub fn hello_job_own_kernel() -> ScriptJob<'static> {
+    ScriptJob {
+        name: OWN_BUSYBOX,
+        kernel_modules: false,
+        ..hello_job()
     }
 }
 
@@ -548,10 +564,9 @@ const APPLETS: &[&str] = &[
 /// A busybox-script baseline: busybox, the initramfs's static crun (the
 /// same runtime as b2c's, so that only the init differs), the network
 /// modules, with a disk also mke2fs and the ext4, virtio-blk and overlay
-/// modules; compressed as b2c's is.
+/// modules (none for our kernel); compressed as b2c's is.
 pub fn busybox_initramfs(dir: &Path, job: &ScriptJob) -> Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let kernel = kernel::fetch(Arch::X86_64, false)?;
     let init = dir.join(format!("{}-init", job.name));
     let udhcpc = dir.join("udhcpc.sh");
     for (path, text) in [
@@ -589,20 +604,23 @@ pub fn busybox_initramfs(dir: &Path, job: &ScriptJob) -> Result<PathBuf> {
         // What b2c loads for a cache on a virtio disk.
         wanted.extend(["virtio_blk".into(), "fs-ext4".into(), "overlay".into()]);
     }
-    let index = b2c_system::modules::ModuleIndex::load(&kernel.modules)?;
     let mut list = String::new();
-    for step in index.plan(&wanted)? {
-        let name = step
-            .path
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        archive.add_file(&format!("lib/modules/{name}"), &step.path)?;
-        list.push_str(&format!(
-            "/lib/modules/{name}{}\n",
-            if step.optional { " optional" } else { "" }
-        ));
+    if job.kernel_modules {
+        let kernel = kernel::fetch(Arch::X86_64, false)?;
+        let index = b2c_system::modules::ModuleIndex::load(&kernel.modules)?;
+        for step in index.plan(&wanted)? {
+            let name = step
+                .path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            archive.add_file(&format!("lib/modules/{name}"), &step.path)?;
+            list.push_str(&format!(
+                "/lib/modules/{name}{}\n",
+                if step.optional { " optional" } else { "" }
+            ));
+        }
     }
     let modules = dir.join(format!("{}-modules", job.name));
     std::fs::write(&modules, list)?;

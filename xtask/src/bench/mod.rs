@@ -321,6 +321,13 @@ pub fn run_bench(args: &[String]) -> Result<()> {
                 kernel: kernel.clone(),
             });
             candidates.push(boot::Candidate {
+                key: boot::OWN_BUSYBOX.into(),
+                label: format!("busybox script (zstd), our kernel {release}, no modules"),
+                initramfs: boot::busybox_initramfs(&base, &boot::hello_job_own_kernel())?,
+                append: String::new(),
+                kernel: kernel.clone(),
+            });
+            candidates.push(boot::Candidate {
                 key: boot::OWN_B2C.into(),
                 label: format!("b2c (zstd -19), our kernel {release}, no modules"),
                 initramfs: bare.path.clone(),

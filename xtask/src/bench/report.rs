@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::bigboot::BigBootResults;
-use super::boot::{BootResults, OWN_B2C};
+use super::boot::{BootResults, Variant, OWN_B2C, OWN_BUSYBOX, OWN_FLOOR};
 use super::image::LargeImage;
 use super::measure::median;
 use super::pull::{PullResults, ToolRuns};
@@ -236,7 +236,7 @@ mod own_kernel_tests {
     use std::collections::BTreeMap;
     use std::path::PathBuf;
 
-    use super::super::boot::{BootResults, Variant, OWN_B2C, OWN_FLOOR};
+    use super::super::boot::{BootResults, Variant, OWN_B2C, OWN_BUSYBOX, OWN_FLOOR};
     use super::{Machine, Results, Sizes};
 
     fn variant(key: &str, kernel: &str, seconds: &[f64]) -> Variant {
@@ -333,6 +333,51 @@ mod own_kernel_tests {
             target.measured.starts_with("-1.10 s per round"),
             "{target:?}"
         );
+    }
+
+    #[test]
+    fn issue_16s_boot_targets_are_judged_on_each_kernel() {
+        let debian = "6.1.0-57-amd64";
+        let ours = "6.1.192-b2c";
+        let mut r = results(
+            vec![
+                variant("floor", debian, &[3.0, 3.2]),
+                variant("busybox", debian, &[4.5, 4.6]),
+                variant("b2c-zstd", debian, &[4.3, 4.4]),
+                variant(OWN_FLOOR, ours, &[1.0, 1.2]),
+                variant(OWN_BUSYBOX, ours, &[2.4, 2.6]),
+                variant(OWN_B2C, ours, &[1.9, 2.1]),
+            ],
+            None,
+        );
+        // By the guest's clock.
+        r.boot.as_mut().unwrap().variants[2].userland = vec![1.3, 1.5];
+        r.boot.as_mut().unwrap().variants[5].userland = vec![0.8, 1.0];
+        r.targets = r.evaluate();
+        let find = |name: &str| {
+            r.targets
+                .iter()
+                .find(|t| t.target == name)
+                .unwrap_or_else(|| panic!("no target {name:?} in {:#?}", r.targets))
+        };
+        let t = find("boot overhead over the floor ≤ 1.0 s (TCG, hello image)");
+        assert!(
+            !t.holds && t.measured.starts_with("1.25 s per round"),
+            "{t:?}"
+        );
+        let t = find("boot at least 0.3 s faster than the busybox script's, per round");
+        assert!(!t.holds && t.measured.starts_with("-0.20 s"), "{t:?}");
+        let t = find("b2c's own time, /init → power-off, ≤ 1.0 s");
+        assert!(!t.holds && t.measured.starts_with("1.40 s"), "{t:?}");
+        let t = find("boot overhead over the floor ≤ 1.0 s (TCG, hello image, our kernel)");
+        assert!(
+            t.holds && t.measured.starts_with("0.90 s per round"),
+            "{t:?}"
+        );
+        let t = find("boot at least 0.3 s faster than the busybox script's, per round, our kernel");
+        assert!(t.holds && t.measured.starts_with("-0.50 s"), "{t:?}");
+        let t = find("b2c's own time, /init → power-off, ≤ 1.0 s, our kernel");
+        assert!(t.holds && t.measured.starts_with("0.90 s"), "{t:?}");
     }
 
     #[test]
@@ -499,6 +544,44 @@ fn volume_section(s: &mut String, v: &VolumeResults) {
             .collect::<Vec<_>>()
             .join("; ")
     );
+}
+
+/// Issue 16's boot targets for one kernel (`kernel`: what the target
+/// names add): per round, over the floor ≤ 1.0 s and at least 0.3 s below
+/// the busybox script; by the guest's clock, /init → power-off ≤ 1.0 s.
+fn boot_targets(b2c: &Variant, floor: &Variant, script: &Variant, kernel: &str) -> Vec<Target> {
+    let over = b2c.over(floor);
+    let vs_script = b2c.over(script);
+    let own = b2c.userland_median();
+    vec![
+        Target {
+            target: format!("boot overhead over the floor ≤ 1.0 s (TCG, hello image{kernel})"),
+            measured: format!(
+                "{over:.2} s per round (medians {:.2} s vs {:.2} s)",
+                b2c.median(),
+                floor.median()
+            ),
+            holds: over <= 1.0,
+        },
+        Target {
+            target: format!(
+                "boot at least 0.3 s faster than the busybox script's, per round{kernel}"
+            ),
+            measured: format!(
+                "{vs_script:+.2} s (over the floor: {over:.2} s vs {:.2} s)",
+                script.over(floor)
+            ),
+            holds: vs_script <= -0.3,
+        },
+        Target {
+            target: format!("b2c's own time, /init → power-off, ≤ 1.0 s{kernel}"),
+            measured: format!(
+                "{own:.2} s (the busybox script's: {:.2} s)",
+                script.userland_median()
+            ),
+            holds: own <= 1.0,
+        },
+    ]
 }
 
 /// The issue's targets for the large image, on the default initramfs.
@@ -827,33 +910,17 @@ impl Results {
             }
         }
         if let Some(boot) = &self.boot {
-            if let (Some(b), Some(floor), Some(bb)) = (
-                boot.variant("b2c-zstd"),
-                boot.variant("floor"),
-                boot.variant("busybox"),
-            ) {
-                let over = b.over(floor);
-                let bb_over = bb.over(floor);
-                add(
-                    "boot overhead over the floor ≤ 1.5 s (TCG, hello image)",
-                    format!(
-                        "{over:.2} s (medians {:.2} s vs {:.2} s)",
-                        b.median(),
-                        floor.median()
-                    ),
-                    over <= 1.5,
-                );
-                let vs_bb = b.over(bb);
-                add(
-                    "boot overhead lower than the busybox script's",
-                    format!(
-                        "{over:.2} s vs {bb_over:.2} s; b2c − busybox per round: {vs_bb:+.2} s; \
-                         /init → power-off: {:.2} s vs {:.2} s",
-                        b.userland_median(),
-                        bb.userland_median()
-                    ),
-                    vs_bb < 0.0,
-                );
+            for (b2c, floor, script, kernel) in [
+                ("b2c-zstd", "floor", "busybox", ""),
+                (OWN_B2C, OWN_FLOOR, OWN_BUSYBOX, ", our kernel"),
+            ] {
+                if let (Some(b), Some(floor), Some(bb)) =
+                    (boot.variant(b2c), boot.variant(floor), boot.variant(script))
+                {
+                    for t in boot_targets(b, floor, bb, kernel) {
+                        add(&t.target, t.measured, t.holds);
+                    }
+                }
             }
         }
         if let Some(boot) = &self.boot {
