@@ -135,9 +135,23 @@ impl CrunReady {
 /// Filesystems wait for the storage phase: most boots mount none.
 pub fn load_modules(plan: &BootPlan, read: ModuleIndexRead) -> Result<Modules, BootError> {
     let (modules, took) = read.index.join().expect("the module index thread panicked");
-    let look = read.look.join().expect("the device look thread panicked");
     let modules = modules.map_err(BootError::Modules)?;
     log::debug!("kernel modules: index read in {} ms", took.as_millis());
+    if modules.ships_nothing() && plan.modules.is_empty() {
+        // A kernel with its drivers built in (ours), and no module here:
+        // the coldplug has nothing to load. Its look at the devices, the
+        // report of those no driver took and the hot-plug listener's
+        // reports of late ones go on beside the boot (~0.1 s under TCG).
+        let background = modules.clone();
+        let look = read.look;
+        std::thread::spawn(move || {
+            let look = look.join().expect("the device look thread panicked");
+            // Nothing to load, so nothing to fail.
+            let _ = background.start(look, Path::new("/sys"), &[]);
+        });
+        return Ok(modules);
+    }
+    let look = read.look.join().expect("the device look thread panicked");
     // A kernel may have overlay built in; b2c.modules must be shipped.
     let overlay = Some("fs-overlay".to_string()).filter(|m| modules.ships(m));
     let wanted: Vec<String> = overlay.into_iter().chain(plan.modules.clone()).collect();

@@ -561,6 +561,11 @@ impl Modules {
         self.load(&shipped)
     }
 
+    /// Whether the initramfs has no module for this kernel at all.
+    pub fn ships_nothing(&self) -> bool {
+        self.index().all().is_empty()
+    }
+
     /// Whether a module answers to this name or alias in the initramfs.
     pub fn ships(&self, name: &str) -> bool {
         !self.index().resolve(name).is_empty()
