@@ -20,7 +20,9 @@ pub fn mem_total_kib(meminfo: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Block devices with their sizes, e.g. `vda (10.0 GiB)`.
+/// Block devices with their sizes, e.g. `vda (10.0 GiB)`; not loop, RAM
+/// or NBD devices, which are only slots here (a kernel with NBD built in
+/// has 16 of them, which `b2c.nbd` attaches later).
 pub fn block_devices(sys_block: &Path) -> Vec<String> {
     let Ok(entries) = std::fs::read_dir(sys_block) else {
         return Vec::new();
@@ -29,7 +31,7 @@ pub fn block_devices(sys_block: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
-            if name.starts_with("loop") || name.starts_with("ram") {
+            if ["loop", "ram", "nbd"].iter().any(|p| name.starts_with(p)) {
                 return None;
             }
             let sectors: u64 = std::fs::read_to_string(e.path().join("size"))
@@ -82,6 +84,19 @@ pub fn kernel_release() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn block_devices_are_listed_with_their_size_but_slots() {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, sectors) in [("vda", 20971520), ("nbd0", 0), ("loop3", 0), ("sda", 2048)] {
+            std::fs::create_dir(dir.path().join(name)).unwrap();
+            std::fs::write(dir.path().join(name).join("size"), format!("{sectors}\n")).unwrap();
+        }
+        assert_eq!(
+            block_devices(dir.path()),
+            ["sda (1.0 MiB)", "vda (10.0 GiB)"]
+        );
+    }
 
     #[test]
     fn parses_proc_files() {

@@ -90,6 +90,8 @@ fn hello_on_our_kernel_without_modules() {
     assert!(boot.has_line("HELLO-42"), "no container output\n{boot}");
     assert_verdict(&boot, 0);
     assert_all_built_in(&boot, &release, &["1022:2000"]);
+    // Not the 16 NBD slots our kernel has built in.
+    assert!(boot.has_line("]: block devices: none"), "{boot}");
     if let Some(at) = boot.status_at {
         println!(
             "our kernel {release}: status line {:.2} s after QEMU started",
