@@ -48,6 +48,8 @@ pub struct Variant {
     /// kernel powering off. The init's own share, without QEMU's start,
     /// the kernel's boot and the initramfs unpacking.
     pub userland: Vec<f64>,
+    /// Boots, by the guest's clock: the seconds of each of [`PHASES`].
+    pub phases: Vec<[f64; 5]>,
     /// The b2c console lines (uptime-stamped) of the median boot.
     pub timeline: Vec<String>,
     /// The whole console of the median boot, for its chart and its
@@ -63,6 +65,18 @@ impl Variant {
 
     pub fn userland_median(&self) -> f64 {
         median(&self.userland)
+    }
+
+    /// The median of phase `i` of [`PHASES`] over the boots that mark it
+    /// (NaN if none does).
+    pub fn phase_median(&self, i: usize) -> f64 {
+        let marked: Vec<f64> = self
+            .phases
+            .iter()
+            .map(|p| p[i])
+            .filter(|s| !s.is_nan())
+            .collect();
+        median(&marked)
     }
 
     /// How much longer than `other` this variant took, round by round
@@ -84,6 +98,31 @@ mod tests {
     }
 
     #[test]
+    fn the_script_and_b2c_mark_the_same_links_of_the_chain() {
+        let script = "[    2.000000] Run /init as init process\n\
+                      script: modules loaded at 2.25 s\n\
+                      script: network up at 2.50 s\n\
+                      script: layer unpacked at 3.00 s\n\
+                      hello\n\
+                      script: container exited at 3.25 s\n\
+                      [    3.500000] reboot: Power down\n";
+        assert_eq!(super::phase_seconds(script), [0.25, 0.25, 0.5, 0.25, 0.25]);
+        let b2c = "[    1.000000] Run /init as init process\n\
+                   [    1.100]: b2c 0.1.0\n\
+                   [    1.500]: kernel modules: loaded virtio_net\n\
+                   [    1.625]: block devices: none\n\
+                   [    1.875]: network: eth0: 10.99.0.41/24 by DHCP\n\
+                   [    2.375]: pulled 10.99.0.1:5000/b2c/busybox:latest\n\
+                   [    2.625]: run-0 exited with status 0\n\
+                   [    2.750000] reboot: Power down\n";
+        assert_eq!(super::phase_seconds(b2c), [0.625, 0.25, 0.5, 0.25, 0.125]);
+        // A boot that stopped early marks what it reached.
+        let cut = super::phase_seconds(&b2c[..b2c.find("[    2.375]").unwrap()]);
+        assert_eq!(cut[..2], [0.625, 0.25]);
+        assert!(cut[2..].iter().all(|s| s.is_nan()), "{cut:?}");
+    }
+
+    #[test]
     fn a_chart_for_each_variant_that_printed_b2c_lines() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("boot-gone.svg"), "an earlier run's").unwrap();
@@ -96,6 +135,7 @@ mod tests {
             compressed_bytes: 0,
             seconds: vec![],
             userland: vec![],
+            phases: vec![],
             timeline: vec![],
             console: console.into(),
         };
@@ -653,19 +693,79 @@ pub fn b2c_append() -> String {
     format!(r#"b2c.run="--tls-verify=false docker://{IMAGE} echo {HELLO}""#)
 }
 
+/// The uptime a console line starts with: `[    1.500000] …` (the
+/// kernel's) or `[    1.938]: …` (b2c's).
+fn line_stamp(line: &str) -> Option<f64> {
+    line.strip_prefix('[')?
+        .split(']')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// The stamp of the first line of `console` containing `marker`.
+fn stamp_of(console: &str, marker: &str) -> Option<f64> {
+    line_stamp(console.lines().find(|l| l.contains(marker))?)
+}
+
 /// From the kernel's `Run /init as init process` to its `reboot: Power
 /// down`, by the kernel's own stamps.
 pub(super) fn userland_seconds(console: &str) -> Option<f64> {
-    let stamp = |marker: &str| -> Option<f64> {
-        let line = console.lines().find(|l| l.contains(marker))?;
-        line.strip_prefix('[')?
-            .split(']')
-            .next()?
-            .trim()
-            .parse()
-            .ok()
+    Some(stamp_of(console, "reboot: Power down")? - stamp_of(console, "Run /init as init process")?)
+}
+
+/// The links of the hello boot's chain, from `/init` to the power-off,
+/// which the busybox script's `at` lines and b2c's stamps both mark.
+pub const PHASES: [&str; 5] = [
+    "`/init` → drivers loaded",
+    "→ network up (DHCP)",
+    "→ image pulled",
+    "→ container exited",
+    "→ power-off",
+];
+
+/// How long each of [`PHASES`] took in one boot, by the guest's clock;
+/// NaN where a mark is missing.
+pub(super) fn phase_seconds(console: &str) -> [f64; 5] {
+    // The script's lines: `script: network up at 3.12 s`.
+    let script = |what: &str| {
+        console.lines().find_map(|l| {
+            let (done, at) = l.split_once("script: ")?.1.split_once(" at ")?;
+            done.ends_with(what)
+                .then(|| at.trim_end_matches(" s").trim().parse().ok())?
+        })
     };
-    Some(stamp("reboot: Power down")? - stamp("Run /init as init process")?)
+    let marks: [Option<f64>; 4] = if console.contains("script: ") {
+        [
+            "modules loaded",
+            "network up",
+            "unpacked",
+            "container exited",
+        ]
+        .map(script)
+    } else {
+        // b2c lists the block devices once the drivers are loaded.
+        [
+            "]: block devices: ",
+            "]: network: ",
+            "]: pulled ",
+            " exited with status ",
+        ]
+        .map(|m| stamp_of(console, m))
+    };
+    let all = [stamp_of(console, "Run /init as init process")]
+        .into_iter()
+        .chain(marks)
+        .chain([stamp_of(console, "reboot: Power down")])
+        .collect::<Vec<_>>();
+    let mut out = [f64::NAN; 5];
+    for (i, pair) in all.windows(2).enumerate() {
+        if let [Some(from), Some(to)] = pair {
+            out[i] = to - from;
+        }
+    }
+    out
 }
 
 /// The b2c lines of a console: `[   1.234]: …` (the kernel's own stamps
@@ -717,6 +817,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
             initramfs: c.initramfs.clone(),
             seconds: Vec::new(),
             userland: Vec::new(),
+            phases: Vec::new(),
             timeline: Vec::new(),
             console: String::new(),
         })
@@ -759,6 +860,7 @@ pub fn bench(candidates: &[Candidate], runs: usize) -> Result<BootResults> {
             variants[i]
                 .userland
                 .push(userland_seconds(&boot.console).unwrap_or(f64::NAN));
+            variants[i].phases.push(phase_seconds(&boot.console));
             consoles[i].push((secs, boot.console.clone()));
         }
     }

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::path::Path;
 
 use super::bigboot::BigBootResults;
-use super::boot::{BootResults, Variant, OWN_B2C, OWN_BUSYBOX, OWN_FLOOR};
+use super::boot::{BootResults, Variant, OWN_B2C, OWN_BUSYBOX, OWN_FLOOR, PHASES};
 use super::image::LargeImage;
 use super::measure::median;
 use super::pull::{PullResults, ToolRuns};
@@ -248,6 +248,7 @@ mod own_kernel_tests {
             compressed_bytes: 1 << 20,
             seconds: seconds.to_vec(),
             userland: seconds.to_vec(),
+            phases: Vec::new(),
             timeline: Vec::new(),
             console: String::new(),
         }
@@ -378,6 +379,39 @@ mod own_kernel_tests {
         assert!(t.holds && t.measured.starts_with("-0.50 s"), "{t:?}");
         let t = find("b2c's own time, /init → power-off, ≤ 1.0 s, our kernel");
         assert!(t.holds && t.measured.starts_with("0.90 s"), "{t:?}");
+    }
+
+    #[test]
+    fn the_script_and_b2c_are_compared_link_by_link_on_each_kernel() {
+        let debian = "6.1.0-57-amd64";
+        let ours = "6.1.192-b2c";
+        let mut r = results(
+            vec![
+                variant("floor", debian, &[3.0, 3.2]),
+                variant("busybox", debian, &[4.5, 4.6]),
+                variant("b2c-zstd", debian, &[4.3, 4.4]),
+                variant(OWN_BUSYBOX, ours, &[2.4, 2.6]),
+                variant(OWN_B2C, ours, &[1.9, 2.1]),
+            ],
+            None,
+        );
+        let boot = r.boot.as_mut().unwrap();
+        boot.variants[1].phases = vec![[0.2, 0.25, 0.3, 0.3, 0.05]; 2];
+        boot.variants[2].phases = vec![
+            [0.4, 0.1, 0.4, 0.2, 0.05],
+            [0.5, 0.2, f64::NAN, f64::NAN, f64::NAN],
+        ];
+        boot.variants[3].phases = vec![[0.1, 0.2, 0.3, 0.3, 0.05]];
+        boot.variants[4].phases = vec![[0.12, 0.12, 0.33, 0.25, 0.01]];
+        let md = r.markdown();
+        for row in [
+            "| phase | script | b2c | script, our kernel | b2c, our kernel |",
+            "| `/init` → drivers loaded | 0.20 s | 0.45 s | 0.10 s | 0.12 s |",
+            // A boot that did not reach a mark leaves it to the others.
+            "| → image pulled | 0.30 s | 0.40 s | 0.30 s | 0.33 s |",
+        ] {
+            assert!(md.contains(row), "{row}\n{md}");
+        }
     }
 
     #[test]
@@ -544,6 +578,50 @@ fn volume_section(s: &mut String, v: &VolumeResults) {
             .collect::<Vec<_>>()
             .join("; ")
     );
+}
+
+/// The busybox script against b2c, link by link of the boot's chain
+/// ([`PHASES`]), on each kernel that both booted.
+fn phase_table(s: &mut String, b: &BootResults) {
+    let columns: Vec<(&str, &Variant)> = [
+        ("script", "busybox"),
+        ("b2c", "b2c-zstd"),
+        ("script, our kernel", OWN_BUSYBOX),
+        ("b2c, our kernel", OWN_B2C),
+    ]
+    .into_iter()
+    .filter_map(|(name, key)| Some((name, b.variant(key)?)))
+    .filter(|(_, v)| !v.phases.is_empty())
+    .collect();
+    if columns.len() < 2 {
+        return;
+    }
+    let _ = writeln!(
+        s,
+        "\nLink by link, the busybox script against b2c (medians of every boot, by the \
+         guest's clock: the script's `at` lines, b2c's stamps; before its image is pulled \
+         b2c has also set the clock):\n\n| phase | {} |\n|---|{}",
+        columns
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(columns.len())
+    );
+    for (i, phase) in PHASES.iter().enumerate() {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|(_, v)| match v.phase_median(i) {
+                m if m.is_nan() => "–".to_string(),
+                // The script's last `at` line and the kernel's power-off
+                // are stamped by two readers of one clock: a few ms
+                // either way.
+                m if m < 0.0 && m > -0.01 => "0.00 s".to_string(),
+                m => format!("{m:.2} s"),
+            })
+            .collect();
+        let _ = writeln!(s, "| {phase} | {} |", cells.join(" | "));
+    }
 }
 
 /// Issue 16's boot targets for one kernel (`kernel`: what the target
@@ -1148,6 +1226,7 @@ impl Results {
                 chart_links(&b.charts)
             );
         }
+        phase_table(s, b);
         if let Some(v) = b.variant("b2c-zstd") {
             let phases = phases(&v.console);
             if !phases.is_empty() {
